@@ -1,0 +1,75 @@
+"""agent-guardrails: decide, call by call, how much an agent may do on its own.
+
+>>> from agent_guardrails import AutonomyLevel
+>>> AutonomyLevel.parse("optimize")
+<AutonomyLevel.OPTIMIZE: 2>
+"""
+
+from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest, Approver, ScriptedApprover
+from agent_guardrails.decision import CallRequest, Decision, DecisionKind
+from agent_guardrails.decorator import guarded, set_default_guardrails, use_guardrails
+from agent_guardrails.engine import decide
+from agent_guardrails.errors import (
+    ActionDenied,
+    ApprovalRequired,
+    BudgetExceeded,
+    CallInDoubt,
+    ConfigurationError,
+    ExposureExceeded,
+    GuardrailError,
+    KillSwitchEngaged,
+    PolicyError,
+    StoreUnavailable,
+    ValidatorFailed,
+)
+from agent_guardrails.guard import Guardrails, report_cost
+from agent_guardrails.levels import AutonomyLevel, LevelRecommendation, recommend_level
+from agent_guardrails.policy import PolicyPack
+from agent_guardrails.results import GuardrailResult
+from agent_guardrails.scope import Scope
+from agent_guardrails.store import open_store
+from agent_guardrails.validators import (
+    ValidatorRegistry,
+    register_consent_check,
+    register_validator,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActionDenied",
+    "ApprovalAnswer",
+    "ApprovalRequest",
+    "ApprovalRequired",
+    "Approver",
+    "AutonomyLevel",
+    "BudgetExceeded",
+    "CallInDoubt",
+    "CallRequest",
+    "ConfigurationError",
+    "Decision",
+    "DecisionKind",
+    "ExposureExceeded",
+    "GuardrailError",
+    "GuardrailResult",
+    "Guardrails",
+    "KillSwitchEngaged",
+    "LevelRecommendation",
+    "PolicyError",
+    "PolicyPack",
+    "ScriptedApprover",
+    "Scope",
+    "StoreUnavailable",
+    "ValidatorFailed",
+    "ValidatorRegistry",
+    "__version__",
+    "decide",
+    "guarded",
+    "open_store",
+    "recommend_level",
+    "register_consent_check",
+    "register_validator",
+    "report_cost",
+    "set_default_guardrails",
+    "use_guardrails",
+]

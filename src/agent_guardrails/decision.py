@@ -1,0 +1,125 @@
+"""The values that flow through one guarded call: the request, charges and the decision."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_guardrails.levels import AutonomyLevel
+from agent_guardrails.scope import Scope
+
+__all__ = [
+    "CallRequest",
+    "Charge",
+    "Decision",
+    "DecisionKind",
+    "ValidatorOutcome",
+]
+
+
+class DecisionKind(enum.StrEnum):
+    """The verdict for one call."""
+
+    ALLOW = "allow"
+    SIMULATE = "simulate"
+    REQUIRE_APPROVAL = "require_approval"
+    DENY = "deny"
+    HALT = "halt"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """One tool call the model asked for, with the action it is bound to and its scope."""
+
+    tool: str
+    action: str
+    args: Mapping[str, Any]
+    scope: Scope = Scope()
+    call_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One counter a call would move: a budget (money) or an exposure (touches of an entity).
+
+    ``key`` identifies the counter in the store, window bucket included; ``limit`` is the cap
+    for that bucket; ``expires_at`` is the bucket's end (Unix seconds), after which the counter
+    may be forgotten.
+    """
+
+    key: str
+    kind: str  # "budget" | "exposure"
+    amount: float
+    limit: float
+    expires_at: int
+    label: str  # what to call it in messages: the budget's name or the entity
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatorOutcome:
+    """The result of one validator for one call."""
+
+    name: str
+    passed: bool
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's verdict for one call, with everything needed to explain and enforce it.
+
+    ``reasons`` are machine-readable codes (``budget_exceeded``, ``exposure_exceeded``,
+    ``validator_failed:<name>``, ``level_too_low``, ``kill_switch:<scope>``,
+    ``approval_required:<why>``, ``store_unavailable``, ...). ``charges`` are the counters to
+    reserve when the call goes ahead. ``budget_left`` / ``exposure_left`` are the smallest
+    headroom across the charges, after this call, where the call has any.
+    """
+
+    kind: DecisionKind
+    reasons: tuple[str, ...]
+    message: str
+    action: str
+    tool: str
+    level: AutonomyLevel
+    scope: Scope
+    pack: str
+    pack_version: str
+    cost: float = 0.0
+    currency: str = "USD"
+    charges: tuple[Charge, ...] = ()
+    budget_left: float | None = None
+    exposure_left: float | None = None
+    validators: tuple[ValidatorOutcome, ...] = ()
+    approval_roles: tuple[str, ...] = ()
+    approval_timeout: float | None = None
+    fail_open: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def allowed(self) -> bool:
+        return self.kind is DecisionKind.ALLOW
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, used by the audit log and by results handed to the agent."""
+        return {
+            "decision": self.kind.value,
+            "reasons": list(self.reasons),
+            "message": self.message,
+            "action": self.action,
+            "tool": self.tool,
+            "level": int(self.level),
+            "level_name": self.level.name.lower(),
+            "scope": self.scope.as_dict(),
+            "pack": self.pack,
+            "pack_version": self.pack_version,
+            "cost": self.cost,
+            "currency": self.currency,
+            "budget_left": self.budget_left,
+            "exposure_left": self.exposure_left,
+            "validators": [
+                {"name": v.name, "passed": v.passed, "message": v.message} for v in self.validators
+            ],
+            "approval_roles": list(self.approval_roles),
+        }

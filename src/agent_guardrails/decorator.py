@@ -1,0 +1,205 @@
+"""``@guarded``: put one tool behind the guardrails.
+
+Works on plain functions and on LangChain tools, sync and async, over or under ``@tool``
+(the tool's name, description and argument schema are unchanged):
+
+>>> from agent_guardrails import Guardrails, PolicyPack, guarded
+>>> guard = Guardrails(PolicyPack.from_yaml('''
+... name: demo
+... version: 1
+... defaults: {level: assist}
+... actions:
+...   email.send: {risk: medium}
+... '''), store="memory://")
+>>> @guarded(action="email.send", guardrails=guard)
+... def send_email(to: str, subject: str) -> str:
+...     raise AssertionError("never runs at Assist")
+>>> send_email("a@example.com", "Hi")["status"]
+'simulated'
+
+Which ``Guardrails`` applies: the ``guardrails=`` argument, else the one made current with
+``with use_guardrails(guard):`` (the middleware does this), else the process default from
+:func:`set_default_guardrails`. It is looked up at call time, so tools can be defined before
+the guardrails are built.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from langchain_core.tools import BaseTool, StructuredTool, Tool
+
+from agent_guardrails.decision import CallRequest
+from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.guard import Guardrails
+from agent_guardrails.scope import DIMENSIONS
+
+__all__ = ["guarded", "set_default_guardrails", "use_guardrails"]
+
+X = TypeVar("X")
+
+_current: contextvars.ContextVar[Guardrails | None] = contextvars.ContextVar(
+    "agent_guardrails_current", default=None
+)
+_default: list[Guardrails] = []
+
+
+def set_default_guardrails(guard: Guardrails | None) -> None:
+    """Make ``guard`` the one ``@guarded`` tools use when nothing more specific is set."""
+    _default[:] = [guard] if guard is not None else []
+
+
+@contextmanager
+def use_guardrails(guard: Guardrails) -> Iterator[Guardrails]:
+    """Make ``guard`` current for ``@guarded`` tools called inside the block."""
+    token = _current.set(guard)
+    try:
+        yield guard
+    finally:
+        _current.reset(token)
+
+
+def _resolve(explicit: Guardrails | None) -> Guardrails:
+    guard = explicit or _current.get() or (_default[0] if _default else None)
+    if guard is None:
+        raise ConfigurationError(
+            "no Guardrails for this @guarded tool: pass guardrails=..., wrap the call in "
+            "'with use_guardrails(guard):', or call set_default_guardrails(guard)"
+        )
+    return guard
+
+
+class _Spec:
+    __slots__ = ("action", "guardrails", "raise_on_deny", "scope", "simulate", "tool_name")
+
+    def __init__(
+        self,
+        action: str,
+        guardrails: Guardrails | None,
+        scope: Mapping[str, str] | None,
+        simulate: Callable[..., Any] | None,
+        raise_on_deny: bool | None,
+        tool_name: str | None,
+    ) -> None:
+        self.action = action
+        self.guardrails = guardrails
+        self.scope = dict(scope or {})
+        self.simulate = simulate
+        self.raise_on_deny = raise_on_deny
+        self.tool_name = tool_name
+
+
+def guarded(
+    *,
+    action: str,
+    guardrails: Guardrails | None = None,
+    scope: Mapping[str, str] | None = None,
+    simulate: Callable[..., Any] | None = None,
+    raise_on_deny: bool | None = None,
+    name: str | None = None,
+) -> Callable[[X], X]:
+    """Guard a tool bound to ``action`` (a key of the pack's ``actions``).
+
+    Args:
+        action: the business action the tool performs, e.g. ``"email.send"``.
+        guardrails: the :class:`Guardrails` to use (default: current or process default).
+        scope: scope values declared by the tool (``{"channel": "email"}``); they win over
+            the run's context and the call's arguments.
+        simulate: called with the tool's arguments at Assist (level 0) instead of the body;
+            its return value is the draft the agent sees.
+        raise_on_deny: raise ``GuardrailError`` subclasses instead of returning a
+            :class:`~agent_guardrails.results.GuardrailResult` (default: the guardrails').
+        name: the tool name used in decisions (default: the tool's or function's name).
+
+    The wrapped function returns the body's result, or a ``GuardrailResult`` dict when the
+    body did not run.
+    """
+    if not isinstance(action, str) or not action:
+        raise ConfigurationError("@guarded needs action='<name in the pack>', e.g. 'email.send'")
+    bad = sorted(set(scope or {}) - set(DIMENSIONS))
+    if bad:
+        raise ConfigurationError(
+            f"@guarded scope has unknown dimension(s) {', '.join(bad)}: use {', '.join(DIMENSIONS)}"
+        )
+    spec = _Spec(action, guardrails, scope, simulate, raise_on_deny, name)
+
+    def decorate(target: X) -> X:
+        if isinstance(target, BaseTool):
+            return _guard_tool(target, spec)  # type: ignore[return-value]
+        if callable(target):
+            name = spec.tool_name or str(getattr(target, "__name__", "tool"))
+            return _guard_function(target, spec, name)  # type: ignore[return-value]
+        raise ConfigurationError(
+            f"@guarded applies to functions and LangChain tools, not {type(target).__name__}"
+        )
+
+    return decorate
+
+
+def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Callable[..., Any]:
+    if getattr(fn, "__guardrails_action__", None) is not None:
+        raise ConfigurationError(f"{tool_name} is already @guarded; apply @guarded once")
+    sig = inspect.signature(fn)
+
+    def body(arguments: Mapping[str, Any]) -> Any:
+        bound = inspect.BoundArguments(sig, dict(arguments))
+        return fn(*bound.args, **bound.kwargs)
+
+    simulate = None
+    if spec.simulate is not None:
+        sim = spec.simulate
+
+        def simulate(arguments: Mapping[str, Any]) -> Any:
+            bound = inspect.BoundArguments(sig, dict(arguments))
+            return sim(*bound.args, **bound.kwargs)
+
+    def request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Guardrails, CallRequest]:
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{tool_name}: {exc}") from None
+        bound.apply_defaults()
+        guard = _resolve(spec.guardrails)
+        arguments = bound.arguments
+        scope = guard.resolve_scope(declared=spec.scope, args=arguments)
+        return guard, CallRequest(tool_name, spec.action, arguments, scope)
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            guard, req = request(args, kwargs)
+            return await guard.arun(req, body, simulate=simulate, raise_on_deny=spec.raise_on_deny)
+
+        wrapper: Callable[..., Any] = async_wrapper
+    else:
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            guard, req = request(args, kwargs)
+            return guard.run(req, body, simulate=simulate, raise_on_deny=spec.raise_on_deny)
+
+        wrapper = sync_wrapper
+    wrapper.__guardrails_action__ = spec.action  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _guard_tool(tool: BaseTool, spec: _Spec) -> BaseTool:
+    """A copy of ``tool`` whose function (and coroutine) run through the guardrails."""
+    if not isinstance(tool, StructuredTool | Tool):
+        raise ConfigurationError(
+            f"@guarded over {type(tool).__name__}: only tools made with @tool, "
+            "StructuredTool or Tool can be wrapped; put @guarded under @tool, on the function"
+        )
+    name = spec.tool_name or tool.name
+    update: dict[str, Any] = {}
+    if tool.func is not None:
+        update["func"] = _guard_function(tool.func, spec, name)
+    if tool.coroutine is not None:
+        update["coroutine"] = _guard_function(tool.coroutine, spec, name)
+    return tool.model_copy(update=update)

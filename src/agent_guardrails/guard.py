@@ -1,0 +1,650 @@
+"""``Guardrails``: the one object that runs a tool call through the engine and the store.
+
+The whole pipeline of one guarded call is :meth:`Guardrails._prepare` (decide, reserve,
+audit, ask for approval) followed by :meth:`Guardrails._execute` (start, run the body, commit
+or release). Every adapter (``@guarded``, the middleware, the guarded ``ToolNode``, the guard
+node) is a thin shim over :meth:`Guardrails.run` / :meth:`Guardrails.arun`.
+
+>>> from agent_guardrails import Guardrails, PolicyPack, CallRequest
+>>> pack = PolicyPack.from_yaml('''
+... name: demo
+... version: 1
+... defaults: {level: execute}
+... actions:
+...   crm.tag: {risk: low}
+... ''')
+>>> guard = Guardrails(pack, store="memory://")
+>>> guard.run(CallRequest("tag_contact", "crm.tag", {"id": "c1"}), lambda args: "tagged")
+'tagged'
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest, Approver
+from agent_guardrails.decision import CallRequest, Decision, DecisionKind
+from agent_guardrails.engine import CostError, call_cost, charges_for, decide
+from agent_guardrails.errors import CallInDoubt, ConfigurationError, StoreUnavailable
+from agent_guardrails.levels import AutonomyLevel
+from agent_guardrails.policy import PolicyPack
+from agent_guardrails.results import GuardrailResult, Status, error_for, result_for
+from agent_guardrails.scope import DIMENSIONS, Scope
+from agent_guardrails.store import Store, open_store
+from agent_guardrails.store.base import AuditEvent, CallRecord, Snapshot
+
+__all__ = ["Guardrails", "report_cost"]
+
+R = TypeVar("R")
+Body = Callable[[Mapping[str, Any]], R]
+Simulator = Callable[[Mapping[str, Any]], Any]
+
+_GOES_AHEAD = (DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL)
+_actual_cost: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "agent_guardrails_actual_cost", default=None
+)
+_scope_overrides: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "agent_guardrails_scope", default=MappingProxyType({})
+)
+
+
+def report_cost(amount: float) -> None:
+    """Inside a guarded tool body: the call's actual cost, committed instead of the estimate.
+
+    >>> report_cost(0.0)  # outside a guarded call it is ignored
+    """
+    if amount < 0:
+        raise ValueError(f"actual cost must not be negative, got {amount}")
+    _actual_cost.set(float(amount))
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A call cleared to run."""
+
+    request: CallRequest
+    decision: Decision
+    key: str
+    keep_result: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    """A call that ends without running the body."""
+
+    request: CallRequest
+    decision: Decision
+    status: Status | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    """A call that already finished under this key: hand back what it returned."""
+
+    record: CallRecord
+
+
+class Guardrails:
+    """Runs tool calls through policy, ledger, approvals and audit.
+
+    Args:
+        policy: a :class:`PolicyPack` or a path to its YAML file.
+        store: a :class:`~agent_guardrails.store.Store` or a URL (``memory://``,
+            ``sqlite:///path.db``, ``postgresql://...``); default ``sqlite:///agent_guardrails.db``.
+        approver: called for calls that need approval outside a LangGraph run (see
+            :mod:`agent_guardrails.approvals`). Without one such calls come back
+            ``pending_approval`` and hold nothing.
+        raise_on_deny: raise :class:`~agent_guardrails.errors.GuardrailError` subclasses
+            instead of returning a :class:`~agent_guardrails.results.GuardrailResult`.
+        scope: default scope values for every call (e.g. ``{"agent": "campaign-bot"}``).
+        clock: seconds since the epoch; injectable for tests of windows and expiry.
+
+    The pack given here is saved to the store (so its version is on record) and activated
+    there if the store has no active pack yet.
+    """
+
+    def __init__(
+        self,
+        policy: PolicyPack | str | Path,
+        *,
+        store: Store | str | None = None,
+        approver: Approver | None = None,
+        raise_on_deny: bool = False,
+        scope: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy if isinstance(policy, PolicyPack) else PolicyPack.from_yaml(policy)
+        self.store: Store = (
+            store if store is not None and not isinstance(store, str) else open_store(store)
+        )
+        self.approver = approver
+        self.raise_on_deny = raise_on_deny
+        self.default_scope = Scope.from_mapping(scope or {})
+        self.clock = clock
+        self._backlog: list[Callable[[], object]] = []
+        self._backlog_lock = threading.Lock()
+        pack = self.policy
+        try:
+            self.store.save_pack(
+                pack.name, pack.version, pack.digest, pack.to_yaml(), by="guardrails"
+            )
+            if self.store.active_pack() is None:
+                self.store.activate_pack(
+                    pack.name, pack.version, by="guardrails", reason="first use"
+                )
+        except StoreUnavailable:
+            pass  # calls will fail closed and say why; construction must not crash the app
+
+    # ------------------------------------------------------------------ public API
+
+    def run(
+        self,
+        request: CallRequest,
+        body: Body[R],
+        *,
+        simulate: Simulator | None = None,
+        call_key: str | None = None,
+        raise_on_deny: bool | None = None,
+    ) -> R | GuardrailResult:
+        """Run one call: decide, maybe ask a human, then run ``body(args)`` or refuse."""
+        step = self._prepare(request, call_key)
+        if isinstance(step, _Ready):
+            return self._execute(step, body)
+        answer: GuardrailResult = self._answer(step, simulate, raise_on_deny)
+        return answer
+
+    async def arun(
+        self,
+        request: CallRequest,
+        body: Callable[[Mapping[str, Any]], Awaitable[R]],
+        *,
+        simulate: Simulator | None = None,
+        call_key: str | None = None,
+        raise_on_deny: bool | None = None,
+    ) -> R | GuardrailResult:
+        """The async twin of :meth:`run`: only the tool body is awaited."""
+        step = self._prepare(request, call_key)
+        if isinstance(step, _Ready):
+            replay = self._begin(step)
+            if replay is not None:
+                replayed: R = self._replayed(replay)
+                return replayed
+            token = _actual_cost.set(None)
+            try:
+                result = await body(step.request.args)
+            except BaseException as exc:
+                self._end(step, ok=False, error=exc)
+                raise
+            finally:
+                actual = _actual_cost.get()
+                _actual_cost.reset(token)
+            self._end(step, ok=True, result=result, actual_cost=actual)
+            return result
+        answer: GuardrailResult = self._answer(step, simulate, raise_on_deny)
+        return answer
+
+    def check(self, request: CallRequest) -> Decision:
+        """The decision for ``request`` right now, without reserving or recording anything."""
+        decision, _snap = self._decide(request, f"check:{uuid.uuid4().hex}")
+        return decision
+
+    @contextmanager
+    def scope(self, **values: str) -> Iterator[None]:
+        """Set scope values (workflow, segment, channel, region, agent) for calls made inside.
+
+        >>> guard = Guardrails(PolicyPack.from_yaml("name: p\\nversion: 1"), store="memory://")
+        >>> with guard.scope(workflow="newsletter"):
+        ...     pass
+        """
+        bad = sorted(set(values) - set(DIMENSIONS))
+        if bad:
+            raise ConfigurationError(
+                f"unknown scope dimension(s) {', '.join(bad)}: use {', '.join(DIMENSIONS)}"
+            )
+        token = _scope_overrides.set({**_scope_overrides.get(), **values})
+        try:
+            yield
+        finally:
+            _scope_overrides.reset(token)
+
+    def resolve_scope(
+        self,
+        *,
+        declared: Mapping[str, str] | None = None,
+        context: Mapping[str, Any] | None = None,
+        args: Mapping[str, Any] | None = None,
+    ) -> Scope:
+        """The call's scope. Precedence, lowest first: this object's default scope, the
+        call's arguments (``channel``, ``region`` ... when the tool takes them), the run's
+        context (``runtime.context`` / ``configurable`` / :meth:`scope`), then the tool's
+        own declaration, which always wins."""
+        values = dict(self.default_scope.items())
+        for source in (args, context, _scope_overrides.get(), declared):
+            if source:
+                for dim in DIMENSIONS:
+                    v = source.get(dim)
+                    if isinstance(v, str) and v:
+                        values[dim] = v
+        return Scope(**values)
+
+    def set_level(
+        self, scope: Scope, level: AutonomyLevel | int | str, *, by: str, reason: str
+    ) -> None:
+        """Move the level dial of the rule governing ``scope``, within the pack's ceiling."""
+        new = AutonomyLevel.parse(level)
+        ceiling = self.policy.ceiling_for(scope)
+        if new > ceiling:
+            raise ConfigurationError(
+                f"level {new.label} is above the ceiling {ceiling.label} for "
+                f"{self.policy.dial_scope(scope).key}; raise the ceiling in the pack first"
+            )
+        self.store.set_level(self.policy.dial_scope(scope).key, int(new), by=by, reason=reason)
+
+    def level_of(self, scope: Scope) -> AutonomyLevel:
+        """The live level for calls in ``scope`` (the dial, or the pack's starting level)."""
+        value = self.store.get_level(self.policy.dial_scope(scope).key)
+        return AutonomyLevel(value) if value is not None else self.policy.initial_level(scope)
+
+    def kill(self, scope: Scope = Scope(), *, by: str, reason: str) -> None:
+        """Engage the kill-switch for ``scope`` (global by default)."""
+        self.store.set_kill_switch(scope, True, by=by, reason=reason)
+
+    def unkill(self, scope: Scope = Scope(), *, by: str, reason: str) -> None:
+        """Release the kill-switch for ``scope``."""
+        self.store.set_kill_switch(scope, False, by=by, reason=reason)
+
+    # ------------------------------------------------------------------ the pipeline
+
+    def _prepare(self, request: CallRequest, call_key: str | None) -> _Ready | _Stop | _Replay:
+        """kill-switch -> level -> validators -> caps -> approval; reserve and audit once."""
+        if self._backlog:
+            self._flush_backlog()
+        key = call_key or uuid.uuid4().hex
+        decision, snap = self._decide(request, key)
+        if snap is not None and snap.call is not None and snap.call.state == "finished":
+            return _Replay(snap.call)
+        if decision.kind in _GOES_AHEAD:
+            decision = self._reserve(request, decision, key, snap)
+        else:
+            self._audit(
+                AuditEvent("decision", _decision_data(decision, key), key, f"{key}:decision")
+            )
+        if decision.kind is DecisionKind.REQUIRE_APPROVAL:
+            return self._approve(request, decision, key, call_key is not None)
+        if decision.kind is DecisionKind.ALLOW:
+            return _Ready(request, decision, key, call_key is not None)
+        return _Stop(request, decision)
+
+    def _decide(self, request: CallRequest, key: str) -> tuple[Decision, Snapshot | None]:
+        pack = self.policy
+        now = self.clock()
+        action = pack.action(request.action)
+        charges: tuple[Any, ...] = ()
+        if action is not None:
+            try:
+                charges = charges_for(
+                    request, action, pack, cost=call_cost(action, request.args), now=now
+                )
+            except CostError:
+                charges = ()  # the engine denies it with the reason
+        try:
+            snap = self.store.snapshot(
+                dial_key=pack.dial_scope(request.scope).key,
+                counter_keys=[c.key for c in charges],
+                call_key=key,
+            )
+        except StoreUnavailable as exc:
+            return self._store_down(request, exc, now), None
+        used: Mapping[str, float] = snap.used
+        if snap.call is not None and snap.call.state == "reserved" and snap.call.charges:
+            # This call's own reservation (made before an interrupt) must not count against it.
+            own = {c.key: c.amount for c in snap.call.charges}
+            used = {k: v - own.get(k, 0.0) for k, v in used.items()}
+        level = (
+            AutonomyLevel(snap.level)
+            if snap.level is not None
+            else pack.initial_level(request.scope)
+        )
+        decision = decide(
+            request,
+            pack,
+            level=level,
+            used=used,
+            kill_switches=snap.kill_switches,
+            now=now,
+            charges=charges,
+            in_doubt=snap.call is not None and snap.call.state == "started",
+        )
+        return decision, snap
+
+    def _reserve(
+        self, request: CallRequest, decision: Decision, key: str, snap: Snapshot | None
+    ) -> Decision:
+        """Hold the decision's charges atomically; a lost race becomes a denial."""
+        event = AuditEvent("decision", _decision_data(decision, key), key, f"{key}:decision")
+        try:
+            res = self.store.reserve(
+                key, decision.charges, audit=event, force=bool(decision.extra.get("over_cap"))
+            )
+        except StoreUnavailable as exc:
+            return self._store_down(request, exc, self.clock())
+        if res.ok:
+            return decision
+        assert res.breach is not None
+        used = {**(snap.used if snap is not None else {}), res.breach.key: res.used}
+        denied = decide(
+            request,
+            self.policy,
+            level=decision.level,
+            used=used,
+            now=self.clock(),
+            charges=decision.charges,
+        )
+        self._audit(AuditEvent("decision", _decision_data(denied, key), key, f"{key}:decision"))
+        return denied
+
+    def _approve(
+        self, request: CallRequest, decision: Decision, key: str, keep: bool
+    ) -> _Ready | _Stop:
+        ask = self._approval_request(request, decision, key)
+        answer = self._ask(ask)
+        if answer is None:
+            self._release(key, "approval.unavailable", {"reason": "no approver configured"})
+            return _Stop(request, decision)
+        problem = self._check_answer(ask, answer)
+        self._audit(
+            AuditEvent(
+                "approval.resolved",
+                {
+                    "answer": answer.type,
+                    "by": answer.by,
+                    "roles": list(answer.roles),
+                    "refused": problem,
+                    "args_digest": ask.args_digest,
+                    "pack_version": ask.pack_version,
+                },
+                key,
+                f"{key}:approval",
+            )
+        )
+        if problem is not None:
+            self._release(key, "approval.refused", {"reason": problem})
+            code = problem.split(":", 1)[0]
+            refused = replace(
+                decision, kind=DecisionKind.DENY, reasons=(code,), message=f"denied: {problem}"
+            )
+            return _Stop(request, refused)
+        if answer.type == "approve":
+            return _Ready(request, _resolved(decision, "approved", answer), key, keep)
+        if answer.type == "edit":
+            return self._edited(request, decision, key, answer, keep)
+        self._release(key, f"approval.{answer.type}", {"message": answer.message})
+        status: Status = "rejected" if answer.type == "reject" else "responded"
+        return _Stop(request, _resolved(decision, status, answer), status, answer.message or None)
+
+    def _edited(
+        self,
+        request: CallRequest,
+        decision: Decision,
+        key: str,
+        answer: ApprovalAnswer,
+        keep: bool,
+    ) -> _Ready | _Stop:
+        """Re-check an edit as a new call; only the approval step is waived."""
+        self._release(key, "approval.edited", {"by": answer.by})
+        if answer.edited_tool is not None and answer.edited_tool != request.tool:
+            refused = replace(
+                decision,
+                kind=DecisionKind.DENY,
+                reasons=("edit_renames_tool",),
+                message=(
+                    f"denied: the edit renames {request.tool!r} to {answer.edited_tool!r}; "
+                    "approve or reject the original call, or call the other tool so it meets "
+                    "its own rules"
+                ),
+            )
+            self._audit(
+                AuditEvent("decision", _decision_data(refused, key), key, f"{key}:edit-decision")
+            )
+            return _Stop(request, refused)
+        edited = replace(request, args=dict(answer.edited_args or {}))
+        edit_key = f"{key}:edit"
+        checked, snap = self._decide(edited, edit_key)
+        if checked.kind in _GOES_AHEAD:
+            checked = self._reserve(edited, checked, edit_key, snap)
+        else:
+            self._audit(
+                AuditEvent(
+                    "decision", _decision_data(checked, edit_key), edit_key, f"{edit_key}:decision"
+                )
+            )
+        if checked.kind in _GOES_AHEAD:
+            return _Ready(edited, _resolved(checked, "edited", answer), edit_key, keep)
+        return _Stop(edited, checked)
+
+    def _execute(self, ready: _Ready, body: Body[R]) -> R:
+        replay = self._begin(ready)
+        if replay is not None:
+            return self._replayed(replay)  # type: ignore[no-any-return]
+        token = _actual_cost.set(None)
+        try:
+            result = body(ready.request.args)
+        except BaseException as exc:
+            self._end(ready, ok=False, error=exc)
+            raise
+        finally:
+            actual = _actual_cost.get()
+            _actual_cost.reset(token)
+        self._end(ready, ok=True, result=result, actual_cost=actual)
+        return result
+
+    # ------------------------------------------------------------------ steps
+
+    def _begin(self, ready: _Ready) -> CallRecord | None:
+        """Mark the call started; a call that already started is never run again."""
+        event = AuditEvent(
+            "execution.started",
+            {"action": ready.request.action, "tool": ready.request.tool},
+            ready.key,
+            f"{ready.key}:started",
+        )
+        if self.store.start(ready.key, audit=event):
+            return None
+        record = self.store.call_record(ready.key)
+        if record is not None and record.state == "finished":
+            return record
+        raise CallInDoubt(
+            f"call {ready.key} already started elsewhere and has not finished: it was not run "
+            "again; see 'agent-guardrails status' for calls in doubt"
+        )
+
+    def _end(
+        self,
+        ready: _Ready,
+        *,
+        ok: bool,
+        result: object = None,
+        actual_cost: float | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        data: dict[str, Any] = {"action": ready.request.action, "ok": ok}
+        if ok:
+            data["cost"] = ready.decision.cost if actual_cost is None else actual_cost
+        else:
+            data["error"] = type(error).__name__ if error is not None else "unknown"
+        event = AuditEvent(
+            "execution.finished" if ok else "execution.failed", data, ready.key, f"{ready.key}:end"
+        )
+        stored = _to_json(result) if ok and ready.keep_result else None
+
+        def write() -> None:
+            self.store.finish(ready.key, ok=ok, actual_cost=actual_cost, result=stored, audit=event)
+
+        try:
+            write()
+        except StoreUnavailable:
+            with self._backlog_lock:
+                self._backlog.append(write)
+
+    def _flush_backlog(self) -> None:
+        with self._backlog_lock:
+            pending, self._backlog = self._backlog, []
+        for i, write in enumerate(pending):
+            try:
+                write()
+            except StoreUnavailable:
+                with self._backlog_lock:
+                    self._backlog[:0] = pending[i:]
+                return
+
+    def _answer(
+        self, step: _Stop | _Replay, simulate: Simulator | None, raise_on_deny: bool | None
+    ) -> Any:
+        if isinstance(step, _Replay):
+            return self._replayed(step.record)
+        decision = step.decision
+        if decision.kind is DecisionKind.SIMULATE:
+            result = result_for(decision)
+            result["draft"] = (
+                simulate(step.request.args)
+                if simulate is not None
+                else _describe(decision, step.request.args)
+            )
+            return result
+        should_raise = self.raise_on_deny if raise_on_deny is None else raise_on_deny
+        if should_raise and step.status is None:
+            raise error_for(decision)
+        return result_for(decision, status=step.status, message=step.message)
+
+    def _replayed(self, record: CallRecord) -> Any:
+        return json.loads(record.result) if record.result is not None else None
+
+    def _ask(self, request: ApprovalRequest) -> ApprovalAnswer | None:
+        if self.approver is None:
+            return None
+        return self.approver(request)
+
+    def _check_answer(self, request: ApprovalRequest, answer: ApprovalAnswer) -> str | None:
+        if self.clock() > request.expires_at:
+            return "approval_expired: the approval request expired; the call must be asked again"
+        if answer.type not in request.allowed_decisions:
+            return (
+                f"decision_not_allowed: {answer.type!r} is not allowed for {request.action}; "
+                f"allowed: {', '.join(request.allowed_decisions)}"
+            )
+        if request.roles and not set(answer.roles) & set(request.roles):
+            return (
+                f"approver_not_authorized: {answer.by or 'the approver'} has roles "
+                f"{list(answer.roles)}; {request.action} needs one of {list(request.roles)}"
+            )
+        return None
+
+    def _approval_request(
+        self, request: CallRequest, decision: Decision, key: str
+    ) -> ApprovalRequest:
+        action = self.policy.action(request.action)
+        allowed = action.approval.allowed_decisions if action is not None else ("approve", "reject")
+        timeout = decision.approval_timeout or 86_400.0
+        return ApprovalRequest(
+            call_key=key,
+            tool=request.tool,
+            action=request.action,
+            args=request.args,
+            description=decision.message,
+            level=int(decision.level),
+            reasons=decision.reasons,
+            roles=decision.approval_roles,
+            allowed_decisions=allowed,
+            cost=decision.cost,
+            currency=decision.currency,
+            budget_left=decision.budget_left,
+            pack=decision.pack,
+            pack_version=decision.pack_version,
+            args_digest=args_digest(request.tool, request.args),
+            expires_at=self.clock() + timeout,
+        )
+
+    def _release(self, key: str, kind: str, data: Mapping[str, Any]) -> None:
+        self.store.release(key, audit=AuditEvent(kind, dict(data), key, f"{key}:{kind}"))
+
+    def _audit(self, event: AuditEvent) -> None:
+        try:
+            self.store.append_audit(event)
+        except StoreUnavailable:
+            with self._backlog_lock:
+                self._backlog.append(partial(self.store.append_audit, event))
+
+    def _store_down(self, request: CallRequest, exc: StoreUnavailable, now: float) -> Decision:
+        """Fail closed: without the store only ``fail_open`` actions with no caps and no
+        approval run, and the decision says so."""
+        pack = self.policy
+        decision = decide(request, pack, level=pack.initial_level(request.scope), used={}, now=now)
+        if decision.kind is DecisionKind.ALLOW and decision.fail_open and not decision.charges:
+            return replace(
+                decision,
+                reasons=("store_unavailable", "fail_open"),
+                message=f"allowed without the store (fail_open): {exc}",
+            )
+        if decision.kind in (DecisionKind.SIMULATE, DecisionKind.DENY):
+            return decision
+        return replace(
+            decision,
+            kind=DecisionKind.DENY,
+            reasons=("store_unavailable",),
+            message=f"denied: the store is unavailable ({exc}); {request.action} fails closed",
+        )
+
+
+def _resolved(decision: Decision, how: str, answer: ApprovalAnswer) -> Decision:
+    """The decision after a human answered: ``approved``/``edited`` let it run."""
+    kind = DecisionKind.ALLOW if how in ("approved", "edited") else decision.kind
+    return replace(
+        decision,
+        kind=kind,
+        reasons=(*decision.reasons, how),
+        message=f"{how} by {answer.by or 'an approver'}: {decision.message}",
+        extra={**decision.extra, "approved_by": answer.by},
+    )
+
+
+def _decision_data(decision: Decision, key: str) -> dict[str, Any]:
+    data = decision.as_dict()
+    data["call_key"] = key
+    return data
+
+
+def _describe(decision: Decision, args: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "intended_action": decision.action,
+        "tool": decision.tool,
+        "args": dict(args),
+        "estimated_cost": decision.cost,
+        "currency": decision.currency,
+        "note": "what the tool would do; nothing was executed",
+    }
+
+
+def args_digest(tool: str, args: Mapping[str, Any]) -> str:
+    """SHA-256 of the tool name and its canonical JSON arguments (what an approval binds)."""
+    body = json.dumps({"tool": tool, "args": args}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _to_json(value: object) -> str | None:
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))

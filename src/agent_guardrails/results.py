@@ -1,0 +1,93 @@
+"""What a guarded tool hands back when it does not run the tool body.
+
+Denials, halts, drafts and approval outcomes come back to the agent as a
+:class:`GuardrailResult` dictionary it can read (and a LangChain tool serialises to JSON), or
+as a typed :class:`~agent_guardrails.errors.GuardrailError` when the caller asked for
+exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+from agent_guardrails.decision import Decision, DecisionKind
+from agent_guardrails.errors import (
+    ActionDenied,
+    ApprovalRequired,
+    BudgetExceeded,
+    ExposureExceeded,
+    GuardrailError,
+    KillSwitchEngaged,
+    ValidatorFailed,
+)
+
+__all__ = ["GuardrailResult", "error_for", "result_for"]
+
+Status = Literal["simulated", "denied", "halted", "pending_approval", "rejected", "responded"]
+
+
+class GuardrailResult(TypedDict):
+    """A guarded call's answer when the tool body did not run."""
+
+    status: Status
+    """``simulated`` (a draft at Assist), ``denied``, ``halted`` (kill-switch),
+    ``pending_approval`` (no approver could be asked), ``rejected`` / ``responded`` (a human
+    said no, or answered instead of running the tool)."""
+    action: str
+    decision: str
+    reasons: list[str]
+    message: str
+    level: int
+    pack_version: str
+    draft: NotRequired[Any]
+    """At Assist: the tool's ``simulate`` result, or a description of the intended action."""
+
+
+_STATUS: dict[DecisionKind, Status] = {
+    DecisionKind.SIMULATE: "simulated",
+    DecisionKind.DENY: "denied",
+    DecisionKind.HALT: "halted",
+    DecisionKind.REQUIRE_APPROVAL: "pending_approval",
+}
+
+
+def result_for(
+    decision: Decision, *, status: Status | None = None, message: str | None = None
+) -> GuardrailResult:
+    return {
+        "status": status or _STATUS.get(decision.kind, "denied"),
+        "action": decision.action,
+        "decision": decision.kind.value,
+        "reasons": list(decision.reasons),
+        "message": message or decision.message,
+        "level": int(decision.level),
+        "pack_version": decision.pack_version,
+    }
+
+
+def error_for(decision: Decision) -> GuardrailError:
+    """The typed exception for a decision that stops a call."""
+    if decision.kind is DecisionKind.HALT:
+        return KillSwitchEngaged(decision)
+    if decision.kind is DecisionKind.REQUIRE_APPROVAL:
+        return ApprovalRequired(decision)
+    extra = decision.extra
+    if "cap" in extra:
+        if extra["cap_kind"] == "budget":
+            return BudgetExceeded(
+                decision,
+                budget=str(extra["cap"]),
+                limit=float(extra["limit"]),
+                spent=float(extra["spent"]),
+                requested=float(extra["requested"]),
+            )
+        return ExposureExceeded(
+            decision,
+            entity=str(extra["cap"]),
+            limit=float(extra["limit"]),
+            used=float(extra["spent"]),
+        )
+    failed = [v for v in decision.validators if not v.passed]
+    if failed:
+        return ValidatorFailed(decision, validator=failed[0].name, detail=failed[0].message)
+    return ActionDenied(decision)

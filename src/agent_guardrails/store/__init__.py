@@ -1,0 +1,42 @@
+"""Stores chosen by URL: ``memory://``, ``sqlite:///path.db`` (default), ``postgresql://...``."""
+
+from __future__ import annotations
+
+from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.store.base import Store
+from agent_guardrails.store.memory import MemoryStore
+
+__all__ = ["DEFAULT_STORE_URL", "MemoryStore", "Store", "open_store"]
+
+DEFAULT_STORE_URL = "sqlite:///agent_guardrails.db"
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open the store named by ``url``.
+
+    ``memory://`` keeps everything in this process. ``sqlite:///relative.db`` or
+    ``sqlite:////absolute/path.db`` is the embedded default. ``postgresql://user@host/db``
+    needs ``pip install 'agent-guardrails[postgres]'``.
+    """
+    url = (url or DEFAULT_STORE_URL).strip()
+    scheme, sep, _rest = url.partition("://")
+    if not sep:
+        raise ConfigurationError(
+            f"bad store URL {url!r}: write memory://, sqlite:///path.db or postgresql://host/db"
+        )
+    if scheme == "memory":
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        from agent_guardrails.store.sqlite import SQLiteStore
+
+        sqlite_store: Store = SQLiteStore(url)
+        return sqlite_store
+    if scheme in ("postgresql", "postgres"):
+        from agent_guardrails.store.postgres import PostgresStore
+
+        pg_store: Store = PostgresStore(url)
+        return pg_store
+    raise ConfigurationError(
+        f"unknown store scheme {scheme!r} in {url!r}: use memory://, sqlite:///path.db "
+        "or postgresql://host/db"
+    )

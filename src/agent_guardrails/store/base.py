@@ -1,0 +1,294 @@
+"""The store contract every backend keeps, and the records it deals in.
+
+A store holds everything that must be shared by every process running the same agents:
+the ledger (budget and exposure counters with reservations keyed by the call's idempotency
+key), call records (reserved / started / finished / failed / released), the level dial and
+its history, kill-switches, pack versions, the hash-chained audit log and KPI outcomes.
+
+Backends: ``memory://`` (:mod:`.memory`), ``sqlite:///path.db`` (:mod:`.sqlite`) and
+``postgresql://...`` (:mod:`.postgres`); :func:`agent_guardrails.store.open_store` picks one
+by URL. Every method is synchronous and thread-safe; atomic steps are one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from agent_guardrails.decision import Charge
+from agent_guardrails.scope import Scope
+
+__all__ = [
+    "AuditEvent",
+    "AuditRecord",
+    "CallRecord",
+    "KillSwitch",
+    "LevelChange",
+    "Outcome",
+    "PackVersion",
+    "ReserveResult",
+    "Snapshot",
+    "Store",
+    "VerifyResult",
+    "chain_hash",
+]
+
+GENESIS = "0" * 64
+
+CALL_STATES = ("reserved", "started", "finished", "failed", "released")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """An audit record to append. ``dedupe`` (optional) makes the append idempotent: a second
+    event with the same ``dedupe`` string is dropped, so a resumed graph node that re-runs
+    from its start does not record its decision twice."""
+
+    kind: str
+    data: Mapping[str, Any]
+    call_key: str | None = None
+    dedupe: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    ts: float
+    kind: str
+    call_key: str | None
+    data: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind,
+            "call_key": self.call_key,
+            "data": dict(self.data),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def chain_hash(
+    prev_hash: str, seq: int, ts: float, kind: str, call_key: str | None, data_json: str
+) -> str:
+    """The hash that chains record ``seq`` to the one before it."""
+    body = f"{prev_hash}|{seq}|{ts!r}|{kind}|{call_key or ''}|{data_json}"
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """What the store knows of one call (keyed by its idempotency key)."""
+
+    key: str
+    state: str
+    charges: tuple[Charge, ...] = ()
+    result: str | None = None
+    updated_at: float = 0.0
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    """``ok`` when every charge fitted and is now held. ``replay`` when the key had already
+    reserved (the original result is returned). On failure, ``breach`` is the first charge
+    that did not fit and ``used`` what its counter held."""
+
+    ok: bool
+    replay: bool = False
+    breach: Charge | None = None
+    used: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the engine needs from the store for one call, read in one round trip."""
+
+    level: int | None
+    kill_switches: tuple[Scope, ...]
+    used: Mapping[str, float]
+    call: CallRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    scope: Scope
+    engaged: bool
+    by: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LevelChange:
+    scope_key: str
+    old_level: int | None
+    new_level: int
+    by: str
+    reason: str
+    evidence: Mapping[str, Any]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PackVersion:
+    name: str
+    version: str
+    digest: str
+    source: str
+    active: bool
+    applied_by: str
+    applied_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    entity: str
+    cohort: str
+    metric: str
+    value: float
+    at: float
+    scope_key: str = "global"
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The operations the guard and the operator tools need. See the module docstring."""
+
+    url: str
+
+    # -- the hot path of a guarded call
+    def snapshot(
+        self, *, dial_key: str, counter_keys: Sequence[str], call_key: str
+    ) -> Snapshot: ...
+
+    def reserve(
+        self,
+        call_key: str,
+        charges: Sequence[Charge],
+        *,
+        audit: AuditEvent | None = None,
+        force: bool = False,
+    ) -> ReserveResult: ...
+
+    def start(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
+        """Mark the call started. False if it had already started (never run it twice)."""
+        ...
+
+    def finish(
+        self,
+        call_key: str,
+        *,
+        ok: bool,
+        actual_cost: float | None = None,
+        result: str | None = None,
+        audit: AuditEvent | None = None,
+    ) -> None:
+        """Commit (``ok``; budget charges take ``actual_cost`` when given) or release."""
+        ...
+
+    def release(self, call_key: str, *, audit: AuditEvent | None = None) -> None: ...
+
+    def append_audit(self, event: AuditEvent) -> AuditRecord | None: ...
+
+    # -- operators
+    def call_record(self, call_key: str) -> CallRecord | None: ...
+
+    def in_doubt(self) -> list[CallRecord]: ...
+
+    def counters(self, prefix: str = "") -> dict[str, float]: ...
+
+    def get_level(self, dial_key: str) -> int | None: ...
+
+    def set_level(
+        self,
+        dial_key: str,
+        level: int,
+        *,
+        by: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> LevelChange: ...
+
+    def level_history(self, dial_key: str | None = None) -> list[LevelChange]: ...
+
+    def set_kill_switch(
+        self, scope: Scope, engaged: bool, *, by: str, reason: str
+    ) -> KillSwitch: ...
+
+    def kill_switches(self) -> list[KillSwitch]: ...
+
+    def save_pack(
+        self, name: str, version: str, digest: str, source: str, *, by: str
+    ) -> PackVersion: ...
+
+    def activate_pack(
+        self, name: str, version: str, *, by: str, reason: str = ""
+    ) -> PackVersion: ...
+
+    def active_pack(self) -> PackVersion | None: ...
+
+    def pack_versions(self, name: str | None = None) -> list[PackVersion]: ...
+
+    def record_outcome(self, outcome: Outcome) -> None: ...
+
+    def outcomes(self, *, metric: str | None = None, since: float = 0.0) -> list[Outcome]: ...
+
+    def audit_records(self, *, after: int = 0, limit: int | None = None) -> list[AuditRecord]: ...
+
+    def verify_audit(self) -> VerifyResult: ...
+
+    def close(self) -> None: ...
+
+
+def verify_chain(records: Sequence[AuditRecord]) -> VerifyResult:
+    """Check seq continuity and every hash; name the first record that does not fit."""
+    prev = GENESIS
+    expected_seq = 1
+    for rec in records:
+        if rec.seq != expected_seq:
+            what = "missing (deleted?)" if rec.seq > expected_seq else "out of order"
+            return VerifyResult(
+                False, expected_seq - 1, expected_seq, f"record {expected_seq} is {what}"
+            )
+        if rec.prev_hash != prev:
+            return VerifyResult(
+                False,
+                expected_seq - 1,
+                rec.seq,
+                f"record {rec.seq} does not link to record {rec.seq - 1} "
+                "(inserted, reordered or edited)",
+            )
+        data_json = canonical_json(rec.data)
+        if (
+            chain_hash(rec.prev_hash, rec.seq, rec.ts, rec.kind, rec.call_key, data_json)
+            != rec.hash
+        ):
+            return VerifyResult(
+                False,
+                expected_seq - 1,
+                rec.seq,
+                f"record {rec.seq} was edited (its hash does not match its content)",
+            )
+        prev = rec.hash
+        expected_seq += 1
+    return VerifyResult(True, len(records))

@@ -1,0 +1,320 @@
+"""``memory://``: a process-local store for tests, notebooks and the benchmarks' baseline.
+
+Everything lives in dictionaries behind one lock; nothing survives the process. Use
+``sqlite:///path.db`` (the default) or ``postgresql://...`` to share state between processes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from agent_guardrails.decision import Charge
+from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.scope import Scope
+from agent_guardrails.store.base import (
+    GENESIS,
+    AuditEvent,
+    AuditRecord,
+    CallRecord,
+    KillSwitch,
+    LevelChange,
+    Outcome,
+    PackVersion,
+    ReserveResult,
+    Snapshot,
+    VerifyResult,
+    canonical_json,
+    chain_hash,
+    verify_chain,
+)
+
+__all__ = ["MemoryStore"]
+
+_EPS = 1e-9
+
+
+class MemoryStore:
+    """In-process store. Thread-safe; every operation holds one lock."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._counters: dict[str, float] = {}
+        self._calls: dict[str, CallRecord] = {}
+        self._levels: dict[str, int] = {}
+        self._level_history: list[LevelChange] = []
+        self._switches: dict[str, KillSwitch] = {}
+        self._engaged: tuple[Scope, ...] = ()
+        self._packs: list[PackVersion] = []
+        self._outcomes: list[Outcome] = []
+        self._audit: list[AuditRecord] = []
+        self._dedupe: set[str] = set()
+
+    # ------------------------------------------------------------------ hot path
+
+    def snapshot(self, *, dial_key: str, counter_keys: Sequence[str], call_key: str) -> Snapshot:
+        with self._lock:
+            counters = self._counters
+            return Snapshot(
+                level=self._levels.get(dial_key),
+                kill_switches=self._engaged,
+                used={k: counters.get(k, 0.0) for k in counter_keys},
+                call=self._calls.get(call_key),
+            )
+
+    def reserve(
+        self,
+        call_key: str,
+        charges: Sequence[Charge],
+        *,
+        audit: AuditEvent | None = None,
+        force: bool = False,
+    ) -> ReserveResult:
+        with self._lock:
+            if call_key in self._calls:
+                return ReserveResult(ok=True, replay=True)
+            counters = self._counters
+            if not force:
+                for charge in charges:
+                    used = counters.get(charge.key, 0.0)
+                    if used + charge.amount > charge.limit + _EPS:
+                        return ReserveResult(ok=False, breach=charge, used=used)
+            for charge in charges:
+                counters[charge.key] = counters.get(charge.key, 0.0) + charge.amount
+            self._calls[call_key] = CallRecord(
+                call_key, "reserved", tuple(charges), None, time.time()
+            )
+            if audit is not None:
+                self._append(audit)
+            return ReserveResult(ok=True)
+
+    def start(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
+        with self._lock:
+            rec = self._calls.get(call_key)
+            if rec is not None and rec.state != "reserved":
+                return False
+            self._calls[call_key] = (
+                replace(rec, state="started", updated_at=time.time())
+                if rec is not None
+                else CallRecord(call_key, "started", (), None, time.time())
+            )
+            if audit is not None:
+                self._append(audit)
+            return True
+
+    def finish(
+        self,
+        call_key: str,
+        *,
+        ok: bool,
+        actual_cost: float | None = None,
+        result: str | None = None,
+        audit: AuditEvent | None = None,
+    ) -> None:
+        with self._lock:
+            rec = self._calls.get(call_key)
+            if rec is None or rec.state in ("finished", "failed", "released"):
+                if audit is not None:
+                    self._append(audit)
+                return
+            if ok:
+                if actual_cost is not None:
+                    for charge in rec.charges:
+                        if charge.kind == "budget":
+                            self._counters[charge.key] += actual_cost - charge.amount
+            else:
+                self._undo(rec)
+            self._calls[call_key] = replace(
+                rec, state="finished" if ok else "failed", result=result, updated_at=time.time()
+            )
+            if audit is not None:
+                self._append(audit)
+
+    def release(self, call_key: str, *, audit: AuditEvent | None = None) -> None:
+        with self._lock:
+            rec = self._calls.get(call_key)
+            if rec is not None and rec.state in ("reserved", "started"):
+                self._undo(rec)
+                self._calls[call_key] = replace(rec, state="released", updated_at=time.time())
+            if audit is not None:
+                self._append(audit)
+
+    def _undo(self, rec: CallRecord) -> None:
+        for charge in rec.charges:
+            self._counters[charge.key] = self._counters.get(charge.key, 0.0) - charge.amount
+
+    def append_audit(self, event: AuditEvent) -> AuditRecord | None:
+        with self._lock:
+            return self._append(event)
+
+    def _append(self, event: AuditEvent) -> AuditRecord | None:
+        if event.dedupe is not None:
+            if event.dedupe in self._dedupe:
+                return None
+            self._dedupe.add(event.dedupe)
+        prev = self._audit[-1].hash if self._audit else GENESIS
+        seq = len(self._audit) + 1
+        ts = time.time()
+        data = dict(event.data)
+        digest = chain_hash(prev, seq, ts, event.kind, event.call_key, canonical_json(data))
+        rec = AuditRecord(seq, ts, event.kind, event.call_key, data, prev, digest)
+        self._audit.append(rec)
+        return rec
+
+    # ------------------------------------------------------------------ operators
+
+    def call_record(self, call_key: str) -> CallRecord | None:
+        with self._lock:
+            return self._calls.get(call_key)
+
+    def in_doubt(self) -> list[CallRecord]:
+        with self._lock:
+            return [r for r in self._calls.values() if r.state == "started"]
+
+    def counters(self, prefix: str = "") -> dict[str, float]:
+        with self._lock:
+            return {k: v for k, v in self._counters.items() if k.startswith(prefix)}
+
+    def get_level(self, dial_key: str) -> int | None:
+        with self._lock:
+            return self._levels.get(dial_key)
+
+    def set_level(
+        self,
+        dial_key: str,
+        level: int,
+        *,
+        by: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> LevelChange:
+        with self._lock:
+            change = LevelChange(
+                dial_key,
+                self._levels.get(dial_key),
+                level,
+                by,
+                reason,
+                dict(evidence or {}),
+                time.time(),
+            )
+            self._levels[dial_key] = level
+            self._level_history.append(change)
+            self._append(AuditEvent("level.changed", _level_data(change)))
+            return change
+
+    def level_history(self, dial_key: str | None = None) -> list[LevelChange]:
+        with self._lock:
+            return [c for c in self._level_history if dial_key is None or c.scope_key == dial_key]
+
+    def set_kill_switch(self, scope: Scope, engaged: bool, *, by: str, reason: str) -> KillSwitch:
+        with self._lock:
+            switch = KillSwitch(scope, engaged, by, reason, time.time())
+            self._switches[scope.key] = switch
+            self._engaged = tuple(s.scope for s in self._switches.values() if s.engaged)
+            self._append(
+                AuditEvent(
+                    "kill_switch.engaged" if engaged else "kill_switch.released",
+                    {"scope": scope.key, "by": by, "reason": reason},
+                )
+            )
+            return switch
+
+    def kill_switches(self) -> list[KillSwitch]:
+        with self._lock:
+            return list(self._switches.values())
+
+    def save_pack(
+        self, name: str, version: str, digest: str, source: str, *, by: str
+    ) -> PackVersion:
+        with self._lock:
+            for existing in self._packs:
+                if existing.name == name and existing.version == version:
+                    if existing.digest != digest:
+                        raise ConfigurationError(
+                            f"pack {name} version {version} is already stored with different "
+                            "content; give the new content a new version"
+                        )
+                    return existing
+            pv = PackVersion(name, version, digest, source, False, by, time.time())
+            self._packs.append(pv)
+            self._append(
+                AuditEvent(
+                    "pack.saved", {"name": name, "version": version, "digest": digest, "by": by}
+                )
+            )
+            return pv
+
+    def activate_pack(self, name: str, version: str, *, by: str, reason: str = "") -> PackVersion:
+        with self._lock:
+            target = next((p for p in self._packs if p.name == name and p.version == version), None)
+            if target is None:
+                raise ConfigurationError(
+                    f"no stored version {version} of pack {name}; apply it first "
+                    "('agent-guardrails policy apply FILE')"
+                )
+            self._packs = [replace(p, active=(p is target)) for p in self._packs]
+            self._append(
+                AuditEvent(
+                    "pack.activated", {"name": name, "version": version, "by": by, "reason": reason}
+                )
+            )
+            return replace(target, active=True)
+
+    def active_pack(self) -> PackVersion | None:
+        with self._lock:
+            return next((p for p in self._packs if p.active), None)
+
+    def pack_versions(self, name: str | None = None) -> list[PackVersion]:
+        with self._lock:
+            return [p for p in self._packs if name is None or p.name == name]
+
+    def record_outcome(self, outcome: Outcome) -> None:
+        with self._lock:
+            self._outcomes.append(outcome)
+            self._append(
+                AuditEvent(
+                    "outcome",
+                    {
+                        "entity": outcome.entity,
+                        "cohort": outcome.cohort,
+                        "metric": outcome.metric,
+                        "value": outcome.value,
+                    },
+                )
+            )
+
+    def outcomes(self, *, metric: str | None = None, since: float = 0.0) -> list[Outcome]:
+        with self._lock:
+            return [
+                o
+                for o in self._outcomes
+                if (metric is None or o.metric == metric) and o.at >= since
+            ]
+
+    def audit_records(self, *, after: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        with self._lock:
+            out = self._audit[after:]
+            return out[:limit] if limit is not None else out
+
+    def verify_audit(self) -> VerifyResult:
+        with self._lock:
+            return verify_chain(list(self._audit))
+
+    def close(self) -> None:
+        return None
+
+
+def _level_data(change: LevelChange) -> dict[str, Any]:
+    return {
+        "scope": change.scope_key,
+        "old": change.old_level,
+        "new": change.new_level,
+        "by": change.by,
+        "reason": change.reason,
+        "evidence": dict(change.evidence),
+    }
