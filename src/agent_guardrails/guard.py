@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import itertools
 import json
 import threading
 import time
@@ -133,6 +134,7 @@ class Guardrails:
         self.approver = approver
         self.raise_on_deny = raise_on_deny
         self.default_scope = Scope.from_mapping(scope or {})
+        self._default_items = self.default_scope.items()
         self.clock = clock
         self._backlog: list[Callable[[], object]] = []
         self._backlog_lock = threading.Lock()
@@ -198,7 +200,7 @@ class Guardrails:
 
     def check(self, request: CallRequest) -> Decision:
         """The decision for ``request`` right now, without reserving or recording anything."""
-        decision, _snap = self._decide(request, f"check:{uuid.uuid4().hex}")
+        decision, _snap = self._decide(request, _ephemeral_key())
         return decision
 
     @contextmanager
@@ -231,14 +233,16 @@ class Guardrails:
         call's arguments (``channel``, ``region`` ... when the tool takes them), the run's
         context (``runtime.context`` / ``configurable`` / :meth:`scope`), then the tool's
         own declaration, which always wins."""
-        values = dict(self.default_scope.items())
+        values: dict[str, str] | None = None
         for source in (args, context, _scope_overrides.get(), declared):
             if source:
                 for dim in DIMENSIONS:
                     v = source.get(dim)
                     if isinstance(v, str) and v:
+                        if values is None:
+                            values = dict(self._default_items)
                         values[dim] = v
-        return Scope(**values)
+        return Scope(**values) if values is not None else self.default_scope
 
     def set_level(
         self, scope: Scope, level: AutonomyLevel | int | str, *, by: str, reason: str
@@ -272,16 +276,14 @@ class Guardrails:
         """kill-switch -> level -> validators -> caps -> approval; reserve and audit once."""
         if self._backlog:
             self._flush_backlog()
-        key = call_key or uuid.uuid4().hex
+        key = call_key or _ephemeral_key()
         decision, snap = self._decide(request, key)
         if snap is not None and snap.call is not None and snap.call.state == "finished":
             return _Replay(snap.call)
         if decision.kind in _GOES_AHEAD:
             decision = self._reserve(request, decision, key, snap)
         else:
-            self._audit(
-                AuditEvent("decision", _decision_data(decision, key), key, f"{key}:decision")
-            )
+            self._audit(_event("decision", _decision_data(decision, key), key, "decision"))
         if decision.kind is DecisionKind.REQUIRE_APPROVAL:
             return self._approve(request, decision, key, call_key is not None)
         if decision.kind is DecisionKind.ALLOW:
@@ -302,7 +304,7 @@ class Guardrails:
                 charges = ()  # the engine denies it with the reason
         try:
             snap = self.store.snapshot(
-                dial_key=pack.dial_scope(request.scope).key,
+                dial_key=pack.lookup.dial_key(request.scope),
                 counter_keys=[c.key for c in charges],
                 call_key=key,
             )
@@ -334,7 +336,7 @@ class Guardrails:
         self, request: CallRequest, decision: Decision, key: str, snap: Snapshot | None
     ) -> Decision:
         """Hold the decision's charges atomically; a lost race becomes a denial."""
-        event = AuditEvent("decision", _decision_data(decision, key), key, f"{key}:decision")
+        event = _event("decision", _decision_data(decision, key), key, "decision")
         try:
             res = self.store.reserve(
                 key, decision.charges, audit=event, force=bool(decision.extra.get("over_cap"))
@@ -353,7 +355,7 @@ class Guardrails:
             now=self.clock(),
             charges=decision.charges,
         )
-        self._audit(AuditEvent("decision", _decision_data(denied, key), key, f"{key}:decision"))
+        self._audit(_event("decision", _decision_data(denied, key), key, "decision"))
         return denied
 
     def _approve(
@@ -377,7 +379,7 @@ class Guardrails:
                     "pack_version": ask.pack_version,
                 },
                 key,
-                f"{key}:approval",
+                _dedupe(key, "approval"),
             )
         )
         if problem is not None:
@@ -416,9 +418,7 @@ class Guardrails:
                     "its own rules"
                 ),
             )
-            self._audit(
-                AuditEvent("decision", _decision_data(refused, key), key, f"{key}:edit-decision")
-            )
+            self._audit(_event("decision", _decision_data(refused, key), key, "edit-decision"))
             return _Stop(request, refused)
         edited = replace(request, args=dict(answer.edited_args or {}))
         edit_key = f"{key}:edit"
@@ -426,11 +426,7 @@ class Guardrails:
         if checked.kind in _GOES_AHEAD:
             checked = self._reserve(edited, checked, edit_key, snap)
         else:
-            self._audit(
-                AuditEvent(
-                    "decision", _decision_data(checked, edit_key), edit_key, f"{edit_key}:decision"
-                )
-            )
+            self._audit(_event("decision", _decision_data(checked, edit_key), edit_key, "decision"))
         if checked.kind in _GOES_AHEAD:
             return _Ready(edited, _resolved(checked, "edited", answer), edit_key, keep)
         return _Stop(edited, checked)
@@ -459,7 +455,7 @@ class Guardrails:
             "execution.started",
             {"action": ready.request.action, "tool": ready.request.tool},
             ready.key,
-            f"{ready.key}:started",
+            _dedupe(ready.key, "started"),
         )
         if self.store.start(ready.key, audit=event):
             return None
@@ -486,7 +482,10 @@ class Guardrails:
         else:
             data["error"] = type(error).__name__ if error is not None else "unknown"
         event = AuditEvent(
-            "execution.finished" if ok else "execution.failed", data, ready.key, f"{ready.key}:end"
+            "execution.finished" if ok else "execution.failed",
+            data,
+            ready.key,
+            _dedupe(ready.key, "end"),
         )
         stored = _to_json(result) if ok and ready.keep_result else None
 
@@ -578,7 +577,7 @@ class Guardrails:
         )
 
     def _release(self, key: str, kind: str, data: Mapping[str, Any]) -> None:
-        self.store.release(key, audit=AuditEvent(kind, dict(data), key, f"{key}:{kind}"))
+        self.store.release(key, audit=_event(kind, dict(data), key, kind))
 
     def _audit(self, event: AuditEvent) -> None:
         try:
@@ -608,6 +607,26 @@ class Guardrails:
         )
 
 
+_EPHEMERAL_PREFIX = f"~{uuid.uuid4().hex[:12]}-"
+_ephemeral_counter = itertools.count(1)
+
+
+def _ephemeral_key() -> str:
+    """A key for a call made outside a graph: unique, and never retried under the same key,
+    so its audit records need no de-duplication."""
+    return f"{_EPHEMERAL_PREFIX}{next(_ephemeral_counter)}"
+
+
+def _dedupe(key: str, tag: str) -> str | None:
+    """The de-duplication tag of an audit record; calls with stable keys (from a graph's
+    thread, task and tool call) may re-run after an interrupt and must record once."""
+    return None if key.startswith("~") else f"{key}:{tag}"
+
+
+def _event(kind: str, data: Mapping[str, Any], key: str, tag: str) -> AuditEvent:
+    return AuditEvent(kind, data, key, _dedupe(key, tag))
+
+
 def _resolved(decision: Decision, how: str, answer: ApprovalAnswer) -> Decision:
     """The decision after a human answered: ``approved``/``edited`` let it run."""
     kind = DecisionKind.ALLOW if how in ("approved", "edited") else decision.kind
@@ -620,10 +639,35 @@ def _resolved(decision: Decision, how: str, answer: ApprovalAnswer) -> Decision:
     )
 
 
-def _decision_data(decision: Decision, key: str) -> dict[str, Any]:
-    data = decision.as_dict()
-    data["call_key"] = key
-    return data
+class _DecisionData(Mapping[str, Any]):
+    """A decision's audit data, serialised only when a store reads it (the memory store
+    reads lazily, so the hot path does not pay for it)."""
+
+    __slots__ = ("_data", "_decision", "_key")
+
+    def __init__(self, decision: Decision, key: str) -> None:
+        self._decision = decision
+        self._key = key
+        self._data: dict[str, Any] | None = None
+
+    def _materialise(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = self._decision.as_dict()
+            self._data["call_key"] = self._key
+        return self._data
+
+    def __getitem__(self, name: str) -> Any:
+        return self._materialise()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._materialise())
+
+    def __len__(self) -> int:
+        return len(self._materialise())
+
+
+def _decision_data(decision: Decision, key: str) -> Mapping[str, Any]:
+    return _DecisionData(decision, key)
 
 
 def _describe(decision: Decision, args: Mapping[str, Any]) -> dict[str, Any]:

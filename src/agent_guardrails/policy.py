@@ -26,6 +26,7 @@ action, or is empty) must have room for it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -324,10 +325,6 @@ class PolicyPack(_Model):
     kill_switch: KillSwitchPolicy = KillSwitchPolicy()
 
     _validators: dict[str, tuple[CompiledValidator, ...]] = PrivateAttr(default_factory=dict)
-    _level_cache: dict[Scope, LevelRule | None] = PrivateAttr(default_factory=dict)
-    _budget_cache: dict[tuple[str, Scope], tuple[BudgetRule, ...]] = PrivateAttr(
-        default_factory=dict
-    )
     _source: str | None = PrivateAttr(default=None)
 
     @field_validator("version", mode="before")
@@ -395,40 +392,21 @@ class PolicyPack(_Model):
     def action(self, name: str) -> ActionPolicy | None:
         return self.actions.get(name)
 
+    @cached_property
+    def lookup(self) -> PackIndex:
+        """Precomputed lookups for the hot path (built once per pack object)."""
+        return PackIndex(self, self._validators)
+
     def validators_for(self, action: str) -> tuple[CompiledValidator, ...]:
-        return self._validators.get(action, ())
+        return self.lookup.validators.get(action, ())
 
     def level_rule(self, scope: Scope) -> LevelRule | None:
         """The most specific level rule matching ``scope``, or ``None`` (defaults apply)."""
-        try:
-            return self._level_cache[scope]
-        except KeyError:
-            pass
-        best: LevelRule | None = None
-        best_n = -1
-        for rule in self.levels:
-            rule_scope = rule.scope.to_scope()
-            if rule_scope.matches(scope) and rule_scope.specificity > best_n:
-                best, best_n = rule, rule_scope.specificity
-        if len(self._level_cache) < 4096:
-            self._level_cache[scope] = best
-        return best
+        return self.lookup.level_rule(scope)
 
     def budgets_for(self, action: str, scope: Scope) -> tuple[BudgetRule, ...]:
         """Every budget that applies to ``action`` in ``scope`` (budgets stack)."""
-        key = (action, scope)
-        try:
-            return self._budget_cache[key]
-        except KeyError:
-            pass
-        found = tuple(
-            b
-            for b in self.budgets
-            if b.scope.to_scope().matches(scope) and (not b.actions or action in b.actions)
-        )
-        if len(self._budget_cache) < 4096:
-            self._budget_cache[key] = found
-        return found
+        return self.lookup.budgets_for(action, scope)
 
     def ceiling_for(self, scope: Scope) -> AutonomyLevel:
         rule = self.level_rule(scope)
@@ -442,3 +420,69 @@ class PolicyPack(_Model):
         """The scope whose level dial governs a call in ``scope``: the matching rule's."""
         rule = self.level_rule(scope)
         return rule.scope.to_scope() if rule is not None else Scope()
+
+
+class PackIndex:
+    """Plain-Python lookups over a validated pack, cached per scope (bounded)."""
+
+    __slots__ = (
+        "_budget_cache",
+        "_budgets",
+        "_dial_cache",
+        "_level_cache",
+        "_levels",
+        "validators",
+    )
+
+    _MAX_CACHED = 4096
+
+    def __init__(
+        self, pack: PolicyPack, validators: Mapping[str, tuple[CompiledValidator, ...]]
+    ) -> None:
+        self.validators = dict(validators)
+        self._levels = [(rule.scope.to_scope(), rule) for rule in pack.levels]
+        self._budgets = [(b.scope.to_scope(), b) for b in pack.budgets]
+        self._level_cache: dict[Scope, LevelRule | None] = {}
+        self._budget_cache: dict[tuple[str, Scope], tuple[BudgetRule, ...]] = {}
+        self._dial_cache: dict[Scope, str] = {}
+
+    def dial_key(self, scope: Scope) -> str:
+        """The store key of the level dial governing ``scope`` (its level rule's scope)."""
+        try:
+            return self._dial_cache[scope]
+        except KeyError:
+            pass
+        rule = self.level_rule(scope)
+        key = rule.scope.to_scope().key if rule is not None else Scope().key
+        if len(self._dial_cache) < self._MAX_CACHED:
+            self._dial_cache[scope] = key
+        return key
+
+    def level_rule(self, scope: Scope) -> LevelRule | None:
+        try:
+            return self._level_cache[scope]
+        except KeyError:
+            pass
+        best: LevelRule | None = None
+        best_n = -1
+        for rule_scope, rule in self._levels:
+            if rule_scope.matches(scope) and rule_scope.specificity > best_n:
+                best, best_n = rule, rule_scope.specificity
+        if len(self._level_cache) < self._MAX_CACHED:
+            self._level_cache[scope] = best
+        return best
+
+    def budgets_for(self, action: str, scope: Scope) -> tuple[BudgetRule, ...]:
+        key = (action, scope)
+        try:
+            return self._budget_cache[key]
+        except KeyError:
+            pass
+        found = tuple(
+            b
+            for rule_scope, b in self._budgets
+            if rule_scope.matches(scope) and (not b.actions or action in b.actions)
+        )
+        if len(self._budget_cache) < self._MAX_CACHED:
+            self._budget_cache[key] = found
+        return found

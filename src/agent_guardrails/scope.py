@@ -15,7 +15,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = ["DIMENSIONS", "Scope"]
@@ -69,7 +69,8 @@ class Scope:
 
     def items(self) -> tuple[tuple[str, str], ...]:
         """The dimensions this scope sets, in the canonical order."""
-        return tuple((f.name, v) for f in fields(self) if (v := getattr(self, f.name)) is not None)
+        values = (self.agent, self.workflow, self.segment, self.channel, self.region)
+        return tuple((d, v) for d, v in zip(DIMENSIONS, values, strict=True) if v is not None)
 
     @property
     def specificity(self) -> int:

@@ -41,7 +41,7 @@ GENESIS = "0" * 64
 CALL_STATES = ("reserved", "started", "finished", "failed", "released")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AuditEvent:
     """An audit record to append. ``dedupe`` (optional) makes the append idempotent: a second
     event with the same ``dedupe`` string is dropped, so a resumed graph node that re-runs
@@ -75,8 +75,20 @@ class AuditRecord:
         }
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    return str(value)
+
+
 def canonical_json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    """The JSON text that is hashed and stored: sorted keys, no spaces; any ``Mapping``
+    (including lazily built audit data) is serialised as an object."""
+    if isinstance(data, Mapping) and not isinstance(data, dict):
+        data = dict(data)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=_plain)
 
 
 def chain_hash(
@@ -95,7 +107,7 @@ class VerifyResult:
     problem: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallRecord:
     """What the store knows of one call (keyed by its idempotency key)."""
 
@@ -107,7 +119,7 @@ class CallRecord:
     info: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReserveResult:
     """``ok`` when every charge fitted and is now held. ``replay`` when the key had already
     reserved (the original result is returned). On failure, ``breach`` is the first charge
@@ -119,7 +131,7 @@ class ReserveResult:
     used: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Snapshot:
     """What the engine needs from the store for one call, read in one round trip."""
 

@@ -52,6 +52,7 @@ class MemoryStore:
         self._packs: list[PackVersion] = []
         self._outcomes: list[Outcome] = []
         self._audit: list[AuditRecord] = []
+        self._unchained: list[tuple[float, AuditEvent]] = []
         self._dedupe: set[str] = set()
 
     # ------------------------------------------------------------------ hot path
@@ -97,11 +98,8 @@ class MemoryStore:
             rec = self._calls.get(call_key)
             if rec is not None and rec.state != "reserved":
                 return False
-            self._calls[call_key] = (
-                replace(rec, state="started", updated_at=time.time())
-                if rec is not None
-                else CallRecord(call_key, "started", (), None, time.time())
-            )
+            charges = rec.charges if rec is not None else ()
+            self._calls[call_key] = CallRecord(call_key, "started", charges, None, time.time())
             if audit is not None:
                 self._append(audit)
             return True
@@ -128,9 +126,8 @@ class MemoryStore:
                             self._counters[charge.key] += actual_cost - charge.amount
             else:
                 self._undo(rec)
-            self._calls[call_key] = replace(
-                rec, state="finished" if ok else "failed", result=result, updated_at=time.time()
-            )
+            state = "finished" if ok else "failed"
+            self._calls[call_key] = CallRecord(call_key, state, rec.charges, result, time.time())
             if audit is not None:
                 self._append(audit)
 
@@ -152,18 +149,29 @@ class MemoryStore:
             return self._append(event)
 
     def _append(self, event: AuditEvent) -> AuditRecord | None:
+        """Queue the record; it is numbered now and hashed into the chain when first read
+        (nothing outside this process can touch it in between), which keeps appends cheap."""
         if event.dedupe is not None:
             if event.dedupe in self._dedupe:
                 return None
             self._dedupe.add(event.dedupe)
-        prev = self._audit[-1].hash if self._audit else GENESIS
-        seq = len(self._audit) + 1
-        ts = time.time()
-        data = dict(event.data)
-        digest = chain_hash(prev, seq, ts, event.kind, event.call_key, canonical_json(data))
-        rec = AuditRecord(seq, ts, event.kind, event.call_key, data, prev, digest)
-        self._audit.append(rec)
-        return rec
+        self._unchained.append((time.time(), event))
+        return None
+
+    def _chain(self) -> list[AuditRecord]:
+        """Hash every queued record into the chain, in append order. Holds the lock."""
+        if self._unchained:
+            prev = self._audit[-1].hash if self._audit else GENESIS
+            for ts, event in self._unchained:
+                seq = len(self._audit) + 1
+                data = dict(event.data)
+                digest = chain_hash(prev, seq, ts, event.kind, event.call_key, canonical_json(data))
+                self._audit.append(
+                    AuditRecord(seq, ts, event.kind, event.call_key, data, prev, digest)
+                )
+                prev = digest
+            self._unchained.clear()
+        return self._audit
 
     # ------------------------------------------------------------------ operators
 
@@ -298,12 +306,12 @@ class MemoryStore:
 
     def audit_records(self, *, after: int = 0, limit: int | None = None) -> list[AuditRecord]:
         with self._lock:
-            out = self._audit[after:]
+            out = self._chain()[after:]
             return out[:limit] if limit is not None else out
 
     def verify_audit(self) -> VerifyResult:
         with self._lock:
-            return verify_chain(list(self._audit))
+            return verify_chain(list(self._chain()))
 
     def close(self) -> None:
         return None

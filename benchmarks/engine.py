@@ -1,0 +1,108 @@
+"""Decision-engine and ``@guarded`` overhead, against the bare function, in one run.
+
+    python benchmarks/engine.py [--quick]
+
+Prints decisions per second of the pure engine and the time ``@guarded`` adds around a
+no-op function on the in-memory store (goal: under 20 us per call), as ratios to the bare
+call measured in the same run. Best of several repeats, to keep noise from other work out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Callable
+
+from agent_guardrails import CallRequest, Guardrails, PolicyPack, Scope, decide, guarded
+from agent_guardrails.levels import AutonomyLevel
+
+PACK = """
+name: bench
+version: 1
+defaults: {level: execute}
+actions:
+  crm.tag:
+    risk: low
+    cost: 0.001
+    validators:
+      - banned_terms: {terms: [spam, scam], fields: [note]}
+      - max_length: {field: note, max: 200}
+levels:
+  - {scope: {workflow: w}, level: execute}
+budgets:
+  - {name: daily, scope: {workflow: w}, limit: 1.0e12, window: day}
+"""
+
+
+def best_per_call(fn: Callable[[], object], n: int, repeats: int) -> float:
+    """Seconds per call: the best of ``repeats`` runs of ``n`` calls."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
+
+
+def best_per_call_async(fn: Callable[[], object], n: int, repeats: int) -> float:
+    async def loop() -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(n):
+                await fn()  # type: ignore[misc]
+            best = min(best, (time.perf_counter() - start) / n)
+        return best
+
+    return asyncio.run(loop())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke run)")
+    args = parser.parse_args()
+    n, repeats = (2_000, 3) if args.quick else (20_000, 5)
+
+    pack = PolicyPack.from_yaml(PACK)
+    guard = Guardrails(pack, store="memory://")
+    call = CallRequest("tag", "crm.tag", {"contact": "c1", "note": "vip"}, Scope(workflow="w"))
+
+    def bare(contact: str, note: str) -> str:
+        return contact
+
+    async def abare(contact: str, note: str) -> str:
+        return contact
+
+    wrapped = guarded(action="crm.tag", guardrails=guard, scope={"workflow": "w"})(bare)
+    awrapped = guarded(action="crm.tag", guardrails=guard, scope={"workflow": "w"})(abare)
+    assert wrapped("c1", "vip") == "c1"
+
+    now = time.time()
+    t_engine = best_per_call(
+        lambda: decide(call, pack, level=AutonomyLevel.EXECUTE, used={}, now=now), n, repeats
+    )
+    t_bare = best_per_call(lambda: bare("c1", "vip"), n, repeats)
+    t_guarded = best_per_call(lambda: wrapped("c1", "vip"), n, repeats)
+    t_abare = best_per_call_async(lambda: abare("c1", "vip"), n, repeats)
+    t_aguarded = best_per_call_async(lambda: awrapped("c1", "vip"), n, repeats)
+
+    us = 1e6
+    print(f"{'measure':<34}{'per call':>12}{'per second':>14}{'ratio':>10}")
+    print(f"{'bare function':<34}{t_bare * us:>10.2f}us{1 / t_bare:>14,.0f}{1.0:>10.1f}x")
+    print(f"{'pure engine decide()':<34}{t_engine * us:>10.2f}us{1 / t_engine:>14,.0f}{t_engine / t_bare:>10.1f}x")
+    print(f"{'@guarded, memory store (sync)':<34}{t_guarded * us:>10.2f}us{1 / t_guarded:>14,.0f}{t_guarded / t_bare:>10.1f}x")
+    print(f"{'bare coroutine':<34}{t_abare * us:>10.2f}us{1 / t_abare:>14,.0f}{1.0:>10.1f}x")
+    print(f"{'@guarded, memory store (async)':<34}{t_aguarded * us:>10.2f}us{1 / t_aguarded:>14,.0f}{t_aguarded / t_abare:>10.1f}x")
+    added = (t_guarded - t_bare) * us
+    added_async = (t_aguarded - t_abare) * us
+    goal = 20.0
+    print(
+        f"\n@guarded adds {added:.1f} us per sync call and {added_async:.1f} us per async call "
+        f"(goal: under {goal:.0f} us): {'met' if max(added, added_async) < goal else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
