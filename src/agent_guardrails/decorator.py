@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, StructuredTool, Tool
 
 from agent_guardrails.decision import CallRequest
@@ -39,7 +40,7 @@ from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.guard import Guardrails
 from agent_guardrails.scope import DIMENSIONS
 
-__all__ = ["guarded", "set_default_guardrails", "use_guardrails"]
+__all__ = ["guarded", "inside_adapter", "set_default_guardrails", "use_guardrails"]
 
 X = TypeVar("X")
 
@@ -47,6 +48,42 @@ _current: contextvars.ContextVar[Guardrails | None] = contextvars.ContextVar(
     "agent_guardrails_current", default=None
 )
 _default: list[Guardrails] = []
+_adapter_active: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "agent_guardrails_adapter_active", default=False
+)
+
+
+@contextmanager
+def inside_adapter() -> Iterator[None]:
+    """Mark code run by an adapter that already guards the call (the middleware, the
+    guarded ``ToolNode``): ``@guarded`` tools inside run their body directly, so a call is
+    guarded once, not twice."""
+    token = _adapter_active.set(True)
+    try:
+        yield
+    finally:
+        _adapter_active.reset(token)
+
+
+def _graph_call(req: CallRequest) -> tuple[str | None, Any]:
+    """Inside a LangGraph run: the call's stable key and an interrupt-based asker."""
+    if var_child_runnable_config.get() is None:
+        return None, None
+    from agent_guardrails.graph_context import (
+        call_key,
+        current_config,
+        interrupt_asker,
+    )
+    from agent_guardrails.guard import args_digest
+
+    config = current_config()
+    if config is None:
+        return None, None
+    digest = args_digest(req.tool, req.args)[:16]
+    key = call_key(config, f"{req.tool}:{digest}")
+    if key is None:
+        return None, None
+    return key, interrupt_asker("", None, config)
 
 
 def set_default_guardrails(guard: Guardrails | None) -> None:
@@ -167,7 +204,7 @@ class _Binder:
             arguments = dict(zip(self._names, args, strict=False))
             ok = True
             for k, v in kwargs.items():
-                if k in arguments or k not in self._defaults and k not in self._names:
+                if k in arguments or (k not in self._defaults and k not in self._names):
                     ok = False
                     break
                 arguments[k] = v
@@ -232,8 +269,18 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
 
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if _adapter_active.get():
+                return fn(*args, **kwargs)
             guard, req = request(args, kwargs)
-            return guard.run(req, body, simulate=simulate, raise_on_deny=spec.raise_on_deny)
+            key, ask = _graph_call(req)
+            return guard.run(
+                req,
+                body,
+                simulate=simulate,
+                raise_on_deny=spec.raise_on_deny,
+                call_key=key,
+                ask=ask,
+            )
 
         wrapper = sync_wrapper
     wrapper.__guardrails_action__ = spec.action  # type: ignore[attr-defined]

@@ -33,9 +33,17 @@ from agent_guardrails.decision import CallRequest, Charge, Decision, DecisionKin
 from agent_guardrails.levels import AutonomyLevel
 from agent_guardrails.policy import ActionPolicy, BudgetRule, PolicyPack
 from agent_guardrails.scope import Scope
+from agent_guardrails.validators import CompiledValidator
 from agent_guardrails.windows import window_bucket
 
-__all__ = ["CostError", "budget_counter", "call_cost", "charges_for", "decide"]
+__all__ = [
+    "CostError",
+    "budget_charges",
+    "budget_counter",
+    "call_cost",
+    "charges_for",
+    "decide",
+]
 
 _EPS = 1e-9
 _KIND_MIN_LEVEL = {
@@ -92,27 +100,31 @@ def budget_counter(budget: BudgetRule, now: float) -> tuple[str, int]:
     return f"budget:{ident}|{budget.currency}@{start}", end
 
 
+def budget_charges(
+    action: str, scope: Scope, pack: PolicyPack, cost: float, currency: str, now: float
+) -> list[Charge]:
+    """One charge of ``cost`` on every budget in ``currency`` that covers ``action`` in
+    ``scope`` (model spend uses the action name ``model.call``)."""
+    charges = []
+    for budget in pack.budgets_for(action, scope):
+        if budget.currency != currency:
+            continue
+        key, end = budget_counter(budget, now)
+        charges.append(Charge(key, "budget", cost, budget.limit, end, budget.label))
+    return charges
+
+
 def charges_for(
     call: CallRequest, action: ActionPolicy, pack: PolicyPack, *, cost: float, now: float
 ) -> tuple[Charge, ...]:
     """The counters this call would move: each matching budget, each touched entity."""
     charges: list[Charge] = []
-    currency = action.cost.currency if action.cost is not None else pack.defaults.currency
-    if cost > 0:
-        for budget in pack.budgets_for(call.action, call.scope):
-            if budget.currency != currency:
-                continue
-            key, end = budget_counter(budget, now)
-            charges.append(
-                Charge(
-                    key=key,
-                    kind="budget",
-                    amount=cost,
-                    limit=budget.limit,
-                    expires_at=end,
-                    label=budget.label,
-                )
-            )
+    # A priced action is charged even when this call's estimate is 0, so that the actual
+    # cost it reports (``report_cost``) is committed to its budgets.
+    if action.cost is not None:
+        charges.extend(
+            budget_charges(call.action, call.scope, pack, cost, action.cost.currency, now)
+        )
     exposure = action.exposure
     if exposure is not None:
         start, end = window_bucket(exposure.window, now)
@@ -176,10 +188,13 @@ def decide(
     base["approval_roles"] = action.approval.roles
     base["approval_timeout"] = action.approval.timeout
 
+    # An unpriceable call is a cap problem: it is denied at the caps step, after the level
+    # (a draft spends nothing) and the validators, like any other cap problem.
+    cost_error: CostError | None = None
     try:
         cost = call_cost(action, call.args)
     except CostError as exc:
-        return Decision(DecisionKind.DENY, ("cost_unknown",), f"denied: {exc}", **base)
+        cost, cost_error = 0.0, exc
     base["cost"] = cost
     if action.cost is not None:
         base["currency"] = action.cost.currency
@@ -190,10 +205,7 @@ def decide(
     mode, level_reason = _level_mode(action, level, in_doubt)
 
     # 3. validators (at every level)
-    outcomes = tuple(
-        ValidatorOutcome(v.name, (msg := v(call)) is None, msg or "")
-        for v in pack.validators_for(call.action)
-    )
+    outcomes = tuple(_run_validator(v, call) for v in pack.validators_for(call.action))
     base["validators"] = outcomes
     failed = [o for o in outcomes if not o.passed]
     if failed:
@@ -214,6 +226,8 @@ def decide(
         )
 
     # 4. caps
+    if cost_error is not None:
+        return Decision(DecisionKind.DENY, ("cost_unknown",), f"denied: {cost_error}", **base)
     if charges is None:
         charges = charges_for(call, action, pack, cost=cost, now=now)
     base["charges"] = charges
@@ -267,6 +281,15 @@ def decide(
         f"allowed: {call.action} at {level.label}" + _left_text(budget_left, base["currency"]),
         **base,
     )
+
+
+def _run_validator(validator: CompiledValidator, call: CallRequest) -> ValidatorOutcome:
+    """Run one validator; one that raises fails closed (the call is denied, never run)."""
+    try:
+        msg = validator(call)
+    except Exception as exc:
+        msg = f"the validator raised {type(exc).__name__}: {exc}"
+    return ValidatorOutcome(validator.name, msg is None, msg or "")
 
 
 def _level_mode(

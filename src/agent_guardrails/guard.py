@@ -35,12 +35,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from langchain_core.messages import ToolMessage
+
 from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest, Approver
 from agent_guardrails.decision import CallRequest, Decision, DecisionKind
-from agent_guardrails.engine import CostError, call_cost, charges_for, decide
+from agent_guardrails.engine import CostError, budget_charges, call_cost, charges_for, decide
 from agent_guardrails.errors import CallInDoubt, ConfigurationError, StoreUnavailable
 from agent_guardrails.levels import AutonomyLevel
-from agent_guardrails.policy import PolicyPack
+from agent_guardrails.policy import MODEL_ACTION, PolicyPack
 from agent_guardrails.results import GuardrailResult, Status, error_for, result_for
 from agent_guardrails.scope import DIMENSIONS, Scope
 from agent_guardrails.store import Store, open_store
@@ -51,6 +53,8 @@ __all__ = ["Guardrails", "report_cost"]
 R = TypeVar("R")
 Body = Callable[[Mapping[str, Any]], R]
 Simulator = Callable[[Mapping[str, Any]], Any]
+Asker = Callable[[ApprovalRequest], "ApprovalAnswer | None"]
+"""Asks a human about one call: the ``approver`` callable, or a LangGraph interrupt."""
 
 _GOES_AHEAD = (DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL)
 _actual_cost: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -79,6 +83,7 @@ class _Ready:
     decision: Decision
     key: str
     keep_result: bool
+    rerun: bool = False  # a human approved re-running a call that was in doubt
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +165,14 @@ class Guardrails:
         simulate: Simulator | None = None,
         call_key: str | None = None,
         raise_on_deny: bool | None = None,
+        ask: Asker | None = None,
     ) -> R | GuardrailResult:
-        """Run one call: decide, maybe ask a human, then run ``body(args)`` or refuse."""
-        step = self._prepare(request, call_key)
+        """Run one call: decide, maybe ask a human, then run ``body(args)`` or refuse.
+
+        ``call_key`` identifies the call across retries and resumes (adapters derive it
+        from the graph's thread, namespace and tool call id); ``ask`` replaces the
+        ``approver`` for this call (adapters pass a LangGraph interrupt)."""
+        step = self._prepare(request, call_key, ask)
         if isinstance(step, _Ready):
             return self._execute(step, body)
         answer: GuardrailResult = self._answer(step, simulate, raise_on_deny)
@@ -176,9 +186,10 @@ class Guardrails:
         simulate: Simulator | None = None,
         call_key: str | None = None,
         raise_on_deny: bool | None = None,
+        ask: Asker | None = None,
     ) -> R | GuardrailResult:
         """The async twin of :meth:`run`: only the tool body is awaited."""
-        step = self._prepare(request, call_key)
+        step = self._prepare(request, call_key, ask)
         if isinstance(step, _Ready):
             replay = self._begin(step)
             if replay is not None:
@@ -270,22 +281,78 @@ class Guardrails:
         """Release the kill-switch for ``scope``."""
         self.store.set_kill_switch(scope, False, by=by, reason=reason)
 
+    def record_model_spend(
+        self,
+        *,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        scope: Scope,
+        call_key: str | None = None,
+    ) -> float:
+        """Charge one model call, priced from the pack's ``model_prices``, to every budget
+        that covers ``model.call`` in ``scope``. The spend already happened, so it is
+        recorded even past a budget's limit; the next call then finds the budget spent.
+        Returns the cost (0 for a model with no price in the pack)."""
+        price = self.policy.model_prices.get(model)
+        if price is None:
+            return 0.0
+        cost = input_tokens / 1000 * price.input_per_1k + output_tokens / 1000 * price.output_per_1k
+        key = call_key or _ephemeral_key()
+        charges = budget_charges(
+            MODEL_ACTION, scope, self.policy, cost, price.currency, self.clock()
+        )
+        data = {
+            "model": model,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost": cost,
+            "currency": price.currency,
+            "scope": scope.as_dict(),
+        }
+        event = _event("model.spend", data, key, "model.spend")
+        self.store.reserve(key, charges, audit=event, force=True)
+        self.store.finish(key, ok=True)
+        return cost
+
+    def spent_budget(self, scope: Scope, action: str = MODEL_ACTION) -> str | None:
+        """The label of a budget covering ``action`` in ``scope`` that has nothing left in
+        its current window, or ``None``."""
+        charges = budget_charges(
+            action, scope, self.policy, 0.0, self.policy.defaults.currency, self.clock()
+        )
+        if not charges:
+            return None
+        snap = self.store.snapshot(
+            dial_key="", counter_keys=[c.key for c in charges], call_key=_ephemeral_key()
+        )
+        for charge in charges:
+            if snap.used.get(charge.key, 0.0) >= charge.limit:
+                return charge.label
+        return None
+
     # ------------------------------------------------------------------ the pipeline
 
-    def _prepare(self, request: CallRequest, call_key: str | None) -> _Ready | _Stop | _Replay:
+    def _prepare(
+        self, request: CallRequest, call_key: str | None, ask: Asker | None = None
+    ) -> _Ready | _Stop | _Replay:
         """kill-switch -> level -> validators -> caps -> approval; reserve and audit once."""
         if self._backlog:
             self._flush_backlog()
         key = call_key or _ephemeral_key()
         decision, snap = self._decide(request, key)
-        if snap is not None and snap.call is not None and snap.call.state == "finished":
-            return _Replay(snap.call)
+        prior = snap.call if snap is not None else None
+        if prior is not None and prior.state == "finished":
+            return _Replay(prior)
         if decision.kind in _GOES_AHEAD:
             decision = self._reserve(request, decision, key, snap)
         else:
+            if prior is not None and prior.state == "reserved":
+                self._release(key, "reservation.released", {"reason": decision.kind.value})
             self._audit(_event("decision", _decision_data(decision, key), key, "decision"))
         if decision.kind is DecisionKind.REQUIRE_APPROVAL:
-            return self._approve(request, decision, key, call_key is not None)
+            asked_at = prior.updated_at if prior is not None and prior.state == "reserved" else None
+            return self._approve(request, decision, key, call_key is not None, ask, asked_at)
         if decision.kind is DecisionKind.ALLOW:
             return _Ready(request, decision, key, call_key is not None)
         return _Stop(request, decision)
@@ -359,10 +426,16 @@ class Guardrails:
         return denied
 
     def _approve(
-        self, request: CallRequest, decision: Decision, key: str, keep: bool
+        self,
+        request: CallRequest,
+        decision: Decision,
+        key: str,
+        keep: bool,
+        asker: Asker | None,
+        asked_at: float | None,
     ) -> _Ready | _Stop:
-        ask = self._approval_request(request, decision, key)
-        answer = self._ask(ask)
+        ask = self._approval_request(request, decision, key, asked_at)
+        answer = (asker or self._ask)(ask)
         if answer is None:
             self._release(key, "approval.unavailable", {"reason": "no approver configured"})
             return _Stop(request, decision)
@@ -390,7 +463,8 @@ class Guardrails:
             )
             return _Stop(request, refused)
         if answer.type == "approve":
-            return _Ready(request, _resolved(decision, "approved", answer), key, keep)
+            rerun = "in_doubt" in decision.reasons
+            return _Ready(request, _resolved(decision, "approved", answer), key, keep, rerun)
         if answer.type == "edit":
             return self._edited(request, decision, key, answer, keep)
         self._release(key, f"approval.{answer.type}", {"message": answer.message})
@@ -462,6 +536,9 @@ class Guardrails:
         record = self.store.call_record(ready.key)
         if record is not None and record.state == "finished":
             return record
+        if ready.rerun and record is not None and record.state == "started":
+            self._audit(event)
+            return None
         raise CallInDoubt(
             f"call {ready.key} already started elsewhere and has not finished: it was not run "
             "again; see 'agent-guardrails status' for calls in doubt"
@@ -552,8 +629,10 @@ class Guardrails:
         return None
 
     def _approval_request(
-        self, request: CallRequest, decision: Decision, key: str
+        self, request: CallRequest, decision: Decision, key: str, asked_at: float | None
     ) -> ApprovalRequest:
+        """What the human sees. ``asked_at`` is when the call was first held for approval
+        (kept across a graph's interrupt and resume), so expiry counts from the first ask."""
         action = self.policy.action(request.action)
         allowed = action.approval.allowed_decisions if action is not None else ("approve", "reject")
         timeout = decision.approval_timeout or 86_400.0
@@ -573,7 +652,7 @@ class Guardrails:
             pack=decision.pack,
             pack_version=decision.pack_version,
             args_digest=args_digest(request.tool, request.args),
-            expires_at=self.clock() + timeout,
+            expires_at=(asked_at if asked_at is not None else self.clock()) + timeout,
         )
 
     def _release(self, key: str, kind: str, data: Mapping[str, Any]) -> None:
@@ -688,6 +767,8 @@ def args_digest(tool: str, args: Mapping[str, Any]) -> str:
 
 
 def _to_json(value: object) -> str | None:
+    if isinstance(value, ToolMessage):
+        return json.dumps({"tool_message": value.content, "status": value.status}, default=str)
     try:
         return json.dumps(value, default=str)
     except (TypeError, ValueError):

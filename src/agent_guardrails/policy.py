@@ -48,6 +48,7 @@ from agent_guardrails.validators import CompiledValidator, ValidatorRegistry
 from agent_guardrails.windows import parse_duration, validate_window
 
 __all__ = [
+    "MODEL_ACTION",
     "ActionPolicy",
     "ApprovalRule",
     "BudgetRule",
@@ -57,6 +58,9 @@ __all__ = [
     "LevelRule",
     "PolicyPack",
 ]
+
+MODEL_ACTION = "model.call"
+"""The action name budgets use for model spend (``budgets[].actions: [model.call]``)."""
 
 Level = Annotated[
     AutonomyLevel,

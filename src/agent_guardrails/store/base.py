@@ -200,7 +200,11 @@ class Store(Protocol):
         *,
         audit: AuditEvent | None = None,
         force: bool = False,
-    ) -> ReserveResult: ...
+    ) -> ReserveResult:
+        """Hold every charge atomically, or none. A key whose call is reserved, started or
+        finished replays (``replay=True``, nothing held again); a key whose last attempt
+        failed or was released reserves anew (a retry)."""
+        ...
 
     def start(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
         """Mark the call started. False if it had already started (never run it twice)."""

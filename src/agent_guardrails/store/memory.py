@@ -76,8 +76,10 @@ class MemoryStore:
         force: bool = False,
     ) -> ReserveResult:
         with self._lock:
-            if call_key in self._calls:
+            prior = self._calls.get(call_key)
+            if prior is not None and prior.state in ("reserved", "started", "finished"):
                 return ReserveResult(ok=True, replay=True)
+            # A new key, or a new attempt after the last one failed or was released.
             counters = self._counters
             if not force:
                 for charge in charges:

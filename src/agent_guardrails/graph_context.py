@@ -1,0 +1,216 @@
+"""What a guarded call learns from the LangGraph run it is in, and how it asks a human there.
+
+- **Call key**: ``thread_id | checkpoint_ns | tool call id``. LangGraph re-runs an interrupted
+  node from its start and keeps its task (so its ``checkpoint_ns``) across the interrupt and
+  the resume, in this process or another one reading the same checkpointer; the key is the
+  same each time, so reservations, audit records and the tool body happen once. Where the
+  tool call id is unknown (a plain function under ``@tool`` run by a ``ToolNode``), a digest
+  of the tool name and arguments stands in for it.
+- **Scope** from the run's context (``context=`` of ``invoke``: a mapping or an object with
+  ``workflow``, ``region`` ... attributes, or a ``guardrails_scope`` mapping inside it) and
+  from ``configurable``.
+- **Approver** identity from the run's context or ``configurable`` under ``approver``:
+  ``{"id": "ana", "roles": ["marketing_ops"]}``. It is read when the run resumes, from the
+  resuming caller's context: never from the model or the resume payload.
+- **Asking**: ``interrupt()`` with LangChain's per-call ``ToolApprovalRequest`` payload
+  (``type: "tool_approval"``, ``tool_call_id``, ``name``, ``args``, ``description``) plus a
+  ``guardrails`` field with our details, and a ``response_schema`` that LangGraph checks
+  the answer against before saving it: a malformed answer is refused with a
+  ``pydantic.ValidationError`` and the call stays pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union, cast
+
+from langchain.agents.middleware.human_in_the_loop import (
+    ApproveDecision,
+    RejectDecision,
+    RespondDecision,
+    ToolApprovalRequest,
+)
+from langgraph.config import get_config
+from langgraph.types import interrupt
+from pydantic import Discriminator, create_model
+from typing_extensions import TypedDict
+
+from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest
+from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.scope import DIMENSIONS
+
+__all__ = [
+    "GuardrailsApprovalRequest",
+    "GuardrailsDetails",
+    "approval_payload",
+    "approver_identity",
+    "call_key",
+    "current_config",
+    "interrupt_asker",
+    "scope_values",
+]
+
+
+class GuardrailsDetails(TypedDict):
+    """Our extension of the approval payload, under the ``guardrails`` key."""
+
+    call_key: str
+    action: str
+    level: int
+    reasons: list[str]
+    estimated_cost: float
+    currency: str
+    budget_left: float | None
+    pack: str
+    pack_version: str
+    args_digest: str
+    roles: list[str]
+    allowed_decisions: list[str]
+    expires_at: float
+
+
+class GuardrailsApprovalRequest(ToolApprovalRequest):
+    """LangChain's ``ToolApprovalRequest`` with our details: UIs that render the former
+    render this unchanged."""
+
+    guardrails: GuardrailsDetails
+
+
+def current_config() -> Mapping[str, Any] | None:
+    """The running LangGraph/LangChain config, or ``None`` outside a run."""
+    try:
+        config: Mapping[str, Any] = get_config()
+    except RuntimeError:
+        return None
+    return config
+
+
+def call_key(config: Mapping[str, Any] | None, call_id: str) -> str | None:
+    """The stable key of one tool call in a checkpointed run (``None`` without a thread)."""
+    if not config:
+        return None
+    configurable = config.get("configurable") or {}
+    thread = configurable.get("thread_id")
+    if thread is None:
+        return None
+    return f"{thread}|{configurable.get('checkpoint_ns', '')}|{call_id}"
+
+
+def _lookup(source: object, name: str) -> object:
+    if isinstance(source, Mapping):
+        return source.get(name)
+    return getattr(source, name, None)
+
+
+def scope_values(context: object, config: Mapping[str, Any] | None) -> dict[str, str]:
+    """Scope dimensions named by the run's context and ``configurable``, context winning."""
+    values: dict[str, str] = {}
+    configurable = (config or {}).get("configurable") or {}
+    for source in (
+        configurable,
+        _lookup(configurable, "guardrails_scope"),
+        context,
+        _lookup(context, "guardrails_scope") if context is not None else None,
+    ):
+        if source is None:
+            continue
+        for dim in DIMENSIONS:
+            value = _lookup(source, dim)
+            if isinstance(value, str) and value:
+                values[dim] = value
+    return values
+
+
+def approver_identity(
+    context: object, config: Mapping[str, Any] | None
+) -> tuple[str, tuple[str, ...]]:
+    """``(id, roles)`` of the human resuming the run, from context or ``configurable``."""
+    configurable = (config or {}).get("configurable") or {}
+    for source in (context, configurable):
+        if source is None:
+            continue
+        who = _lookup(source, "approver")
+        if who is None:
+            continue
+        ident = _lookup(who, "id") or _lookup(who, "name")
+        roles = _lookup(who, "roles") or ()
+        if not isinstance(roles, list | tuple):
+            raise ConfigurationError(
+                "approver roles must be a list, e.g. {'id': 'ana', 'roles': ['marketing_ops']}"
+            )
+        return str(ident or ""), tuple(str(r) for r in roles)
+    return "", ()
+
+
+def approval_payload(request: ApprovalRequest, tool_call_id: str) -> GuardrailsApprovalRequest:
+    """The interrupt value for one call, in LangChain's per-call dialect plus our details."""
+    return {
+        "type": "tool_approval",
+        "tool_call_id": tool_call_id,
+        "name": request.tool,
+        "args": dict(request.args),
+        "description": request.description,
+        "guardrails": {
+            "call_key": request.call_key,
+            "action": request.action,
+            "level": request.level,
+            "reasons": list(request.reasons),
+            "estimated_cost": request.cost,
+            "currency": request.currency,
+            "budget_left": request.budget_left,
+            "pack": request.pack,
+            "pack_version": request.pack_version,
+            "args_digest": request.args_digest,
+            "roles": list(request.roles),
+            "allowed_decisions": list(request.allowed_decisions),
+            "expires_at": request.expires_at,
+        },
+    }
+
+
+def decision_schema(allowed: tuple[str, ...], tool: str) -> Any:
+    """The answer's type: LangChain's decisions limited to ``allowed``; an edit may change
+    the arguments but names this tool (an edit cannot switch tools)."""
+    make: Any = create_model  # models built at run time: the tool name is pinned in a Literal
+    pinned: Any = Literal.__getitem__(tool)
+    edited_action = make("EditedAction", name=(pinned, ...), args=(dict[str, Any], ...))
+    edit = make("EditDecision", type=(Literal["edit"], ...), edited_action=(edited_action, ...))
+    by_type: dict[str, Any] = {
+        "approve": ApproveDecision,
+        "edit": edit,
+        "reject": RejectDecision,
+        "respond": RespondDecision,
+    }
+    members = tuple(by_type[d] for d in dict.fromkeys(allowed))
+    if len(members) == 1:
+        return members[0]
+    return Annotated[Union[members], Discriminator("type")]  # noqa: UP007
+
+
+def to_answer(decision: Mapping[str, Any], by: str, roles: tuple[str, ...]) -> ApprovalAnswer:
+    """An ``ApprovalAnswer`` from a LangChain decision dict and the resumer's identity."""
+    kind = decision["type"]
+    if kind == "edit":
+        edited = decision["edited_action"]
+        if not isinstance(edited, Mapping):
+            edited = cast(Any, edited).model_dump()
+        return ApprovalAnswer(
+            "edit", by=by, roles=roles, edited_args=dict(edited["args"]), edited_tool=edited["name"]
+        )
+    return ApprovalAnswer(kind, by=by, roles=roles, message=str(decision.get("message") or ""))
+
+
+def interrupt_asker(tool_call_id: str, context: object, config: Mapping[str, Any] | None) -> Any:
+    """An asker that pauses the graph with ``interrupt()`` and returns the human's answer."""
+
+    def ask(request: ApprovalRequest) -> ApprovalAnswer:
+        payload = approval_payload(request, tool_call_id)
+        decision = interrupt(
+            payload, response_schema=decision_schema(request.allowed_decisions, request.tool)
+        )
+        if not isinstance(decision, Mapping):
+            decision = cast(Any, decision).model_dump()
+        by, roles = approver_identity(context, config)
+        return to_answer(decision, by, roles)
+
+    return ask

@@ -1,0 +1,266 @@
+"""``GuardrailsMiddleware``: the whole pipeline for every tool call of a ``create_agent`` agent.
+
+>>> from langchain.agents import create_agent                       # doctest: +SKIP
+>>> agent = create_agent(model, tools, middleware=[GuardrailsMiddleware(guard)],
+...                      checkpointer=InMemorySaver())                # doctest: +SKIP
+
+Each tool call is decided, reserved, audited and, where the pack says so, paused for a
+human with a LangGraph interrupt (LangChain's per-call ``ToolApprovalRequest`` dialect,
+extended with a ``guardrails`` field; resume with ``Command(resume={interrupt_id:
+{"type": "approve"}})``). Calls that do not run come back to the model as a ``ToolMessage``
+whose content is the JSON :class:`~agent_guardrails.results.GuardrailResult`.
+
+Which action a tool performs: the ``actions`` mapping given here, else the tool's
+``@guarded(action=...)``, else ``tool.metadata["guardrails_action"]``, else the tool's name
+if the pack defines an action by that name. Tools with none are denied
+(``unknown_action``) unless ``unmapped="allow"``.
+
+Model calls are priced from the pack's ``model_prices`` (by the model's name) and charged to
+the budgets that match the run's scope, so a run can be capped in money across model and
+tool spend; when a budget is already spent, the model is not called and the run ends with a
+message saying so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+from langchain.agents.middleware.types import (
+    AgentMiddleware,
+    ModelRequest,
+    ModelResponse,
+)
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command
+
+from agent_guardrails.decision import CallRequest
+from agent_guardrails.decorator import inside_adapter
+from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
+from agent_guardrails.graph_context import call_key, current_config, interrupt_asker, scope_values
+from agent_guardrails.guard import Guardrails
+from agent_guardrails.results import GuardrailResult
+from agent_guardrails.scope import Scope
+
+__all__ = ["GuardrailsMiddleware"]
+
+ToolResult = ToolMessage | Command[Any]
+
+
+class GuardrailsMiddleware(AgentMiddleware):
+    """Guard every tool call (and price every model call) of a ``create_agent`` agent.
+
+    Args:
+        guardrails: the :class:`Guardrails` to run calls through.
+        actions: tool name -> action name, for tools not decorated with ``@guarded``.
+        unmapped: what to do with tools bound to no action: ``"deny"`` (default) or
+            ``"allow"`` (run them ungoverned).
+    """
+
+    def __init__(
+        self,
+        guardrails: Guardrails,
+        *,
+        actions: Mapping[str, str] | None = None,
+        unmapped: Literal["deny", "allow"] = "deny",
+    ) -> None:
+        super().__init__()
+        if not isinstance(guardrails, Guardrails):
+            raise ConfigurationError(
+                f"GuardrailsMiddleware needs a Guardrails object, got {type(guardrails).__name__}"
+            )
+        if unmapped not in ("deny", "allow"):
+            raise ConfigurationError(f"unmapped must be 'deny' or 'allow', got {unmapped!r}")
+        self.guardrails = guardrails
+        self.actions = dict(actions or {})
+        self.unmapped = unmapped
+
+    # ------------------------------------------------------------------ tools
+
+    def wrap_tool_call(
+        self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], ToolResult]
+    ) -> ToolResult:
+        prepared = self._prepare(request)
+        if prepared is None:
+            return handler(request)
+        call, key, ask = prepared
+
+        def body(args: Mapping[str, Any]) -> ToolResult:
+            return handler(_with_args(request, args))
+
+        with inside_adapter():
+            result = self.guardrails.run(call, body, call_key=key, ask=ask, raise_on_deny=False)
+        return self._message(request, call, result)
+
+    async def awrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
+    ) -> ToolResult:
+        prepared = self._prepare(request)
+        if prepared is None:
+            return await handler(request)
+        call, key, ask = prepared
+
+        async def body(args: Mapping[str, Any]) -> ToolResult:
+            return await handler(_with_args(request, args))
+
+        with inside_adapter():
+            result = await self.guardrails.arun(
+                call, body, call_key=key, ask=ask, raise_on_deny=False
+            )
+        return self._message(request, call, result)
+
+    def _prepare(self, request: ToolCallRequest) -> tuple[CallRequest, str | None, Any] | None:
+        tool_call = request.tool_call
+        name = tool_call["name"]
+        action = self._action_for(name, request.tool)
+        if action is None:
+            if self.unmapped == "allow":
+                return None
+            action = f"unmapped.{name.lower()}"
+        runtime = request.runtime
+        config = getattr(runtime, "config", None)
+        context = getattr(runtime, "context", None)
+        args = tool_call.get("args") or {}
+        scope = self.guardrails.resolve_scope(context=scope_values(context, config), args=args)
+        call_id = tool_call.get("id") or ""
+        call = CallRequest(name, action, args, scope, call_id)
+        return call, call_key(config, call_id), interrupt_asker(call_id, context, config)
+
+    def _action_for(self, name: str, tool: object) -> str | None:
+        if name in self.actions:
+            return self.actions[name]
+        func = getattr(tool, "func", None) or getattr(tool, "coroutine", None)
+        action = getattr(func, "__guardrails_action__", None)
+        if isinstance(action, str):
+            return action
+        metadata = getattr(tool, "metadata", None) or {}
+        action = metadata.get("guardrails_action")
+        if isinstance(action, str):
+            return action
+        if self.guardrails.policy.action(name) is not None:
+            return name
+        return None
+
+    def _message(self, request: ToolCallRequest, call: CallRequest, result: object) -> ToolResult:
+        if isinstance(result, ToolMessage | Command):
+            return result
+        tool_call = request.tool_call
+        if isinstance(result, dict) and "tool_message" in result:  # a replayed result
+            return ToolMessage(
+                content=result["tool_message"],
+                tool_call_id=tool_call.get("id") or "",
+                name=tool_call["name"],
+                status=result.get("status", "success"),
+            )
+        if isinstance(result, dict) and "status" in result and "decision" in result:
+            return self._refusal(request, call, result)  # type: ignore[arg-type]
+        return ToolMessage(
+            content=json.dumps(result, default=str),
+            tool_call_id=tool_call.get("id") or "",
+            name=tool_call["name"],
+        )
+
+    def _refusal(
+        self, request: ToolCallRequest, call: CallRequest, result: GuardrailResult
+    ) -> ToolResult:
+        tool_call = request.tool_call
+        ok = result["status"] in ("simulated", "responded")
+        content = (
+            result["message"]
+            if result["status"] == "responded"
+            else json.dumps(result, default=str)
+        )
+        message = ToolMessage(
+            content=content,
+            tool_call_id=tool_call.get("id") or "",
+            name=tool_call["name"],
+            status="success" if ok else "error",
+        )
+        if result["status"] == "halted":
+            policy = self.guardrails.policy.kill_switch
+            if policy.on_halt == "raise":
+                raise KillSwitchEngaged(self.guardrails.check(call))
+            return Command(goto="__end__", update={"messages": [message]})
+        return message
+
+    # ------------------------------------------------------------------ models
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], ModelResponse],
+    ) -> ModelResponse | AIMessage:
+        scope, key = self._model_scope()
+        spent = self.guardrails.spent_budget(scope)
+        if spent is not None:
+            return _budget_stop(spent)
+        response = handler(request)
+        self._charge(request, response, scope, key)
+        return response
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
+    ) -> ModelResponse | AIMessage:
+        scope, key = self._model_scope()
+        spent = self.guardrails.spent_budget(scope)
+        if spent is not None:
+            return _budget_stop(spent)
+        response = await handler(request)
+        self._charge(request, response, scope, key)
+        return response
+
+    def _model_scope(self) -> tuple[Scope, str | None]:
+        config = current_config()
+        context = None
+        runtime = (config or {}).get("configurable", {}).get("__pregel_runtime")
+        if runtime is not None:
+            context = getattr(runtime, "context", None)
+        scope = self.guardrails.resolve_scope(context=scope_values(context, config))
+        return scope, call_key(config, "model")
+
+    def _charge(
+        self,
+        request: ModelRequest,
+        response: ModelResponse,
+        scope: Scope,
+        key: str | None,
+    ) -> None:
+        model = request.model
+        name = str(
+            getattr(model, "model_name", None)
+            or getattr(model, "model", None)
+            or type(model).__name__
+        )
+        messages = response.result if isinstance(response, ModelResponse) else [response]
+        tokens_in = tokens_out = 0
+        for message in messages:
+            usage = getattr(message, "usage_metadata", None) or {}
+            tokens_in += int(usage.get("input_tokens", 0))
+            tokens_out += int(usage.get("output_tokens", 0))
+        if tokens_in or tokens_out:
+            self.guardrails.record_model_spend(
+                model=name,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                scope=scope,
+                call_key=key,
+            )
+
+
+def _budget_stop(budget: str) -> AIMessage:
+    return AIMessage(
+        content=f"Stopped: budget {budget} is spent for this window, so no more model or "
+        "tool spend is allowed. An operator can raise the budget in a new pack version."
+    )
+
+
+def _with_args(request: ToolCallRequest, args: Mapping[str, Any]) -> ToolCallRequest:
+    if args is request.tool_call.get("args"):
+        return request
+    return request.override(tool_call={**request.tool_call, "args": dict(args)})
