@@ -48,7 +48,10 @@ class AutonomyLevel(enum.IntEnum):
             if text.startswith("l") and text[1:].isdigit():
                 text = text[1:]
             if text.isdigit():
-                return cls.parse(int(text))
+                try:  # the error names what was written ("L4"), not the number in it
+                    return cls(int(text))
+                except ValueError:
+                    raise ValueError(_bad_level(value)) from None
             member = _BY_NAME.get(text)
             if member is not None:
                 return member

@@ -25,15 +25,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain.agents.middleware.types import (
     AgentMiddleware,
+    AgentState,
     ModelRequest,
     ModelResponse,
+    PrivateStateAttr,
+    hook_config,
 )
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from agent_guardrails.decision import CallRequest
@@ -49,7 +53,13 @@ __all__ = ["GuardrailsMiddleware"]
 ToolResult = ToolMessage | Command[Any]
 
 
-class GuardrailsMiddleware(AgentMiddleware):
+class GuardrailsState(AgentState[Any]):
+    """Agent state with the flag a kill-switch halt sets to end the run."""
+
+    guardrails_halted: NotRequired[Annotated[bool, PrivateStateAttr]]
+
+
+class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
     """Guard every tool call (and price every model call) of a ``create_agent`` agent.
 
     Args:
@@ -76,6 +86,16 @@ class GuardrailsMiddleware(AgentMiddleware):
         self.guardrails = guardrails
         self.actions = dict(actions or {})
         self.unmapped = unmapped
+        self.end_on_halt = True  # False where no agent state carries the halt flag
+
+    state_schema = GuardrailsState
+
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state: GuardrailsState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        """After a kill-switch halt (``on_halt: end``) the model is not asked again."""
+        if state.get("guardrails_halted"):
+            return {"jump_to": "end", "guardrails_halted": False}
+        return None
 
     # ------------------------------------------------------------------ tools
 
@@ -184,7 +204,8 @@ class GuardrailsMiddleware(AgentMiddleware):
             policy = self.guardrails.policy.kill_switch
             if policy.on_halt == "raise":
                 raise KillSwitchEngaged(self.guardrails.check(call))
-            return Command(goto="__end__", update={"messages": [message]})
+            if self.end_on_halt:
+                return Command(update={"messages": [message], "guardrails_halted": True})
         return message
 
     # ------------------------------------------------------------------ models

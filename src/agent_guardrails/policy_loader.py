@@ -72,11 +72,34 @@ def load_mapping(
     return _build(data, "<dict>", {}, registry or default_registry)
 
 
-def pack_json_schema() -> dict[str, Any]:
-    """A JSON Schema for pack files (``agent-guardrails policy schema``)."""
+def pack_json_schema(registry: ValidatorRegistry | None = None) -> dict[str, Any]:
+    """A JSON Schema for pack files (``agent-guardrails policy schema``).
+
+    Validator items are described as written in YAML: ``- name`` or
+    ``- name: {settings}``, with each registered validator's settings schema."""
+    registry = registry or default_registry
     schema = PolicyPack.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "agent-guardrails policy pack"
+    names = registry.names()
+    by_name: dict[str, Any] = {}
+    for name in names:
+        model = registry.params_model(name)
+        by_name[name] = model.model_json_schema() if model is not None else {"type": "null"}
+    schema.setdefault("$defs", {})["ValidatorSpec"] = {
+        "title": "Validator",
+        "description": "A validator use: '- name' or '- name: {settings}'.",
+        "anyOf": [
+            {"type": "string", "enum": names},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "properties": by_name,
+                "additionalProperties": False,
+            },
+        ],
+    }
     return schema
 
 
@@ -157,7 +180,7 @@ def _build(
     try:
         pack = PolicyPack.model_validate(dict(data))
     except ValidationError as exc:
-        problems = [_structural_problem(err, filename, lines) for err in exc.errors()]
+        problems = [_structural_problem(err, filename, lines, data) for err in exc.errors()]
         raise PolicyError(_sorted(problems)) from None
     problems = []
     compiled: dict[str, tuple[CompiledValidator, ...]] = {}
@@ -178,8 +201,10 @@ def _sorted(problems: list[PolicyProblem]) -> list[PolicyProblem]:
     return sorted(problems, key=lambda p: p.line if p.line is not None else 0)
 
 
-def _structural_problem(err: Any, filename: str, lines: Mapping[Loc, int]) -> PolicyProblem:
-    loc: Loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+def _structural_problem(
+    err: Any, filename: str, lines: Mapping[Loc, int], data: object
+) -> PolicyProblem:
+    loc = _clean_loc(err["loc"], data)
     kind = err["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_fields(loc[:-1])
@@ -192,6 +217,24 @@ def _structural_problem(err: Any, filename: str, lines: Mapping[Loc, int]) -> Po
         if "input" in err and kind not in ("value_error", "assertion_error"):
             message += f" (got {err['input']!r})"
     return PolicyProblem(filename, _line_for(lines, loc), _field(loc), message)
+
+
+def _clean_loc(raw: Loc, data: object) -> Loc:
+    """Drop the union-member tags pydantic inserts into an error location, but keep every
+    part that is a real key or index in the document (a model named ``GPT-4`` is no tag)."""
+    kept: list[str | int] = []
+    node: object = data
+    for part in raw:
+        is_key = isinstance(node, Mapping) and part in node
+        is_index = isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
+        if is_key or is_index:
+            node = node[part]  # type: ignore[index]
+        elif _is_union_tag(part):
+            continue
+        else:
+            node = None
+        kept.append(part)
+    return tuple(kept)
 
 
 def _is_union_tag(part: str | int) -> bool:
@@ -250,6 +293,7 @@ def _semantic_checks(pack: PolicyPack, registry: ValidatorRegistry) -> Iterator[
     yield from _check_validators(pack, registry)
     yield from _check_levels(pack)
     yield from _check_budgets(pack)
+    yield from _check_exposure_groups(pack)
 
 
 def _check_validators(pack: PolicyPack, registry: ValidatorRegistry) -> Iterator[Check]:
@@ -260,7 +304,7 @@ def _check_validators(pack: PolicyPack, registry: ValidatorRegistry) -> Iterator
                 compiled = registry.compile(spec.name, spec.params)
             except ValidationError as exc:
                 for err in exc.errors():
-                    sub = loc + tuple(p for p in err["loc"] if not _is_union_tag(p))
+                    sub = loc + _clean_loc(err["loc"], spec.params)
                     msg = str(err["msg"]).removeprefix("Value error, ")
                     if err["type"] == "extra_forbidden":
                         model = registry.params_model(spec.name)
@@ -325,7 +369,18 @@ def _check_ambiguity(
 
 def _check_budgets(pack: PolicyPack) -> Iterator[Check]:
     seen: dict[tuple[str, str, str, tuple[str, ...]], int] = {}
+    names: dict[str, int] = {}
     for i, budget in enumerate(pack.budgets):
+        if budget.name is not None:
+            if budget.name in names:
+                yield (
+                    ("budgets", i, "name"),
+                    f"duplicate budget name {budget.name!r} (also budgets[{names[budget.name]}]);"
+                    " a budget's name keys its counter, so each name may appear once",
+                    None,
+                )
+            else:
+                names[budget.name] = i
         for k, action in enumerate(budget.actions):
             if action not in pack.actions:
                 yield (
@@ -349,3 +404,21 @@ def _check_budgets(pack: PolicyPack) -> Iterator[Check]:
             )
         else:
             seen[ident] = i
+
+
+def _check_exposure_groups(pack: PolicyPack) -> Iterator[Check]:
+    """Actions in one exposure ``group`` share counters, so they must count in one window
+    (a day and a week bucket that start together would otherwise share a counter key)."""
+    first: dict[str, tuple[str, str]] = {}
+    for name, action in pack.actions.items():
+        exposure = action.exposure
+        if exposure is None or exposure.group is None:
+            continue
+        other = first.setdefault(exposure.group, (name, exposure.window))
+        if other[1] != exposure.window:
+            yield (
+                ("actions", name, "exposure", "window"),
+                f"exposure group {exposure.group!r} counts per {other[1]} in action {other[0]}; "
+                f"actions sharing a group share its counters, so use window {other[1]} here too",
+                None,
+            )

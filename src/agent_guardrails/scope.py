@@ -59,11 +59,13 @@ class Scope:
         pairs: dict[str, str] = {}
         for part in text.split(","):
             dim, sep, value = part.partition("=")
-            if not sep or not value.strip():
+            if not sep or not dim.strip() or not value.strip():
                 raise ValueError(
                     f"bad scope {text!r}: write 'global' or dim=value pairs separated by "
                     f"commas, e.g. workflow=newsletter,region=eu (dims: {', '.join(DIMENSIONS)})"
                 )
+            if dim.strip() in pairs:
+                raise ValueError(f"bad scope {text!r}: {dim.strip()} is given more than once")
             pairs[dim.strip()] = value.strip()
         return cls.from_mapping(pairs)
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Annotated, Any, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -168,7 +168,8 @@ def _strings(args: Mapping[str, Any], fields: Iterable[str] | None) -> Iterable[
 
 
 class _BannedTerms(_Params):
-    terms: tuple[str, ...] = Field(min_length=1)
+    # An empty term would match at every non-word boundary ("a - b"), so terms are non-empty.
+    terms: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
     fields: tuple[str, ...] = ()
     case_sensitive: bool = False
     _rx: re.Pattern[str] = PrivateAttr()

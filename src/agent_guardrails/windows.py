@@ -20,6 +20,7 @@ is that a burst straddling a boundary may use up to twice the limit within one w
 from __future__ import annotations
 
 import calendar
+import math
 import re
 from datetime import UTC, datetime
 
@@ -41,8 +42,8 @@ def parse_duration(value: object) -> float:
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     else:
         raise ValueError(f"bad duration {value!r}: write e.g. 30m, 24h, 7d or a number of seconds")
-    if seconds <= 0:
-        raise ValueError(f"duration {value!r} must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"duration {value!r} must be positive and finite")
     return seconds
 
 
@@ -51,12 +52,17 @@ def validate_window(value: str) -> str:
     if value in CALENDAR_WINDOWS:
         return value
     try:
-        parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError:
         raise ValueError(
             f"bad window {value!r}: use one of {', '.join(CALENDAR_WINDOWS)} "
             "or a duration such as 6h, 7d, 2w"
         ) from None
+    if seconds < 1 or seconds != int(seconds):
+        # Buckets are whole seconds: "0.5s" would divide by zero, "1.5s" would silently be 1s.
+        raise ValueError(
+            f"bad window {value!r}: a window is a whole number of seconds, at least 1s"
+        )
     return value
 
 
