@@ -261,8 +261,18 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if _adapter_active.get():
+                return await fn(*args, **kwargs)
             guard, req = request(args, kwargs)
-            return await guard.arun(req, body, simulate=simulate, raise_on_deny=spec.raise_on_deny)
+            key, ask = _graph_call(req)
+            return await guard.arun(
+                req,
+                body,
+                simulate=simulate,
+                raise_on_deny=spec.raise_on_deny,
+                call_key=key,
+                ask=ask,
+            )
 
         wrapper: Callable[..., Any] = async_wrapper
     else:

@@ -1,0 +1,136 @@
+"""Hand-built StateGraphs: a guarded ToolNode, and @guarded tools run by a plain ToolNode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
+from langchain_core.tools import BaseTool, tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.prebuilt import ToolNode
+from langgraph.types import Command
+from typing_extensions import Annotated, TypedDict
+
+from agent_guardrails import Guardrails, PolicyPack, guarded
+from agent_guardrails.tool_node import guarded_tool_node
+
+PACK = """
+name: graphs
+version: 1
+defaults: {level: execute}
+actions:
+  email.send: {sensitive: true, cost: 2, approval: {roles: [ops]}}
+  crm.tag: {risk: low}
+budgets:
+  - {limit: 10, window: day}
+"""
+
+
+class State(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def graph(tools_node: Any) -> Any:
+    """START -> tools -> END: the state arrives holding the model's AI message."""
+    builder = StateGraph(State)
+    builder.add_node("tools", tools_node)
+    builder.add_edge(START, "tools")
+    builder.add_edge("tools", END)
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def ai(*calls: tuple[str, dict[str, Any], str]) -> dict[str, Any]:
+    return {
+        "messages": [
+            AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": i} for n, a, i in calls])
+        ]
+    }
+
+
+CFG: Any = {"configurable": {"thread_id": "g1"}}
+OPS: Any = {"configurable": {"thread_id": "g1", "approver": {"id": "ana", "roles": ["ops"]}}}
+
+
+@pytest.fixture
+def guard() -> Guardrails:
+    return Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+
+
+def results(out: Any) -> dict[str, ToolMessage]:
+    return {m.tool_call_id: m for m in out.value["messages"] if isinstance(m, ToolMessage)}
+
+
+def test_guarded_tool_node_pauses_and_resumes_once(guard: Guardrails) -> None:
+    runs: list[str] = []
+
+    @tool
+    def send_email(to: str) -> str:
+        """Send."""
+        runs.append(to)
+        return f"sent {to}"
+
+    g = graph(guarded_tool_node([send_email], guard, actions={"send_email": "email.send"}))
+    first = g.invoke(ai(("send_email", {"to": "c1"}, "k1")), CFG, version="v2")
+    (pending,) = first.interrupts
+    assert pending.value["guardrails"]["action"] == "email.send"
+    assert runs == []
+    out = g.invoke(Command(resume={pending.id: {"type": "approve"}}), OPS, version="v2")
+    assert results(out)["k1"].content == "sent c1"
+    assert runs == ["c1"]
+    assert sum(guard.store.counters("budget:").values()) == 2
+
+
+@pytest.mark.parametrize("over_tool", [True, False], ids=["guarded-over-tool", "tool-over-guarded"])
+def test_guarded_tool_in_a_plain_tool_node_interrupts_and_runs_once(
+    guard: Guardrails, over_tool: bool
+) -> None:
+    runs: list[str] = []
+
+    def send_email(to: str) -> str:
+        """Send."""
+        runs.append(to)
+        return f"sent {to}"
+
+    the_tool: BaseTool = (
+        guarded(action="email.send", guardrails=guard)(tool(send_email))
+        if over_tool
+        else tool(guarded(action="email.send", guardrails=guard)(send_email))
+    )
+    g = graph(ToolNode([the_tool]))
+    first = g.invoke(ai(("send_email", {"to": "c1"}, "k1")), CFG, version="v2")
+    (pending,) = first.interrupts
+    assert pending.value["type"] == "tool_approval"
+    assert pending.value["name"] == "send_email"
+    out = g.invoke(Command(resume={pending.id: {"type": "approve"}}), OPS, version="v2")
+    assert results(out)["k1"].content == "sent c1"
+    assert runs == ["c1"]
+    assert [r.kind for r in guard.store.audit_records()].count("decision") == 1
+    assert sum(guard.store.counters("budget:").values()) == 2
+
+
+def test_async_guarded_tool_in_a_plain_tool_node(guard: Guardrails) -> None:
+    runs: list[str] = []
+
+    @tool
+    @guarded(action="email.send", guardrails=guard)
+    async def send_email(to: str) -> str:
+        """Send."""
+        runs.append(to)
+        return f"sent {to}"
+
+    async def scenario() -> None:
+        g = graph(ToolNode([send_email]))
+        first = await g.ainvoke(ai(("send_email", {"to": "c1"}, "k1")), CFG, version="v2")
+        (pending,) = first.interrupts
+        out = await g.ainvoke(Command(resume={pending.id: {"type": "reject"}}), OPS, version="v2")
+        body = json.loads(str(results(out)["k1"].content))
+        assert body["status"] == "rejected"
+
+    asyncio.run(scenario())
+    assert runs == []
+    assert sum(guard.store.counters("budget:").values()) == 0
