@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
@@ -14,7 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from langgraph.types import Command
-from typing_extensions import Annotated, TypedDict
+from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack, guarded
 from agent_guardrails.tool_node import guarded_tool_node

@@ -205,6 +205,8 @@ def interrupt_asker(tool_call_id: str, context: object, config: Mapping[str, Any
 
     def ask(request: ApprovalRequest) -> ApprovalAnswer:
         payload = approval_payload(request, tool_call_id)
+        for _ in range(request.stale_answers):
+            interrupt(payload)  # returns the answer given before the crash: not reused
         decision = interrupt(
             payload, response_schema=decision_schema(request.allowed_decisions, request.tool)
         )

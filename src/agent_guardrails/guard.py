@@ -653,7 +653,16 @@ class Guardrails:
             pack_version=decision.pack_version,
             args_digest=args_digest(request.tool, request.args),
             expires_at=(asked_at if asked_at is not None else self.clock()) + timeout,
+            stale_answers=self._stale_answers(request, decision),
         )
+
+    def _stale_answers(self, request: CallRequest, decision: Decision) -> int:
+        """For a call in doubt: 1 if its first run was approved by a human (so a graph
+        holds that old answer for the first interrupt), else 0."""
+        if "in_doubt" not in decision.reasons:
+            return 0
+        first = decide(request, self.policy, level=decision.level, used={}, now=self.clock())
+        return 1 if first.kind is DecisionKind.REQUIRE_APPROVAL else 0
 
     def _release(self, key: str, kind: str, data: Mapping[str, Any]) -> None:
         self.store.release(key, audit=_event(kind, dict(data), key, kind))

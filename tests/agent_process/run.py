@@ -1,0 +1,92 @@
+"""One step of an agent run in its own process: start, resume, or resume-and-crash.
+
+    python -m tests.agent_process.run PHASE WORKDIR [INTERRUPT_ID]
+
+The agent uses a SqliteSaver checkpoint and the SQLite store, both under WORKDIR, so a
+later process continues what an earlier one began. The tool appends a line to
+WORKDIR/runs.txt each time its body starts; in the ``crash`` phase it then kills its own
+process with SIGKILL, mid-call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
+from tests.test_middleware import ScriptedModel
+
+from agent_guardrails import Guardrails, PolicyPack
+from agent_guardrails.middleware import GuardrailsMiddleware
+
+PACK = """
+name: proc
+version: 1
+defaults: {level: execute}
+actions:
+  email.send: {sensitive: true, cost: 5, approval: {roles: [ops]}}
+budgets:
+  - {name: daily, limit: 100, window: day}
+"""
+
+
+def main(phase: str, workdir: Path, interrupt_id: str | None) -> None:
+    runs = workdir / "runs.txt"
+
+    @tool
+    def send_email(to: str) -> str:
+        """Send an email."""
+        with runs.open("a") as fh:
+            fh.write(f"{to}\n")
+        if phase == "crash":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return f"sent to {to}"
+
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store=f"sqlite:///{workdir / 'guard.db'}")
+    # Each process continues the conversation: only the first one asks for the tool.
+    script = [AIMessage(content="done")]
+    if phase == "start":
+        call = {"name": "send_email", "args": {"to": "c1"}, "id": "t1"}
+        script.insert(0, AIMessage(content="", tool_calls=[call]))
+    model = ScriptedModel(messages=iter(script))
+    with SqliteSaver.from_conn_string(str(workdir / "checkpoints.db")) as saver:
+        agent: Any = create_agent(
+            model,
+            [send_email],
+            middleware=[GuardrailsMiddleware(guard, actions={"send_email": "email.send"})],
+            checkpointer=saver,
+        )
+        config: Any = {
+            "configurable": {"thread_id": "th", "approver": {"id": "ana", "roles": ["ops"]}}
+        }
+        if phase == "start":
+            out = agent.invoke({"messages": [("user", "email c1")]}, config, version="v2")
+        elif phase == "continue":
+            out = agent.invoke(None, config, version="v2")
+        else:
+            out = agent.invoke(
+                Command(resume={interrupt_id: {"type": "approve"}}), config, version="v2"
+            )
+        print(
+            json.dumps(
+                {
+                    "interrupts": [
+                        {"id": i.id, "reasons": i.value["guardrails"]["reasons"]}
+                        for i in out.interrupts
+                    ],
+                    "last": str(out.value["messages"][-1].content),
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)

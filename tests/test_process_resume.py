@@ -1,0 +1,94 @@
+"""Interrupt in one process, resume in another; a worker killed mid-call leaves the call in
+doubt, and the next run asks a human instead of running the tool again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_guardrails.ops import status
+from agent_guardrails.store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def step(
+    phase: str, workdir: Path, interrupt_id: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "tests.agent_process.run", phase, str(workdir)]
+    if interrupt_id:
+        argv.append(interrupt_id)
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> Any:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def runs(workdir: Path) -> list[str]:
+    path = workdir / "runs.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.slow
+def test_interrupt_in_one_process_resume_in_another(tmp_path: Path) -> None:
+    first = ok(step("start", tmp_path))
+    (pending,) = first["interrupts"]
+    assert pending["reasons"] == ["approval_required:sensitive"]
+    assert runs(tmp_path) == []
+
+    done = ok(step("resume", tmp_path, pending["id"]))
+    assert done["interrupts"] == []
+    assert done["last"] == "done"
+    assert runs(tmp_path) == ["c1"]
+    store = open_store(f"sqlite:///{tmp_path / 'guard.db'}")
+    assert sum(store.counters("budget:").values()) == 5  # reserved once, across processes
+    kinds = [r.kind for r in store.audit_records()]
+    assert kinds.count("decision") == 1
+    assert kinds.count("execution.finished") == 1
+    assert store.verify_audit().ok
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_call_leaves_it_in_doubt_and_it_is_not_rerun(tmp_path: Path) -> None:
+    (pending,) = ok(step("start", tmp_path))["interrupts"]
+    crashed = step("crash", tmp_path, pending["id"])
+    assert crashed.returncode == -signal.SIGKILL
+    assert runs(tmp_path) == ["c1"]
+
+    store = open_store(f"sqlite:///{tmp_path / 'guard.db'}")
+    doubt = status(store).in_doubt
+    assert len(doubt) == 1
+    assert store.verify_audit().ok
+    assert "execution.started" in [r.kind for r in store.audit_records()]
+    store.close()
+
+    again = ok(step("continue", tmp_path))
+    (question,) = again["interrupts"]
+    assert question["reasons"] == ["in_doubt"]
+    assert runs(tmp_path) == ["c1"]  # not re-run silently
+
+    # When the checkpointer had not saved the pre-crash answer, the first fresh answer is
+    # taken as that one and the question is asked once more: never fewer answers than asks.
+    done = ok(step("resume", tmp_path, question["id"]))
+    asks = 1
+    while done["interrupts"]:
+        assert done["interrupts"][0]["reasons"] == ["in_doubt"]
+        assert runs(tmp_path) == ["c1"]
+        asks += 1
+        done = ok(step("resume", tmp_path, done["interrupts"][0]["id"]))
+    assert asks <= 2
+    assert runs(tmp_path) == ["c1", "c1"]  # re-run only because a human approved it
+    store = open_store(f"sqlite:///{tmp_path / 'guard.db'}")
+    assert status(store).in_doubt == []
+    assert sum(store.counters("budget:").values()) == 5
+    assert store.verify_audit().ok
+    assert os.path.exists(tmp_path / "checkpoints.db")
