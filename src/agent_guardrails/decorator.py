@@ -293,7 +293,10 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
             )
 
         wrapper = sync_wrapper
+    # What adapters that guard the call themselves (the middleware) read from the tool.
     wrapper.__guardrails_action__ = spec.action  # type: ignore[attr-defined]
+    wrapper.__guardrails_scope__ = dict(spec.scope)  # type: ignore[attr-defined]
+    wrapper.__guardrails_simulate__ = simulate  # type: ignore[attr-defined]
     return wrapper
 
 

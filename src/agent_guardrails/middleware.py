@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
 
 from langchain.agents.middleware.types import (
@@ -51,6 +52,16 @@ from agent_guardrails.scope import Scope
 __all__ = ["GuardrailsMiddleware"]
 
 ToolResult = ToolMessage | Command[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One tool call, ready for the guardrails."""
+
+    call: CallRequest
+    key: str | None
+    ask: Any
+    simulate: Any
 
 
 class GuardrailsState(AgentState[Any]):
@@ -102,41 +113,42 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
     def wrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], ToolResult]
     ) -> ToolResult:
-        prepared = self._prepare(request)
-        if prepared is None:
+        p = self._prepare(request)
+        if p is None:
             return handler(request)
-        call, key, ask = prepared
 
         def body(args: Mapping[str, Any]) -> ToolResult:
             return handler(_with_args(request, args))
 
         with inside_adapter():
-            result = self.guardrails.run(call, body, call_key=key, ask=ask, raise_on_deny=False)
-        return self._message(request, call, result)
+            result = self.guardrails.run(
+                p.call, body, simulate=p.simulate, call_key=p.key, ask=p.ask, raise_on_deny=False
+            )
+        return self._message(request, p.call, result)
 
     async def awrap_tool_call(
         self,
         request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
     ) -> ToolResult:
-        prepared = self._prepare(request)
-        if prepared is None:
+        p = self._prepare(request)
+        if p is None:
             return await handler(request)
-        call, key, ask = prepared
 
         async def body(args: Mapping[str, Any]) -> ToolResult:
             return await handler(_with_args(request, args))
 
         with inside_adapter():
             result = await self.guardrails.arun(
-                call, body, call_key=key, ask=ask, raise_on_deny=False
+                p.call, body, simulate=p.simulate, call_key=p.key, ask=p.ask, raise_on_deny=False
             )
-        return self._message(request, call, result)
+        return self._message(request, p.call, result)
 
-    def _prepare(self, request: ToolCallRequest) -> tuple[CallRequest, str | None, Any] | None:
+    def _prepare(self, request: ToolCallRequest) -> _Prepared | None:
         tool_call = request.tool_call
         name = tool_call["name"]
-        action = self._action_for(name, request.tool)
+        func = getattr(request.tool, "func", None) or getattr(request.tool, "coroutine", None)
+        action = self._action_for(name, request.tool, func)
         if action is None:
             if self.unmapped == "allow":
                 return None
@@ -145,15 +157,22 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         config = getattr(runtime, "config", None)
         context = getattr(runtime, "context", None)
         args = tool_call.get("args") or {}
-        scope = self.guardrails.resolve_scope(context=scope_values(context, config), args=args)
+        scope = self.guardrails.resolve_scope(
+            declared=getattr(func, "__guardrails_scope__", None),
+            context=scope_values(context, config),
+            args=args,
+        )
         call_id = tool_call.get("id") or ""
-        call = CallRequest(name, action, args, scope, call_id)
-        return call, call_key(config, call_id), interrupt_asker(call_id, context, config)
+        return _Prepared(
+            CallRequest(name, action, args, scope, call_id),
+            call_key(config, call_id),
+            interrupt_asker(call_id, context, config),
+            getattr(func, "__guardrails_simulate__", None),
+        )
 
-    def _action_for(self, name: str, tool: object) -> str | None:
+    def _action_for(self, name: str, tool: object, func: object) -> str | None:
         if name in self.actions:
             return self.actions[name]
-        func = getattr(tool, "func", None) or getattr(tool, "coroutine", None)
         action = getattr(func, "__guardrails_action__", None)
         if isinstance(action, str):
             return action

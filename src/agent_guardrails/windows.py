@@ -80,7 +80,9 @@ def window_bucket(window: str, now: float) -> tuple[int, int]:
         start = int((now + offset) // 604_800) * 604_800 - offset
         return start, start + 604_800
     elif window == "month":
-        dt = datetime.fromtimestamp(now, UTC)
+        # Whole seconds: fromtimestamp() rounds to the microsecond, which would put an
+        # instant a fraction of a microsecond before midnight on the 1st into the next month.
+        dt = datetime.fromtimestamp(now // 1, UTC)
         first = datetime(dt.year, dt.month, 1, tzinfo=UTC)
         days = calendar.monthrange(dt.year, dt.month)[1]
         start = int(first.timestamp())

@@ -1,28 +1,45 @@
-"""The demo: marketing tools called through ``@guarded`` at every autonomy level.
+"""The demo: a campaign agent built with ``create_agent``, walking the rollout playbook.
 
-Run it with ``make demo`` or ``agent-guardrails demo``. It uses a fresh SQLite store (the
-embedded default) under ``.agent_guardrails/demo.db`` so you can inspect what it recorded
-afterwards with ``agent-guardrails status --store sqlite:///.agent_guardrails/demo.db``.
+Run it with ``make demo`` or ``agent-guardrails demo``. A scripted chat model (no API key)
+plays the agent; a scripted operator answers its approval interrupts. State lives in a
+fresh SQLite store (the embedded default) and a SQLite checkpointer under
+``.agent_guardrails/``, so you can inspect it afterwards:
+``agent-guardrails status --store sqlite:///.agent_guardrails/demo.db``.
+
+Phases: Assist drafts; Execute runs low-risk steps and waits for approval on sends; Optimize
+reallocates budget within the weekly cap; Orchestrate launches a multi-step campaign; then a
+kill-switch stops the run. ``--model provider:name`` plays the agent with a real chat model
+(``langchain.chat_models.init_chat_model``) where one is configured.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest
-from agent_guardrails.decorator import use_guardrails
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.tools import BaseTool, tool
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
+
 from agent_guardrails.guard import Guardrails
+from agent_guardrails.middleware import GuardrailsMiddleware
 from agent_guardrails.policy import PolicyPack
 from agent_guardrails.scope import Scope
 
 from . import tools
 
-DEMO_DB = Path(".agent_guardrails") / "demo.db"
+DEMO_DIR = Path(".agent_guardrails")
+DEMO_DB = DEMO_DIR / "demo.db"
+CHECKPOINTS = DEMO_DIR / "demo-checkpoints.db"
 
 
 def pack_path() -> Path:
@@ -30,196 +47,176 @@ def pack_path() -> Path:
     return Path(str(resources.files("agent_guardrails.demo") / "marketing_pack.yaml"))
 
 
-class _Approver:
-    """A scripted operator: answers approval requests as the demo's story says."""
+class ScriptedModel(GenericFakeChatModel):
+    """Plays the agent from a script of AI messages; tool binding is a no-op."""
 
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.answer = ApprovalAnswer("reject", by="nobody", message="no answer scripted")
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedModel:
+        return self
 
-    def __call__(self, request: ApprovalRequest) -> ApprovalAnswer:
-        answer = self.answer
-        roles = ", ".join(request.roles) or "anyone"
-        self.out.write(
-            f"      ? approval asked ({', '.join(request.reasons)}; needs {roles}; "
-            f"cost {request.cost:g} {request.currency}) -> {answer.type} by "
-            f"{answer.by} [{', '.join(answer.roles) or 'no role'}]\n"
-        )
-        return answer
+
+def _call(tool_name: str, call_id: str, /, **args: Any) -> dict[str, Any]:
+    return {"name": tool_name, "args": args, "id": call_id}
+
+
+def _turn(*calls: dict[str, Any]) -> AIMessage:
+    return AIMessage(content="", tool_calls=list(calls))
+
+
+BODY = "Our November picks are in. Manage preferences or unsubscribe at any time."
+
+
+@dataclass(frozen=True)
+class Phase:
+    title: str
+    workflow: str
+    region: str | None
+    turns: list[AIMessage]
+    answers: dict[str, dict[str, Any]]  # tool name -> the operator's answer if asked
+    approver: dict[str, Any]
+
+
+PHASES = [
+    Phase(
+        "L0 Assist (newsletter, EU): the agent drafts; nothing is sent",
+        "newsletter",
+        "eu",
+        [
+            _turn(
+                _call(
+                    "send_email", "a1", to=["c-101", "c-102"], subject="November picks", body=BODY
+                ),
+                _call("reallocate_budget", "a2", source="search", target="social", amount=300.0),
+            ),
+            _turn(_call("send_email", "a3", to=["c-101"], subject="Guaranteed savings", body=BODY)),
+        ],
+        {},
+        {},
+    ),
+    Phase(
+        "L1 Execute (newsletter): low-risk steps run; sends wait for marketing ops",
+        "newsletter",
+        None,
+        [
+            _turn(_call("build_audience", "b1", name="november-active", rule="opened_90d")),
+            _turn(
+                _call(
+                    "send_email",
+                    "b2",
+                    to=["c-101", "c-102", "c-103"],
+                    subject="November picks",
+                    body=BODY,
+                ),
+                _call("publish_page", "b3", title="Winter Sale", html="<h1>Sale</h1>"),
+                _call("reallocate_budget", "b4", source="search", target="social", amount=300.0),
+            ),
+        ],
+        {
+            "send_email": {"type": "approve"},
+            "publish_page": {"type": "reject", "message": "Brand review first."},
+        },
+        {"id": "ana", "roles": ["marketing_ops"]},
+    ),
+    Phase(
+        "L2 Optimize (paid media): reallocation runs within the weekly cap",
+        "paid_media",
+        None,
+        [
+            _turn(
+                _call("reallocate_budget", "c1", source="search", target="social", amount=1200.0)
+            ),
+            _turn(
+                _call("reallocate_budget", "c2", source="display", target="social", amount=4500.0)
+            ),
+            _turn(
+                _call("launch_campaign", "c3", name="holiday", steps=["audience", "email", "ads"])
+            ),
+        ],
+        {"reallocate_budget": {"type": "reject", "message": "Keep the Q4 reserve."}},
+        {"id": "raj", "roles": ["revenue_ops"]},
+    ),
+    Phase(
+        "L3 Orchestrate (paid media, promoted by the board): a multi-step campaign runs",
+        "paid_media",
+        None,
+        [
+            _turn(
+                _call("launch_campaign", "d1", name="holiday", steps=["audience", "email", "ads"])
+            ),
+            _turn(_call("reallocate_budget", "d2", source="search", target="video", amount=800.0)),
+        ],
+        {"launch_campaign": {"type": "approve"}},
+        {"id": "grace", "roles": ["governance_board"]},
+    ),
+    Phase(
+        "Kill-switch: an operator stops paid media mid-run",
+        "paid_media",
+        None,
+        [
+            _turn(_call("reallocate_budget", "e1", source="search", target="video", amount=100.0)),
+            _turn(_call("reallocate_budget", "e2", source="video", target="social", amount=50.0)),
+        ],
+        {},
+        {},
+    ),
+]
+
+
+def demo_tools() -> list[BaseTool]:
+    """The marketing tools as LangChain tools (their ``@guarded`` actions are kept)."""
+    return [
+        tool(tools.send_email),
+        tool(tools.build_audience),
+        tool(tools.reallocate_budget),
+        tool(tools.publish_page),
+        tool(tools.launch_campaign),
+    ]
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="agent-guardrails demo", description=__doc__)
     parser.add_argument(
-        "--store",
-        default=None,
-        help=f"store URL (default: a fresh sqlite:///{DEMO_DB})",
+        "--store", default=None, help=f"store URL (default: a fresh sqlite:///{DEMO_DB})"
     )
+    parser.add_argument("--model", default=None, help="a real chat model, e.g. openai:gpt-4o-mini")
     args = parser.parse_args(argv)
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
     store_url = args.store
     if store_url is None:
-        DEMO_DB.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{DEMO_DB}{suffix}").unlink(missing_ok=True)
+        for path in (DEMO_DB, CHECKPOINTS):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
         store_url = f"sqlite:///{DEMO_DB}"
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{CHECKPOINTS}{suffix}").unlink(missing_ok=True)
+
     pack = PolicyPack.from_yaml(pack_path())
-    approver = _Approver(out)
-    guard = Guardrails(pack, store=store_url, approver=approver, scope={"agent": "campaign-bot"})
+    guard = Guardrails(pack, store=store_url, scope={"agent": "campaign-bot"})
     tools.OUTBOX.events.clear()
 
-    def say(text: str) -> None:
+    def say(text: str = "") -> None:
         out.write(text + "\n")
 
-    def call(
-        label: str,
-        fn: Callable[..., Any],
-        /,
-        *,
-        answer: ApprovalAnswer | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        if answer is not None:
-            approver.answer = answer  # what the operator says if this call asks
-        result = fn(**kwargs)
-        if isinstance(result, dict) and "status" in result and "decision" in result:
-            reasons = ", ".join(result["reasons"])
-            say(f"  {label:<34} -> {result['status'].upper():<16} {reasons}")
-            say(f"      {result['message']}")
-            if "draft" in result:
-                draft = result["draft"]
-                shown = draft.get("preview") or draft.get("recommendation") or draft
-                say("      draft: " + str(shown).replace("\n", " | "))
-        else:
-            say(f"  {label:<34} -> {'RAN':<16} {result}")
-        return result
-
-    say(f"agent-guardrails demo: pack {pack.name} v{pack.version}, store {store_url}\n")
-    recipients = ["c-101", "c-102", "c-103"]
-    body = "Our November picks are in. Manage preferences or unsubscribe at any time."
-
-    with use_guardrails(guard):
-        say("L0 Assist  (workflow newsletter, region eu): drafts only, nothing is sent")
-        with guard.scope(workflow="newsletter", region="eu"):
-            call("send_email", tools.send_email, to=recipients, subject="November picks", body=body)
-            call(
-                "reallocate_budget",
-                tools.reallocate_budget,
-                source="search",
-                target="social",
-                amount=300.0,
-            )
-            call(
-                "send_email with 'guaranteed'",
-                tools.send_email,
-                to=recipients,
-                subject="Guaranteed savings",
-                body=body,
-            )
-
-        say(
-            "\nL1 Execute (workflow newsletter): low-risk steps run, "
-            "sensitive ones wait for a human"
-        )
-        with guard.scope(workflow="newsletter", channel="email"):
-            call("build_audience", tools.build_audience, name="november-active", rule="opened_90d")
-            call(
-                "send_email",
-                tools.send_email,
-                to=recipients,
-                subject="November picks",
-                body=body,
-                answer=ApprovalAnswer("approve", by="ana", roles=("marketing_ops",)),
-            )
-            call(
-                "send_email without unsubscribe",
-                tools.send_email,
-                to=recipients,
-                subject="Hello",
-                body="Big news inside.",
-            )
-            call(
-                "reallocate_budget",
-                tools.reallocate_budget,
-                source="search",
-                target="social",
-                amount=300.0,
-            )
-            call(
-                "publish_page (forged approver)",
-                tools.publish_page,
-                title="Winter Sale",
-                html="<h1>Sale</h1>",
-                answer=ApprovalAnswer("approve", by="mallory", roles=("intern",)),
-            )
-            for n in (2, 3, 4):
-                call(
-                    f"send_email #{n} to c-101",
-                    tools.send_email,
-                    to=["c-101"],
-                    subject=f"Reminder {n}",
-                    body=body,
-                    answer=ApprovalAnswer("approve", by="ana", roles=("marketing_ops",)),
+    say(f"agent-guardrails demo: pack {pack.name} v{pack.version}, store {store_url}")
+    with SqliteSaver.from_conn_string(str(CHECKPOINTS)) as saver:
+        for n, phase in enumerate(PHASES):
+            say(f"\n== {phase.title}")
+            if n == 3:
+                guard.set_level(
+                    Scope(workflow="paid_media"),
+                    "orchestrate",
+                    by="governance-board",
+                    reason="gate optimize->orchestrate passed",
                 )
-
-        say("\nL2 Optimize (workflow paid_media): reallocations run within the weekly cap")
-        with guard.scope(workflow="paid_media"):
-            call(
-                "reallocate_budget 1200",
-                tools.reallocate_budget,
-                source="search",
-                target="social",
-                amount=1200.0,
+                say("   (the governance board moved paid_media to L3 Orchestrate)")
+            model: Any = _model(args.model, phase)
+            agent: Any = create_agent(
+                model,
+                demo_tools(),
+                middleware=[GuardrailsMiddleware(guard)],
+                checkpointer=saver,
             )
-            call(
-                "reallocate_budget 4500 (over cap)",
-                tools.reallocate_budget,
-                source="display",
-                target="social",
-                amount=4500.0,
-                answer=ApprovalAnswer(
-                    "reject", by="raj", roles=("revenue_ops",), message="Keep Q4 reserve."
-                ),
-            )
-            call(
-                "launch_campaign",
-                tools.launch_campaign,
-                name="holiday",
-                steps=["audience", "email", "ads"],
-            )
-
-        say("\nL3 Orchestrate: the governance board promotes paid_media after its gate passed")
-        paid = Scope(workflow="paid_media")
-        guard.set_level(
-            paid, "orchestrate", by="governance-board", reason="gate optimize->orchestrate passed"
-        )
-        say(f"  level of paid_media is now {guard.level_of(paid).label}")
-        with guard.scope(workflow="paid_media"):
-            call(
-                "launch_campaign",
-                tools.launch_campaign,
-                name="holiday",
-                steps=["audience", "email", "ads"],
-                answer=ApprovalAnswer("approve", by="grace", roles=("governance_board",)),
-            )
-            call(
-                "reallocate_budget 800",
-                tools.reallocate_budget,
-                source="search",
-                target="video",
-                amount=800.0,
-            )
-
-        say("\nKill-switch: an operator stops everything in paid_media")
-        guard.kill(paid, by="ops-oncall", reason="spend anomaly under investigation")
-        with guard.scope(workflow="paid_media"):
-            call(
-                "reallocate_budget 100",
-                tools.reallocate_budget,
-                source="search",
-                target="video",
-                amount=100.0,
-            )
-        guard.unkill(paid, by="ops-oncall", reason="anomaly explained")
+            _run_phase(agent, guard, phase, f"demo-{n}", say)
 
     say("\nWhat the tools actually did:")
     for event in tools.OUTBOX.events:
@@ -234,6 +231,90 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         say(f"Inspect it: agent-guardrails status --store sqlite:///{DEMO_DB}")
     guard.store.close()
     return 0 if verdict.ok else 1
+
+
+def _model(name: str | None, phase: Phase) -> Any:
+    if name is None:
+        return ScriptedModel(
+            messages=iter([*phase.turns, AIMessage(content="Done for this phase.")])
+        )
+    from langchain.chat_models import init_chat_model
+
+    return init_chat_model(name)
+
+
+def _run_phase(agent: Any, guard: Guardrails, phase: Phase, thread: str, say: Any) -> None:
+    configurable: dict[str, Any] = {"thread_id": thread, "workflow": phase.workflow}
+    if phase.region:
+        configurable["region"] = phase.region
+    config = {"configurable": configurable}
+    request = {"messages": [("user", f"Work on the {phase.workflow} campaign.")]}
+    if phase.title.startswith("Kill-switch"):
+        _kill_after_first_side_effect(guard)
+    result = agent.invoke(request, config, version="v2")
+    seen: set[str] = set()
+    _print_results(result, seen, say)
+    while result.interrupts:
+        answers = {}
+        for pending in result.interrupts:
+            value = pending.value
+            details = value["guardrails"]
+            answer = phase.answers.get(
+                value["name"], {"type": "reject", "message": "Not scripted."}
+            )
+            who = phase.approver.get("id", "nobody")
+            say(
+                f"   ? {value['name']} waits for approval ({', '.join(details['reasons'])}; "
+                f"needs {', '.join(details['roles']) or 'anyone'}; "
+                f"cost {details['estimated_cost']:g} "
+                f"{details['currency']}) -> {who} answers {answer['type']}"
+            )
+            answers[pending.id] = answer
+        resumed = {"configurable": {**configurable, "approver": phase.approver}}
+        result = agent.invoke(Command(resume=answers), resumed, version="v2")
+        _print_results(result, seen, say)
+
+
+def _print_results(result: Any, seen: set[str], say: Any) -> None:
+    for message in result.value["messages"]:
+        if not isinstance(message, ToolMessage) or message.tool_call_id in seen:
+            continue
+        seen.add(message.tool_call_id)
+        say("   " + _story(message))
+    last = result.value["messages"][-1]
+    if result.interrupts:
+        return
+    if isinstance(last, AIMessage) and last.content:
+        say(f"   agent: {last.content}")
+    elif isinstance(last, ToolMessage):
+        say("   the run ended at the halt: the model was not asked again")
+
+
+def _story(message: ToolMessage) -> str:
+    name = message.name or "tool"
+    try:
+        body = json.loads(str(message.content))
+    except json.JSONDecodeError:
+        return f"{name:<18} RAN        {message.content}"
+    if not isinstance(body, dict) or "decision" not in body:
+        return f"{name:<18} RAN        {message.content}"
+    reasons = ", ".join(body["reasons"])
+    line = f"{name:<18} {body['status'].upper():<10} {reasons}\n      {body['message']}"
+    draft = body.get("draft")
+    if isinstance(draft, dict):
+        shown = draft.get("preview") or draft.get("recommendation") or draft.get("note")
+        line += "\n      draft: " + str(shown).replace("\n", " | ")
+    return line
+
+
+def _kill_after_first_side_effect(guard: Guardrails) -> None:
+    """The operator reacts to the first thing the agent does in the kill-switch phase."""
+
+    def on_event(event: str) -> None:
+        tools.OUTBOX.listeners.remove(on_event)
+        guard.kill(Scope(workflow="paid_media"), by="ops-oncall", reason="spend anomaly")
+
+    tools.OUTBOX.listeners.append(on_event)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ that nothing happened at Assist and that denied calls never ran."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,9 +13,15 @@ from agent_guardrails.guard import report_cost
 
 @dataclass
 class Outbox:
-    """Side effects the tools performed, in order."""
+    """Side effects the tools performed, in order; listeners hear each one."""
 
     events: list[str] = field(default_factory=list)
+    listeners: list[Callable[[str], None]] = field(default_factory=list)
+
+    def record(self, event: str) -> None:
+        self.events.append(event)
+        for listener in self.listeners:
+            listener(event)
 
 
 OUTBOX = Outbox()
@@ -28,17 +35,17 @@ def _draft_email(to: list[str], subject: str, body: str, channel: str = "email")
     }
 
 
-@guarded(action="email.send", simulate=_draft_email)
+@guarded(action="email.send", simulate=_draft_email, scope={"channel": "email"})
 def send_email(to: list[str], subject: str, body: str, channel: str = "email") -> str:
     """Send a marketing email to a list of contacts."""
-    OUTBOX.events.append(f"sent {subject!r} to {len(to)} contact(s)")
+    OUTBOX.record(f"sent {subject!r} to {len(to)} contact(s)")
     return f"sent to {len(to)} contact(s)"
 
 
 @guarded(action="audience.build")
 def build_audience(name: str, rule: str) -> dict[str, Any]:
     """Build an audience list from a segment rule."""
-    OUTBOX.events.append(f"built audience {name!r}")
+    OUTBOX.record(f"built audience {name!r}")
     return {"audience": name, "size": 1280, "rule": rule}
 
 
@@ -49,20 +56,20 @@ def _price_reallocation(source: str, target: str, amount: float) -> dict[str, An
 @guarded(action="budget.reallocate", simulate=_price_reallocation)
 def reallocate_budget(source: str, target: str, amount: float) -> dict[str, Any]:
     """Move ad budget from one channel to another."""
-    OUTBOX.events.append(f"moved {amount:.2f} USD {source} -> {target}")
+    OUTBOX.record(f"moved {amount:.2f} USD {source} -> {target}")
     return {"moved": amount, "from": source, "to": target}
 
 
 @guarded(action="page.publish")
 def publish_page(title: str, html: str) -> str:
     """Publish a landing page."""
-    OUTBOX.events.append(f"published page {title!r}")
+    OUTBOX.record(f"published page {title!r}")
     return f"published /{title.lower().replace(' ', '-')}"
 
 
 @guarded(action="campaign.launch")
 def launch_campaign(name: str, steps: list[str]) -> dict[str, Any]:
     """Plan and launch a multi-step campaign."""
-    OUTBOX.events.append(f"launched campaign {name!r} ({len(steps)} steps)")
+    OUTBOX.record(f"launched campaign {name!r} ({len(steps)} steps)")
     report_cost(18.5)  # the actual cost came in under the 25 USD estimate
     return {"campaign": name, "steps": steps, "status": "running"}

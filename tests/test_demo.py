@@ -1,0 +1,43 @@
+"""The README's main command: the demo agent runs end to end on SQLite with no API key."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from agent_guardrails.cli import main
+from agent_guardrails.demo import tools
+from agent_guardrails.store import open_store
+
+
+def test_demo_walks_every_level_and_records_a_verified_audit_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    assert main(["demo"], out) == 0
+    text = out.getvalue()
+    sections = text.split("\n== ")
+    assert len(sections) == 6
+    assist, execute, optimize, orchestrate, kill = sections[1:]
+    assert "SIMULATED" in assist
+    assert "RAN" not in assist
+    assert "validator_failed:banned_terms" in assist
+    assert "send_email waits for approval" in execute
+    assert "send_email         RAN" in execute
+    assert "publish_page       REJECTED" in execute
+    assert "reallocate_budget  RAN" in optimize
+    assert "approval_required:cap_exceeded" in optimize
+    assert "launch_campaign    RAN" in orchestrate
+    assert "HALTED     kill_switch:workflow=paid_media" in kill
+    assert "model was not asked again" in kill
+    assert "hash chain verified" in text
+    # Drafts and refusals never reached the tools.
+    assert not any("Guaranteed" in event for event in tools.OUTBOX.events)
+    assert sum("sent " in event for event in tools.OUTBOX.events) == 1
+
+    store = open_store("sqlite:///.agent_guardrails/demo.db")
+    assert store.verify_audit().ok
+    assert store.get_level("workflow=paid_media") == 3
