@@ -32,7 +32,7 @@ def test_demo_walks_every_level_and_records_a_verified_audit_log(
     assert "approval_required:cap_exceeded" in optimize
     assert "launch_campaign    RAN" in orchestrate
     assert "HALTED     kill_switch:workflow=paid_media" in kill
-    assert "model was not asked again" in kill
+    assert "agent: Stopped by a kill-switch" in kill
     assert "hash chain verified" in text
     # Drafts and refusals never reached the tools.
     assert not any("Guaranteed" in event for event in tools.OUTBOX.events)

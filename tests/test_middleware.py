@@ -376,9 +376,10 @@ def test_kill_switch_engaged_between_calls_ends_the_run(guard: Guardrails, tools
         checkpointer=InMemorySaver(),
     )
     result = a.invoke({"messages": [("user", "go")]}, cfg("t1"), version="v2")
-    last = result.value["messages"][-1]
-    assert isinstance(last, ToolMessage)
-    assert json.loads(str(last.content))["reasons"] == ["kill_switch:global"]
+    *_, halted, last = result.value["messages"]
+    assert isinstance(halted, ToolMessage)
+    assert json.loads(str(halted.content))["reasons"] == ["kill_switch:global"]
+    assert last.content == guard.policy.kill_switch.message  # the run ends with a message
     assert tools.runs == []
     assert len(model_turns) == 2  # the model is not asked again after the halt
 

@@ -31,14 +31,13 @@ from typing import Annotated, Any, Literal, NotRequired
 from langchain.agents.middleware.types import (
     AgentMiddleware,
     AgentState,
+    ExtendedModelResponse,
     ModelRequest,
     ModelResponse,
     PrivateStateAttr,
-    hook_config,
 )
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest
-from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from agent_guardrails.decision import CallRequest
@@ -100,13 +99,6 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         self.end_on_halt = True  # False where no agent state carries the halt flag
 
     state_schema = GuardrailsState
-
-    @hook_config(can_jump_to=["end"])
-    def before_model(self, state: GuardrailsState, runtime: Runtime[Any]) -> dict[str, Any] | None:
-        """After a kill-switch halt (``on_halt: end``) the model is not asked again."""
-        if state.get("guardrails_halted"):
-            return {"jump_to": "end", "guardrails_halted": False}
-        return None
 
     # ------------------------------------------------------------------ tools
 
@@ -233,7 +225,10 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         self,
         request: ModelRequest,
         handler: Callable[[ModelRequest], ModelResponse],
-    ) -> ModelResponse | AIMessage:
+    ) -> ModelResponse | AIMessage | ExtendedModelResponse[Any]:
+        stop = self._stop(request)
+        if stop is not None:
+            return stop
         scope, key = self._model_scope()
         spent = self.guardrails.spent_budget(scope)
         if spent is not None:
@@ -246,7 +241,10 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         self,
         request: ModelRequest,
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
-    ) -> ModelResponse | AIMessage:
+    ) -> ModelResponse | AIMessage | ExtendedModelResponse[Any]:
+        stop = self._stop(request)
+        if stop is not None:
+            return stop
         scope, key = self._model_scope()
         spent = self.guardrails.spent_budget(scope)
         if spent is not None:
@@ -254,6 +252,17 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         response = await handler(request)
         self._charge(request, response, scope, key)
         return response
+
+    def _stop(self, request: ModelRequest) -> ExtendedModelResponse[Any] | None:
+        """After a kill-switch halt (``on_halt: end``) the model is not asked again: the run
+        ends with the pack's kill-switch message."""
+        if not request.state.get("guardrails_halted"):
+            return None
+        message = AIMessage(content=self.guardrails.policy.kill_switch.message)
+        return ExtendedModelResponse(
+            model_response=ModelResponse(result=[message]),
+            command=Command(update={"guardrails_halted": False}),
+        )
 
     def _model_scope(self) -> tuple[Scope, str | None]:
         config = current_config()

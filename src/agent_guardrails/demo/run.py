@@ -286,8 +286,6 @@ def _print_results(result: Any, seen: set[str], say: Any) -> None:
         return
     if isinstance(last, AIMessage) and last.content:
         say(f"   agent: {last.content}")
-    elif isinstance(last, ToolMessage):
-        say("   the run ended at the halt: the model was not asked again")
 
 
 def _story(message: ToolMessage) -> str:
