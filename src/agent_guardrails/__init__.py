@@ -11,6 +11,7 @@ from agent_guardrails.decorator import guarded, set_default_guardrails, use_guar
 from agent_guardrails.engine import decide
 from agent_guardrails.errors import (
     ActionDenied,
+    ApprovalRejected,
     ApprovalRequired,
     BudgetExceeded,
     CallInDoubt,
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActionDenied",
     "ApprovalAnswer",
+    "ApprovalRejected",
     "ApprovalRequest",
     "ApprovalRequired",
     "Approver",

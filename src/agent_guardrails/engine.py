@@ -228,6 +228,15 @@ def decide(
     # 4. caps
     if cost_error is not None:
         return Decision(DecisionKind.DENY, ("cost_unknown",), f"denied: {cost_error}", **base)
+    exposure = action.exposure
+    if exposure is not None and call.args.get(exposure.entity) in (None, "", [], ()):
+        return Decision(
+            DecisionKind.DENY,
+            ("exposure_unknown",),
+            f"denied: argument {exposure.entity!r} is missing, so the exposure cap of "
+            f"{call.action} cannot be checked; pass the contact or account id(s)",
+            **base,
+        )
     if charges is None:
         charges = charges_for(call, action, pack, cost=cost, now=now)
     base["charges"] = charges

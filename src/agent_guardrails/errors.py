@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ActionDenied",
+    "ApprovalRejected",
     "ApprovalRequired",
     "BudgetExceeded",
     "CallInDoubt",
@@ -121,6 +122,10 @@ class ValidatorFailed(ActionDenied):
 
 class KillSwitchEngaged(_DecisionError):
     """A kill-switch covering the call's scope is engaged."""
+
+
+class ApprovalRejected(ActionDenied):
+    """A human rejected the call; ``message`` carries their reason."""
 
 
 class ApprovalRequired(_DecisionError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import inspect
 import itertools
 import json
 import threading
@@ -207,6 +208,8 @@ class Guardrails:
             self._end(step, ok=True, result=result, actual_cost=actual)
             return result
         answer: GuardrailResult = self._answer(step, simulate, raise_on_deny)
+        if "draft" in answer and inspect.isawaitable(answer["draft"]):
+            answer["draft"] = await answer["draft"]  # an async simulate function
         return answer
 
     def check(self, request: CallRequest) -> Decision:
@@ -406,7 +409,11 @@ class Guardrails:
         event = _event("decision", _decision_data(decision, key), key, "decision")
         try:
             res = self.store.reserve(
-                key, decision.charges, audit=event, force=bool(decision.extra.get("over_cap"))
+                key,
+                decision.charges,
+                audit=event,
+                force=bool(decision.extra.get("over_cap")),
+                now=self.clock(),
             )
         except StoreUnavailable as exc:
             return self._store_down(request, exc, self.clock())
@@ -459,9 +466,16 @@ class Guardrails:
             self._release(key, "approval.refused", {"reason": problem})
             code = problem.split(":", 1)[0]
             refused = replace(
-                decision, kind=DecisionKind.DENY, reasons=(code,), message=f"denied: {problem}"
+                decision,
+                kind=DecisionKind.DENY,
+                reasons=(code,),
+                message=f"denied: {problem}",
+                extra={},
             )
             return _Stop(request, refused)
+        halted = self._halted_meanwhile(request, decision, key)
+        if halted is not None:
+            return halted
         if answer.type == "approve":
             rerun = "in_doubt" in decision.reasons
             return _Ready(request, _resolved(decision, "approved", answer), key, keep, rerun)
@@ -470,6 +484,24 @@ class Guardrails:
         self._release(key, f"approval.{answer.type}", {"message": answer.message})
         status: Status = "rejected" if answer.type == "reject" else "responded"
         return _Stop(request, _resolved(decision, status, answer), status, answer.message or None)
+
+    def _halted_meanwhile(self, request: CallRequest, decision: Decision, key: str) -> _Stop | None:
+        """The kill-switch wins even over a human's answer: look again before running."""
+        snap = self.store.snapshot(dial_key="", counter_keys=(), call_key=key)
+        for switch in snap.kill_switches:
+            if switch.matches(request.scope):
+                self._release(key, "reservation.released", {"reason": "halt"})
+                halted = replace(
+                    decision,
+                    kind=DecisionKind.HALT,
+                    reasons=(f"kill_switch:{switch.key}",),
+                    message=f"halted: the kill-switch for {switch.key} was engaged before "
+                    "the approved call could run",
+                    extra={},
+                )
+                self._audit(_event("decision", _decision_data(halted, key), key, "halt"))
+                return _Stop(request, halted)
+        return None
 
     def _edited(
         self,
@@ -497,6 +529,15 @@ class Guardrails:
         edited = replace(request, args=dict(answer.edited_args or {}))
         edit_key = f"{key}:edit"
         checked, snap = self._decide(edited, edit_key)
+        if "approval_required:cap_exceeded" in checked.reasons:
+            # The human approved the edit, not the breach the edit causes: ask again.
+            checked = replace(
+                checked,
+                kind=DecisionKind.DENY,
+                reasons=tuple(r for r in checked.reasons if r.endswith("_exceeded")),
+                message=checked.message.replace("needs approval", "denied: the edited call")
+                + "; the edit was approved, not this breach: submit it for approval",
+            )
         if checked.kind in _GOES_AHEAD:
             checked = self._reserve(edited, checked, edit_key, snap)
         else:
@@ -601,7 +642,7 @@ class Guardrails:
             )
             return result
         should_raise = self.raise_on_deny if raise_on_deny is None else raise_on_deny
-        if should_raise and step.status is None:
+        if should_raise and step.status != "responded":
             raise error_for(decision)
         return result_for(decision, status=step.status, message=step.message)
 

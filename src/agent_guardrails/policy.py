@@ -331,6 +331,41 @@ class PolicyPack(_Model):
     _validators: dict[str, tuple[CompiledValidator, ...]] = PrivateAttr(default_factory=dict)
     _source: str | None = PrivateAttr(default=None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_currency(cls, data: object) -> object:
+        """Costs, budgets and model prices without a currency take ``defaults.currency``."""
+        if not isinstance(data, Mapping):
+            return data
+        defaults = data.get("defaults")
+        currency = defaults.get("currency") if isinstance(defaults, Mapping) else None
+        if not isinstance(currency, str):
+            return data
+        out = dict(data)
+
+        def fill(item: object) -> object:
+            if isinstance(item, int | float) and not isinstance(item, bool):
+                return {"amount": item, "currency": currency}
+            if isinstance(item, Mapping) and "currency" not in item:
+                return {**item, "currency": currency}
+            return item
+
+        actions = out.get("actions")
+        if isinstance(actions, Mapping):
+            out["actions"] = {
+                name: {**a, "cost": fill(a["cost"])}
+                if isinstance(a, Mapping) and a.get("cost") is not None
+                else a
+                for name, a in actions.items()
+            }
+        budgets = out.get("budgets")
+        if isinstance(budgets, list):
+            out["budgets"] = [fill(b) for b in budgets]
+        prices = out.get("model_prices")
+        if isinstance(prices, Mapping):
+            out["model_prices"] = {k: fill(v) for k, v in prices.items()}
+        return out
+
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, v: object) -> object:

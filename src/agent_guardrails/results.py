@@ -13,6 +13,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 from agent_guardrails.decision import Decision, DecisionKind
 from agent_guardrails.errors import (
     ActionDenied,
+    ApprovalRejected,
     ApprovalRequired,
     BudgetExceeded,
     ExposureExceeded,
@@ -69,6 +70,8 @@ def error_for(decision: Decision) -> GuardrailError:
     """The typed exception for a decision that stops a call."""
     if decision.kind is DecisionKind.HALT:
         return KillSwitchEngaged(decision)
+    if "rejected" in decision.reasons:
+        return ApprovalRejected(decision)
     if decision.kind is DecisionKind.REQUIRE_APPROVAL:
         return ApprovalRequired(decision)
     extra = decision.extra

@@ -200,8 +200,10 @@ class Store(Protocol):
         *,
         audit: AuditEvent | None = None,
         force: bool = False,
+        now: float | None = None,
     ) -> ReserveResult:
-        """Hold every charge atomically, or none. A key whose call is reserved, started or
+        """Hold every charge atomically, or none. ``now`` (the guard's clock) stamps the
+        call record: an approval's expiry counts from it across an interrupt and resume. A key whose call is reserved, started or
         finished replays (``replay=True``, nothing held again); a key whose last attempt
         failed or was released reserves anew (a retry)."""
         ...

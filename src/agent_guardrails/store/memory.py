@@ -74,6 +74,7 @@ class MemoryStore:
         *,
         audit: AuditEvent | None = None,
         force: bool = False,
+        now: float | None = None,
     ) -> ReserveResult:
         with self._lock:
             prior = self._calls.get(call_key)
@@ -88,9 +89,8 @@ class MemoryStore:
                         return ReserveResult(ok=False, breach=charge, used=used)
             for charge in charges:
                 counters[charge.key] = counters.get(charge.key, 0.0) + charge.amount
-            self._calls[call_key] = CallRecord(
-                call_key, "reserved", tuple(charges), None, time.time()
-            )
+            stamp = time.time() if now is None else now
+            self._calls[call_key] = CallRecord(call_key, "reserved", tuple(charges), None, stamp)
             if audit is not None:
                 self._append(audit)
             return ReserveResult(ok=True)

@@ -1,0 +1,56 @@
+"""Shared helpers for the core tests: pack text, a settable clock and a memory:// guard."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from agent_guardrails import Guardrails, PolicyPack
+from agent_guardrails.store import MemoryStore
+
+# 2024-01-03 12:00:00 UTC, a Wednesday: far from day, week and month boundaries.
+NOON_WEDNESDAY = 1_704_283_200.0
+DAY = 86_400.0
+
+
+def pack_text(body: str, *, name: str = "test", version: str = "1") -> str:
+    """A pack's YAML: ``name`` and ``version`` on lines 1-2, then ``body`` (dedented), so the
+    first line of ``body`` is line 3 of the document."""
+    return f"name: {name}\nversion: '{version}'\n" + textwrap.dedent(body).lstrip("\n")
+
+
+class Clock:
+    """A settable clock for ``Guardrails(clock=...)``."""
+
+    def __init__(self, now: float = NOON_WEDNESDAY) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+GuardFactory = Callable[..., Guardrails]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def memory_guard(clock: Clock) -> GuardFactory:
+    """``memory_guard(body_yaml, **guardrails_kwargs)``: a Guardrails over a fresh memory://
+    store, with the test's clock. The store is ``guard.store``."""
+
+    def make(body: str, **kwargs: Any) -> Guardrails:
+        kwargs.setdefault("clock", clock)
+        kwargs.setdefault("store", MemoryStore())
+        return Guardrails(PolicyPack.from_yaml(pack_text(body)), **kwargs)
+
+    return make
