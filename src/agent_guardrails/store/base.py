@@ -202,10 +202,12 @@ class Store(Protocol):
         force: bool = False,
         now: float | None = None,
     ) -> ReserveResult:
-        """Hold every charge atomically, or none. ``now`` (the guard's clock) stamps the
-        call record: an approval's expiry counts from it across an interrupt and resume. A key whose call is reserved, started or
-        finished replays (``replay=True``, nothing held again); a key whose last attempt
-        failed or was released reserves anew (a retry)."""
+        """Hold every charge atomically, or none.
+
+        A key whose call is reserved, started or finished replays (``replay=True``, nothing
+        held again); a key whose last attempt failed or was released reserves anew (a
+        retry). ``now`` (the guard's clock) stamps the call record: an approval's expiry
+        counts from it across an interrupt and resume."""
         ...
 
     def start(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
