@@ -8,9 +8,9 @@ dataclasses cost about four times as much to build. Treat them as read-only valu
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from agent_guardrails.levels import AutonomyLevel
 from agent_guardrails.scope import Scope
@@ -22,6 +22,28 @@ __all__ = [
     "DecisionKind",
     "ValidatorOutcome",
 ]
+
+
+class _NoExtra(Mapping[str, Any]):
+    """The shared, immutable, empty ``Decision.extra`` (most decisions have none)."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
+_NO_EXTRA: Mapping[str, Any] = _NoExtra()
 
 
 class DecisionKind(enum.StrEnum):
@@ -45,13 +67,12 @@ class CallRequest:
     call_id: str = ""
 
 
-@dataclass(slots=True)
-class Charge:
+class Charge(NamedTuple):
     """One counter a call would move: a budget (money) or an exposure (touches of an entity).
 
     ``key`` identifies the counter in the store, window bucket included; ``limit`` is the cap
     for that bucket; ``expires_at`` is the bucket's end (Unix seconds), after which the counter
-    may be forgotten.
+    may be forgotten. (A named tuple: immutable, and cheap to keep in a store's records.)
     """
 
     key: str
@@ -62,8 +83,7 @@ class Charge:
     label: str  # what to call it in messages: the budget's name or the entity
 
 
-@dataclass(slots=True)
-class ValidatorOutcome:
+class ValidatorOutcome(NamedTuple):
     """The result of one validator for one call."""
 
     name: str
@@ -100,7 +120,7 @@ class Decision:
     approval_roles: tuple[str, ...] = ()
     approval_timeout: float | None = None
     fail_open: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = _NO_EXTRA
 
     @property
     def allowed(self) -> bool:

@@ -93,11 +93,24 @@ def budget_counter(budget: BudgetRule, now: float) -> tuple[str, int]:
     """The store key of ``budget``'s counter for the window holding ``now``, and its end.
 
     The key does not depend on the pack version, so a new version keeps counting."""
+    cached = _COUNTER_CACHE.get(id(budget))
+    if cached is not None and cached[0] is budget and cached[1] <= now < cached[2]:
+        return cached[3], cached[2]
     start, end = window_bucket(budget.window, now)
     ident = budget.name or (
         f"{budget.scope.to_scope().key}|{budget.window}|{','.join(sorted(budget.actions))}"
     )
-    return f"budget:{ident}|{budget.currency}@{start}", end
+    key = f"budget:{ident}|{budget.currency}@{start}"
+    if len(_COUNTER_CACHE) > 4096:
+        _COUNTER_CACHE.clear()
+    _COUNTER_CACHE[id(budget)] = (budget, start, end, key)
+    return key, end
+
+
+# The current window's counter key per budget rule: (rule, start, end, key), by id(rule).
+# Rules are immutable and the entry keeps its rule alive, so an id is never reused while
+# its entry exists; entries for other windows are recomputed.
+_COUNTER_CACHE: dict[int, tuple[BudgetRule, int, int, str]] = {}
 
 
 def budget_charges(

@@ -1,8 +1,8 @@
 """``Guardrails``: the one object that runs a tool call through the engine and the store.
 
-The whole pipeline of one guarded call is :meth:`Guardrails._prepare` (decide, reserve,
-audit, ask for approval) followed by :meth:`Guardrails._execute` (start, run the body, commit
-or release). Every adapter (``@guarded``, the middleware, the guarded ``ToolNode``, the guard
+The whole pipeline of one guarded call is :meth:`Guardrails.run`: :meth:`Guardrails._prepare`
+(decide, reserve, audit, ask for approval), :meth:`Guardrails._begin` (mark it started, or
+replay it) and :meth:`Guardrails._running` around the body (commit or release). Every adapter (``@guarded``, the middleware, the guarded ``ToolNode``, the guard
 node) is a thin shim over :meth:`Guardrails.run` / :meth:`Guardrails.arun`.
 
 >>> from agent_guardrails import Guardrails, PolicyPack, CallRequest
@@ -85,6 +85,13 @@ class _Ready:
     key: str
     keep_result: bool
     rerun: bool = False  # a human approved re-running a call that was in doubt
+
+
+@dataclass(slots=True)
+class _Run:
+    """The body's result, set inside :meth:`Guardrails._running`."""
+
+    result: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +182,12 @@ class Guardrails:
         ``approver`` for this call (adapters pass a LangGraph interrupt)."""
         step = self._prepare(request, call_key, ask)
         if isinstance(step, _Ready):
-            return self._execute(step, body)
+            begun = self._begin(step)
+            if begun is None:
+                with self._running(step) as run:
+                    run.result = body(step.request.args)
+                return run.result  # type: ignore[no-any-return]
+            step = begun
         answer: GuardrailResult = self._answer(step, simulate, raise_on_deny)
         return answer
 
@@ -192,21 +204,12 @@ class Guardrails:
         """The async twin of :meth:`run`: only the tool body is awaited."""
         step = self._prepare(request, call_key, ask)
         if isinstance(step, _Ready):
-            replay = self._begin(step)
-            if replay is not None:
-                replayed: R = self._replayed(replay)
-                return replayed
-            token = _actual_cost.set(None)
-            try:
-                result = await body(step.request.args)
-            except BaseException as exc:
-                self._end(step, ok=False, error=exc)
-                raise
-            finally:
-                actual = _actual_cost.get()
-                _actual_cost.reset(token)
-            self._end(step, ok=True, result=result, actual_cost=actual)
-            return result
+            begun = self._begin(step)
+            if begun is None:
+                with self._running(step) as run:
+                    run.result = await body(step.request.args)
+                return run.result  # type: ignore[no-any-return]
+            step = begun
         answer: GuardrailResult = self._answer(step, simulate, raise_on_deny)
         if "draft" in answer and inspect.isawaitable(answer["draft"]):
             answer["draft"] = await answer["draft"]  # an async simulate function
@@ -546,37 +549,45 @@ class Guardrails:
             return _Ready(edited, _resolved(checked, "edited", answer), edit_key, keep)
         return _Stop(edited, checked)
 
-    def _execute(self, ready: _Ready, body: Body[R]) -> R:
-        replay = self._begin(ready)
-        if replay is not None:
-            return self._replayed(replay)  # type: ignore[no-any-return]
+    @contextmanager
+    def _running(self, ready: _Ready) -> Iterator[_Run]:
+        """Around the tool body: collect ``report_cost``, then record how the call ended
+        (finished with its result and actual cost, or failed and released)."""
+        run = _Run()
         token = _actual_cost.set(None)
         try:
-            result = body(ready.request.args)
+            yield run
         except BaseException as exc:
             self._end(ready, ok=False, error=exc)
             raise
         finally:
             actual = _actual_cost.get()
             _actual_cost.reset(token)
-        self._end(ready, ok=True, result=result, actual_cost=actual)
-        return result
+        self._end(ready, ok=True, result=run.result, actual_cost=actual)
 
     # ------------------------------------------------------------------ steps
 
-    def _begin(self, ready: _Ready) -> CallRecord | None:
-        """Mark the call started; a call that already started is never run again."""
+    def _begin(self, ready: _Ready) -> _Replay | _Stop | None:
+        """Mark the call started (``None``: go ahead). A call that already finished under
+        this key is replayed; one that started and did not finish is never run again."""
         event = AuditEvent(
             "execution.started",
             {"action": ready.request.action, "tool": ready.request.tool},
             ready.key,
             _dedupe(ready.key, "started"),
         )
-        if self.store.start(ready.key, audit=event):
+        if "store_unavailable" in ready.decision.reasons:  # fail_open: record it later
+            with self._backlog_lock:
+                self._backlog.append(partial(self.store.append_audit, event))
             return None
-        record = self.store.call_record(ready.key)
+        try:
+            if self.store.start(ready.key, audit=event):
+                return None
+            record = self.store.call_record(ready.key)
+        except StoreUnavailable as exc:
+            return _Stop(ready.request, _offline(ready.decision, ready.request, exc))
         if record is not None and record.state == "finished":
-            return record
+            return _Replay(record)
         if ready.rerun and record is not None and record.state == "started":
             self._audit(event)
             return None
@@ -728,12 +739,7 @@ class Guardrails:
             )
         if decision.kind in (DecisionKind.SIMULATE, DecisionKind.DENY):
             return decision
-        return replace(
-            decision,
-            kind=DecisionKind.DENY,
-            reasons=("store_unavailable",),
-            message=f"denied: the store is unavailable ({exc}); {request.action} fails closed",
-        )
+        return _offline(decision, request, exc)
 
 
 _EPHEMERAL_PREFIX = f"~{uuid.uuid4().hex[:12]}-"
@@ -754,6 +760,16 @@ def _dedupe(key: str, tag: str) -> str | None:
 
 def _event(kind: str, data: Mapping[str, Any], key: str, tag: str) -> AuditEvent:
     return AuditEvent(kind, data, key, _dedupe(key, tag))
+
+
+def _offline(decision: Decision, request: CallRequest, exc: StoreUnavailable) -> Decision:
+    return replace(
+        decision,
+        kind=DecisionKind.DENY,
+        reasons=("store_unavailable",),
+        message=f"denied: the store is unavailable ({exc}); {request.action} fails closed",
+        extra={},
+    )
 
 
 def _resolved(decision: Decision, how: str, answer: ApprovalAnswer) -> Decision:

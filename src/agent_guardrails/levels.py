@@ -60,10 +60,11 @@ class AutonomyLevel(enum.IntEnum):
     @property
     def label(self) -> str:
         """``"L2 Optimize"``: the short form used in messages and tables."""
-        return f"L{int(self)} {self.name.title()}"
+        return _LABELS[self]
 
 
 _BY_NAME = {member.name.lower(): member for member in AutonomyLevel}
+_LABELS = {member: f"L{int(member)} {member.name.title()}" for member in AutonomyLevel}
 
 
 def _bad_level(value: object) -> str:

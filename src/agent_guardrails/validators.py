@@ -34,9 +34,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent_guardrails.decision import CallRequest
 
@@ -152,8 +153,7 @@ def _strings(args: Mapping[str, Any], fields: Iterable[str] | None) -> Iterable[
 
     Lists of strings are searched item by item; nested mappings one level deep.
     """
-    names = list(fields) if fields else list(args)
-    for name in names:
+    for name in fields or args:
         value = args.get(name)
         if isinstance(value, str):
             yield name, value
@@ -172,16 +172,17 @@ class _BannedTerms(_Params):
     terms: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
     fields: tuple[str, ...] = ()
     case_sensitive: bool = False
-    _rx: re.Pattern[str] = PrivateAttr()
 
-    def model_post_init(self, context: Any, /) -> None:
+    @cached_property
+    def rx(self) -> re.Pattern[str]:
+        """The compiled pattern (built once; a plain attribute afterwards)."""
         alternatives = "|".join(re.escape(t) for t in sorted(self.terms, key=len, reverse=True))
         flags = 0 if self.case_sensitive else re.IGNORECASE
-        self._rx = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", flags)
+        return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", flags)
 
 
 def _banned_terms(call: CallRequest, p: _BannedTerms) -> str | None:
-    rx = p._rx
+    rx = p.rx
     for name, text in _strings(call.args, p.fields):
         if m := rx.search(text):
             return f"banned term {m.group(0)!r} in {name}"
@@ -205,13 +206,23 @@ class _RequiredText(_Params):
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
         return self
 
+    @cached_property
+    def rx(self) -> re.Pattern[str]:
+        """The compiled text or pattern (built once)."""
+        return _required_text_rx(self)
 
-def _required_text(call: CallRequest, p: _RequiredText) -> str | None:
+
+def _required_text_rx(p: _RequiredText) -> re.Pattern[str]:
     flags = 0 if p.case_sensitive else re.IGNORECASE
     needle = p.pattern if p.pattern is not None else re.escape(p.text or "")
+    return re.compile(needle, flags)
+
+
+def _required_text(call: CallRequest, p: _RequiredText) -> str | None:
+    rx = p.rx
     for name in p.fields:
         value = call.args.get(name)
-        if not isinstance(value, str) or not re.search(needle, value, flags):
+        if not isinstance(value, str) or not rx.search(value):
             what = p.text if p.text is not None else f"/{p.pattern}/"
             return f"{name} must contain {what!r}"
     return None

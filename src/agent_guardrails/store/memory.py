@@ -52,7 +52,8 @@ class MemoryStore:
         self._packs: list[PackVersion] = []
         self._outcomes: list[Outcome] = []
         self._audit: list[AuditRecord] = []
-        self._unchained: list[tuple[float, AuditEvent]] = []
+        self._unchained: list[AuditEvent] = []
+        self._unchained_ts: list[float] = []
         self._dedupe: set[str] = set()
 
     # ------------------------------------------------------------------ hot path
@@ -157,14 +158,15 @@ class MemoryStore:
             if event.dedupe in self._dedupe:
                 return None
             self._dedupe.add(event.dedupe)
-        self._unchained.append((time.time(), event))
+        self._unchained.append(event)
+        self._unchained_ts.append(time.time())
         return None
 
     def _chain(self) -> list[AuditRecord]:
         """Hash every queued record into the chain, in append order. Holds the lock."""
         if self._unchained:
             prev = self._audit[-1].hash if self._audit else GENESIS
-            for ts, event in self._unchained:
+            for ts, event in zip(self._unchained_ts, self._unchained, strict=True):
                 seq = len(self._audit) + 1
                 data = dict(event.data)
                 digest = chain_hash(prev, seq, ts, event.kind, event.call_key, canonical_json(data))
@@ -173,6 +175,7 @@ class MemoryStore:
                 )
                 prev = digest
             self._unchained.clear()
+            self._unchained_ts.clear()
         return self._audit
 
     # ------------------------------------------------------------------ operators

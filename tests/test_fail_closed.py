@@ -1,0 +1,134 @@
+"""Fail closed: with the store unreachable, capped and sensitive actions are denied with a
+reason naming the store error; fail_open actions run and say so; nothing raises to the agent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from agent_guardrails import CallRequest, Guardrails, PolicyPack, Scope, StoreUnavailable, guarded
+from agent_guardrails.store import MemoryStore
+
+PACK = """
+name: fc
+version: 1
+defaults: {level: execute}
+actions:
+  crm.lookup: {risk: low, kind: read, fail_open: true}
+  crm.tag: {risk: low, cost: 1}
+  email.send: {sensitive: true}
+  risky.read: {risk: low, kind: read, fail_open: true, cost: 1}
+budgets:
+  - {limit: 10, window: day}
+"""
+
+
+class FlakyStore(MemoryStore):
+    """A memory store that can be switched to fail every operation like a dead server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def __getattribute__(self, name: str) -> Any:
+        attr = super().__getattribute__(name)
+        if name.startswith("_") or name in ("down", "url") or not callable(attr):
+            return attr
+        if super().__getattribute__("down"):
+
+            def unavailable(*args: Any, **kwargs: Any) -> Any:
+                raise StoreUnavailable("postgresql://db.internal/guard: connection refused")
+
+            return unavailable
+        return attr
+
+
+@pytest.fixture
+def store() -> FlakyStore:
+    return FlakyStore()
+
+
+@pytest.fixture
+def guard(store: FlakyStore) -> Guardrails:
+    return Guardrails(PolicyPack.from_yaml(PACK), store=store)
+
+
+def body(calls: list[str]) -> Callable[[Mapping[str, Any]], str]:
+    def run(args: Mapping[str, Any]) -> str:
+        calls.append("ran")
+        return "ok"
+
+    return run
+
+
+@pytest.mark.parametrize("action", ["crm.tag", "email.send", "risky.read"])
+def test_capped_and_sensitive_actions_are_denied_naming_the_store_error(
+    guard: Guardrails, store: FlakyStore, action: str
+) -> None:
+    store.down = True
+    calls: list[str] = []
+    result = guard.run(CallRequest("t", action, {}, Scope()), body(calls))
+    assert calls == []
+    assert isinstance(result, dict)
+    assert result["status"] == "denied"
+    assert result["reasons"] == ["store_unavailable"]
+    assert "connection refused" in result["message"]
+
+
+def test_fail_open_actions_run_and_say_so(guard: Guardrails, store: FlakyStore) -> None:
+    store.down = True
+    calls: list[str] = []
+    decision = guard.check(CallRequest("t", "crm.lookup", {}, Scope()))
+    assert decision.reasons == ("store_unavailable", "fail_open")
+    assert "fail_open" in decision.message
+    assert guard.run(CallRequest("t", "crm.lookup", {}, Scope()), body(calls)) == "ok"
+    assert calls == ["ran"]
+
+
+def test_no_traceback_reaches_a_tool_and_records_are_kept_for_later(
+    guard: Guardrails, store: FlakyStore
+) -> None:
+    @guarded(action="crm.tag", guardrails=guard)
+    def tag(contact: str) -> str:
+        return f"tagged {contact}"
+
+    assert tag("c1") == "tagged c1"
+    store.down = True
+    refused = tag("c2")
+    assert isinstance(refused, dict)
+    assert refused["reasons"] == ["store_unavailable"]
+    store.down = False
+    assert tag("c3") == "tagged c3"
+    kinds = [r.kind for r in store.audit_records()]
+    assert kinds.count("execution.finished") == 2
+    assert store.verify_audit().ok
+
+
+def test_a_store_that_fails_after_the_body_ran_keeps_the_record_for_later(
+    guard: Guardrails, store: FlakyStore
+) -> None:
+    calls: list[str] = []
+
+    def flaky_body(args: Mapping[str, Any]) -> str:
+        calls.append("ran")
+        store.down = True  # the store dies while the tool runs
+        return "ok"
+
+    assert guard.run(CallRequest("t", "crm.tag", {}, Scope()), flaky_body) == "ok"
+    store.down = False
+    guard.run(CallRequest("t", "crm.tag", {}, Scope()), body(calls))  # flushes the backlog
+    kinds = [r.kind for r in store.audit_records()]
+    assert kinds.count("execution.finished") == 2
+    assert store.in_doubt() == []
+    assert sum(store.counters("budget:").values()) == 2
+
+
+def test_constructing_guardrails_against_a_dead_store_does_not_raise() -> None:
+    dead = FlakyStore()
+    dead.down = True
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store=dead)
+    result = guard.run(CallRequest("t", "crm.tag", {}, Scope()), body([]))
+    assert isinstance(result, dict)
+    assert result["reasons"] == ["store_unavailable"]
