@@ -2,8 +2,9 @@
 
 The whole pipeline of one guarded call is :meth:`Guardrails.run`: :meth:`Guardrails._prepare`
 (decide, reserve, audit, ask for approval), :meth:`Guardrails._begin` (mark it started, or
-replay it) and :meth:`Guardrails._running` around the body (commit or release). Every adapter (``@guarded``, the middleware, the guarded ``ToolNode``, the guard
-node) is a thin shim over :meth:`Guardrails.run` / :meth:`Guardrails.arun`.
+replay it) and :meth:`Guardrails._running` around the body (commit or release). Every
+adapter (``@guarded``, the middleware, the guarded ``ToolNode``) is a thin shim over
+:meth:`Guardrails.run` / :meth:`Guardrails.arun`.
 
 >>> from agent_guardrails import Guardrails, PolicyPack, CallRequest
 >>> pack = PolicyPack.from_yaml('''

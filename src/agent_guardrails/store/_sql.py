@@ -108,7 +108,7 @@ CREATE TABLE IF NOT EXISTS {p}counters (
     lim DOUBLE PRECISION NOT NULL,
     expires_at BIGINT NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL
-);
+){without_rowid};
 CREATE INDEX IF NOT EXISTS ag_counters_expires ON {p}counters (expires_at);
 CREATE TABLE IF NOT EXISTS {p}calls (
     {calls_id}key TEXT PRIMARY KEY,
@@ -116,7 +116,7 @@ CREATE TABLE IF NOT EXISTS {p}calls (
     charges TEXT NOT NULL,
     result TEXT,
     updated_at DOUBLE PRECISION NOT NULL
-);
+){without_rowid};
 CREATE INDEX IF NOT EXISTS ag_calls_started ON {p}calls (key) WHERE state = 'started';
 CREATE TABLE IF NOT EXISTS {p}levels (
     dial_key TEXT PRIMARY KEY,
@@ -192,12 +192,18 @@ def schema_statements(dialect: str, prefix: str) -> list[str]:
     if dialect == "sqlite":
         # INTEGER PRIMARY KEY is SQLite's rowid: the cheapest ordered key. ag_calls keeps
         # its creation order in the implicit rowid.
-        fill = {"serial": "INTEGER PRIMARY KEY", "seq_pk": "INTEGER PRIMARY KEY", "calls_id": ""}
+        fill = {
+            "serial": "INTEGER PRIMARY KEY",
+            "seq_pk": "INTEGER PRIMARY KEY",
+            "calls_id": "",
+            "without_rowid": " WITHOUT ROWID",
+        }
     elif dialect == "postgresql":
         fill = {
             "serial": "BIGSERIAL PRIMARY KEY",
             "seq_pk": "BIGINT PRIMARY KEY",
             "calls_id": "id BIGSERIAL NOT NULL,\n    ",
+            "without_rowid": "",
         }
     else:  # pragma: no cover - programming error
         raise ValueError(dialect)

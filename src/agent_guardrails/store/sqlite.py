@@ -79,10 +79,8 @@ __all__ = ["SQLiteStore"]
 
 _HINT = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
-_UPSERT_COUNTER = (
-    "INSERT INTO ag_counters (key, used, lim, expires_at, updated_at) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET used = used + excluded.used, lim = excluded.lim, "
-    "expires_at = max(expires_at, excluded.expires_at), updated_at = excluded.updated_at"
+_NEW_COUNTER = (
+    "INSERT INTO ag_counters (key, used, lim, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)"
 )
 _ADD_COUNTER = "UPDATE ag_counters SET used = used + ?, updated_at = ? WHERE key = ?"
 _APPEND = (
@@ -356,10 +354,13 @@ class SQLiteStore:
                         held = float(used.get(charge.key, 0.0))
                         if held + charge.amount > charge.limit + EPS:
                             return ReserveResult(ok=False, breach=charge, used=held)
-                db.executemany(
-                    _UPSERT_COUNTER,
-                    [(c.key, c.amount, c.limit, c.expires_at, now) for c in charges],
-                )
+                for c in charges:
+                    # The write lock is held: what the SELECT saw is still true.
+                    if c.key in used:
+                        db.execute(_ADD_COUNTER, (c.amount, now, c.key))
+                    else:
+                        db.execute(_NEW_COUNTER, (c.key, c.amount, c.limit, c.expires_at, now))
+                        used[c.key] = c.amount
             db.execute(
                 f"INSERT INTO ag_calls ({CALL_COLS}) VALUES (?, 'reserved', ?, NULL, ?)",
                 (call_key, _sql.charges_to_json(charges), now),
@@ -457,7 +458,7 @@ class SQLiteStore:
     def in_doubt(self) -> list[CallRecord]:
         with self._read() as db:
             rows = db.execute(
-                f"SELECT {CALL_COLS} FROM ag_calls WHERE state = 'started' ORDER BY rowid"
+                f"SELECT {CALL_COLS} FROM ag_calls WHERE state = 'started' ORDER BY updated_at, key"
             ).fetchall()
         return [_sql.call_record(r) for r in rows]
 
