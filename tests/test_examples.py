@@ -23,6 +23,10 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
             ["paused: needs approval", "tool: sent to 2 contact(s)", "ai: Sent."],
         ),
         ("guarded_tool_in_plain_graph", ["paused: send_email", "tool: sent to 1 contact(s)"]),
+        (
+            "guard_node",
+            ["one interrupt for the batch: ['send_email']", "tool: tagged c1 vip", "sent to 1"],
+        ),
     ],
 )
 def test_example_runs(name: str, expected: list[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,7 +29,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -48,7 +48,7 @@ from agent_guardrails.policy import MODEL_ACTION, PolicyPack
 from agent_guardrails.results import GuardrailResult, Status, error_for, result_for
 from agent_guardrails.scope import DIMENSIONS, Scope
 from agent_guardrails.store import Store, open_store
-from agent_guardrails.store.base import AuditEvent, CallRecord, Snapshot
+from agent_guardrails.store.base import AuditEvent, CallRecord, ReserveResult, Snapshot
 
 __all__ = ["Guardrails", "report_cost"]
 
@@ -337,6 +337,96 @@ class Guardrails:
             if snap.used.get(charge.key, 0.0) >= charge.limit:
                 return charge.label
         return None
+
+    # ------------------------------------------------------------------ batches (guard node)
+
+    def decide_batch(self, calls: Sequence[tuple[CallRequest, str]]) -> list[Decision]:
+        """Decide several calls together and hold what they need as one reservation: every
+        call that goes ahead (allowed, or waiting for approval) fits, or none of them does
+        and each is denied with the reason. Replays (the same keys after a resume) hold
+        nothing again. Decisions are audited once per key."""
+        decided = [(request, key, *self._decide(request, key)) for request, key in calls]
+        ahead = [(r, k, d) for r, k, d, _ in decided if d.kind in _GOES_AHEAD]
+        if ahead:
+            events = [_event("decision", _decision_data(d, k), k, "decision") for _, k, d in ahead]
+            down: StoreUnavailable | None = None
+            try:
+                res = self.store.reserve_many(
+                    [(k, d.charges) for _, k, d in ahead], audit=events, now=self.clock()
+                )
+            except StoreUnavailable as exc:
+                down, res = exc, ReserveResult(ok=False)
+            if not res.ok:
+                out = []
+                for request, key, decision, _snap in decided:
+                    if decision.kind in _GOES_AHEAD:
+                        decision = (
+                            _offline(decision, request, down)
+                            if down is not None
+                            else _batch_denied(decision, res)
+                        )
+                        self._audit(
+                            _event("decision", _decision_data(decision, key), key, "decision")
+                        )
+                    out.append(decision)
+                return out
+        for _request, key, decision, _snap in decided:
+            if decision.kind not in _GOES_AHEAD:
+                self._audit(_event("decision", _decision_data(decision, key), key, "decision"))
+        return [d for _, _, d, _ in decided]
+
+    def approval_request(
+        self, request: CallRequest, decision: Decision, key: str
+    ) -> ApprovalRequest:
+        """What a human is asked about one call waiting for approval."""
+        record = self.store.call_record(key)
+        asked_at = record.updated_at if record is not None and record.state == "reserved" else None
+        return self._approval_request(request, decision, key, asked_at)
+
+    def resolve(
+        self, request: CallRequest, decision: Decision, key: str, answer: ApprovalAnswer
+    ) -> tuple[CallRequest, Decision, str]:
+        """Apply a human's answer to a call waiting for approval (roles, expiry, allowed
+        decisions and edits are checked as for any approval). Returns the call to run
+        (edited, and under its own key, after an ``edit``) with an ``allow`` decision, or
+        the call with the refusal."""
+        step = self._approve(request, decision, key, True, lambda _r: answer, None)
+        if isinstance(step, _Ready):
+            return step.request, step.decision, step.key
+        if step.message is not None:  # the human's words for the model (reject / respond)
+            return step.request, replace(step.decision, extra={"response": step.message}), key
+        return step.request, step.decision, key
+
+    def execute(
+        self, request: CallRequest, decision: Decision, key: str, body: Body[R]
+    ) -> R | GuardrailResult:
+        """Run the body of a call already decided and reserved under ``key`` (by
+        :meth:`decide_batch` / :meth:`resolve`): mark it started, run, record the end."""
+        step = _Ready(request, decision, key, True)
+        begun = self._begin(step)
+        if begun is None:
+            with self._running(step) as run:
+                run.result = body(request.args)
+            return run.result  # type: ignore[no-any-return]
+        answer: GuardrailResult = self._answer(begun, None, False)
+        return answer
+
+    async def aexecute(
+        self,
+        request: CallRequest,
+        decision: Decision,
+        key: str,
+        body: Callable[[Mapping[str, Any]], Awaitable[R]],
+    ) -> R | GuardrailResult:
+        """The async twin of :meth:`execute`."""
+        step = _Ready(request, decision, key, True)
+        begun = self._begin(step)
+        if begun is None:
+            with self._running(step) as run:
+                run.result = await body(request.args)
+            return run.result  # type: ignore[no-any-return]
+        answer: GuardrailResult = self._answer(begun, None, False)
+        return answer
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -761,6 +851,20 @@ def _dedupe(key: str, tag: str) -> str | None:
 
 def _event(kind: str, data: Mapping[str, Any], key: str, tag: str) -> AuditEvent:
     return AuditEvent(kind, data, key, _dedupe(key, tag))
+
+
+def _batch_denied(decision: Decision, res: ReserveResult) -> Decision:
+    """A call of a batch that did not fit as a whole."""
+    breach = res.breach
+    what = f"{breach.kind} {breach.label}" if breach is not None else "a cap"
+    return replace(
+        decision,
+        kind=DecisionKind.DENY,
+        reasons=(f"{breach.kind}_exceeded" if breach is not None else "batch_exceeded",),
+        message=f"denied: the batch of parallel calls does not fit in {what}; "
+        "none of them ran (ask for fewer or smaller actions)",
+        extra={},
+    )
 
 
 def _offline(decision: Decision, request: CallRequest, exc: StoreUnavailable) -> Decision:

@@ -45,7 +45,7 @@ from agent_guardrails.decorator import inside_adapter
 from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
 from agent_guardrails.graph_context import call_key, current_config, interrupt_asker, scope_values
 from agent_guardrails.guard import Guardrails
-from agent_guardrails.results import GuardrailResult
+from agent_guardrails.results import GuardrailResult, refusal_message
 from agent_guardrails.scope import Scope
 
 __all__ = ["GuardrailsMiddleware"]
@@ -199,18 +199,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         self, request: ToolCallRequest, call: CallRequest, result: GuardrailResult
     ) -> ToolResult:
         tool_call = request.tool_call
-        ok = result["status"] in ("simulated", "responded")
-        content = (
-            result["message"]
-            if result["status"] == "responded"
-            else json.dumps(result, default=str)
-        )
-        message = ToolMessage(
-            content=content,
-            tool_call_id=tool_call.get("id") or "",
-            name=tool_call["name"],
-            status="success" if ok else "error",
-        )
+        message = refusal_message(result, tool_call.get("id") or "", tool_call["name"])
         if result["status"] == "halted":
             policy = self.guardrails.policy.kill_switch
             if policy.on_halt == "raise":

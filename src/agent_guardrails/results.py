@@ -8,7 +8,10 @@ exceptions.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal, NotRequired, TypedDict
+
+from langchain_core.messages import ToolMessage
 
 from agent_guardrails.decision import Decision, DecisionKind
 from agent_guardrails.errors import (
@@ -22,7 +25,7 @@ from agent_guardrails.errors import (
     ValidatorFailed,
 )
 
-__all__ = ["GuardrailResult", "error_for", "result_for"]
+__all__ = ["GuardrailResult", "error_for", "refusal_message", "result_for"]
 
 Status = Literal["simulated", "denied", "halted", "pending_approval", "rejected", "responded"]
 
@@ -94,3 +97,15 @@ def error_for(decision: Decision) -> GuardrailError:
     if failed:
         return ValidatorFailed(decision, validator=failed[0].name, detail=failed[0].message)
     return ActionDenied(decision)
+
+
+def refusal_message(result: GuardrailResult, tool_call_id: str, name: str) -> ToolMessage:
+    """The ``ToolMessage`` a model gets for a call whose body did not run: the JSON result
+    (status ``error`` unless it is a draft), or a human's ``respond`` answer as is."""
+    responded = result["status"] == "responded"
+    return ToolMessage(
+        content=result["message"] if responded else json.dumps(result, default=str),
+        tool_call_id=tool_call_id,
+        name=name,
+        status="success" if result["status"] in ("simulated", "responded") else "error",
+    )

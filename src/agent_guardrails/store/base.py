@@ -210,6 +210,19 @@ class Store(Protocol):
         counts from it across an interrupt and resume."""
         ...
 
+    def reserve_many(
+        self,
+        items: Sequence[tuple[str, Sequence[Charge]]],
+        *,
+        audit: Sequence[AuditEvent] = (),
+        force: bool = False,
+        now: float | None = None,
+    ) -> ReserveResult:
+        """Reserve several calls as one: every charge of every call fits, or nothing is held.
+        Keys already reserved, started or finished are skipped (a replay); charges on the
+        same counter add up. Used by the guard node for a batch of parallel tool calls."""
+        ...
+
     def start(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
         """Mark the call started. False if it had already started (never run it twice)."""
         ...

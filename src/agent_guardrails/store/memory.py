@@ -77,24 +77,45 @@ class MemoryStore:
         force: bool = False,
         now: float | None = None,
     ) -> ReserveResult:
+        audits = (audit,) if audit is not None else ()
+        return self.reserve_many([(call_key, charges)], audit=audits, force=force, now=now)
+
+    def reserve_many(
+        self,
+        items: Sequence[tuple[str, Sequence[Charge]]],
+        *,
+        audit: Sequence[AuditEvent] = (),
+        force: bool = False,
+        now: float | None = None,
+    ) -> ReserveResult:
         with self._lock:
-            prior = self._calls.get(call_key)
-            if prior is not None and prior.state in ("reserved", "started", "finished"):
+            fresh = [
+                (key, charges)
+                for key, charges in items
+                if (prior := self._calls.get(key)) is None
+                or prior.state not in ("reserved", "started", "finished")
+            ]
+            if not fresh:
                 return ReserveResult(ok=True, replay=True)
-            # A new key, or a new attempt after the last one failed or was released.
             counters = self._counters
-            if not force:
+            wanted: dict[str, float] = {}
+            for _key, charges in fresh:
                 for charge in charges:
-                    used = counters.get(charge.key, 0.0)
-                    if used + charge.amount > charge.limit + _EPS:
-                        return ReserveResult(ok=False, breach=charge, used=used)
-            for charge in charges:
-                counters[charge.key] = counters.get(charge.key, 0.0) + charge.amount
+                    wanted[charge.key] = wanted.get(charge.key, 0.0) + charge.amount
+            if not force:
+                for _key, charges in fresh:
+                    for charge in charges:
+                        used = counters.get(charge.key, 0.0)
+                        if used + wanted[charge.key] > charge.limit + _EPS:
+                            return ReserveResult(ok=False, breach=charge, used=used)
+            for counter, amount in wanted.items():
+                counters[counter] = counters.get(counter, 0.0) + amount
             stamp = time.time() if now is None else now
-            self._calls[call_key] = CallRecord(call_key, "reserved", tuple(charges), None, stamp)
-            if audit is not None:
-                self._append(audit)
-            return ReserveResult(ok=True)
+            for key, charges in fresh:
+                self._calls[key] = CallRecord(key, "reserved", tuple(charges), None, stamp)
+            for event in audit:
+                self._append(event)
+            return ReserveResult(ok=True, replay=len(fresh) < len(items))
 
     def start(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
         with self._lock:

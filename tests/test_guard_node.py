@@ -1,0 +1,244 @@
+"""The guard node: a batch decided together, one interrupt, approved calls routed on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import pytest
+from langchain.agents.middleware.human_in_the_loop import HITLRequest
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
+from langchain_core.tools import BaseTool, tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.types import Command
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+from agent_guardrails import Guardrails, PolicyPack
+from agent_guardrails.guard_node import GuardNode
+
+PACK = """
+name: node
+version: 3
+defaults: {level: execute}
+actions:
+  crm.tag: {risk: low, cost: 30}
+  email.send:
+    sensitive: true
+    cost: 1
+    approval: {roles: [ops]}
+    validators:
+      - banned_terms: {terms: [guaranteed], fields: [subject]}
+budgets:
+  - {name: daily, limit: 100, window: day}
+levels:
+  - {scope: {workflow: drafts}, level: assist}
+"""
+
+OPS: Any = {"configurable": {"thread_id": "n1", "approver": {"id": "ana", "roles": ["ops"]}}}
+CFG: Any = {"configurable": {"thread_id": "n1"}}
+
+
+class State(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class Harness:
+    def __init__(self, *turns: AIMessage) -> None:
+        self.guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+        self.runs: list[tuple[str, dict[str, Any]]] = []
+        self.model_calls = 0
+        runs = self.runs
+
+        @tool
+        def tag_contact(contact: str) -> str:
+            """Tag a contact."""
+            runs.append(("tag_contact", {"contact": contact}))
+            return f"tagged {contact}"
+
+        @tool
+        def send_email(to: str, subject: str) -> str:
+            """Send an email."""
+            runs.append(("send_email", {"to": to, "subject": subject}))
+            return f"sent to {to}"
+
+        tools: list[BaseTool] = [tag_contact, send_email]
+        script: Iterator[AIMessage] = iter([*turns, AIMessage(content="done")])
+
+        def model(state: State) -> dict[str, Any]:
+            self.model_calls += 1
+            return {"messages": [next(script)]}
+
+        node = GuardNode(self.guard, actions={"tag_contact": "crm.tag", "send_email": "email.send"})
+        builder = StateGraph(State)
+        builder.add_node("model", model)
+        builder.add_node("guard", node, destinations=("tools", "model", END))
+        builder.add_node("tools", node.tool_node(tools))
+        builder.add_edge(START, "model")
+        builder.add_edge("model", "guard")
+        builder.add_edge("tools", "model")
+        self.graph: Any = builder.compile(checkpointer=InMemorySaver())
+
+    def start(self, config: Any = CFG) -> Any:
+        return self.graph.invoke({"messages": [("user", "go")]}, config, version="v2")
+
+
+def turn(*calls: tuple[str, dict[str, Any]]) -> AIMessage:
+    return AIMessage(
+        content="",
+        tool_calls=[{"name": n, "args": a, "id": f"c{i}"} for i, (n, a) in enumerate(calls)],
+    )
+
+
+def tool_results(out: Any) -> dict[str, ToolMessage]:
+    return {m.tool_call_id: m for m in out.value["messages"] if isinstance(m, ToolMessage)}
+
+
+def test_allowed_calls_run_once_and_the_graph_ends() -> None:
+    h = Harness(turn(("tag_contact", {"contact": "a"}), ("tag_contact", {"contact": "b"})))
+    out = h.start()
+    assert sorted(r[1]["contact"] for r in h.runs) == ["a", "b"]
+    assert {k: m.content for k, m in tool_results(out).items()} == {
+        "c0": "tagged a",
+        "c1": "tagged b",
+    }
+    assert out.value["messages"][-1].content == "done"
+    assert sum(h.guard.store.counters("budget:").values()) == 60
+
+
+def test_a_batch_that_does_not_fit_runs_nothing() -> None:
+    h = Harness(turn(*[("tag_contact", {"contact": f"x{i}"}) for i in range(4)]))  # 4 x 30 > 100
+    out = h.start()
+    assert h.runs == []
+    bodies = [json.loads(str(m.content)) for m in tool_results(out).values()]
+    assert [b["reasons"] for b in bodies] == [["budget_exceeded"]] * 4
+    assert sum(h.guard.store.counters("budget:").values()) == 0
+
+
+def test_one_interrupt_for_the_batch_in_langchains_dialect() -> None:
+    h = Harness(
+        turn(
+            ("send_email", {"to": "a", "subject": "Hi"}),
+            ("tag_contact", {"contact": "a"}),
+            ("send_email", {"to": "b", "subject": "Hello"}),
+        )
+    )
+    first = h.start()
+    (pending,) = first.interrupts
+    TypeAdapter(HITLRequest).validate_python(pending.value)
+    assert [a["name"] for a in pending.value["action_requests"]] == ["send_email", "send_email"]
+    assert [d["reasons"] for d in pending.value["guardrails"]] == [
+        ["approval_required:sensitive"]
+    ] * 2
+    assert h.runs == []  # nothing runs before the batch's approvals are answered
+    out = h.graph.invoke(
+        Command(resume={"decisions": [{"type": "approve"}, {"type": "reject", "message": "no"}]}),
+        OPS,
+        version="v2",
+    )
+    results = tool_results(out)
+    assert results["c0"].content == "sent to a"
+    assert results["c1"].content == "tagged a"
+    assert results["c2"].status == "error"
+    assert sorted(name for name, _ in h.runs) == ["send_email", "tag_contact"]
+    kinds = [r.kind for r in h.guard.store.audit_records()]
+    assert kinds.count("decision") == 3  # once per call, not again on resume
+    assert kinds.count("execution.started") == 2
+    assert sum(h.guard.store.counters("budget:").values()) == 31
+
+
+@pytest.mark.parametrize(
+    "resume",
+    [
+        {"decisions": [{"type": "approve"}]},  # one answer for two calls
+        {"decisions": [{"type": "approve"}, {"type": "maybe"}]},
+        {"type": "approve"},
+    ],
+)
+def test_malformed_batch_answers_are_refused_and_stay_pending(resume: Any) -> None:
+    h = Harness(
+        turn(
+            ("send_email", {"to": "a", "subject": "Hi"}),
+            ("send_email", {"to": "b", "subject": "Yo"}),
+        )
+    )
+    (pending,) = h.start().interrupts
+    with pytest.raises(ValidationError):
+        h.graph.invoke(Command(resume=resume), OPS, version="v2")
+    assert h.runs == []
+    assert [i.id for i in h.graph.get_state(CFG).interrupts] == [pending.id]
+
+
+def test_an_edited_call_runs_with_the_edit_and_a_forged_approver_is_refused() -> None:
+    h = Harness(
+        turn(
+            ("send_email", {"to": "a", "subject": "Hi"}),
+            ("send_email", {"to": "b", "subject": "Yo"}),
+        )
+    )
+    h.start()
+    edit = {
+        "type": "edit",
+        "edited_action": {"name": "send_email", "args": {"to": "z", "subject": "Hey"}},
+    }
+    mallory: Any = {
+        "configurable": {"thread_id": "n1", "approver": {"id": "m", "roles": ["intern"]}}
+    }
+    out = h.graph.invoke(
+        Command(resume={"decisions": [edit, {"type": "approve"}]}), mallory, version="v2"
+    )
+    refused = [json.loads(str(m.content))["reasons"] for m in tool_results(out).values()]
+    assert refused == [["approver_not_authorized"]] * 2
+    assert h.runs == []
+
+
+def test_edit_is_applied() -> None:
+    h = Harness(turn(("send_email", {"to": "a", "subject": "Hi"})))
+    h.start()
+    edit = {
+        "type": "edit",
+        "edited_action": {"name": "send_email", "args": {"to": "z", "subject": "Hey"}},
+    }
+    out = h.graph.invoke(Command(resume={"decisions": [edit]}), OPS, version="v2")
+    assert tool_results(out)["c0"].content == "sent to z"
+    assert h.runs == [("send_email", {"to": "z", "subject": "Hey"})]
+
+
+def test_calls_that_did_not_pass_the_guard_are_not_run() -> None:
+    h = Harness()
+    node = GuardNode(h.guard)
+
+    @tool
+    def tag_contact(contact: str) -> str:
+        """Tag."""
+        raise AssertionError("must not run")
+
+    builder = StateGraph(State)
+    builder.add_node("tools", node.tool_node([tag_contact]))
+    builder.add_edge(START, "tools")
+    builder.add_edge("tools", END)
+    graph: Any = builder.compile()
+    out = graph.invoke({"messages": [turn(("tag_contact", {"contact": "a"}))]})
+    assert out["messages"][-1].status == "error"
+    assert "did not pass the guard node" in out["messages"][-1].content
+
+
+def test_async_batch() -> None:
+    h = Harness(
+        turn(("tag_contact", {"contact": "a"}), ("send_email", {"to": "b", "subject": "Hi"}))
+    )
+
+    async def scenario() -> None:
+        first = await h.graph.ainvoke({"messages": [("user", "go")]}, CFG, version="v2")
+        assert len(first.interrupts) == 1
+        out = await h.graph.ainvoke(
+            Command(resume={"decisions": [{"type": "approve"}]}), OPS, version="v2"
+        )
+        assert tool_results(out)["c1"].content == "sent to b"
+
+    asyncio.run(scenario())
+    assert sorted(name for name, _ in h.runs) == ["send_email", "tag_contact"]
