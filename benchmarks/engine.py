@@ -102,18 +102,16 @@ def main() -> None:
     t_aguarded = best_per_call_async(guarded_async, n, repeats)
 
     us = 1e6
+    rows = [
+        ("bare function", t_bare, t_bare),
+        ("pure engine decide()", t_engine, t_bare),
+        ("@guarded, memory store (sync)", t_guarded, t_bare),
+        ("bare coroutine", t_abare, t_abare),
+        ("@guarded, memory store (async)", t_aguarded, t_abare),
+    ]
     print(f"{'measure':<34}{'per call':>12}{'per second':>14}{'ratio':>10}")
-    print(f"{'bare function':<34}{t_bare * us:>10.2f}us{1 / t_bare:>14,.0f}{1.0:>10.1f}x")
-    print(
-        f"{'pure engine decide()':<34}{t_engine * us:>10.2f}us{1 / t_engine:>14,.0f}{t_engine / t_bare:>10.1f}x"
-    )
-    print(
-        f"{'@guarded, memory store (sync)':<34}{t_guarded * us:>10.2f}us{1 / t_guarded:>14,.0f}{t_guarded / t_bare:>10.1f}x"
-    )
-    print(f"{'bare coroutine':<34}{t_abare * us:>10.2f}us{1 / t_abare:>14,.0f}{1.0:>10.1f}x")
-    print(
-        f"{'@guarded, memory store (async)':<34}{t_aguarded * us:>10.2f}us{1 / t_aguarded:>14,.0f}{t_aguarded / t_abare:>10.1f}x"
-    )
+    for name, t, base in rows:
+        print(f"{name:<34}{t * us:>10.2f}us{1 / t:>14,.0f}{t / base:>10.1f}x")
     added = (t_guarded - t_bare) * us
     added_async = (t_aguarded - t_abare) * us
     goal = 20.0
