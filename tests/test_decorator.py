@@ -23,7 +23,7 @@ from agent_guardrails import (
     use_guardrails,
 )
 from agent_guardrails.store import MemoryStore
-from conftest import NOON_WEDNESDAY, pack_text
+from tests.conftest import NOON_WEDNESDAY, pack_text
 
 PACK = pack_text(
     """

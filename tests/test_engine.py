@@ -22,7 +22,7 @@ from agent_guardrails import (
     decide,
 )
 from agent_guardrails.engine import budget_counter, call_cost, charges_for
-from conftest import DAY, NOON_WEDNESDAY, pack_text
+from tests.conftest import DAY, NOON_WEDNESDAY, pack_text
 
 ALLOW, SIM, ASK, DENY, HALT = (
     DecisionKind.ALLOW,

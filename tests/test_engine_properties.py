@@ -26,7 +26,7 @@ from agent_guardrails import (
 )
 from agent_guardrails.engine import charges_for
 from agent_guardrails.store import MemoryStore
-from conftest import NOON_WEDNESDAY
+from tests.conftest import NOON_WEDNESDAY
 
 CALL_SCOPE = Scope(workflow="newsletter", region="eu")
 SWITCHES = [

@@ -29,7 +29,7 @@ from agent_guardrails import (
 )
 from agent_guardrails.guard import args_digest
 from agent_guardrails.store import MemoryStore
-from conftest import DAY, Clock, GuardFactory, pack_text
+from tests.conftest import DAY, Clock, GuardFactory, pack_text
 
 PACK = """
 defaults: {level: execute}

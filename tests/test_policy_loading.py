@@ -13,7 +13,7 @@ import pytest
 
 from agent_guardrails import AutonomyLevel, PolicyError, PolicyPack, Scope
 from agent_guardrails.errors import PolicyProblem
-from conftest import pack_text
+from tests.conftest import pack_text
 
 L0, L1, L2, L3 = (
     AutonomyLevel.ASSIST,

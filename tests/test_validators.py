@@ -18,7 +18,7 @@ from agent_guardrails import (
     ValidatorRegistry,
     decide,
 )
-from conftest import NOON_WEDNESDAY, pack_text
+from tests.conftest import NOON_WEDNESDAY, pack_text
 
 REGISTRY = ValidatorRegistry()
 

@@ -219,8 +219,9 @@ def decide(
 
     # 3. validators (at every level)
     outcomes = tuple(_run_validator(v, call) for v in pack.validators_for(call.action))
-    base["validators"] = outcomes
     failed = [o for o in outcomes if not o.passed]
+    # All passed (the usual case): share one tuple per action rather than keep a new one.
+    base["validators"] = outcomes if failed else pack.lookup.passed(call.action, outcomes)
     if failed:
         return Decision(
             DecisionKind.DENY,

@@ -149,6 +149,7 @@ class Guardrails:
         self.raise_on_deny = raise_on_deny
         self.default_scope = Scope.from_mapping(scope or {})
         self._default_items = self.default_scope.items()
+        self._scopes: dict[tuple[tuple[str, str], ...], Scope] = {}
         self.clock = clock
         self._backlog: list[Callable[[], object]] = []
         self._backlog_lock = threading.Lock()
@@ -260,7 +261,15 @@ class Guardrails:
                         if values is None:
                             values = dict(self._default_items)
                         values[dim] = v
-        return Scope(**values) if values is not None else self.default_scope
+        if values is None:
+            return self.default_scope
+        ident = tuple(values.items())
+        scope = self._scopes.get(ident)
+        if scope is None:
+            scope = Scope(**values)
+            if len(self._scopes) < 4096:  # one shared object per scope seen
+                self._scopes[ident] = scope
+        return scope
 
     def set_level(
         self, scope: Scope, level: AutonomyLevel | int | str, *, by: str, reason: str

@@ -470,6 +470,7 @@ class PackIndex:
         "_dial_cache",
         "_level_cache",
         "_levels",
+        "_passed",
         "validators",
     )
 
@@ -484,6 +485,11 @@ class PackIndex:
         self._level_cache: dict[Scope, LevelRule | None] = {}
         self._budget_cache: dict[tuple[str, Scope], tuple[BudgetRule, ...]] = {}
         self._dial_cache: dict[Scope, str] = {}
+        self._passed: dict[str, tuple[Any, ...]] = {}
+
+    def passed(self, action: str, outcomes: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The shared all-passed outcome tuple of ``action`` (``outcomes`` the first time)."""
+        return self._passed.setdefault(action, outcomes)
 
     def dial_key(self, scope: Scope) -> str:
         """The store key of the level dial governing ``scope`` (its level rule's scope)."""

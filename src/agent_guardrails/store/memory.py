@@ -52,8 +52,7 @@ class MemoryStore:
         self._packs: list[PackVersion] = []
         self._outcomes: list[Outcome] = []
         self._audit: list[AuditRecord] = []
-        self._unchained: list[AuditEvent] = []
-        self._unchained_ts: list[float] = []
+        self._unchained: list[tuple[float, str, str | None, Mapping[str, Any]]] = []
         self._dedupe: set[str] = set()
 
     # ------------------------------------------------------------------ hot path
@@ -174,29 +173,26 @@ class MemoryStore:
 
     def _append(self, event: AuditEvent) -> AuditRecord | None:
         """Queue the record; it is numbered now and hashed into the chain when first read
-        (nothing outside this process can touch it in between), which keeps appends cheap."""
+        (nothing outside this process can touch it in between), which keeps appends cheap.
+        Queued records are plain tuples, which the garbage collector can stop tracking."""
         if event.dedupe is not None:
             if event.dedupe in self._dedupe:
                 return None
             self._dedupe.add(event.dedupe)
-        self._unchained.append(event)
-        self._unchained_ts.append(time.time())
+        self._unchained.append((time.time(), event.kind, event.call_key, event.data))
         return None
 
     def _chain(self) -> list[AuditRecord]:
         """Hash every queued record into the chain, in append order. Holds the lock."""
         if self._unchained:
             prev = self._audit[-1].hash if self._audit else GENESIS
-            for ts, event in zip(self._unchained_ts, self._unchained, strict=True):
+            for ts, kind, call_key, raw in self._unchained:
                 seq = len(self._audit) + 1
-                data = dict(event.data)
-                digest = chain_hash(prev, seq, ts, event.kind, event.call_key, canonical_json(data))
-                self._audit.append(
-                    AuditRecord(seq, ts, event.kind, event.call_key, data, prev, digest)
-                )
+                data = dict(raw)
+                digest = chain_hash(prev, seq, ts, kind, call_key, canonical_json(data))
+                self._audit.append(AuditRecord(seq, ts, kind, call_key, data, prev, digest))
                 prev = digest
             self._unchained.clear()
-            self._unchained_ts.clear()
         return self._audit
 
     # ------------------------------------------------------------------ operators
