@@ -77,7 +77,7 @@ def report_cost(amount: float) -> None:
     _actual_cost.set(float(amount))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Ready:
     """A call cleared to run."""
 
@@ -95,7 +95,7 @@ class _Run:
     result: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Stop:
     """A call that ends without running the body."""
 
@@ -105,7 +105,7 @@ class _Stop:
     message: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Replay:
     """A call that already finished under this key: hand back what it returned."""
 
@@ -272,17 +272,26 @@ class Guardrails:
         return scope
 
     def set_level(
-        self, scope: Scope, level: AutonomyLevel | int | str, *, by: str, reason: str
+        self,
+        scope: Scope,
+        level: AutonomyLevel | int | str,
+        *,
+        by: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
     ) -> None:
         """Move the level dial of the rule governing ``scope``, within the pack's ceiling."""
-        new = AutonomyLevel.parse(level)
-        ceiling = self.policy.ceiling_for(scope)
-        if new > ceiling:
-            raise ConfigurationError(
-                f"level {new.label} is above the ceiling {ceiling.label} for "
-                f"{self.policy.dial_scope(scope).key}; raise the ceiling in the pack first"
-            )
-        self.store.set_level(self.policy.dial_scope(scope).key, int(new), by=by, reason=reason)
+        from agent_guardrails.ops import set_level
+
+        set_level(
+            self.store,
+            scope,
+            int(AutonomyLevel.parse(level)),
+            by=by,
+            reason=reason,
+            evidence=dict(evidence or {}),
+            pack=self.policy,
+        )
 
     def level_of(self, scope: Scope) -> AutonomyLevel:
         """The live level for calls in ``scope`` (the dial, or the pack's starting level)."""

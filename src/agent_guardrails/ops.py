@@ -117,9 +117,11 @@ def set_level(
     by: str,
     reason: str,
     evidence: dict[str, Any] | None = None,
+    pack: PolicyPack | None = None,
 ) -> LevelChange:
-    """Move the level dial for the active pack's rule governing ``scope``, within its ceiling."""
-    pack = active_policy(store)
+    """Move the level dial of the rule governing ``scope`` in ``pack`` (default: the store's
+    active pack), within that rule's ceiling."""
+    pack = pack if pack is not None else active_policy(store)
     new = AutonomyLevel.parse(level)
     ceiling = pack.ceiling_for(scope)
     dial = pack.dial_scope(scope)
