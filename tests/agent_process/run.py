@@ -22,10 +22,10 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
-from tests.test_middleware import ScriptedModel
 
 from agent_guardrails import Guardrails, PolicyPack
 from agent_guardrails.middleware import GuardrailsMiddleware
+from tests.test_middleware import ScriptedModel
 
 PACK = """
 name: proc

@@ -4,8 +4,9 @@ Both :mod:`.sqlite` and :mod:`.postgres` keep the same tables (every name starts
 ``ag_``; PostgreSQL puts them in one schema, see :mod:`.postgres`):
 
 ``ag_meta(key, value)``
-    ``schema_version`` (:data:`SCHEMA_VERSION`). A store refuses to open a database written
-    by a newer schema.
+    ``schema_version`` (:data:`SCHEMA_VERSION`; a store refuses to open a database written
+    by a newer schema) and, on PostgreSQL, ``functions``: a digest of the installed
+    functions' text, so a new release replaces them when it first opens the database.
 ``ag_counters(key, used, lim, expires_at, updated_at)``
     The ledger: one row per budget or exposure counter, keyed by :attr:`Charge.key
     <agent_guardrails.decision.Charge.key>`. The key already names the window bucket
@@ -30,18 +31,21 @@ Both :mod:`.sqlite` and :mod:`.postgres` keep the same tables (every name starts
     The hash-chained audit log. ``seq`` is 1, 2, 3, ... with no gaps; ``data`` is the
     canonical JSON text that was hashed (:func:`~agent_guardrails.store.base.canonical_json`);
     ``dedupe`` is unique, so a second append with the same dedupe string is dropped.
-``ag_audit_head(id = 1, seq, hash)``
-    The chain head: the last record's seq and hash, updated in the transaction that appends
-    the record. Appends lock this row, which serialises them into one gap-free chain across
-    every thread and process; :func:`verify_with_head` compares it with the last record so
-    that deleting the newest records (which leaves a perfectly valid shorter chain) is
-    detected too.
+``ag_audit_head(id = 1, seq, hash, prev)``
+    The chain head: the last record's seq and hash (and the hash before it), updated in the
+    transaction that appends the record. Appends lock this row, which serialises them into
+    one gap-free chain across every thread and process. :func:`verify_with_head` compares
+    it with the last record, so deleting the newest records (which leaves a perfectly valid
+    shorter chain) or appending a forged record with a well-computed hash is detected too.
+    Someone who can rewrite both the log and the head can still forge a consistent history:
+    anchor the head elsewhere (export it, sign it) if that matters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -111,13 +115,13 @@ CREATE TABLE IF NOT EXISTS {p}counters (
 ){without_rowid};
 CREATE INDEX IF NOT EXISTS ag_counters_expires ON {p}counters (expires_at);
 CREATE TABLE IF NOT EXISTS {p}calls (
-    {calls_id}key TEXT PRIMARY KEY,
+    key TEXT PRIMARY KEY,
     state TEXT NOT NULL,
     charges TEXT NOT NULL,
     result TEXT,
     updated_at DOUBLE PRECISION NOT NULL
 ){without_rowid};
-CREATE INDEX IF NOT EXISTS ag_calls_started ON {p}calls (key) WHERE state = 'started';
+CREATE INDEX IF NOT EXISTS ag_calls_started ON {p}calls (updated_at) WHERE state = 'started';
 CREATE TABLE IF NOT EXISTS {p}levels (
     dial_key TEXT PRIMARY KEY,
     level INTEGER NOT NULL,
@@ -177,7 +181,8 @@ CREATE TABLE IF NOT EXISTS {p}audit (
 CREATE TABLE IF NOT EXISTS {p}audit_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq BIGINT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    prev TEXT
 );
 INSERT INTO {p}audit_head (id, seq, hash) VALUES (1, 0, '{genesis}') ON CONFLICT DO NOTHING;
 """
@@ -190,19 +195,17 @@ def schema_statements(dialect: str, prefix: str) -> list[str]:
     is idempotent, so opening a store runs them all each time the schema version is new.
     """
     if dialect == "sqlite":
-        # INTEGER PRIMARY KEY is SQLite's rowid: the cheapest ordered key. ag_calls keeps
-        # its creation order in the implicit rowid.
+        # INTEGER PRIMARY KEY is SQLite's rowid, the cheapest ordered key; the tables keyed
+        # by text are WITHOUT ROWID, so a write touches one b-tree instead of two.
         fill = {
             "serial": "INTEGER PRIMARY KEY",
             "seq_pk": "INTEGER PRIMARY KEY",
-            "calls_id": "",
             "without_rowid": " WITHOUT ROWID",
         }
     elif dialect == "postgresql":
         fill = {
             "serial": "BIGSERIAL PRIMARY KEY",
             "seq_pk": "BIGINT PRIMARY KEY",
-            "calls_id": "id BIGSERIAL NOT NULL,\n    ",
             "without_rowid": "",
         }
     else:  # pragma: no cover - programming error
@@ -360,7 +363,7 @@ def verify_with_head(
     if head_seq < last_seq:
         return VerifyResult(
             False,
-            result.checked,
+            head_seq,
             head_seq + 1,
             f"record {head_seq + 1} is not in the chain head (inserted?): the head says the "
             f"log ends at record {head_seq}",
@@ -368,7 +371,7 @@ def verify_with_head(
     if head_hash != last_hash:
         return VerifyResult(
             False,
-            result.checked,
+            last_seq - 1,
             last_seq,
             f"record {last_seq} does not match the chain head (replaced or edited)",
         )
@@ -428,7 +431,8 @@ class PerThread(Generic[C]):
 
     A thread's connection is closed when the thread ends (its ``threading.local`` data is
     dropped) or by :meth:`close_all`; :meth:`discard` drops the calling thread's connection
-    (after it broke) so the next call opens a new one.
+    (after it broke) so the next call opens a new one. A child process made by ``fork``
+    never uses (nor closes) its parent's connections: it opens its own.
     """
 
     def __init__(self, connect: Callable[[], C], close: Callable[[C], None]) -> None:
@@ -438,19 +442,42 @@ class PerThread(Generic[C]):
         self._holders: weakref.WeakSet[_Holder[C]] = weakref.WeakSet()
         self._lock = threading.Lock()
         self.closed = False
+        if hasattr(os, "register_at_fork"):
+            me = weakref.ref(self)
+
+            def forked() -> None:
+                per_thread = me()
+                if per_thread is not None:
+                    per_thread._forget()
+
+            os.register_at_fork(after_in_child=forked)
+
+    def _forget(self) -> None:
+        """In a forked child: abandon the parent's connections without closing them (that
+        would end the parent's database sessions); the child opens its own."""
+        for holder in list(self._holders):
+            holder.close = _noop
+        self._holders = weakref.WeakSet()
+        self._local = threading.local()
+        self._lock = threading.Lock()
 
     def get(self) -> C:
+        if self.closed:
+            raise RuntimeError("the store is closed")
         holder: _Holder[C] | None = getattr(self._local, "holder", None)
         if holder is not None:
             return holder.conn
-        if self.closed:
-            raise RuntimeError("the store is closed")
         conn = self._connect()
         holder = _Holder(conn, self._close)
         with self._lock:
             self._holders.add(holder)
         self._local.holder = holder
         return conn
+
+    def peek(self) -> C | None:
+        """The calling thread's connection, if it has one (never opens one)."""
+        holder: _Holder[C] | None = getattr(self._local, "holder", None)
+        return holder.conn if holder is not None else None
 
     def discard(self) -> None:
         holder: _Holder[C] | None = getattr(self._local, "holder", None)

@@ -16,12 +16,17 @@ How it keeps the contract:
   check-then-update inside one is race-free, across threads and processes alike. Every
   atomic step of the contract (check and reserve every charge, the call record and its audit
   record) is one such transaction.
-- **Writers queue on a lock file** (``<db>-writer.lock``, ``flock``) before ``BEGIN
-  IMMEDIATE``. SQLite's own busy handler polls with sleeps of up to 100 ms, so under
-  contention the lock sits idle while writers sleep, and some wait for seconds; the kernel
-  lock hands over at once. SQLite's busy timeout (30 s by default) still bounds the wait for
-  writers that do not take the lock file (other tools, checkpoints). Where ``fcntl`` does not
-  exist (Windows) only the busy timeout applies.
+- **Writers queue on a lock file** (``<db>-writer.lock`` next to the database, ``flock``)
+  before ``BEGIN IMMEDIATE``. SQLite's own busy handler polls with sleeps of up to 100 ms,
+  so under contention the lock sits idle while writers sleep and some wait for seconds
+  (unfair, and past Python's default 5 s timeout); the kernel lock hands over at once and
+  keeps the worst wait near the queue's length times one transaction. The lock is held only
+  around the store's own short transactions, never around a tool. SQLite's busy timeout
+  (``?timeout=``, 30 s) still bounds the wait for writers that do not take the lock file
+  (other tools, other versions). One caveat: a process *stopped* (SIGSTOP, a debugger)
+  while it holds the lock file stalls the other writers until it resumes or dies; a killed
+  process releases it at once. ``SQLiteStore(url, queue_writers=False)`` relies on the busy
+  timeout alone. Where ``fcntl`` does not exist (Windows) only the busy timeout applies.
 - **The audit chain** is appended in the writing transaction: read the head row, hash,
   insert, update the head. The write lock serialises appends, so the chain has no gaps.
 
@@ -81,6 +86,12 @@ _HINT = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
 _NEW_COUNTER = (
     "INSERT INTO ag_counters (key, used, lim, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+)
+_HELD = ("reserved", "started", "finished")  # a key in these states replays
+_RESERVE_CALL = (
+    "INSERT INTO ag_calls (key, state, charges, result, updated_at) "
+    "VALUES (?, 'reserved', ?, NULL, ?) ON CONFLICT (key) DO UPDATE SET state = 'reserved', "
+    "charges = excluded.charges, result = NULL, updated_at = excluded.updated_at"
 )
 _ADD_COUNTER = "UPDATE ag_counters SET used = used + ?, updated_at = ? WHERE key = ?"
 _APPEND = (
@@ -168,7 +179,11 @@ class SQLiteStore:
         )
         self._conns: PerThread[_Conn] = PerThread(self._connect, _Conn.close)
         self._scopes: dict[str, Scope] = {}
-        self._create_schema()
+        try:
+            self._create_schema()
+        except BaseException:
+            self._conns.close_all()
+            raise
 
     # ------------------------------------------------------------------ plumbing
 
@@ -293,7 +308,9 @@ class SQLiteStore:
         )
         if cur.rowcount == 0:
             return None  # a duplicate of an earlier event (same dedupe): dropped
-        db.execute("UPDATE ag_audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
+        db.execute(
+            "UPDATE ag_audit_head SET seq = ?, hash = ?, prev = ? WHERE id = 1", (seq, digest, prev)
+        )
         return AuditRecord(seq, ts, event.kind, event.call_key, data, prev, digest)
 
     @staticmethod
@@ -336,13 +353,37 @@ class SQLiteStore:
         *,
         audit: AuditEvent | None = None,
         force: bool = False,
+        now: float | None = None,
     ) -> ReserveResult:
-        now = time.time()
+        audits = (audit,) if audit is not None else ()
+        return self.reserve_many([(call_key, charges)], audit=audits, force=force, now=now)
+
+    def reserve_many(
+        self,
+        items: Sequence[tuple[str, Sequence[Charge]]],
+        *,
+        audit: Sequence[AuditEvent] = (),
+        force: bool = False,
+        now: float | None = None,
+    ) -> ReserveResult:
+        ts = time.time()
+        stamp = ts if now is None else now
         with self._write() as db:
-            if db.execute("SELECT 1 FROM ag_calls WHERE key = ?", (call_key,)).fetchone():
+            fresh = []
+            for key, charges in items:
+                row = db.execute("SELECT state FROM ag_calls WHERE key = ?", (key,)).fetchone()
+                if row is None or row[0] not in _HELD:
+                    fresh.append((key, charges))
+            if not fresh:
                 return ReserveResult(ok=True, replay=True)
-            if charges:
-                keys = [c.key for c in charges]
+            wanted: dict[str, float] = {}
+            first: dict[str, Charge] = {}
+            for _key, charges in fresh:
+                for c in charges:
+                    wanted[c.key] = wanted.get(c.key, 0.0) + c.amount
+                    first.setdefault(c.key, c)
+            if wanted:
+                keys = list(wanted)
                 marks = ",".join("?" * len(keys))
                 used: dict[str, float] = dict(
                     db.execute(
@@ -350,24 +391,24 @@ class SQLiteStore:
                     ).fetchall()
                 )
                 if not force:
-                    for charge in charges:
-                        held = float(used.get(charge.key, 0.0))
-                        if held + charge.amount > charge.limit + EPS:
-                            return ReserveResult(ok=False, breach=charge, used=held)
-                for c in charges:
-                    # The write lock is held: what the SELECT saw is still true.
-                    if c.key in used:
-                        db.execute(_ADD_COUNTER, (c.amount, now, c.key))
+                    for _key, charges in fresh:
+                        for c in charges:
+                            held = float(used.get(c.key, 0.0))
+                            if held + wanted[c.key] > c.limit + EPS:
+                                return ReserveResult(ok=False, breach=c, used=held)
+                # The write lock is held: what the SELECT saw is still true.
+                for key, amount in wanted.items():
+                    if key in used:
+                        db.execute(_ADD_COUNTER, (amount, stamp, key))
                     else:
-                        db.execute(_NEW_COUNTER, (c.key, c.amount, c.limit, c.expires_at, now))
-                        used[c.key] = c.amount
-            db.execute(
-                f"INSERT INTO ag_calls ({CALL_COLS}) VALUES (?, 'reserved', ?, NULL, ?)",
-                (call_key, _sql.charges_to_json(charges), now),
+                        c = first[key]
+                        db.execute(_NEW_COUNTER, (key, amount, c.limit, c.expires_at, stamp))
+            db.executemany(
+                _RESERVE_CALL, [(key, _sql.charges_to_json(ch), stamp) for key, ch in fresh]
             )
-            if audit is not None:
-                self._append(db, audit, now)
-        return ReserveResult(ok=True)
+            for event in audit:
+                self._append(db, event, ts)
+        return ReserveResult(ok=True, replay=len(fresh) < len(items))
 
     def start(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
         now = time.time()

@@ -1,0 +1,82 @@
+"""Fixtures for the store suite: one contract, every backend.
+
+Backends: ``memory://``, ``sqlite:///<tmp>/store.db`` and PostgreSQL. The PostgreSQL server
+comes from ``AGENT_GUARDRAILS_TEST_POSTGRES`` (CI: ``postgresql://postgres@127.0.0.1:5432/test``);
+without it the PostgreSQL parameters are skipped with that reason.
+
+PostgreSQL isolation: every test gets a schema of its own, ``ag_test_<random>``, through the
+store URL's ``?schema=`` option (``PostgresStore`` creates it on open); the fixture drops it,
+``CASCADE``, when the test ends. Tests never touch the database's other schemas.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent_guardrails.store import Store, open_store
+from tests.store.store_helpers import StoreFactory, pg_base, pg_execute, with_schema
+
+ALL = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+DURABLE = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh schema name on the test server, dropped afterwards."""
+    pg_base()
+    schema = f"ag_test_{uuid.uuid4().hex[:12]}"
+    yield schema
+    pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_url(pg_schema: str) -> str:
+    return with_schema(pg_base(), pg_schema)
+
+
+def _url_for(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
+    if kind == "memory":
+        return "memory://"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture(params=ALL)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url_for(request, request.param, tmp_path)
+
+
+@pytest.fixture(params=DURABLE)
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url_for(request, request.param, tmp_path)
+
+
+@pytest.fixture
+def open_stores() -> Iterator[StoreFactory]:
+    """``open_stores(url)``: open a store that is closed when the test ends."""
+    opened: list[Store] = []
+
+    def make(url: str) -> Store:
+        store = open_store(url)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(store_url: str, open_stores: StoreFactory) -> Store:
+    return open_stores(store_url)
+
+
+@pytest.fixture
+def durable(durable_url: str, open_stores: StoreFactory) -> Store:
+    return open_stores(durable_url)

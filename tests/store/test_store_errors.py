@@ -1,0 +1,248 @@
+"""Bad URLs, unreachable servers, missing drivers and broken files: clear errors, never a raw
+driver exception, never a password."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent_guardrails.errors import ConfigurationError, StoreUnavailable
+from agent_guardrails.store import open_store
+from agent_guardrails.store.postgres import PostgresStore, parse_postgres_url
+from agent_guardrails.store.sqlite import SQLiteStore, parse_sqlite_url
+from tests.store.store_helpers import StoreFactory, pg_base, pg_execute, with_schema
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:/x",
+        "sqlite:x.db",
+        "postgresql://",
+        "postgresql:///",
+        "postgres://",
+        "foo://x",
+        "mysql://root@localhost/db",
+        "no-scheme-at-all",
+    ],
+)
+def test_malformed_urls_say_what_to_write(url: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"://"):
+        open_store(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:/x", "sqlite:///relative/path.db"),
+        ("sqlite://", "sqlite:///relative/path.db"),
+        ("sqlite:///", "no file name"),
+        ("sqlite://host/x.db", "sqlite:////absolute/path.db"),
+        ("sqlite:///:memory:", "memory://"),
+        ("sqlite:///x.db?cache=shared", "timeout=SECONDS"),
+        ("sqlite:///x.db?timeout=soon", "number of seconds"),
+        ("sqlite:///x.db?timeout=0", "positive"),
+    ],
+)
+def test_bad_sqlite_urls(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("?", r"\?")):
+        SQLiteStore(url)
+
+
+def test_sqlite_url_forms() -> None:
+    assert parse_sqlite_url("sqlite:///rel/path.db") == ("rel/path.db", 30.0)
+    assert parse_sqlite_url("sqlite:////abs/path.db") == ("/abs/path.db", 30.0)
+    assert parse_sqlite_url("sqlite:////abs/my%20file.db?timeout=2.5") == ("/abs/my file.db", 2.5)
+
+
+def test_sqlite_relative_path_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore("sqlite:///rel.db")
+    store.set_level("x", 1, by="a", reason="r")
+    store.close()
+    assert (tmp_path / "rel.db").exists()
+
+
+def test_sqlite_in_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir"
+    with pytest.raises(ConfigurationError, match="does not exist") as info:
+        open_store(f"sqlite:///{missing}/store.db")
+    assert str(missing) in str(info.value)
+
+
+def test_sqlite_path_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="is a directory"):
+        open_store(f"sqlite:///{tmp_path}")
+
+
+def test_sqlite_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"this is not a database, just some notes" * 100)
+    with pytest.raises(StoreUnavailable, match="not a database") as info:
+        open_store(f"sqlite:///{path}")
+    assert str(path) in str(info.value)
+
+
+def test_a_closed_store_is_unavailable(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.get_level("x")
+
+
+def test_sqlite_writer_waits_for_a_long_transaction(tmp_path: Path) -> None:
+    """A writer holding the database past the timeout gives StoreUnavailable, not a raw
+    sqlite3 error."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 's.db'}?timeout=0.2"
+    store = SQLiteStore(url, queue_writers=False)
+    blocker = sqlite3.connect(str(tmp_path / "s.db"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable, match="locked"):
+            store.set_level("x", 1, by="a", reason="r")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.set_level("x", 1, by="a", reason="r")
+    assert store.get_level("x") == 1
+    store.close()
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+def test_postgres_url_parsing() -> None:
+    conninfo, schema = parse_postgres_url("postgresql://u:pw@db.example:5433/app?schema=guard")
+    assert schema == "guard"
+    assert conninfo.startswith("postgresql://u:pw@db.example:5433/app?")
+    assert "schema" not in conninfo
+    assert "connect_timeout=10" in conninfo
+    conninfo, schema = parse_postgres_url(
+        "postgres://u@h/app?connect_timeout=3&application_name=me"
+    )
+    assert schema is None
+    assert "connect_timeout=3" in conninfo
+    assert "application_name=me" in conninfo
+    assert parse_postgres_url("postgresql:///app")[1] is None  # local socket, database app
+    assert parse_postgres_url("postgresql://db.example")[1] is None  # host only
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://", "names no server and no database"),
+        ("postgresql://h/db?schema=bad-name", "bad schema"),
+        ("postgresql://h/db?schema=1abc", "bad schema"),
+        ("postgresql://h:notaport/db", "bad PostgreSQL URL"),
+    ],
+)
+def test_bad_postgres_urls(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        PostgresStore(url)
+
+
+def test_unreachable_postgres_is_unavailable_quickly() -> None:
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailable) as info:
+        open_store("postgresql://postgres:s3cret-pw@127.0.0.1:1/test")
+    assert time.monotonic() - start < 15
+    message = str(info.value)
+    assert "127.0.0.1" in message
+    assert "s3cret-pw" not in message
+    assert "postgresql://postgres:***@127.0.0.1:1/test" in message
+    assert not isinstance(info.value.__cause__, StoreUnavailable)
+
+
+def test_password_in_query_is_redacted_too() -> None:
+    with pytest.raises(StoreUnavailable) as info:
+        open_store("postgresql://postgres@127.0.0.1:1/test?password=hunter2&sslmode=disable")
+    assert "hunter2" not in str(info.value)
+
+
+def test_missing_psycopg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ConfigurationError, match=r"pip install 'agent-guardrails\[postgres\]'"):
+        open_store("postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.mark.postgres
+def test_store_url_hides_the_password(pg_schema: str, open_stores: StoreFactory) -> None:
+    base = pg_base()
+    if "@" not in base:
+        pytest.skip("the test server URL has no user part")
+    user, _, rest = base.partition("://")[2].partition("@")
+    url = with_schema(f"postgresql://{user.split(':')[0]}:ignored-by-trust@{rest}", pg_schema)
+    store = open_stores(url)
+    assert "ignored-by-trust" not in store.url
+    assert "***" in store.url
+
+
+@pytest.mark.postgres
+def test_postgres_errors_become_store_unavailable_and_the_store_reconnects(
+    pg_url: str, pg_schema: str, open_stores: StoreFactory
+) -> None:
+    store = open_stores(pg_url)
+    store.set_level("w", 1, by="a", reason="r")
+    # Cut every connection this store holds, as a server restart or a network drop would.
+    pg_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'agent-guardrails' AND pid <> pg_backend_pid()"
+    )
+    with pytest.raises(StoreUnavailable, match=r"terminat|closed|lost|server"):
+        store.get_level("w")
+    assert store.get_level("w") == 1  # the next call reconnects
+    pg_execute(f'DROP TABLE "{pg_schema}".ag_levels CASCADE')
+    with pytest.raises(StoreUnavailable, match="ag_levels"):
+        store.get_level("w")
+
+
+@pytest.mark.postgres
+def test_many_stores_opening_one_new_schema_at_once(pg_url: str, open_stores: StoreFactory) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            open_stores(pg_url)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    store = open_stores(pg_url)
+    assert store.verify_audit().ok
+
+
+@pytest.mark.postgres
+def test_a_database_from_a_newer_version_is_refused(
+    pg_url: str, pg_schema: str, open_stores: StoreFactory
+) -> None:
+    open_stores(pg_url)
+    pg_execute(f"UPDATE \"{pg_schema}\".ag_meta SET value = '999' WHERE key = 'schema_version'")
+    with pytest.raises(ConfigurationError, match="newer agent-guardrails"):
+        open_store(pg_url)
+
+
+def test_a_sqlite_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    open_store(url).close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute("UPDATE ag_meta SET value = '999' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigurationError, match="newer agent-guardrails"):
+        open_store(url)

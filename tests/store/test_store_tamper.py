@@ -1,0 +1,162 @@
+"""Tampering with the audit log straight in the database is detected, and the first record
+that does not fit is named (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from agent_guardrails.store import Store
+from agent_guardrails.store.base import AuditEvent, canonical_json, chain_hash
+from tests.store.store_helpers import StoreFactory, raw_sql
+
+Run = Callable[..., list[tuple[Any, ...]]]
+
+
+def _log(store: Store) -> None:
+    for i in range(1, 7):
+        store.append_audit(AuditEvent("decision", {"n": i, "decision": "allow"}, f"k{i}", f"d{i}"))
+    assert store.verify_audit().ok
+
+
+def _row(run: Run, seq: int) -> tuple[Any, ...]:
+    return run(
+        "SELECT seq, ts, kind, call_key, data, prev_hash, hash FROM {t}audit WHERE seq = ?", seq
+    )[0]
+
+
+def _forge(run: Run, seq: int, prev: str, *, good_hash: bool) -> None:
+    ts, kind, data = 1_704_283_200.5, "decision", canonical_json({"n": 99, "decision": "allow"})
+    digest = chain_hash(prev, seq, ts, kind, "forged", data) if good_hash else "f" * 64
+    run(
+        "INSERT INTO {t}audit (seq, ts, kind, call_key, data, prev_hash, hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        seq,
+        ts,
+        kind,
+        "forged",
+        data,
+        prev,
+        digest,
+    )
+
+
+def edit_data(run: Run) -> None:
+    run("UPDATE {t}audit SET data = ? WHERE seq = 3", json.dumps({"n": 3, "decision": "deny"}))
+
+
+def edit_timestamp(run: Run) -> None:
+    run("UPDATE {t}audit SET ts = ts + 60 WHERE seq = 3")
+
+
+def edit_kind(run: Run) -> None:
+    run("UPDATE {t}audit SET kind = 'approval.resolved' WHERE seq = 3")
+
+
+def delete_middle(run: Run) -> None:
+    run("DELETE FROM {t}audit WHERE seq = 3")
+
+
+def delete_last(run: Run) -> None:
+    run("DELETE FROM {t}audit WHERE seq = 6")
+
+
+def delete_last_two(run: Run) -> None:
+    run("DELETE FROM {t}audit WHERE seq >= 5")
+
+
+def swap_two(run: Run) -> None:
+    run("UPDATE {t}audit SET seq = -3 WHERE seq = 3")
+    run("UPDATE {t}audit SET seq = 3 WHERE seq = 5")
+    run("UPDATE {t}audit SET seq = 5 WHERE seq = -3")
+
+
+def forge_appended(run: Run) -> None:
+    """A record appended with a correctly computed hash: only the chain head sees it."""
+    _forge(run, 7, _row(run, 6)[6], good_hash=True)
+
+
+def forge_appended_bad_hash(run: Run) -> None:
+    _forge(run, 7, _row(run, 6)[6], good_hash=False)
+
+
+def forge_inserted(run: Run) -> None:
+    """Records 3.. moved up one and a forged record 3 (bad hash) put in the gap."""
+    for seq in (6, 5, 4, 3):
+        run("UPDATE {t}audit SET seq = seq + 1 WHERE seq = ?", seq)
+    _forge(run, 3, _row(run, 2)[6], good_hash=False)
+
+
+def forge_inserted_good_hash(run: Run) -> None:
+    """The same with a correctly computed hash: the forged record links to record 2, and
+    the old record 3, now 4, no longer links to anything: it is the first that fails."""
+    for seq in (6, 5, 4, 3):
+        run("UPDATE {t}audit SET seq = seq + 1 WHERE seq = ?", seq)
+    _forge(run, 3, _row(run, 2)[6], good_hash=True)
+
+
+def rewrite_last(run: Run) -> None:
+    """The last record edited and re-hashed consistently: the head still has the old hash."""
+    seq, ts, kind, call_key, _data, prev, _digest = _row(run, 6)
+    data = canonical_json({"n": 6, "decision": "deny"})
+    run(
+        "UPDATE {t}audit SET data = ?, hash = ? WHERE seq = 6",
+        data,
+        chain_hash(prev, seq, ts, kind, call_key, data),
+    )
+
+
+def delete_head(run: Run) -> None:
+    run("DELETE FROM {t}audit_head")
+
+
+CASES: list[tuple[Callable[[Run], None], int, str]] = [
+    (edit_data, 3, "edited"),
+    (edit_timestamp, 3, "edited"),
+    (edit_kind, 3, "edited"),
+    (delete_middle, 3, "missing"),
+    (delete_last, 6, "missing"),
+    (delete_last_two, 5, "missing"),
+    (swap_two, 3, "does not link"),
+    (forge_appended, 7, "inserted"),
+    (forge_appended_bad_hash, 7, "edited"),
+    (forge_inserted, 3, "edited"),
+    (forge_inserted_good_hash, 4, "does not link"),
+    (rewrite_last, 6, "chain head"),
+    (delete_head, 7, "head row is missing"),
+]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "first_bad", "problem"), CASES, ids=[c[0].__name__ for c in CASES]
+)
+def test_tampering_is_detected(
+    durable_url: str,
+    open_stores: StoreFactory,
+    tamper: Callable[[Run], None],
+    first_bad: int,
+    problem: str,
+) -> None:
+    store = open_stores(durable_url)
+    _log(store)
+    tamper(raw_sql(durable_url))
+    result = store.verify_audit()
+    assert not result.ok
+    assert result.first_bad_seq == first_bad, result.problem
+    assert problem in result.problem
+    assert result.checked <= 6
+
+
+def test_appending_after_the_head_row_was_deleted_fails_closed(
+    durable_url: str, open_stores: StoreFactory
+) -> None:
+    from agent_guardrails.errors import StoreUnavailable
+
+    store = open_stores(durable_url)
+    _log(store)
+    delete_head(raw_sql(durable_url))
+    with pytest.raises(StoreUnavailable, match="chain head"):
+        store.append_audit(AuditEvent("after", {}))
