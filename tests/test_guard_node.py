@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -48,8 +49,8 @@ class State(TypedDict):
 
 
 class Harness:
-    def __init__(self, *turns: AIMessage) -> None:
-        self.guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+    def __init__(self, *turns: AIMessage, store: str = "memory://") -> None:
+        self.guard = Guardrails(PolicyPack.from_yaml(PACK), store=store)
         self.runs: list[tuple[str, dict[str, Any]]] = []
         self.model_calls = 0
         runs = self.runs
@@ -110,8 +111,11 @@ def test_allowed_calls_run_once_and_the_graph_ends() -> None:
     assert sum(h.guard.store.counters("budget:").values()) == 60
 
 
-def test_a_batch_that_does_not_fit_runs_nothing() -> None:
-    h = Harness(turn(*[("tag_contact", {"contact": f"x{i}"}) for i in range(4)]))  # 4 x 30 > 100
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_batch_that_does_not_fit_runs_nothing(backend: str, tmp_path: Path) -> None:
+    store = "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'g.db'}"
+    calls = [("tag_contact", {"contact": f"x{i}"}) for i in range(4)]  # 4 x 30 > 100
+    h = Harness(turn(*calls), store=store)
     out = h.start()
     assert h.runs == []
     bodies = [json.loads(str(m.content)) for m in tool_results(out).values()]
