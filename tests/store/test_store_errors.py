@@ -188,13 +188,15 @@ def test_store_url_hides_the_password(pg_schema: str, open_stores: StoreFactory)
 def test_postgres_errors_become_store_unavailable_and_the_store_reconnects(
     pg_url: str, pg_schema: str, open_stores: StoreFactory
 ) -> None:
-    store = open_stores(pg_url)
+    app = f"ag-{pg_schema}"  # this test's connections, and no one else's
+    store = open_stores(f"{pg_url}&application_name={app}")
     store.set_level("w", 1, by="a", reason="r")
     # Cut every connection this store holds, as a server restart or a network drop would.
-    pg_execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE application_name = 'agent-guardrails' AND pid <> pg_backend_pid()"
+    killed = pg_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        (app,),
     )
+    assert killed == [(True,)]
     with pytest.raises(StoreUnavailable, match=r"terminat|closed|lost|server"):
         store.get_level("w")
     assert store.get_level("w") == 1  # the next call reconnects
