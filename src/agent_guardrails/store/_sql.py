@@ -79,7 +79,6 @@ __all__ = [
     "charges_to_json",
     "kill_switch",
     "level_change",
-    "level_data",
     "outcome",
     "outcome_event",
     "pack_version",
@@ -293,18 +292,6 @@ def outcome_event(o: Outcome) -> AuditEvent:
     return AuditEvent(
         "outcome", {"entity": o.entity, "cohort": o.cohort, "metric": o.metric, "value": o.value}
     )
-
-
-def level_data(change: LevelChange) -> dict[str, Any]:
-    """The audit data of a level change (the same as MemoryStore's)."""
-    return {
-        "scope": change.scope_key,
-        "old": change.old_level,
-        "new": change.new_level,
-        "by": change.by,
-        "reason": change.reason,
-        "evidence": dict(change.evidence),
-    }
 
 
 # ---------------------------------------------------------------------------- audit

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from agent_guardrails.decision import Charge
+from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.scope import Scope
 
 __all__ = [
@@ -329,3 +330,23 @@ def verify_chain(records: Sequence[AuditRecord]) -> VerifyResult:
         prev = rec.hash
         expected_seq += 1
     return VerifyResult(True, len(records))
+
+
+def level_data(change: LevelChange) -> dict[str, Any]:
+    """The audit data of a level change, the same in every store."""
+    return {
+        "scope": change.scope_key,
+        "old": change.old_level,
+        "new": change.new_level,
+        "by": change.by,
+        "reason": change.reason,
+        "evidence": dict(change.evidence),
+    }
+
+
+def pack_conflict(name: str, version: str) -> ConfigurationError:
+    """The error for saving different content under a stored name and version."""
+    return ConfigurationError(
+        f"pack {name} version {version} is already stored with different content; "
+        "give the new content a new version"
+    )

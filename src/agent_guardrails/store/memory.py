@@ -29,6 +29,8 @@ from agent_guardrails.store.base import (
     VerifyResult,
     canonical_json,
     chain_hash,
+    level_data,
+    pack_conflict,
     verify_chain,
 )
 
@@ -234,7 +236,7 @@ class MemoryStore:
             )
             self._levels[dial_key] = level
             self._level_history.append(change)
-            self._append(AuditEvent("level.changed", _level_data(change)))
+            self._append(AuditEvent("level.changed", level_data(change)))
             return change
 
     def level_history(self, dial_key: str | None = None) -> list[LevelChange]:
@@ -265,10 +267,7 @@ class MemoryStore:
             for existing in self._packs:
                 if existing.name == name and existing.version == version:
                     if existing.digest != digest:
-                        raise ConfigurationError(
-                            f"pack {name} version {version} is already stored with different "
-                            "content; give the new content a new version"
-                        )
+                        raise pack_conflict(name, version)
                     return existing
             pv = PackVersion(name, version, digest, source, False, by, time.time())
             self._packs.append(pv)
@@ -337,14 +336,3 @@ class MemoryStore:
 
     def close(self) -> None:
         return None
-
-
-def _level_data(change: LevelChange) -> dict[str, Any]:
-    return {
-        "scope": change.scope_key,
-        "old": change.old_level,
-        "new": change.new_level,
-        "by": change.by,
-        "reason": change.reason,
-        "evidence": dict(change.evidence),
-    }

@@ -101,6 +101,8 @@ from agent_guardrails.store.base import (
     Snapshot,
     VerifyResult,
     canonical_json,
+    level_data,
+    pack_conflict,
 )
 
 __all__ = ["PostgresStore", "parse_postgres_url"]
@@ -830,7 +832,7 @@ class PostgresStore:
                     now,
                 ),
             )
-            self._append(conn, AuditEvent("level.changed", _sql.level_data(change)), now)
+            self._append(conn, AuditEvent("level.changed", level_data(change)), now)
         return change
 
     def level_history(self, dial_key: str | None = None) -> list[LevelChange]:
@@ -889,10 +891,7 @@ class PostgresStore:
             if row is not None:
                 existing = _sql.pack_version(row)
                 if existing.digest != digest:
-                    raise ConfigurationError(
-                        f"pack {name} version {version} is already stored with different "
-                        "content; give the new content a new version"
-                    )
+                    raise pack_conflict(name, version)
                 return existing
             conn.execute(
                 f"INSERT INTO {p}packs ({PACK_COLS}) VALUES (%s, %s, %s, %s, false, %s, %s)",

@@ -73,6 +73,8 @@ from agent_guardrails.store.base import (
     VerifyResult,
     canonical_json,
     chain_hash,
+    level_data,
+    pack_conflict,
 )
 
 try:
@@ -559,7 +561,7 @@ class SQLiteStore:
                     now,
                 ),
             )
-            self._append(db, AuditEvent("level.changed", _sql.level_data(change)), now)
+            self._append(db, AuditEvent("level.changed", level_data(change)), now)
         return change
 
     def level_history(self, dial_key: str | None = None) -> list[LevelChange]:
@@ -612,10 +614,7 @@ class SQLiteStore:
             if row is not None:
                 existing = _sql.pack_version(row)
                 if existing.digest != digest:
-                    raise ConfigurationError(
-                        f"pack {name} version {version} is already stored with different "
-                        "content; give the new content a new version"
-                    )
+                    raise pack_conflict(name, version)
                 return existing
             db.execute(
                 f"INSERT INTO ag_packs ({PACK_COLS}) VALUES (?, ?, ?, ?, 0, ?, ?)",
