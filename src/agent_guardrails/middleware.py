@@ -218,6 +218,8 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         stop = self._stop(request)
         if stop is not None:
             return stop
+        if not self.guardrails.policy.model_prices:  # model spend is not priced: no checks
+            return handler(request)
         scope, key = self._model_scope()
         spent = self.guardrails.spent_budget(scope)
         if spent is not None:
@@ -234,6 +236,8 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         stop = self._stop(request)
         if stop is not None:
             return stop
+        if not self.guardrails.policy.model_prices:  # model spend is not priced: no checks
+            return await handler(request)
         scope, key = self._model_scope()
         spent = self.guardrails.spent_budget(scope)
         if spent is not None:

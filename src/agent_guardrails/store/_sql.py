@@ -416,17 +416,23 @@ def _noop(_conn: Any) -> None:
 class PerThread(Generic[C]):
     """One connection per thread, opened on first use.
 
-    A thread's connection is closed when the thread ends (its ``threading.local`` data is
-    dropped) or by :meth:`close_all`; :meth:`discard` drops the calling thread's connection
-    (after it broke) so the next call opens a new one. A child process made by ``fork``
-    never uses (nor closes) its parent's connections: it opens its own.
+    When a thread ends (its ``threading.local`` data is dropped) its connection is parked
+    for the next new thread rather than closed: LangGraph runs each tool call on a fresh
+    executor thread, and opening a connection per call would cost more than the call.
+    Up to :attr:`MAX_IDLE` connections are parked; :meth:`close_all` closes every one.
+    :meth:`discard` closes the calling thread's connection (after it broke) so the next call
+    opens a new one. A child process made by ``fork`` never uses (nor closes) its parent's
+    connections: it opens its own.
     """
+
+    MAX_IDLE = 8
 
     def __init__(self, connect: Callable[[], C], close: Callable[[C], None]) -> None:
         self._connect = connect
         self._close = close
         self._local = threading.local()
         self._holders: weakref.WeakSet[_Holder[C]] = weakref.WeakSet()
+        self._idle: list[C] = []
         self._lock = threading.Lock()
         self.closed = False
         if hasattr(os, "register_at_fork"):
@@ -445,8 +451,17 @@ class PerThread(Generic[C]):
         for holder in list(self._holders):
             holder.close = _noop
         self._holders = weakref.WeakSet()
+        self._idle = []
         self._local = threading.local()
         self._lock = threading.Lock()
+
+    def _park(self, conn: C) -> None:
+        """The connection of a thread that ended: keep it for another thread."""
+        with self._lock:
+            if not self.closed and len(self._idle) < self.MAX_IDLE:
+                self._idle.append(conn)
+                return
+        self._close(conn)
 
     def get(self) -> C:
         if self.closed:
@@ -454,8 +469,10 @@ class PerThread(Generic[C]):
         holder: _Holder[C] | None = getattr(self._local, "holder", None)
         if holder is not None:
             return holder.conn
-        conn = self._connect()
-        holder = _Holder(conn, self._close)
+        with self._lock:
+            parked = self._idle.pop() if self._idle else None
+        conn = parked if parked is not None else self._connect()
+        holder = _Holder(conn, self._park)
         with self._lock:
             self._holders.add(holder)
         self._local.holder = holder
@@ -470,6 +487,7 @@ class PerThread(Generic[C]):
         holder: _Holder[C] | None = getattr(self._local, "holder", None)
         if holder is not None:
             self._local.holder = None
+            holder.close = self._close  # broken: close it, never park it
             holder.shut()
 
     def close_all(self) -> None:
@@ -477,5 +495,10 @@ class PerThread(Generic[C]):
         with self._lock:
             holders = list(self._holders)
             self._holders.clear()
+            idle, self._idle = self._idle, []
         for holder in holders:
+            holder.close = self._close
             holder.shut()
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                self._close(conn)
