@@ -24,7 +24,6 @@ each, recording how each ended.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
@@ -56,7 +55,7 @@ from agent_guardrails.graph_context import (
     to_answer,
 )
 from agent_guardrails.guard import Guardrails
-from agent_guardrails.results import refusal_message, result_for
+from agent_guardrails.results import refusal_message, result_for, tool_message
 
 __all__ = ["GuardNode"]
 
@@ -282,17 +281,4 @@ def _context() -> object:
 def _as_message(result: object, request: ToolCallRequest) -> Any:
     if isinstance(result, ToolMessage | Command):
         return result
-    tool_call = request.tool_call
-    if isinstance(result, Mapping) and "tool_message" in result:  # replayed
-        return ToolMessage(
-            content=result["tool_message"],
-            tool_call_id=tool_call.get("id") or "",
-            name=tool_call["name"],
-        )
-    if isinstance(result, Mapping) and "decision" in result:
-        return refusal_message(result, tool_call.get("id") or "", tool_call["name"])  # type: ignore[arg-type]
-    return ToolMessage(
-        content=json.dumps(result, default=str),
-        tool_call_id=tool_call.get("id") or "",
-        name=tool_call["name"],
-    )
+    return tool_message(result, request.tool_call.get("id") or "", request.tool_call["name"])

@@ -23,7 +23,6 @@ message saying so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
@@ -45,7 +44,7 @@ from agent_guardrails.decorator import inside_adapter
 from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
 from agent_guardrails.graph_context import call_key, current_config, interrupt_asker, scope_values
 from agent_guardrails.guard import Guardrails
-from agent_guardrails.results import GuardrailResult, refusal_message
+from agent_guardrails.results import GuardrailResult, is_result, refusal_message, tool_message
 from agent_guardrails.scope import Scope
 
 __all__ = ["GuardrailsMiddleware"]
@@ -179,21 +178,10 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
     def _message(self, request: ToolCallRequest, call: CallRequest, result: object) -> ToolResult:
         if isinstance(result, ToolMessage | Command):
             return result
-        tool_call = request.tool_call
-        if isinstance(result, dict) and "tool_message" in result:  # a replayed result
-            return ToolMessage(
-                content=result["tool_message"],
-                tool_call_id=tool_call.get("id") or "",
-                name=tool_call["name"],
-                status=result.get("status", "success"),
-            )
-        if isinstance(result, dict) and "status" in result and "decision" in result:
+        if is_result(result):
             return self._refusal(request, call, result)  # type: ignore[arg-type]
-        return ToolMessage(
-            content=json.dumps(result, default=str),
-            tool_call_id=tool_call.get("id") or "",
-            name=tool_call["name"],
-        )
+        tool_call = request.tool_call
+        return tool_message(result, tool_call.get("id") or "", tool_call["name"])
 
     def _refusal(
         self, request: ToolCallRequest, call: CallRequest, result: GuardrailResult

@@ -25,7 +25,7 @@ from agent_guardrails.errors import (
     ValidatorFailed,
 )
 
-__all__ = ["GuardrailResult", "error_for", "refusal_message", "result_for"]
+__all__ = ["GuardrailResult", "error_for", "refusal_message", "result_for", "tool_message"]
 
 Status = Literal["simulated", "denied", "halted", "pending_approval", "rejected", "responded"]
 
@@ -108,4 +108,26 @@ def refusal_message(result: GuardrailResult, tool_call_id: str, name: str) -> To
         tool_call_id=tool_call_id,
         name=name,
         status="success" if result["status"] in ("simulated", "responded") else "error",
+    )
+
+
+def is_result(value: object) -> bool:
+    """True for a :class:`GuardrailResult` (a call whose body did not run)."""
+    return isinstance(value, dict) and "status" in value and "decision" in value
+
+
+def tool_message(result: object, tool_call_id: str, name: str) -> ToolMessage:
+    """The ``ToolMessage`` for what a guarded call returned when its tool gave no message
+    itself: a result replayed from the store, a refusal, or a plain value (as JSON)."""
+    if isinstance(result, dict) and "tool_message" in result:  # replayed from the store
+        return ToolMessage(
+            content=result["tool_message"],
+            tool_call_id=tool_call_id,
+            name=name,
+            status=result.get("status", "success"),
+        )
+    if is_result(result):
+        return refusal_message(result, tool_call_id, name)  # type: ignore[arg-type]
+    return ToolMessage(
+        content=json.dumps(result, default=str), tool_call_id=tool_call_id, name=name
     )
