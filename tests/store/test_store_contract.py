@@ -480,6 +480,23 @@ def test_outcomes(store: Store) -> None:
 # ------------------------------------------------------------------ audit log
 
 
+def test_find_audit_returns_the_record_kept_under_a_dedupe_string(store: Store) -> None:
+    store.append_audit(event("note", None, None, text="before"))
+    store.append_audit(event("decision", "k1", "k1:decision", decision="require_approval"))
+    store.append_audit(event("decision", "k1", "k1:decision", decision="allow"))  # dropped
+    assert store.reserve("k2", [budget(1.0)], audit=event("decision", "k2", "k2:decision")).ok
+
+    first = store.find_audit("k1:decision")
+    assert first is not None
+    assert (first.seq, first.kind, first.call_key) == (2, "decision", "k1")
+    assert first.data == {"decision": "require_approval"}  # the first one, not the replay
+    reserved = store.find_audit("k2:decision")
+    assert reserved is not None
+    assert reserved.seq == 3
+    assert store.find_audit("k3:decision") is None
+    assert store.verify_audit().ok
+
+
 def test_audit_chain_numbers_links_and_dedupes(store: Store) -> None:
     store.append_audit(event("decision", "k1", "k1:decision", decision="allow"))
     assert store.append_audit(event("decision", "k1", "k1:decision", decision="deny")) is None

@@ -55,7 +55,7 @@ class MemoryStore:
         self._outcomes: list[Outcome] = []
         self._audit: list[AuditRecord] = []
         self._unchained: list[tuple[float, str, str | None, Mapping[str, Any]]] = []
-        self._dedupe: set[str] = set()
+        self._dedupe: dict[str, int] = {}  # dedupe string -> the record's seq
 
     # ------------------------------------------------------------------ hot path
 
@@ -180,7 +180,7 @@ class MemoryStore:
         if event.dedupe is not None:
             if event.dedupe in self._dedupe:
                 return None
-            self._dedupe.add(event.dedupe)
+            self._dedupe[event.dedupe] = len(self._audit) + len(self._unchained) + 1
         self._unchained.append((time.time(), event.kind, event.call_key, event.data))
         return None
 
@@ -329,6 +329,11 @@ class MemoryStore:
         with self._lock:
             out = self._chain()[after:]
             return out[:limit] if limit is not None else out
+
+    def find_audit(self, dedupe: str) -> AuditRecord | None:
+        with self._lock:
+            seq = self._dedupe.get(dedupe)
+            return None if seq is None else self._chain()[seq - 1]
 
     def verify_audit(self) -> VerifyResult:
         with self._lock:

@@ -991,6 +991,15 @@ class PostgresStore:
             )
         return [_sql.audit_record(r) for r in rows]
 
+    def find_audit(self, dedupe: str) -> AuditRecord | None:
+        with self._errors():
+            row = (
+                self._conn()
+                .execute(f"SELECT {AUDIT_COLS} FROM {self._p}audit WHERE dedupe = %s", (dedupe,))
+                .fetchone()
+            )
+        return None if row is None else _sql.audit_record(row)
+
     def verify_audit(self) -> VerifyResult:
         p = self._p
         cols = ", ".join(f"a.{c.strip()}" for c in AUDIT_COLS.split(","))

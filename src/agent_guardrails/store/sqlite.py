@@ -707,6 +707,13 @@ class SQLiteStore:
             ).fetchall()
         return [_sql.audit_record(r) for r in rows]
 
+    def find_audit(self, dedupe: str) -> AuditRecord | None:
+        with self._read() as db:
+            row = db.execute(
+                f"SELECT {AUDIT_COLS} FROM ag_audit WHERE dedupe = ?", (dedupe,)
+            ).fetchone()
+        return None if row is None else _sql.audit_record(row)
+
     def verify_audit(self) -> VerifyResult:
         with self._read() as db:
             head = db.execute("SELECT seq, hash FROM ag_audit_head WHERE id = 1").fetchone()
