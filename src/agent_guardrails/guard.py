@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.messages import ToolMessage
 
@@ -49,6 +49,12 @@ from agent_guardrails.results import GuardrailResult, Status, error_for, result_
 from agent_guardrails.scope import DIMENSIONS, Scope
 from agent_guardrails.store import Store, open_store
 from agent_guardrails.store.base import AuditEvent, CallRecord, ReserveResult, Snapshot
+from agent_guardrails.telemetry.content import ContentPolicy, Redactor
+from agent_guardrails.telemetry.spans import CallSpan, Telemetry
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Guardrails", "report_cost"]
 
@@ -126,6 +132,15 @@ class Guardrails:
             instead of returning a :class:`~agent_guardrails.results.GuardrailResult`.
         scope: default scope values for every call (e.g. ``{"agent": "campaign-bot"}``).
         clock: seconds since the epoch; injectable for tests of windows and expiry.
+        tracer_provider / meter_provider: where spans and metrics go (default: the global
+            providers, which are no-ops unless the application configured OpenTelemetry;
+            this object never sets them). See :mod:`agent_guardrails.telemetry`.
+        capture_content: record tool arguments and results in spans (default: the
+            ``AGENT_GUARDRAILS_CAPTURE_CONTENT`` variable, else off).
+        redact: ``redact(tool, value) -> value``, run on arguments and results before they
+            are recorded; the pack's personal-data fields are then hashed or dropped.
+        hash_key: the HMAC key for hashing personal data (default:
+            ``AGENT_GUARDRAILS_HASH_KEY``).
 
     The pack given here is saved to the store (so its version is on record) and activated
     there if the store has no active pack yet.
@@ -140,6 +155,11 @@ class Guardrails:
         raise_on_deny: bool = False,
         scope: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        capture_content: bool | None = None,
+        redact: Redactor | None = None,
+        hash_key: str | bytes | None = None,
     ) -> None:
         self.policy = policy if isinstance(policy, PolicyPack) else PolicyPack.from_yaml(policy)
         self.store: Store = (
@@ -154,6 +174,19 @@ class Guardrails:
         self._backlog: list[Callable[[], object]] = []
         self._backlog_lock = threading.Lock()
         pack = self.policy
+        try:
+            content = ContentPolicy.build(
+                capture=capture_content,
+                redact=redact,
+                personal_data=pack.privacy.personal_data,
+                treatment=pack.privacy.treatment,
+                hash_key=hash_key,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self._telemetry = Telemetry(
+            pack, content, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
         try:
             self.store.save_pack(
                 pack.name, pack.version, pack.digest, pack.to_yaml(), by="guardrails"
@@ -182,16 +215,17 @@ class Guardrails:
         ``call_key`` identifies the call across retries and resumes (adapters derive it
         from the graph's thread, namespace and tool call id); ``ask`` replaces the
         ``approver`` for this call (adapters pass a LangGraph interrupt)."""
-        step = self._prepare(request, call_key, ask)
-        if isinstance(step, _Ready):
-            begun = self._begin(step)
-            if begun is None:
-                with self._running(step) as run:
-                    run.result = body(step.request.args)
-                return run.result  # type: ignore[no-any-return]
-            step = begun
-        answer: GuardrailResult = self._answer(step, simulate, raise_on_deny)
-        return answer
+        with self._telemetry.call(request, call_key) as call:
+            step = self._prepare(request, call_key, ask, call)
+            if isinstance(step, _Ready):
+                begun = self._begin(step)
+                if begun is None:
+                    with self._running(step, call) as run:
+                        run.result = body(step.request.args)
+                    return run.result  # type: ignore[no-any-return]
+                step = begun
+            answer: GuardrailResult = self._answer(step, simulate, raise_on_deny, call)
+            return answer
 
     async def arun(
         self,
@@ -204,18 +238,19 @@ class Guardrails:
         ask: Asker | None = None,
     ) -> R | GuardrailResult:
         """The async twin of :meth:`run`: only the tool body is awaited."""
-        step = self._prepare(request, call_key, ask)
-        if isinstance(step, _Ready):
-            begun = self._begin(step)
-            if begun is None:
-                with self._running(step) as run:
-                    run.result = await body(step.request.args)
-                return run.result  # type: ignore[no-any-return]
-            step = begun
-        answer: GuardrailResult = self._answer(step, simulate, raise_on_deny)
-        if "draft" in answer and inspect.isawaitable(answer["draft"]):
-            answer["draft"] = await answer["draft"]  # an async simulate function
-        return answer
+        with self._telemetry.call(request, call_key) as call:
+            step = self._prepare(request, call_key, ask, call)
+            if isinstance(step, _Ready):
+                begun = self._begin(step)
+                if begun is None:
+                    with self._running(step, call) as run:
+                        run.result = await body(step.request.args)
+                    return run.result  # type: ignore[no-any-return]
+                step = begun
+            answer: GuardrailResult = self._answer(step, simulate, raise_on_deny, call)
+            if "draft" in answer and inspect.isawaitable(answer["draft"]):
+                answer["draft"] = await answer["draft"]  # an async simulate function
+            return answer
 
     def check(self, request: CallRequest) -> Decision:
         """The decision for ``request`` right now, without reserving or recording anything."""
@@ -449,7 +484,7 @@ class Guardrails:
     # ------------------------------------------------------------------ the pipeline
 
     def _prepare(
-        self, request: CallRequest, call_key: str | None, ask: Asker | None = None
+        self, request: CallRequest, call_key: str | None, ask: Asker | None, call: CallSpan
     ) -> _Ready | _Stop | _Replay:
         """kill-switch -> level -> validators -> caps -> approval; reserve and audit once."""
         if self._backlog:
@@ -457,17 +492,25 @@ class Guardrails:
         key = call_key or _ephemeral_key()
         decision, snap = self._decide(request, key)
         prior = snap.call if snap is not None else None
+        asked_at = prior.updated_at if prior is not None and prior.state == "reserved" else None
+        resumed = asked_at is not None and decision.kind is DecisionKind.REQUIRE_APPROVAL
+        call.decided(decision, key, resumed=resumed)
         if prior is not None and prior.state == "finished":
+            call.replayed()
             return _Replay(prior)
+        trace_ids = call.trace_ids()
         if decision.kind in _GOES_AHEAD:
-            decision = self._reserve(request, decision, key, snap)
+            decision = self._reserve(request, decision, key, snap, trace_ids)
         else:
             if prior is not None and prior.state == "reserved":
                 self._release(key, "reservation.released", {"reason": decision.kind.value})
-            self._audit(_event("decision", _decision_data(decision, key), key, "decision"))
+            self._audit(
+                _event("decision", _decision_data(decision, key, trace_ids), key, "decision")
+            )
         if decision.kind is DecisionKind.REQUIRE_APPROVAL:
-            asked_at = prior.updated_at if prior is not None and prior.state == "reserved" else None
-            return self._approve(request, decision, key, call_key is not None, ask, asked_at)
+            if resumed:
+                call.link_to(self._asking_trace(key))
+            return self._approve(request, decision, key, call_key is not None, ask, asked_at, call)
         if decision.kind is DecisionKind.ALLOW:
             return _Ready(request, decision, key, call_key is not None)
         return _Stop(request, decision)
@@ -515,10 +558,15 @@ class Guardrails:
         return decision, snap
 
     def _reserve(
-        self, request: CallRequest, decision: Decision, key: str, snap: Snapshot | None
+        self,
+        request: CallRequest,
+        decision: Decision,
+        key: str,
+        snap: Snapshot | None,
+        trace_ids: Mapping[str, str] | None = None,
     ) -> Decision:
         """Hold the decision's charges atomically; a lost race becomes a denial."""
-        event = _event("decision", _decision_data(decision, key), key, "decision")
+        event = _event("decision", _decision_data(decision, key, trace_ids), key, "decision")
         try:
             res = self.store.reserve(
                 key,
@@ -541,7 +589,7 @@ class Guardrails:
             now=self.clock(),
             charges=decision.charges,
         )
-        self._audit(_event("decision", _decision_data(denied, key), key, "decision"))
+        self._audit(_event("decision", _decision_data(denied, key, trace_ids), key, "decision"))
         return denied
 
     def _approve(
@@ -552,13 +600,19 @@ class Guardrails:
         keep: bool,
         asker: Asker | None,
         asked_at: float | None,
+        call: CallSpan | None = None,
     ) -> _Ready | _Stop:
         ask = self._approval_request(request, decision, key, asked_at)
+        if call is not None:
+            call.approval_requested(ask)
+        asked = self.clock()
         answer = (asker or self._ask)(ask)
         if answer is None:
             self._release(key, "approval.unavailable", {"reason": "no approver configured"})
             return _Stop(request, decision)
         problem = self._check_answer(ask, answer)
+        if call is not None:
+            call.approval_resolved(answer, problem, self.clock() - (asked_at or asked))
         self._audit(
             AuditEvent(
                 "approval.resolved",
@@ -659,19 +713,26 @@ class Guardrails:
         return _Stop(edited, checked)
 
     @contextmanager
-    def _running(self, ready: _Ready) -> Iterator[_Run]:
+    def _running(self, ready: _Ready, call: CallSpan | None = None) -> Iterator[_Run]:
         """Around the tool body: collect ``report_cost``, then record how the call ended
         (finished with its result and actual cost, or failed and released)."""
         run = _Run()
         token = _actual_cost.set(None)
+        if call is not None:
+            call.ended(ready.decision)
+        started = time.perf_counter()
         try:
             yield run
         except BaseException as exc:
+            if call is not None:
+                call.ran(time.perf_counter() - started, ok=False, result=None, cost=None)
             self._end(ready, ok=False, error=exc)
             raise
         finally:
             actual = _actual_cost.get()
             _actual_cost.reset(token)
+        if call is not None:
+            call.ran(time.perf_counter() - started, ok=True, result=run.result, cost=actual)
         self._end(ready, ok=True, result=run.result, actual_cost=actual)
 
     # ------------------------------------------------------------------ steps
@@ -748,11 +809,19 @@ class Guardrails:
                 return
 
     def _answer(
-        self, step: _Stop | _Replay, simulate: Simulator | None, raise_on_deny: bool | None
+        self,
+        step: _Stop | _Replay,
+        simulate: Simulator | None,
+        raise_on_deny: bool | None,
+        call: CallSpan | None = None,
     ) -> Any:
         if isinstance(step, _Replay):
+            if call is not None:
+                call.replayed()
             return self._replayed(step.record)
         decision = step.decision
+        if call is not None:
+            call.ended(decision)
         if decision.kind is DecisionKind.SIMULATE:
             result = result_for(decision)
             result["draft"] = (
@@ -824,6 +893,15 @@ class Guardrails:
             return 0
         first = decide(request, self.policy, level=decision.level, used={}, now=self.clock())
         return 1 if first.kind is DecisionKind.REQUIRE_APPROVAL else 0
+
+    def _asking_trace(self, key: str) -> Mapping[str, Any] | None:
+        """The trace and span id recorded with the decision that asked for approval."""
+        dedupe = _dedupe(key, "decision")
+        try:
+            record = self.store.find_audit(dedupe) if dedupe is not None else None
+        except StoreUnavailable:
+            return None
+        return record.data if record is not None else None
 
     def _release(self, key: str, kind: str, data: Mapping[str, Any]) -> None:
         self.store.release(key, audit=_event(kind, dict(data), key, kind))
@@ -911,17 +989,20 @@ class _DecisionData(Mapping[str, Any]):
     """A decision's audit data, serialised only when a store reads it (the memory store
     reads lazily, so the hot path does not pay for it)."""
 
-    __slots__ = ("_data", "_decision", "_key")
+    __slots__ = ("_data", "_decision", "_key", "_trace")
 
-    def __init__(self, decision: Decision, key: str) -> None:
+    def __init__(self, decision: Decision, key: str, trace: Mapping[str, str] | None) -> None:
         self._decision = decision
         self._key = key
+        self._trace = trace
         self._data: dict[str, Any] | None = None
 
     def _materialise(self) -> dict[str, Any]:
         if self._data is None:
             self._data = self._decision.as_dict()
             self._data["call_key"] = self._key
+            if self._trace:
+                self._data.update(self._trace)
         return self._data
 
     def __getitem__(self, name: str) -> Any:
@@ -934,8 +1015,12 @@ class _DecisionData(Mapping[str, Any]):
         return len(self._materialise())
 
 
-def _decision_data(decision: Decision, key: str) -> Mapping[str, Any]:
-    return _DecisionData(decision, key)
+def _decision_data(
+    decision: Decision, key: str, trace: Mapping[str, str] | None = None
+) -> Mapping[str, Any]:
+    """The audit data of a decision; ``trace`` (the call span's trace and span id) ties the
+    audit record to its trace in Jaeger."""
+    return _DecisionData(decision, key, trace)
 
 
 def _describe(decision: Decision, args: Mapping[str, Any]) -> dict[str, Any]:

@@ -314,6 +314,17 @@ class KillSwitchPolicy(_Model):
     message: str = "Stopped by a kill-switch. An operator must release it before work resumes."
 
 
+class PrivacyPolicy(_Model):
+    """How tool content is treated in traces when content capture is switched on (it is off
+    by default). ``personal_data`` names argument/result fields, at any depth, that are never
+    exported raw for any action (each action may add its own); ``treatment`` either ``hash``
+    es them (keyed HMAC-SHA-256, see :mod:`agent_guardrails.telemetry.content`) or ``drop`` s
+    them."""
+
+    personal_data: tuple[str, ...] = ()
+    treatment: Literal["hash", "drop"] = "hash"
+
+
 class PolicyPack(_Model):
     """A validated, versioned policy pack. Load with :meth:`from_yaml`."""
 
@@ -327,6 +338,7 @@ class PolicyPack(_Model):
     gates: tuple[GateRule, ...] = ()
     model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
     kill_switch: KillSwitchPolicy = KillSwitchPolicy()
+    privacy: PrivacyPolicy = PrivacyPolicy()
 
     _validators: dict[str, tuple[CompiledValidator, ...]] = PrivateAttr(default_factory=dict)
     _source: str | None = PrivateAttr(default=None)
