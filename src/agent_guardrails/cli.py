@@ -16,6 +16,7 @@ a check fails (invalid pack, broken audit chain), 2 on usage or configuration er
     agent-guardrails level set workflow=newsletter optimize --by board --reason "gate passed"
     agent-guardrails level history
     agent-guardrails audit tail | verify | export
+    agent-guardrails traces agent-guardrails-trace.json [--trace ID]
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = cmd(sub, "demo", _demo, "run the demo agent on a fresh SQLite store")
     demo.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    tr = cmd(sub, "traces", _traces, "print a Jaeger JSON trace file as a tree of calls")
+    tr.add_argument("file", help="a trace file, e.g. the demo's agent-guardrails-trace.json")
+    tr.add_argument("--trace", default=None, help="only the trace whose id starts with this")
 
     policy = sub.add_parser("policy", help="validate, apply, roll back and diff policy packs")
     psub = policy.add_subparsers(title="policy commands", metavar="COMMAND")
@@ -203,6 +208,23 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from agent_guardrails.demo.run import main as demo_main
 
     return demo_main(args.rest, out)
+
+
+def _traces(args: argparse.Namespace, out: TextIO) -> int:
+    from agent_guardrails.telemetry.jaeger_file import read_trace_file
+    from agent_guardrails.telemetry.tree import render_traces
+
+    try:
+        traces = read_trace_file(args.file)
+    except ValueError as exc:
+        out.write(f"{exc}\n")
+        return 2
+    lines = render_traces(traces, args.trace)
+    if not lines:
+        out.write(f"no trace in {args.file} has an id starting with {args.trace!r}\n")
+        return 1
+    out.write("\n".join(lines) + "\n")
+    return 0
 
 
 def _policy_validate(args: argparse.Namespace, out: TextIO) -> int:

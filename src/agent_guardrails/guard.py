@@ -48,13 +48,19 @@ from agent_guardrails.policy import MODEL_ACTION, PolicyPack
 from agent_guardrails.results import GuardrailResult, Status, error_for, result_for
 from agent_guardrails.scope import DIMENSIONS, Scope
 from agent_guardrails.store import Store, open_store
-from agent_guardrails.store.base import AuditEvent, CallRecord, ReserveResult, Snapshot
+from agent_guardrails.store.base import (
+    AuditEvent,
+    AuditRecord,
+    CallRecord,
+    ReserveResult,
+    Snapshot,
+)
 from agent_guardrails.telemetry.content import ContentPolicy, Redactor
 from agent_guardrails.telemetry.spans import CallSpan, Telemetry
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import TracerProvider
+    from opentelemetry.trace import SpanContext, TracerProvider
 
 __all__ = ["Guardrails", "report_cost"]
 
@@ -422,11 +428,32 @@ class Guardrails:
                             _event("decision", _decision_data(decision, key), key, "decision")
                         )
                     out.append(decision)
+                self._trace_batch(calls, out)
                 return out
         for _request, key, decision, _snap in decided:
             if decision.kind not in _GOES_AHEAD:
                 self._audit(_event("decision", _decision_data(decision, key), key, "decision"))
-        return [d for _, _, d, _ in decided]
+        out = [d for _, _, d, _ in decided]
+        self._trace_batch(calls, out)
+        return out
+
+    def _trace_batch(
+        self, calls: Sequence[tuple[CallRequest, str]], decisions: Sequence[Decision]
+    ) -> None:
+        """Spans for the calls of a batch that stop in the guard node: refusals, drafts, and
+        approval requests (once per call: a resumed batch's calls are traced by
+        :meth:`resolve` and :meth:`execute`, linked to the span that asked). Allowed calls
+        are traced where they run (:meth:`execute`)."""
+        for (request, key), decision in zip(calls, decisions, strict=True):
+            if decision.kind is DecisionKind.ALLOW:
+                continue
+            asking = decision.kind is DecisionKind.REQUIRE_APPROVAL
+            if asking and self._first_ask(key) is not None:
+                continue
+            with self._telemetry.call(request, key, current=False) as call:
+                call.decided(decision, key, resumed=False)
+                if asking:
+                    self._approval_asked(self.approval_request(request, decision, key), call)
 
     def approval_request(
         self, request: CallRequest, decision: Decision, key: str
@@ -446,6 +473,7 @@ class Guardrails:
         step = self._approve(request, decision, key, True, lambda _r: answer, None)
         if isinstance(step, _Ready):
             return step.request, step.decision, step.key
+        self._trace_refusal(step, key, answer)
         if step.message is not None:  # the human's words for the model (reject / respond)
             return step.request, replace(step.decision, extra={"response": step.message}), key
         return step.request, step.decision, key
@@ -456,13 +484,14 @@ class Guardrails:
         """Run the body of a call already decided and reserved under ``key`` (by
         :meth:`decide_batch` / :meth:`resolve`): mark it started, run, record the end."""
         step = _Ready(request, decision, key, True)
-        begun = self._begin(step)
-        if begun is None:
-            with self._running(step) as run:
-                run.result = body(request.args)
-            return run.result  # type: ignore[no-any-return]
-        answer: GuardrailResult = self._answer(begun, None, False)
-        return answer
+        with self._traced_execution(step) as call:
+            begun = self._begin(step)
+            if begun is None:
+                with self._running(step, call) as run:
+                    run.result = body(request.args)
+                return run.result  # type: ignore[no-any-return]
+            answer: GuardrailResult = self._answer(begun, None, False, call)
+            return answer
 
     async def aexecute(
         self,
@@ -473,13 +502,46 @@ class Guardrails:
     ) -> R | GuardrailResult:
         """The async twin of :meth:`execute`."""
         step = _Ready(request, decision, key, True)
-        begun = self._begin(step)
-        if begun is None:
-            with self._running(step) as run:
-                run.result = await body(request.args)
-            return run.result  # type: ignore[no-any-return]
-        answer: GuardrailResult = self._answer(begun, None, False)
-        return answer
+        with self._traced_execution(step) as call:
+            begun = self._begin(step)
+            if begun is None:
+                with self._running(step, call) as run:
+                    run.result = await body(request.args)
+                return run.result  # type: ignore[no-any-return]
+            answer: GuardrailResult = self._answer(begun, None, False, call)
+            return answer
+
+    @contextmanager
+    def _traced_execution(self, ready: _Ready) -> Iterator[CallSpan]:
+        """The span of a call decided earlier (by a guard node): linked to the span that
+        asked for approval, when a human approved it."""
+        with self._telemetry.call(ready.request, ready.key) as call:
+            decision = ready.decision
+            approved = "approved" in decision.reasons or "edited" in decision.reasons
+            call.decided(decision, ready.key, resumed=approved)
+            if approved:
+                first = self._first_ask(ready.key.removesuffix(":edit"))
+                call.approved_earlier(
+                    "edit" if "edited" in decision.reasons else "approve",
+                    str(decision.extra.get("approved_by") or ""),
+                    first.data if first is not None else None,
+                    self.clock() - first.ts if first is not None else None,
+                )
+            yield call
+
+    def _trace_refusal(self, step: _Stop, key: str, answer: ApprovalAnswer) -> None:
+        """The span of a batch call a human's answer stopped (rejected, answered, refused)."""
+        with self._telemetry.call(step.request, key, current=False) as call:
+            call.decided(step.decision, key, resumed=True)
+            first = self._first_ask(key)
+            refused = None if step.status is not None else step.decision.reasons[0]
+            call.approved_earlier(
+                answer.type,
+                answer.by,
+                first.data if first is not None else None,
+                self.clock() - first.ts if first is not None else None,
+                refused=refused,
+            )
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -508,8 +570,6 @@ class Guardrails:
                 _event("decision", _decision_data(decision, key, trace_ids), key, "decision")
             )
         if decision.kind is DecisionKind.REQUIRE_APPROVAL:
-            if resumed:
-                call.link_to(self._asking_trace(key))
             return self._approve(request, decision, key, call_key is not None, ask, asked_at, call)
         if decision.kind is DecisionKind.ALLOW:
             return _Ready(request, decision, key, call_key is not None)
@@ -563,7 +623,7 @@ class Guardrails:
         decision: Decision,
         key: str,
         snap: Snapshot | None,
-        trace_ids: Mapping[str, str] | None = None,
+        trace_ids: SpanContext | None = None,
     ) -> Decision:
         """Hold the decision's charges atomically; a lost race becomes a denial."""
         event = _event("decision", _decision_data(decision, key, trace_ids), key, "decision")
@@ -603,8 +663,7 @@ class Guardrails:
         call: CallSpan | None = None,
     ) -> _Ready | _Stop:
         ask = self._approval_request(request, decision, key, asked_at)
-        if call is not None:
-            call.approval_requested(ask)
+        self._approval_asked(ask, call)
         asked = self.clock()
         answer = (asker or self._ask)(ask)
         if answer is None:
@@ -894,14 +953,39 @@ class Guardrails:
         first = decide(request, self.policy, level=decision.level, used={}, now=self.clock())
         return 1 if first.kind is DecisionKind.REQUIRE_APPROVAL else 0
 
-    def _asking_trace(self, key: str) -> Mapping[str, Any] | None:
-        """The trace and span id recorded with the decision that asked for approval."""
-        dedupe = _dedupe(key, "decision")
+    def _first_ask(self, key: str) -> AuditRecord | None:
+        """The ``approval.requested`` record of the call under ``key``, if it was asked."""
+        dedupe = _dedupe(key, "approval.requested")
         try:
-            record = self.store.find_audit(dedupe) if dedupe is not None else None
+            return self.store.find_audit(dedupe) if dedupe is not None else None
         except StoreUnavailable:
-            return None
-        return record.data if record is not None else None
+            return None  # asking again records nothing twice: appends are de-duplicated
+
+    def _approval_asked(self, ask: ApprovalRequest, call: CallSpan | None) -> None:
+        """Record, once per call across interrupts and resumes, that a human was asked: an
+        ``approval.requested`` audit record (with the span's ids) and a span event. A
+        resumed run that asks again links its span to the first one instead."""
+        key = ask.call_key
+        first = self._first_ask(key)
+        if first is not None:
+            if call is not None:
+                call.approval_reasked(first.data)
+            return
+        data: dict[str, Any] = {
+            "tool": ask.tool,
+            "roles": list(ask.roles),
+            "reasons": list(ask.reasons),
+            "expires_at": ask.expires_at,
+            "args_digest": ask.args_digest,
+            "pack_version": ask.pack_version,
+        }
+        ids = call.trace_ids() if call is not None else None
+        if ids is not None:
+            data["trace_id"] = f"{ids.trace_id:032x}"
+            data["span_id"] = f"{ids.span_id:016x}"
+        self._audit(_event("approval.requested", data, key, "approval.requested"))
+        if call is not None:
+            call.approval_requested(ask)
 
     def _release(self, key: str, kind: str, data: Mapping[str, Any]) -> None:
         self.store.release(key, audit=_event(kind, dict(data), key, kind))
@@ -991,7 +1075,7 @@ class _DecisionData(Mapping[str, Any]):
 
     __slots__ = ("_data", "_decision", "_key", "_trace")
 
-    def __init__(self, decision: Decision, key: str, trace: Mapping[str, str] | None) -> None:
+    def __init__(self, decision: Decision, key: str, trace: SpanContext | None) -> None:
         self._decision = decision
         self._key = key
         self._trace = trace
@@ -1001,8 +1085,9 @@ class _DecisionData(Mapping[str, Any]):
         if self._data is None:
             self._data = self._decision.as_dict()
             self._data["call_key"] = self._key
-            if self._trace:
-                self._data.update(self._trace)
+            if self._trace is not None:
+                self._data["trace_id"] = f"{self._trace.trace_id:032x}"
+                self._data["span_id"] = f"{self._trace.span_id:016x}"
         return self._data
 
     def __getitem__(self, name: str) -> Any:
@@ -1016,7 +1101,7 @@ class _DecisionData(Mapping[str, Any]):
 
 
 def _decision_data(
-    decision: Decision, key: str, trace: Mapping[str, str] | None = None
+    decision: Decision, key: str, trace: SpanContext | None = None
 ) -> Mapping[str, Any]:
     """The audit data of a decision; ``trace`` (the call span's trace and span id) ties the
     audit record to its trace in Jaeger."""

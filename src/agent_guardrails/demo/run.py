@@ -10,6 +10,12 @@ Phases: Assist drafts; Execute runs low-risk steps and waits for approval on sen
 reallocates budget within the weekly cap; Orchestrate launches a multi-step campaign; then a
 kill-switch stops the run. ``--model provider:name`` plays the agent with a real chat model
 (``langchain.chat_models.init_chat_model``) where one is configured.
+
+Traces: each phase is one trace (an ``invoke_agent campaign-bot`` span with a guarded
+``execute_tool`` span per tool call). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they go to
+that collector (Jaeger, see ``integrations/jaeger/``); without it they are written to
+``agent-guardrails-trace.json`` (``--trace-file``), which Jaeger's UI opens directly and
+``agent-guardrails traces`` prints as a tree.
 """
 
 from __future__ import annotations
@@ -29,17 +35,22 @@ from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
+from opentelemetry.trace import NoOpTracerProvider
 
+from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.guard import Guardrails
 from agent_guardrails.middleware import GuardrailsMiddleware
 from agent_guardrails.policy import PolicyPack
 from agent_guardrails.scope import Scope
+from agent_guardrails.telemetry import TelemetrySetup, configure_telemetry
+from agent_guardrails.telemetry import attributes as A
 
 from . import tools
 
 DEMO_DIR = Path(".agent_guardrails")
 DEMO_DB = DEMO_DIR / "demo.db"
 CHECKPOINTS = DEMO_DIR / "demo-checkpoints.db"
+TRACE_FILE = "agent-guardrails-trace.json"
 
 
 def pack_path() -> Path:
@@ -178,6 +189,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         "--store", default=None, help=f"store URL (default: a fresh sqlite:///{DEMO_DB})"
     )
     parser.add_argument("--model", default=None, help="a real chat model, e.g. openai:gpt-4o-mini")
+    parser.add_argument(
+        "--trace-file",
+        default=TRACE_FILE,
+        help="where traces go when no OTLP endpoint is set (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     store_url = args.store
@@ -190,12 +206,22 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{CHECKPOINTS}{suffix}").unlink(missing_ok=True)
 
-    pack = PolicyPack.from_yaml(pack_path())
-    guard = Guardrails(pack, store=store_url, scope={"agent": "campaign-bot"})
-    tools.OUTBOX.events.clear()
-
     def say(text: str = "") -> None:
         out.write(text + "\n")
+
+    telemetry = _telemetry(Path(args.trace_file), say)
+    pack = PolicyPack.from_yaml(pack_path())
+    guard = Guardrails(
+        pack,
+        store=store_url,
+        scope={"agent": "campaign-bot"},
+        tracer_provider=telemetry.tracer_provider if telemetry else None,
+        meter_provider=telemetry.meter_provider if telemetry else None,
+    )
+    tracer = (telemetry.tracer_provider if telemetry else NoOpTracerProvider()).get_tracer(
+        "agent_guardrails.demo"
+    )
+    tools.OUTBOX.events.clear()
 
     say(f"agent-guardrails demo: pack {pack.name} v{pack.version}, store {store_url}")
     with SqliteSaver.from_conn_string(str(CHECKPOINTS)) as saver:
@@ -216,7 +242,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
                 middleware=[GuardrailsMiddleware(guard)],
                 checkpointer=saver,
             )
-            _run_phase(agent, guard, phase, f"demo-{n}", say)
+            thread = f"demo-{n}"
+            with tracer.start_as_current_span(
+                "invoke_agent campaign-bot",
+                attributes={
+                    A.GEN_AI_OPERATION_NAME: "invoke_agent",
+                    A.GEN_AI_AGENT_NAME: "campaign-bot",
+                    A.GEN_AI_CONVERSATION_ID: thread,
+                    "agent_guardrails.demo.phase": phase.title,
+                },
+            ):
+                _run_phase(agent, guard, phase, thread, say)
 
     say("\nWhat the tools actually did:")
     for event in tools.OUTBOX.events:
@@ -229,8 +265,27 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     )
     if args.store is None:
         say(f"Inspect it: agent-guardrails status --store sqlite:///{DEMO_DB}")
+    if telemetry is not None:
+        telemetry.shutdown()
+        if telemetry.trace_file is not None:
+            say(
+                f"Traces: {telemetry.trace_file} (Jaeger UI: Search > Upload; or "
+                f"agent-guardrails traces {telemetry.trace_file})"
+            )
+        else:
+            say(f"Traces: sent to {telemetry.destination}")
     guard.store.close()
     return 0 if verdict.ok else 1
+
+
+def _telemetry(trace_file: Path, say: Any) -> TelemetrySetup | None:
+    """Traces for the demo: OTLP when an endpoint is configured, else a Jaeger file."""
+    trace_file.unlink(missing_ok=True)
+    try:
+        return configure_telemetry("agent-guardrails-demo", trace_file=trace_file)
+    except ConfigurationError as exc:
+        say(f"(traces off: {exc})")
+        return None
 
 
 def _model(name: str | None, phase: Phase) -> Any:

@@ -36,7 +36,6 @@ TOOL_TYPE_FUNCTION: Final = "function"
 _NS: Final = "agent_guardrails."
 LEVEL: Final = _NS + "level"
 """The autonomy level the call was decided at (0-3)."""
-LEVEL_NAME: Final = _NS + "level.name"
 DECISION: Final = _NS + "decision"
 """``allow`` | ``simulate`` | ``require_approval`` | ``deny`` | ``halt``: the final verdict."""
 REASONS: Final = _NS + "reasons"
@@ -62,6 +61,9 @@ APPROVAL_DECISION: Final = _NS + "approval.decision"
 APPROVAL_WAIT: Final = _NS + "approval.wait_s"
 DECISION_LATENCY: Final = _NS + "decision.latency_ms"
 """Time spent deciding (policy, store reads, reservation), in milliseconds."""
+
+VALIDATORS_PASSED: Final = _NS + "validators.passed"
+"""Names of the validators the call passed (each failed one is a span event)."""
 
 # ---------------------------------------------------------------- span events
 EVENT_VALIDATOR: Final = _NS + "validator"

@@ -161,7 +161,9 @@ def _tag(key: str, value: object) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"key": key, "type": "bool", "value": value}
     if isinstance(value, int):
-        return {"key": key, "type": "int64", "value": value}
+        # Jaeger writes integers beyond JavaScript's exact range as decimal strings.
+        exact = -(2**53 - 1) <= value <= 2**53 - 1
+        return {"key": key, "type": "int64", "value": value if exact else str(value)}
     if isinstance(value, float):
         return {"key": key, "type": "float64", "value": value}
     if isinstance(value, str):

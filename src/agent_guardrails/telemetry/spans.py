@@ -20,8 +20,9 @@ and request events, which belong to the asking span.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,28 @@ def _conversation_id() -> str | None:
     return str(thread) if thread is not None else None
 
 
+class _Tally:
+    """Counters summed in process and reported when a metric reader collects (as
+    observable counters): adding to a dict is far cheaper per call than a synchronous SDK
+    counter, which hashes its attributes and offers exemplars on every add."""
+
+    __slots__ = ("_lock", "values")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values: dict[tuple[tuple[str, str], ...], float] = {}
+
+    def add(self, amount: float, key: tuple[tuple[str, str], ...]) -> None:
+        with self._lock:
+            self.values[key] = self.values.get(key, 0.0) + amount
+
+    def observe(self, _options: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
+        with self._lock:
+            items = list(self.values.items())
+        for key, value in items:
+            yield metrics.Observation(value, dict(key))
+
+
 class Telemetry:
     """Tracer, instruments and content policy of one ``Guardrails`` object.
 
@@ -75,11 +98,17 @@ class Telemetry:
         meters = meter_provider if meter_provider is not None else metrics.get_meter_provider()
         self.tracer = tracers.get_tracer(A.INSTRUMENTATION_NAME, _VERSION)
         meter = meters.get_meter(A.INSTRUMENTATION_NAME, _VERSION)
-        self.decisions = meter.create_counter(
-            A.METRIC_DECISIONS, unit="{decision}", description="Guardrail decisions"
+        self.decisions = _Tally()
+        self.cost = _Tally()
+        meter.create_observable_counter(
+            A.METRIC_DECISIONS,
+            callbacks=[self.decisions.observe],
+            unit="{decision}",
+            description="Guardrail decisions",
         )
-        self.cost = meter.create_counter(
+        meter.create_observable_counter(
             A.METRIC_COST,
+            callbacks=[self.cost.observe],
             unit="{currency}",
             description="Committed cost of guarded calls, in the attribute's currency",
         )
@@ -90,9 +119,11 @@ class Telemetry:
             A.METRIC_APPROVAL_WAIT, unit="s", description="Time from asking a human to the answer"
         )
 
-    def call(self, request: CallRequest, call_key: str | None) -> CallSpan:
-        """A span for one call; use it as a context manager around the whole pipeline."""
-        return CallSpan(self, request, call_key)
+    def call(self, request: CallRequest, call_key: str | None, *, current: bool = True) -> CallSpan:
+        """A span for one call; use it as a context manager around the whole pipeline.
+        ``current=False`` keeps it from becoming the current span (for the spans of a
+        batch, which are siblings)."""
+        return CallSpan(self, request, call_key, current)
 
     def personal_fields(self, action: str) -> tuple[str, ...]:
         policy = self.pack.action(action)
@@ -100,16 +131,22 @@ class Telemetry:
 
 
 class CallSpan:
-    """The span of one guarded call, fed by :class:`~agent_guardrails.Guardrails`."""
+    """The span of one guarded call, fed by :class:`~agent_guardrails.Guardrails`.
+
+    Attributes are gathered in a dict and set once, when the span ends (the sampler sees
+    only the span's name); metrics are recorded after the span stops being current."""
 
     __slots__ = (
         "_asked",
         "_cost",
+        "_current",
+        "_ran",
         "_resumed",
         "_started",
         "_tel",
         "_token",
         "approval_wait",
+        "attrs",
         "decided_after",
         "decision",
         "key",
@@ -118,20 +155,25 @@ class CallSpan:
         "span",
     )
 
-    def __init__(self, tel: Telemetry, request: CallRequest, key: str | None) -> None:
+    def __init__(
+        self, tel: Telemetry, request: CallRequest, key: str | None, current: bool = True
+    ) -> None:
         self._tel = tel
+        self._current = current
         self.request = request
         self.key = key
         self.decision: Decision | None = None
         self.replay = False
         self.decided_after: float | None = None
-        self.approval_wait = 0.0
+        self.approval_wait: float | None = None
         self._cost: float | None = None
+        self._ran: tuple[float, bool] | None = None  # (seconds, ok) of the tool body
         self._asked = False  # an approval request is out and unanswered
         self._resumed = False  # this run resumes a call that already asked for approval
         self._started = time.perf_counter()
         self._token: object = None
         self.span: trace.Span | None = None
+        self.attrs: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -141,25 +183,9 @@ class CallSpan:
             f"{A.EXECUTE_TOOL} {request.tool}", kind=SpanKind.INTERNAL
         )
         if span.is_recording():
-            attrs: dict[str, Any] = {
-                A.GEN_AI_OPERATION_NAME: A.EXECUTE_TOOL,
-                A.GEN_AI_TOOL_NAME: request.tool,
-                A.GEN_AI_TOOL_TYPE: A.TOOL_TYPE_FUNCTION,
-                A.ACTION: request.action,
-            }
-            if request.call_id:
-                attrs[A.GEN_AI_TOOL_CALL_ID] = request.call_id
-            thread = _conversation_id()
-            if thread is not None:
-                attrs[A.GEN_AI_CONVERSATION_ID] = thread
-            arguments = self._tel.content.arguments(
-                request.tool, request.args, self._tel.personal_fields(request.action)
-            )
-            if arguments is not None:
-                attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments
-            span.set_attributes(attrs)
             self.span = span
-            self._token = otel_context.attach(trace.set_span_in_context(span))
+            if self._current:
+                self._token = otel_context.attach(trace.set_span_in_context(span))
         return self
 
     def __exit__(
@@ -168,40 +194,42 @@ class CallSpan:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._count()
         span = self.span
-        if span is None:
-            return
-        otel_context.detach(self._token)  # type: ignore[arg-type]
-        try:
-            self._finish(span, exc)
-        finally:
-            span.end()
+        if span is not None:
+            if self._token is not None:
+                otel_context.detach(self._token)  # type: ignore[arg-type]
+            try:
+                self._finish(span, exc)
+            finally:
+                span.end()
+        self._record_metrics()
 
     # ------------------------------------------------------------------ what the guard reports
 
     def decided(self, decision: Decision, key: str, *, resumed: bool) -> None:
         """The engine's decision (and reservation) for the call; ``resumed`` when this run
-        picks up a call that already asked for approval."""
+        picks up a call that already asked for approval. Failed validators become events
+        (passed ones are listed in an attribute); a resumed run does not repeat them."""
         self.decision = decision
         self.key = key
         self._resumed = resumed
         self.decided_after = time.perf_counter() - self._started
         span = self.span
-        if span is None or resumed:
+        if span is None or resumed or not decision.validators:
             return
+        passed = [v.name for v in decision.validators if v.passed]
+        if passed:
+            self.attrs[A.VALIDATORS_PASSED] = passed
         for outcome in decision.validators:
-            span.add_event(
-                A.EVENT_VALIDATOR,
-                {A.VALIDATOR_NAME: outcome.name, A.VALIDATOR_PASSED: outcome.passed},
-            )
+            if not outcome.passed:
+                span.add_event(
+                    A.EVENT_VALIDATOR,
+                    {A.VALIDATOR_NAME: outcome.name, A.VALIDATOR_PASSED: False},
+                )
 
-    def trace_ids(self) -> dict[str, str] | None:
-        """This span's ids as hex, for the decision's audit record (None: not recording)."""
-        if self.span is None:
-            return None
-        ctx = self.span.get_span_context()
-        return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+    def trace_ids(self) -> SpanContext | None:
+        """This span's context, for the decision's audit record (None: not recording)."""
+        return self.span.get_span_context() if self.span is not None else None
 
     def link_to(self, ids: Mapping[str, Any] | None) -> None:
         """Link to the span that asked for approval (ids read back from the audit record)."""
@@ -219,9 +247,10 @@ class CallSpan:
         self.span.add_link(ctx, {A.CALL_KEY: self.key or ""})
 
     def approval_requested(self, request: ApprovalRequest) -> None:
+        """A human is asked for the first time (the event is recorded once per call)."""
         self._asked = True
-        if self.span is None or self._resumed:
-            return  # a resumed run asks again only to read the answer: already recorded
+        if self.span is None:
+            return
         self.span.add_event(
             A.EVENT_APPROVAL_REQUESTED,
             {
@@ -231,15 +260,17 @@ class CallSpan:
             },
         )
 
+    def approval_reasked(self, first: Mapping[str, Any]) -> None:
+        """A resumed run asks again to read the answer: link to the span that first asked
+        (``first``: the ids it recorded) instead of recording the request again."""
+        self._asked = True
+        self._resumed = True
+        self.link_to(first)
+
     def approval_resolved(self, answer: ApprovalAnswer, refused: str | None, wait_s: float) -> None:
         self._asked = False
-        self.approval_wait = wait_s
-        self._tel.approval_wait.record(
-            max(wait_s, 0.0),
-            {A.ACTION: self.request.action, A.APPROVAL_DECISION: answer.type},
-        )
-        span = self.span
-        if span is None:
+        self.approval_wait = max(wait_s, 0.0)
+        if self.span is None:
             return
         event: dict[str, Any] = {
             A.APPROVAL_DECISION: answer.type,
@@ -248,15 +279,37 @@ class CallSpan:
         }
         if refused is not None:
             event[A.APPROVAL_REFUSED] = refused.split(":", 1)[0]
-        span.add_event(A.EVENT_APPROVAL_RESOLVED, event)
-        span.set_attributes(
-            {
-                A.APPROVER: answer.by or "",
-                A.APPROVER_ROLES: list(answer.roles),
-                A.APPROVAL_DECISION: answer.type,
-                A.APPROVAL_WAIT: wait_s,
-            }
-        )
+        self.span.add_event(A.EVENT_APPROVAL_RESOLVED, event)
+        self.attrs[A.APPROVER] = answer.by or ""
+        self.attrs[A.APPROVER_ROLES] = list(answer.roles)
+        self.attrs[A.APPROVAL_DECISION] = answer.type
+        self.attrs[A.APPROVAL_WAIT] = self.approval_wait
+
+    def approved_earlier(
+        self,
+        answer: str,
+        by: str,
+        first: Mapping[str, Any] | None,
+        wait_s: float | None,
+        *,
+        refused: str | None = None,
+    ) -> None:
+        """For a call decided in one place and run in another (a guard node, then the tools
+        node): the human's answer given before this span began, linked to the asking span."""
+        if wait_s is not None:
+            self.approval_wait = max(wait_s, 0.0)
+        if first is not None:
+            self.link_to(first)
+        if self.span is None:
+            return
+        event: dict[str, Any] = {A.APPROVAL_DECISION: answer, A.APPROVER: by}
+        if refused is not None:
+            event[A.APPROVAL_REFUSED] = refused.split(":", 1)[0]
+        self.span.add_event(A.EVENT_APPROVAL_RESOLVED, event)
+        self.attrs[A.APPROVER] = by
+        self.attrs[A.APPROVAL_DECISION] = answer
+        if self.approval_wait is not None:
+            self.attrs[A.APPROVAL_WAIT] = self.approval_wait
 
     def ended(self, decision: Decision) -> None:
         """The decision the call finally ended with (after approval, or a stop)."""
@@ -267,90 +320,102 @@ class CallSpan:
 
     def ran(self, duration_s: float, *, ok: bool, result: object, cost: float | None) -> None:
         """The tool body ran (``ok``: returned ``result``; ``cost``: the committed cost)."""
-        request = self.request
-        tel = self._tel
-        tel.tool_duration.record(
-            duration_s, {A.ACTION: request.action, A.OUTCOME: "ok" if ok else "error"}
-        )
+        self._ran = (duration_s, ok)
         decision = self.decision
         if ok and decision is not None:
-            amount = decision.cost if cost is None else cost
-            if amount:
-                tel.cost.add(
-                    amount,
-                    {
-                        A.SCOPE: decision.scope.key,
-                        A.COST_CURRENCY: decision.currency,
-                        A.ACTION: request.action,
-                    },
-                )
-            self._cost = amount
+            self._cost = decision.cost if cost is None else cost
         if ok and self.span is not None:
+            request = self.request
+            tel = self._tel
             text = tel.content.result(request.tool, result, tel.personal_fields(request.action))
             if text is not None:
-                self.span.set_attribute(A.GEN_AI_TOOL_CALL_RESULT, text)
+                self.attrs[A.GEN_AI_TOOL_CALL_RESULT] = text
 
     # ------------------------------------------------------------------ internals
 
-    def _count(self) -> None:
+    def _record_metrics(self) -> None:
+        tel = self._tel
         decision = self.decision
+        action = self.request.action
+        if self._ran is not None:
+            seconds, ok = self._ran
+            tel.tool_duration.record(
+                seconds, {A.ACTION: action, A.OUTCOME: "ok" if ok else "error"}
+            )
+        if self.approval_wait is not None and decision is not None:
+            answer = self.attrs.get(A.APPROVAL_DECISION, "none")
+            tel.approval_wait.record(
+                self.approval_wait, {A.ACTION: action, A.APPROVAL_DECISION: answer}
+            )
         if decision is None or self.replay or (self._asked and self._resumed):
             return  # a replay, or a re-ask still waiting: counted when first decided
-        self._tel.decisions.add(
-            1,
-            {
-                A.DECISION: decision.kind.value,
-                A.ACTION: decision.action,
-                A.SCOPE: decision.scope.key,
-            },
+        scope = decision.scope.key
+        tel.decisions.add(
+            1, ((A.DECISION, decision.kind.value), (A.ACTION, action), (A.SCOPE, scope))
         )
+        if self._cost:
+            tel.cost.add(
+                self._cost,
+                ((A.SCOPE, scope), (A.COST_CURRENCY, decision.currency), (A.ACTION, action)),
+            )
 
     def _finish(self, span: trace.Span, exc: BaseException | None) -> None:
+        request = self.request
         decision = self.decision
-        attrs: dict[str, Any] = {}
+        attrs = self.attrs
+        attrs[A.GEN_AI_OPERATION_NAME] = A.EXECUTE_TOOL
+        attrs[A.GEN_AI_TOOL_NAME] = request.tool
+        attrs[A.GEN_AI_TOOL_TYPE] = A.TOOL_TYPE_FUNCTION
+        attrs[A.ACTION] = request.action
+        if request.call_id:
+            attrs[A.GEN_AI_TOOL_CALL_ID] = request.call_id
+        thread = _conversation_id()
+        if thread is not None:
+            attrs[A.GEN_AI_CONVERSATION_ID] = thread
+        tel = self._tel
+        if tel.content.capture:
+            arguments = tel.content.arguments(
+                request.tool, request.args, tel.personal_fields(request.action)
+            )
+            if arguments is not None:
+                attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments
         if self.key is not None:
             attrs[A.CALL_KEY] = self.key
         if self.replay:
             attrs[A.REPLAY] = True
         if decision is not None:
-            attrs.update(
-                {
-                    A.DECISION: decision.kind.value,
-                    A.REASONS: list(decision.reasons),
-                    A.LEVEL: int(decision.level),
-                    A.LEVEL_NAME: decision.level.name.lower(),
-                    A.SCOPE: decision.scope.key,
-                    A.PACK_NAME: decision.pack,
-                    A.PACK_VERSION: decision.pack_version,
-                    A.COST_CURRENCY: decision.currency,
-                }
-            )
+            attrs[A.DECISION] = decision.kind.value
+            attrs[A.REASONS] = decision.reasons
+            attrs[A.LEVEL] = int(decision.level)
+            attrs[A.SCOPE] = decision.scope.key
+            attrs[A.PACK_NAME] = decision.pack
+            attrs[A.PACK_VERSION] = decision.pack_version
             attrs[A.COST_AMOUNT] = decision.cost if self._cost is None else self._cost
+            attrs[A.COST_CURRENCY] = decision.currency
             if decision.budget_left is not None:
                 attrs[A.BUDGET_LEFT] = decision.budget_left
             if decision.exposure_left is not None:
                 attrs[A.EXPOSURE_LEFT] = decision.exposure_left
             if decision.scope.agent:
                 attrs[A.GEN_AI_AGENT_NAME] = decision.scope.agent
-            policy = self._tel.pack.action(decision.action)
+            policy = tel.pack.action(decision.action)
             if policy is not None:
                 attrs[A.RISK] = policy.risk
         if self.decided_after is not None:
-            attrs[A.DECISION_LATENCY] = max(self.decided_after - self.approval_wait, 0.0) * 1e3
-        span.set_attributes(attrs)
+            attrs[A.DECISION_LATENCY] = (
+                max(self.decided_after - (self.approval_wait or 0.0), 0.0) * 1e3
+            )
         if decision is not None and decision.kind is DecisionKind.HALT:
             switch = next((r for r in decision.reasons if r.startswith("kill_switch:")), "")
             span.add_event(A.EVENT_KILL_SWITCH, {A.KILL_SWITCH_SCOPE: switch.partition(":")[2]})
-        if exc is not None and self._asked:
-            return  # the run paused for a human (LangGraph's interrupt): not an error
-        failure = _failure(decision, exc)
-        if failure is None:
-            return
-        error_type, description = failure
-        span.set_attribute(A.ERROR_TYPE, error_type)
-        if exc is not None and self._tel.content.capture:
-            span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, description))
+        if exc is None or not self._asked:  # an exception while asked: paused for a human
+            failure = _failure(decision, exc)
+            if failure is not None:
+                attrs[A.ERROR_TYPE] = failure[0]
+                if exc is not None and tel.content.capture:
+                    span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, failure[1]))
+        span.set_attributes(attrs)
 
 
 def _failure(decision: Decision | None, exc: BaseException | None) -> tuple[str, str] | None:
