@@ -130,7 +130,7 @@ def main() -> None:
         print(f"{name:<22}{us:>10.1f}{best[name] / off:>9.2f}x{(best[name] - off) * 1e6:>11.1f}")
     added = (best["sdk batch"] - off) * 1e6
     verdict = "meets" if added < 40 else "misses"
-    print(f"tracing with the batch processor adds {added:.1f} us per call: {verdict} the goal (< 40)")
+    print(f"tracing (batch processor) adds {added:.1f} us per call: {verdict} the goal (< 40)")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ from agent_guardrails.graph_context import (
     to_answer,
 )
 from agent_guardrails.guard import Guardrails
+from agent_guardrails.levels import AutonomyLevel
 from agent_guardrails.results import refusal_message, result_for, tool_message
+from agent_guardrails.scope import Scope
 
 __all__ = ["GuardNode"]
 
@@ -137,7 +139,17 @@ class GuardNode:
         sends: list[Send] = []
         for tool_call, (request, decision, key) in zip(last.tool_calls, outcomes, strict=True):
             if decision.kind is DecisionKind.ALLOW:
-                carried = {"key": key, "action": request.action, "cost": decision.cost}
+                carried = {
+                    "key": key,
+                    "action": request.action,
+                    "cost": decision.cost,
+                    "currency": decision.currency,
+                    "level": int(decision.level),
+                    "reasons": list(decision.reasons),
+                    "scope": request.scope.as_dict(),
+                    "approved_by": decision.extra.get("approved_by"),
+                    "budget_left": decision.budget_left,
+                }
                 call = {**tool_call, "args": dict(request.args), _KEY: carried}
                 sends.append(
                     Send(
@@ -231,18 +243,31 @@ class GuardNode:
                 name=tool_call["name"],
                 status="error",
             )
-        call = CallRequest(tool_call["name"], carried["action"], tool_call.get("args") or {})
+        scope = Scope.from_mapping(carried.get("scope") or {})
+        call = CallRequest(
+            tool_call["name"],
+            carried["action"],
+            tool_call.get("args") or {},
+            scope,
+            tool_call.get("id") or "",
+        )
+        policy = self.guardrails.policy
+        level = carried.get("level")
+        approved_by = carried.get("approved_by")
         decision = Decision(
             DecisionKind.ALLOW,
-            ("allowed",),
+            tuple(carried.get("reasons") or ("allowed",)),
             "allowed by the guard node",
             call.action,
             call.tool,
-            self.guardrails.policy.initial_level(call.scope),
-            call.scope,
-            self.guardrails.policy.name,
-            self.guardrails.policy.version,
+            AutonomyLevel(level) if isinstance(level, int) else policy.initial_level(scope),
+            scope,
+            policy.name,
+            policy.version,
             cost=carried["cost"],
+            currency=str(carried.get("currency") or policy.defaults.currency),
+            budget_left=carried.get("budget_left"),
+            extra={"approved_by": approved_by} if approved_by else {},
         )
         return call, decision, carried["key"], request.override(tool_call=tool_call)  # type: ignore[arg-type]
 
