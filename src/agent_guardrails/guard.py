@@ -355,11 +355,14 @@ class Guardrails:
         output_tokens: int,
         scope: Scope,
         call_key: str | None = None,
+        started_ns: int | None = None,
     ) -> float:
         """Charge one model call, priced from the pack's ``model_prices``, to every budget
         that covers ``model.call`` in ``scope``. The spend already happened, so it is
         recorded even past a budget's limit; the next call then finds the budget spent.
-        Returns the cost (0 for a model with no price in the pack)."""
+        Returns the cost (0 for a model with no price in the pack). It is traced as a
+        ``chat {model}`` span (from ``started_ns``, the call's start in epoch nanoseconds)
+        with the tokens and the cost."""
         price = self.policy.model_prices.get(model)
         if price is None:
             return 0.0
@@ -379,6 +382,9 @@ class Guardrails:
         event = _event("model.spend", data, key, "model.spend")
         self.store.reserve(key, charges, audit=event, force=True)
         self.store.finish(key, ok=True)
+        self._telemetry.model_spend(
+            model, input_tokens, output_tokens, cost, price.currency, scope.key, started_ns
+        )
         return cost
 
     def spent_budget(self, scope: Scope, action: str = MODEL_ACTION) -> str | None:

@@ -23,6 +23,7 @@ message saying so.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
@@ -212,8 +213,9 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         spent = self.guardrails.spent_budget(scope)
         if spent is not None:
             return _budget_stop(spent)
+        started = time.time_ns()
         response = handler(request)
-        self._charge(request, response, scope, key)
+        self._charge(request, response, scope, key, started)
         return response
 
     async def awrap_model_call(
@@ -230,8 +232,9 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         spent = self.guardrails.spent_budget(scope)
         if spent is not None:
             return _budget_stop(spent)
+        started = time.time_ns()
         response = await handler(request)
-        self._charge(request, response, scope, key)
+        self._charge(request, response, scope, key, started)
         return response
 
     def _stop(self, request: ModelRequest) -> ExtendedModelResponse[Any] | None:
@@ -260,6 +263,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         response: ModelResponse,
         scope: Scope,
         key: str | None,
+        started_ns: int,
     ) -> None:
         model = request.model
         name = str(
@@ -280,6 +284,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
                 output_tokens=tokens_out,
                 scope=scope,
                 call_key=key,
+                started_ns=started_ns,
             )
 
 

@@ -453,3 +453,34 @@ def test_capture_variable_must_be_a_boolean(clock: Clock, monkeypatch: pytest.Mo
     monkeypatch.setenv("AGENT_GUARDRAILS_CAPTURE_CONTENT", "maybe")
     with pytest.raises(ConfigurationError, match="AGENT_GUARDRAILS_CAPTURE_CONTENT"):
         Guardrails(PolicyPack.from_yaml(PACK), store=MemoryStore(), clock=clock)
+
+
+def test_priced_model_calls_are_chat_spans_with_tokens_and_cost(otel: Otel, clock: Clock) -> None:
+    guard = Guardrails(
+        PolicyPack.from_yaml(
+            PACK + "model_prices:\n  gpt-x: {input_per_1k: 2, output_per_1k: 4}\n"
+        ),
+        store=MemoryStore(),
+        clock=clock,
+        tracer_provider=otel.tracer_provider,
+        meter_provider=otel.meter_provider,
+    )
+    started = 1_700_000_000_000_000_000
+    cost = guard.record_model_spend(
+        model="gpt-x", input_tokens=500, output_tokens=250, scope=BOT, started_ns=started
+    )
+    assert cost == pytest.approx(2.0)
+    span = only(otel, "chat gpt-x")
+    a = attrs(span)
+    assert span.kind is SpanKind.CLIENT
+    assert span.start_time == started
+    assert a[A.GEN_AI_OPERATION_NAME] == "chat"
+    assert a[A.GEN_AI_REQUEST_MODEL] == "gpt-x"
+    assert (a[A.GEN_AI_USAGE_INPUT_TOKENS], a[A.GEN_AI_USAGE_OUTPUT_TOKENS]) == (500, 250)
+    assert (a[A.COST_AMOUNT], a[A.COST_CURRENCY], a[A.COST_TOKENS]) == (2.0, "USD", 750)
+    (point,) = otel.metric_points(A.METRIC_COST)
+    assert point.value == pytest.approx(2.0)
+    assert dict(point.attributes)[A.ACTION] == "model.call"
+    # an unpriced model is neither charged nor traced
+    assert guard.record_model_spend(model="other", input_tokens=1, output_tokens=1, scope=BOT) == 0
+    assert len(otel.spans()) == 1

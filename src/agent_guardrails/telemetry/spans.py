@@ -125,6 +125,40 @@ class Telemetry:
         batch, which are siblings)."""
         return CallSpan(self, request, call_key, current)
 
+    def model_spend(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cost: float,
+        currency: str,
+        scope: str,
+        started_ns: int | None,
+    ) -> None:
+        """A ``chat {model}`` span (GenAI conventions) for a model call the middleware
+        priced, with its tokens and cost; the cost also goes to the cost metric."""
+        if cost:
+            self.cost.add(
+                cost, ((A.SCOPE, scope), (A.COST_CURRENCY, currency), (A.ACTION, "model.call"))
+            )
+        span = self.tracer.start_span(
+            f"{A.CALL_MODEL} {model}", kind=SpanKind.CLIENT, start_time=started_ns
+        )
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    A.GEN_AI_OPERATION_NAME: A.CALL_MODEL,
+                    A.GEN_AI_REQUEST_MODEL: model,
+                    A.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
+                    A.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
+                    A.COST_AMOUNT: cost,
+                    A.COST_CURRENCY: currency,
+                    A.COST_TOKENS: input_tokens + output_tokens,
+                    A.SCOPE: scope,
+                }
+            )
+        span.end()
+
     def personal_fields(self, action: str) -> tuple[str, ...]:
         policy = self.pack.action(action)
         return policy.personal_data if policy is not None else ()
