@@ -128,7 +128,7 @@ def test_allowed_call_is_an_execute_tool_span_with_genai_and_guardrail_attribute
     assert a[A.GEN_AI_TOOL_CALL_ID] == "tc-1"
     assert a[A.GEN_AI_AGENT_NAME] == "campaign-bot"
     assert a[A.DECISION] == "allow"
-    assert a[A.REASONS] == ("allowed",)
+    assert a[A.REASONS] == "allowed"
     assert a[A.LEVEL] == 1
     assert (a[A.ACTION], a[A.RISK]) == ("crm.tag", "low")
     assert a[A.SCOPE] == "agent=campaign-bot"
@@ -136,7 +136,6 @@ def test_allowed_call_is_an_execute_tool_span_with_genai_and_guardrail_attribute
     assert (a[A.COST_AMOUNT], a[A.COST_CURRENCY]) == (1.0, "USD")
     assert a[A.BUDGET_LEFT] == 2.0
     assert a[A.DECISION_LATENCY] >= 0
-    assert a[A.CALL_KEY].startswith("~")
     assert A.ERROR_TYPE not in a
     assert A.GEN_AI_TOOL_CALL_ARGUMENTS not in a  # content is private by default
 
@@ -175,7 +174,7 @@ def test_budget_denial_is_an_error_with_the_reason_code(otel: Otel, clock: Clock
     span = otel.spans("execute_tool move_budget")[-1]
     a = attrs(span)
     assert a[A.DECISION] == "deny"
-    assert "budget_exceeded" in a[A.REASONS]
+    assert "budget_exceeded" in a[A.REASONS].split(",")
     assert a[A.ERROR_TYPE] == "budget_exceeded"
     assert span.status.status_code is StatusCode.ERROR
     assert "budget_exceeded" in (span.status.description or "")
@@ -251,7 +250,7 @@ def test_synchronous_approval_records_request_and_answer_in_one_span(
         A.APPROVER_ROLES: ("ops",),
     }
     assert (a[A.DECISION], a[A.APPROVER], a[A.APPROVAL_DECISION]) == ("allow", "ana", "approve")
-    assert "approved" in a[A.REASONS]
+    assert a[A.REASONS].split(",") == ["approval_required:sensitive", "approved"]
     assert span.status.status_code is StatusCode.UNSET
     (wait,) = otel.metric_points(A.METRIC_APPROVAL_WAIT)
     assert dict(wait.attributes) == {A.ACTION: "email.send", A.APPROVAL_DECISION: "approve"}
@@ -343,7 +342,7 @@ def test_interrupt_and_resume_link_the_spans_and_record_each_event_once(
     assert requested == 2
     assert sorted(e[A.APPROVAL_DECISION] for e in resolved) == ["approve", "reject"]
     assert sorted(checked, key=id) == sorted(asking.values(), key=id)  # not on resume
-    assert attrs(checked[0])[A.VALIDATORS_PASSED] == ("banned_terms",)
+    assert attrs(checked[0])[A.VALIDATORS_PASSED] == "banned_terms"
     for call_id, decision in (("t1", "allow"), ("t2", "require_approval")):
         final = [s for s in spans if attrs(s)[A.GEN_AI_TOOL_CALL_ID] == call_id][-1]
         assert attrs(final)[A.DECISION] == decision

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -46,8 +47,6 @@ _ERROR_KINDS = (DecisionKind.DENY, DecisionKind.HALT)
 
 def _conversation_id() -> str | None:
     """LangGraph's ``thread_id`` of the run this call belongs to, if any."""
-    from langchain_core.runnables.config import var_child_runnable_config
-
     config = var_child_runnable_config.get()
     if not config:
         return None
@@ -253,7 +252,7 @@ class CallSpan:
             return
         passed = [v.name for v in decision.validators if v.passed]
         if passed:
-            self.attrs[A.VALIDATORS_PASSED] = passed
+            self.attrs[A.VALIDATORS_PASSED] = ",".join(passed)
         for outcome in decision.validators:
             if not outcome.passed:
                 span.add_event(
@@ -413,13 +412,11 @@ class CallSpan:
             )
             if arguments is not None:
                 attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments
-        if self.key is not None:
-            attrs[A.CALL_KEY] = self.key
         if self.replay:
             attrs[A.REPLAY] = True
         if decision is not None:
             attrs[A.DECISION] = decision.kind.value
-            attrs[A.REASONS] = decision.reasons
+            attrs[A.REASONS] = ",".join(decision.reasons)
             attrs[A.LEVEL] = int(decision.level)
             attrs[A.SCOPE] = decision.scope.key
             attrs[A.PACK_NAME] = decision.pack

@@ -56,8 +56,8 @@ def _summary(tags: Mapping[str, Any]) -> str:
     if tags.get(A.REPLAY):
         parts.append("replayed")
     reasons = tags.get(A.REASONS)
-    if isinstance(reasons, str) and reasons not in ('["allowed"]', "[]"):
-        parts.append(reasons.replace('"', ""))
+    if isinstance(reasons, str) and reasons not in ("allowed", ""):
+        parts.append(f"[{reasons.replace(',', ', ')}]")
     return "  " + " ".join(parts)
 
 
