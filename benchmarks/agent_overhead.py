@@ -6,8 +6,9 @@ Configurations, each sync and async:
 - the bare agent (no middleware): the baseline;
 - LangChain's ``HumanInTheLoopMiddleware`` + ``ToolCallLimitMiddleware``, configured not to
   interrupt or stop;
-- ``GuardrailsMiddleware`` on the SQLite store (tracing is not wired in yet; the row for
-  tracing on is added with the telemetry work).
+- ``GuardrailsMiddleware`` on the SQLite store, tracing off (no OpenTelemetry configured);
+- the same with tracing on: an SDK ``TracerProvider`` with a ``BatchSpanProcessor`` (its
+  exporter drops the batches, so the network is not measured).
 
 A scripted model asks for one tool call per turn, ``TURNS`` turns per run; the time per tool
 call is the run's time divided by ``TURNS``. Results are ratios to the bare agent.
@@ -30,6 +31,8 @@ from langchain.agents.middleware import HumanInTheLoopMiddleware, ToolCallLimitM
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from agent_guardrails import Guardrails, PolicyPack
 from agent_guardrails.middleware import GuardrailsMiddleware
@@ -69,9 +72,17 @@ def script() -> ScriptedModel:
     return ScriptedModel(messages=iter([*turns, AIMessage(content="done")]))
 
 
+class _Drop(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
 def builders(db: Path) -> dict[str, Callable[[], list[Any]]]:
     pack = PolicyPack.from_yaml(PACK)
     guard = Guardrails(pack, store=f"sqlite:///{db}")
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(_Drop()))
+    traced = Guardrails(pack, store=f"sqlite:///{db}", tracer_provider=provider)
     return {
         "bare agent": lambda: [],
         "LangChain HITL + ToolCallLimit": lambda: [
@@ -80,6 +91,9 @@ def builders(db: Path) -> dict[str, Callable[[], list[Any]]]:
         ],
         "GuardrailsMiddleware (SQLite)": lambda: [
             GuardrailsMiddleware(guard, actions={"tag_contact": "crm.tag"})
+        ],
+        "GuardrailsMiddleware, tracing on": lambda: [
+            GuardrailsMiddleware(traced, actions={"tag_contact": "crm.tag"})
         ],
     }
 
