@@ -30,6 +30,8 @@ test: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/store.py
+	$(BIN)/python benchmarks/agent_overhead.py
+	$(BIN)/python benchmarks/telemetry.py
 
 clean:
 	rm -rf $(VENV) .agent_guardrails .pytest_cache .mypy_cache .ruff_cache

@@ -483,3 +483,17 @@ def test_priced_model_calls_are_chat_spans_with_tokens_and_cost(otel: Otel, cloc
     # an unpriced model is neither charged nor traced
     assert guard.record_model_spend(model="other", input_tokens=1, output_tokens=1, scope=BOT) == 0
     assert len(otel.spans()) == 1
+
+
+def test_personal_data_can_be_dropped_instead_of_hashed(otel: Otel, clock: Clock) -> None:
+    guard = Guardrails(
+        PolicyPack.from_yaml(PACK + "privacy: {personal_data: [Contact_ID], treatment: drop}\n"),
+        store=MemoryStore(),
+        clock=clock,
+        tracer_provider=otel.tracer_provider,
+        capture_content=True,
+    )
+    args = {"note": "hi", "people": [{"contact_id": CONTACT, "name": "Ann"}]}
+    guard.run(req("tag_contact", "crm.tag", args), lambda a: "tagged")
+    sent = json.loads(attrs(only(otel, "execute_tool tag_contact"))[A.GEN_AI_TOOL_CALL_ARGUMENTS])
+    assert sent == {"note": "hi", "people": [{"name": "Ann"}]}  # nested, case-insensitive
