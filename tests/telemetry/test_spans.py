@@ -13,6 +13,8 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -497,3 +499,32 @@ def test_personal_data_can_be_dropped_instead_of_hashed(otel: Otel, clock: Clock
     guard.run(req("tag_contact", "crm.tag", args), lambda a: "tagged")
     sent = json.loads(attrs(only(otel, "execute_tool tag_contact"))[A.GEN_AI_TOOL_CALL_ARGUMENTS])
     assert sent == {"note": "hi", "people": [{"name": "Ann"}]}  # nested, case-insensitive
+
+
+def test_without_providers_a_call_does_no_telemetry_work(clock: Clock) -> None:
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from agent_guardrails.telemetry.spans import CallSpan
+
+    explicit = Guardrails(
+        PolicyPack.from_yaml(PACK),
+        store=MemoryStore(),
+        clock=clock,
+        tracer_provider=NoOpTracerProvider(),
+        meter_provider=NoOpMeterProvider(),
+    )
+    default = Guardrails(PolicyPack.from_yaml(PACK), store=MemoryStore(), clock=clock)
+    request = req("tag_contact", "crm.tag", {})
+    for guard in (explicit, default):  # this test process sets no global provider
+        call = guard._telemetry.call(request, None)
+        assert type(call) is not CallSpan  # the shared do-nothing span
+        assert guard.run(request, lambda a: "tagged") == "tagged"
+    metered = Guardrails(
+        PolicyPack.from_yaml(PACK),
+        store=MemoryStore(),
+        clock=clock,
+        tracer_provider=NoOpTracerProvider(),
+        meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+    )
+    assert type(metered._telemetry.call(request, None)) is CallSpan  # metrics still count

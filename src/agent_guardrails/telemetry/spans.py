@@ -35,6 +35,11 @@ from agent_guardrails.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.telemetry import attributes as A
 from agent_guardrails.telemetry.content import ContentPolicy
 
+try:  # the global meter provider before the application sets one (no public name)
+    from opentelemetry.metrics._internal import _ProxyMeterProvider as _PROXY_METERS
+except ImportError:  # pragma: no cover - a future API layout: treat metrics as configured
+    _PROXY_METERS = ()  # type: ignore[assignment,misc]
+
 if TYPE_CHECKING:
     from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest
     from agent_guardrails.policy import PolicyPack
@@ -93,6 +98,10 @@ class Telemetry:
     ) -> None:
         self.pack = pack
         self.content = content
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._static_tracing = _real(tracer_provider) if tracer_provider is not None else None
+        self._static_metrics = _real(meter_provider) if meter_provider is not None else None
         tracers = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         meters = meter_provider if meter_provider is not None else metrics.get_meter_provider()
         self.tracer = tracers.get_tracer(A.INSTRUMENTATION_NAME, _VERSION)
@@ -122,7 +131,15 @@ class Telemetry:
         """A span for one call; use it as a context manager around the whole pipeline.
         ``current=False`` keeps it from becoming the current span (for the spans of a
         batch, which are siblings)."""
-        return CallSpan(self, request, call_key, current)
+        tracing = self._static_tracing
+        if tracing is None:  # the global provider, which the application may set later
+            tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        measuring = self._static_metrics
+        if measuring is None:
+            measuring = not isinstance(metrics.get_meter_provider(), _PROXY_METERS)
+        if not tracing and not measuring:
+            return _OFF  # no provider configured: nothing to do for this call
+        return CallSpan(self, request, call_key, current, tracing, measuring)
 
     def model_spend(
         self,
@@ -173,11 +190,13 @@ class CallSpan:
         "_asked",
         "_cost",
         "_current",
+        "_measuring",
         "_ran",
         "_resumed",
         "_started",
         "_tel",
         "_token",
+        "_tracing",
         "approval_wait",
         "attrs",
         "decided_after",
@@ -189,10 +208,18 @@ class CallSpan:
     )
 
     def __init__(
-        self, tel: Telemetry, request: CallRequest, key: str | None, current: bool = True
+        self,
+        tel: Telemetry,
+        request: CallRequest,
+        key: str | None,
+        current: bool = True,
+        tracing: bool = True,
+        measuring: bool = True,
     ) -> None:
         self._tel = tel
         self._current = current
+        self._tracing = tracing
+        self._measuring = measuring
         self.request = request
         self.key = key
         self.decision: Decision | None = None
@@ -211,6 +238,8 @@ class CallSpan:
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> CallSpan:
+        if not self._tracing:
+            return self
         request = self.request
         span = self._tel.tracer.start_span(
             f"{A.EXECUTE_TOOL} {request.tool}", kind=SpanKind.INTERNAL
@@ -235,7 +264,8 @@ class CallSpan:
                 self._finish(span, exc)
             finally:
                 span.end()
-        self._record_metrics()
+        if self._measuring:
+            self._record_metrics()
 
     # ------------------------------------------------------------------ what the guard reports
 
@@ -447,6 +477,72 @@ class CallSpan:
                     span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, failure[1]))
         span.set_attributes(attrs)
+
+
+class _Off(CallSpan):
+    """The call span when no tracer or meter provider is configured: does nothing, fast."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.span = None
+
+    def __enter__(self) -> CallSpan:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def decided(self, decision: Decision, key: str, *, resumed: bool) -> None:
+        return None
+
+    def trace_ids(self) -> SpanContext | None:
+        return None
+
+    def link_to(self, ids: Mapping[str, Any] | None) -> None:
+        return None
+
+    def approval_requested(self, request: ApprovalRequest) -> None:
+        return None
+
+    def approval_reasked(self, first: Mapping[str, Any]) -> None:
+        return None
+
+    def approval_resolved(self, answer: ApprovalAnswer, refused: str | None, wait_s: float) -> None:
+        return None
+
+    def approved_earlier(
+        self,
+        answer: str,
+        by: str,
+        first: Mapping[str, Any] | None,
+        wait_s: float | None,
+        *,
+        refused: str | None = None,
+    ) -> None:
+        return None
+
+    def ended(self, decision: Decision) -> None:
+        return None
+
+    def replayed(self) -> None:
+        return None
+
+    def ran(self, duration_s: float, *, ok: bool, result: object, cost: float | None) -> None:
+        return None
+
+
+_OFF = _Off()
+
+
+def _real(provider: object) -> bool:
+    """False for the API's no-op providers (nothing would be recorded)."""
+    return not isinstance(provider, trace.NoOpTracerProvider | metrics.NoOpMeterProvider)
 
 
 def _failure(decision: Decision | None, exc: BaseException | None) -> tuple[str, str] | None:
