@@ -5,8 +5,10 @@ opens a :class:`CallSpan` that :meth:`Guardrails.run` feeds as the pipeline move
 decided, the approval asked and answered, the tool's run, and how the call ended.
 
 The span is ``execute_tool {tool}`` (kind INTERNAL) per the GenAI conventions, current while
-the call runs (spans the tool body opens nest under it; it nests under whatever span is
-current when the call starts: LangGraph's, OpenInference's or OpenLLMetry's). When the
+the call runs (spans the tool body opens nest under it). It nests under the span current
+when the call starts (yours, or OpenLLMetry's, which makes its spans current); OpenInference
+never makes its spans current, so when it instruments LangChain the span starts under its
+span of the current LangChain run instead (:func:`_parent_context`). When the
 tracer does not record (no SDK configured, or the sampler said no) nothing but a cheap
 non-recording span is made. Names live in :mod:`agent_guardrails.telemetry.attributes`.
 
@@ -20,6 +22,7 @@ and request events, which belong to the asking span.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -57,6 +60,37 @@ def _conversation_id() -> str | None:
         return None
     thread = (config.get("configurable") or {}).get("thread_id")
     return str(thread) if thread is not None else None
+
+
+def _parent_context() -> otel_context.Context | None:
+    """The context to start a call's span in: ``None`` (the current one) unless OpenInference
+    traces the LangChain run this call runs in. OpenInference parents its spans by LangChain
+    run id and never makes them current, so during a tool call the current span is still the
+    one current when the graph was invoked (none, or the application's): start under the
+    span of the current run instead, unless the current span began inside that run (a span
+    the tool's own code opened around a nested guarded call)."""
+    module = sys.modules.get("openinference.instrumentation.langchain")
+    if module is None:  # never imported: not instrumented
+        return None
+    try:
+        if not module.LangChainInstrumentor().is_instrumented_by_opentelemetry:
+            return None
+        run_span = module.get_current_span()
+    except Exception:  # another version's API: fall back to the current context
+        return None
+    if run_span is None or not run_span.get_span_context().is_valid:
+        return None
+    current = trace.get_current_span()
+    current_start = getattr(current, "start_time", None)
+    run_start = getattr(run_span, "start_time", None)
+    if (
+        current.get_span_context().is_valid
+        and current_start is not None
+        and run_start is not None
+        and current_start >= run_start
+    ):
+        return None
+    return trace.set_span_in_context(run_span)
 
 
 class _Tally:
@@ -242,7 +276,7 @@ class CallSpan:
             return self
         request = self.request
         span = self._tel.tracer.start_span(
-            f"{A.EXECUTE_TOOL} {request.tool}", kind=SpanKind.INTERNAL
+            f"{A.EXECUTE_TOOL} {request.tool}", context=_parent_context(), kind=SpanKind.INTERNAL
         )
         if span.is_recording():
             self.span = span
