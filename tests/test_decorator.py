@@ -344,3 +344,37 @@ def test_guarding_twice_or_guarding_a_non_callable_is_an_error() -> None:
         guarded(action="email.send", guardrails=guard)(send)
     with pytest.raises(ConfigurationError, match="applies to functions and LangChain tools"):
         guarded(action="email.send", guardrails=guard)(42)
+
+
+# ----------------------------------------------------------------------------- memory store
+
+
+def test_calls_on_the_memory_store_keep_their_audit_but_no_call_records() -> None:
+    guard = make_guard()
+    store = guard.store
+    assert isinstance(store, MemoryStore)
+    in_doubt_while_running: list[list[str]] = []
+
+    @guarded(action="email.send", guardrails=guard)
+    def send(to: str, subject: str) -> str:
+        in_doubt_while_running.append([r.state for r in store.in_doubt()])
+        if subject == "boom":
+            raise RuntimeError("the tool failed")
+        return to
+
+    for i in range(20):
+        assert send(f"c{i}", "hi") == f"c{i}"
+    with pytest.raises(RuntimeError):
+        send("c20", "boom")
+    assert in_doubt_while_running == [["started"]] * 21  # a running call is in doubt
+    assert store.in_doubt() == []
+    assert store._calls == {}  # calls made outside a graph are not remembered once ended
+    assert calls_seen(guard) == 20  # the failed call's budget charge was released
+    audit = store.audit_records()
+    assert [r.kind for r in audit] == [
+        "pack.saved",
+        "pack.activated",
+        *["decision", "execution.started", "execution.finished"] * 20,
+        *["decision", "execution.started", "execution.failed"],
+    ]
+    assert store.verify_audit().ok

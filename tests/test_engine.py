@@ -6,6 +6,9 @@ already used, the engaged kill-switches and the time.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
 from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -502,3 +505,51 @@ def test_decide_reads_but_never_changes_what_it_is_given() -> None:
     again = run(PACK, "email.send", GOOD, used=frozen)
     assert first == again
     assert dict(frozen) == used
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def test_an_allowed_message_reads_the_same_however_it_is_read() -> None:
+    # The engine formats an allowed call's message only when it is read: every way of
+    # reading a decision must see the same text as if it had been formatted up front.
+    text = "allowed: ads.buy at L1 Execute (26.00 USD left in budget)"
+
+    def allowed() -> Decision:
+        d = run(STACK_PACK, "ads.buy", {"amount": 4})
+        assert (d.kind, d.budget_left) == (ALLOW, 26.0)
+        return d
+
+    d = allowed()
+    assert d.message == text
+    assert d.message is d.message  # formatted once
+    assert allowed().as_dict()["message"] == text
+    assert f"message={text!r}" in repr(allowed())
+    assert dataclasses.asdict(allowed())["message"] == text
+    assert pickle.loads(pickle.dumps(allowed())).message == text
+    assert copy.copy(allowed()).message == text
+    assert copy.deepcopy(allowed()).message == text
+    assert allowed() == d
+    assert allowed() == dataclasses.replace(d)
+    assert dataclasses.replace(allowed(), reasons=("x",)).message == text
+    assert dataclasses.replace(allowed(), message="other").message == "other"
+    changed = allowed()
+    changed.message = "set by hand"
+    assert changed.message == "set by hand"
+    assert changed != d
+
+
+def test_an_allowed_message_without_a_budget_names_only_the_level() -> None:
+    d = run(TABLE_PACK, "t.read.plain.auto", level=3)
+    assert (d.kind, d.budget_left) == (ALLOW, None)
+    assert d.message == "allowed: t.read.plain.auto at L3 Orchestrate"
+
+
+def test_a_decision_without_extra_reads_as_an_empty_mapping() -> None:
+    d = run(STACK_PACK, "ads.buy", {"amount": 4})
+    assert d.extra.get("over_cap") is None
+    assert d.extra.get("over_cap", 1) == 1
+    assert "over_cap" not in d.extra
+    assert dict(d.extra) == {}
+    with pytest.raises(KeyError):
+        d.extra["over_cap"]

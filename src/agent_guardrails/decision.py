@@ -3,6 +3,10 @@
 These are slotted dataclasses built on every call; they are not frozen because frozen
 dataclasses cost about four times as much to build. Treat them as read-only values and use
 :func:`dataclasses.replace` to derive a changed copy.
+
+``Decision.message`` is a property over the field's slot: the engine may leave a decision's
+text unformatted (most allowed calls are never explained to anyone) and it is formatted the
+first time it is read, by any means (attribute, ``repr``, ``==``, ``replace``, pickling).
 """
 
 from __future__ import annotations
@@ -35,6 +39,12 @@ class _NoExtra(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return 0
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return default  # read on every call (``extra.get("over_cap")``): no KeyError round trip
 
     def __hash__(self) -> int:
         return 0
@@ -148,3 +158,37 @@ class Decision:
             ],
             "approval_roles": list(self.approval_roles),
         }
+
+
+# ``Decision.message`` as a property over its slot. The slot holds the text, or, for a
+# decision the engine did not explain yet, a ``(prefix, budget_left, currency)`` tuple that
+# is formatted (once) when the message is first read. The dataclass machinery (``__init__``,
+# ``__eq__``, ``__repr__``, ``replace``, copying and pickling) reads and writes the field
+# through the property, so a decision behaves exactly as if its text had been formatted
+# when it was built.
+_MESSAGE_SLOT: Any = Decision.__dict__["message"]
+_read_slot = _MESSAGE_SLOT.__get__
+
+
+def _message(self: Decision) -> str:
+    text = _read_slot(self, Decision)
+    if text.__class__ is tuple:
+        prefix, left, currency = text
+        text = f"{prefix} ({left:.2f} {currency} left in budget)"
+        _MESSAGE_SLOT.__set__(self, text)
+    return text  # type: ignore[no-any-return]
+
+
+setattr(  # noqa: B010 - a property cannot be declared over a dataclass field's own slot
+    Decision,
+    "message",
+    property(_message, _MESSAGE_SLOT.__set__, doc="What happened and why, in words."),
+)
+
+
+def allowed_message(prefix: str, budget_left: float | None, currency: str) -> str:
+    """The message of an ``allow`` decision, to pass as ``Decision(message=...)``: ``prefix``,
+    then the budget left when there is one, formatted only if the message is ever read."""
+    if budget_left is None:
+        return prefix
+    return (prefix, budget_left, currency)  # type: ignore[return-value]

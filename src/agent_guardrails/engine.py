@@ -26,10 +26,18 @@ started and never finished (*in doubt*) is never re-run silently: it needs appro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from agent_guardrails.decision import CallRequest, Charge, Decision, DecisionKind, ValidatorOutcome
+from agent_guardrails.decision import (
+    CallRequest,
+    Charge,
+    Decision,
+    DecisionKind,
+    ValidatorOutcome,
+    allowed_message,
+)
 from agent_guardrails.levels import AutonomyLevel
 from agent_guardrails.policy import ActionPolicy, BudgetRule, PolicyPack
 from agent_guardrails.scope import Scope
@@ -131,29 +139,57 @@ def charges_for(
     call: CallRequest, action: ActionPolicy, pack: PolicyPack, *, cost: float, now: float
 ) -> tuple[Charge, ...]:
     """The counters this call would move: each matching budget, each touched entity."""
-    charges: list[Charge] = []
+    charges: tuple[Charge, ...] = ()
     # A priced action is charged even when this call's estimate is 0, so that the actual
     # cost it reports (``report_cost``) is committed to its budgets.
     if action.cost is not None:
-        charges.extend(
-            budget_charges(call.action, call.scope, pack, cost, action.cost.currency, now)
+        charges = _budget_charge_tuple(
+            call.action, call.scope, pack, cost, action.cost.currency, now
         )
     exposure = action.exposure
     if exposure is not None:
         start, end = window_bucket(exposure.window, now)
         group = exposure.group or call.action
-        for entity in _entities(call.args.get(exposure.entity)):
-            charges.append(
-                Charge(
-                    key=f"exposure:{group}:{entity}@{start}",
-                    kind="exposure",
-                    amount=1.0,
-                    limit=float(exposure.limit),
-                    expires_at=end,
-                    label=f"{exposure.entity}={entity}",
-                )
+        touched = tuple(
+            Charge(
+                key=f"exposure:{group}:{entity}@{start}",
+                kind="exposure",
+                amount=1.0,
+                limit=float(exposure.limit),
+                expires_at=end,
+                label=f"{exposure.entity}={entity}",
             )
-    return tuple(charges)
+            for entity in _entities(call.args.get(exposure.entity))
+        )
+        charges = (*charges, *touched)
+    return charges
+
+
+def _budget_charge_tuple(
+    action: str, scope: Scope, pack: PolicyPack, cost: float, currency: str, now: float
+) -> tuple[Charge, ...]:
+    """:func:`budget_charges` as a tuple, shared by the calls of one action and scope with
+    the same cost within the same windows (the usual case: fixed-price actions). Sharing
+    one tuple of charges keeps the records a store holds per call small."""
+    if cost.__class__ is not float:
+        return tuple(budget_charges(action, scope, pack, cost, currency, now))
+    memo = pack.lookup.memo
+    # By the scope's identity (scopes are interned per Guardrails; hashing one costs more
+    # than this whole lookup); the entry keeps its scope alive, so its id is not reused.
+    memo_key = (action, id(scope), cost, currency)
+    hit = memo.get(memo_key)
+    if hit is not None and hit[0] is scope and hit[1] <= now < hit[2]:
+        return hit[3]  # type: ignore[no-any-return]
+    charges = tuple(budget_charges(action, scope, pack, cost, currency, now))
+    since, until = -math.inf, math.inf
+    for budget in pack.budgets_for(action, scope):
+        if budget.currency == currency:
+            start, end = window_bucket(budget.window, now)
+            since, until = max(since, start), min(until, end)
+    if len(memo) > 4096:
+        memo.clear()
+    memo[memo_key] = (scope, since, until, charges)
+    return charges
 
 
 def decide(
@@ -169,14 +205,7 @@ def decide(
 ) -> Decision:
     """Decide one call. ``used`` maps counter keys to what is already spent or reserved;
     ``kill_switches`` are the engaged switches' scopes. Pure: same inputs, same decision."""
-    base: dict[str, Any] = {
-        "action": call.action,
-        "tool": call.tool,
-        "level": level,
-        "scope": call.scope,
-        "pack": pack.name,
-        "pack_version": pack.version,
-    }
+    name = call.action
 
     # 1. kill-switch
     for switch in kill_switches:
@@ -185,92 +214,118 @@ def decide(
                 DecisionKind.HALT,
                 (f"kill_switch:{switch.key}",),
                 f"halted: the kill-switch for {switch.key} is engaged",
-                **base,
+                name,
+                call.tool,
+                level,
+                call.scope,
+                pack.name,
+                pack.version,
             )
 
-    action = pack.action(call.action)
-    if action is None:
+    plan = _plan(pack, name)
+    if plan is None:
         return Decision(
             DecisionKind.DENY,
-            (f"unknown_action:{call.action}",),
-            f"denied: action {call.action!r} is not in pack {pack.name} v{pack.version}; "
+            (f"unknown_action:{name}",),
+            f"denied: action {name!r} is not in pack {pack.name} v{pack.version}; "
             "add it under 'actions' to govern this tool",
-            **base,
+            name,
+            call.tool,
+            level,
+            call.scope,
+            pack.name,
+            pack.version,
         )
-    base["fail_open"] = action.fail_open
-    base["approval_roles"] = action.approval.roles
-    base["approval_timeout"] = action.approval.timeout
+    action = plan.action
 
     # An unpriceable call is a cap problem: it is denied at the caps step, after the level
     # (a draft spends nothing) and the validators, like any other cap problem.
     cost_error: CostError | None = None
-    try:
-        cost = call_cost(action, call.args)
-    except CostError as exc:
-        cost, cost_error = 0.0, exc
-    base["cost"] = cost
-    if action.cost is not None:
-        base["currency"] = action.cost.currency
-    else:
-        base["currency"] = pack.defaults.currency
+    cost = 0.0
+    if plan.priced:
+        try:
+            cost = call_cost(action, call.args)
+        except CostError as exc:
+            cost_error = exc
 
     # 2. level
-    mode, level_reason = _level_mode(action, level, in_doubt)
+    mode, level_reason, mode_text = (plan.doubt_modes if in_doubt else plan.modes)[level]
 
     # 3. validators (at every level)
-    outcomes = tuple(_run_validator(v, call) for v in pack.validators_for(call.action))
-    failed = [o for o in outcomes if not o.passed]
-    # All passed (the usual case): share one tuple per action rather than keep a new one.
-    base["validators"] = outcomes if failed else pack.lookup.passed(call.action, outcomes)
-    if failed:
-        return Decision(
-            DecisionKind.DENY,
-            tuple(f"validator_failed:{o.name}" for o in failed),
-            "denied: " + "; ".join(f"{o.name}: {o.message}" for o in failed),
-            **base,
-        )
+    outcomes = plan.passed  # all passed (the usual case): one shared tuple per action
+    validators = plan.validators
+    for i, validator in enumerate(validators):
+        try:
+            msg = validator.fn(call, validator.params)
+        except Exception as exc:
+            msg = f"the validator raised {type(exc).__name__}: {exc}"
+        if msg is not None:  # the first failure: run the rest as before, once each
+            outcomes = (
+                *outcomes[:i],
+                ValidatorOutcome(validator.name, False, msg),
+                *(_run_validator(v, call) for v in validators[i + 1 :]),
+            )
+            failed = [o for o in outcomes if not o.passed]
+            return _verdict(
+                DecisionKind.DENY,
+                tuple(f"validator_failed:{o.name}" for o in failed),
+                "denied: " + "; ".join(f"{o.name}: {o.message}" for o in failed),
+                call,
+                level,
+                pack,
+                plan,
+                cost,
+                outcomes,
+            )
 
     if mode is DecisionKind.SIMULATE:
-        return Decision(
-            DecisionKind.SIMULATE,
-            (level_reason,),
-            f"simulated: {call.action} ({action.kind}) does not run at {level.label}; "
-            "returning a draft",
-            **base,
-        )
+        return _verdict(mode, (level_reason,), mode_text, call, level, pack, plan, cost, outcomes)
 
     # 4. caps
     if cost_error is not None:
-        return Decision(DecisionKind.DENY, ("cost_unknown",), f"denied: {cost_error}", **base)
+        return _verdict(
+            DecisionKind.DENY,
+            ("cost_unknown",),
+            f"denied: {cost_error}",
+            call,
+            level,
+            pack,
+            plan,
+            cost,
+            outcomes,
+        )
     exposure = action.exposure
     if exposure is not None and call.args.get(exposure.entity) in (None, "", [], ()):
-        return Decision(
+        return _verdict(
             DecisionKind.DENY,
             ("exposure_unknown",),
             f"denied: argument {exposure.entity!r} is missing, so the exposure cap of "
-            f"{call.action} cannot be checked; pass the contact or account id(s)",
-            **base,
+            f"{name} cannot be checked; pass the contact or account id(s)",
+            call,
+            level,
+            pack,
+            plan,
+            cost,
+            outcomes,
         )
     if charges is None:
         charges = charges_for(call, action, pack, cost=cost, now=now)
-    base["charges"] = charges
-    breaches: list[tuple[Charge, float]] = []
+    breaches: list[tuple[Charge, float]] | None = None
     budget_left: float | None = None
     exposure_left: float | None = None
     for charge in charges:
         spent = used.get(charge.key, 0.0)
         left = charge.limit - spent - charge.amount
         if left < -_EPS:
+            breaches = [] if breaches is None else breaches
             breaches.append((charge, spent))
         if charge.kind == "budget":
             budget_left = left if budget_left is None else min(budget_left, left)
         else:
             exposure_left = left if exposure_left is None else min(exposure_left, left)
-    base["budget_left"] = budget_left
-    base["exposure_left"] = exposure_left
     if breaches:
         reasons = tuple(dict.fromkeys(f"{c.kind}_exceeded" for c, _ in breaches))
-        detail = "; ".join(_breach_text(c, spent, base["currency"]) for c, spent in breaches)
+        detail = "; ".join(_breach_text(c, spent, plan.currency) for c, spent in breaches)
         first, first_spent = breaches[0]
         extra = {
             "cap": first.label,
@@ -280,30 +335,148 @@ def decide(
             "requested": first.amount,
         }
         if level >= AutonomyLevel.OPTIMIZE and action.on_cap_exceeded == "approve":
-            return Decision(
-                DecisionKind.REQUIRE_APPROVAL,
-                (*reasons, "approval_required:cap_exceeded"),
-                f"needs approval: {detail}",
-                extra={**extra, "over_cap": True},
-                **base,
-            )
-        return Decision(DecisionKind.DENY, reasons, f"denied: {detail}", extra=extra, **base)
-
-    # 5. approval
-    if mode is DecisionKind.REQUIRE_APPROVAL:
-        who = ", ".join(action.approval.roles) or "any approver"
-        return Decision(
-            DecisionKind.REQUIRE_APPROVAL,
-            (level_reason,),
-            f"needs approval ({who}): {call.action} is {_why(level_reason)} at {level.label}",
-            **base,
+            kind = DecisionKind.REQUIRE_APPROVAL
+            reasons = (*reasons, "approval_required:cap_exceeded")
+            message = f"needs approval: {detail}"
+            extra["over_cap"] = True
+        else:
+            kind, message = DecisionKind.DENY, f"denied: {detail}"
+        decision = _verdict(
+            kind, reasons, message, call, level, pack, plan, cost, outcomes, charges
         )
+        decision.budget_left, decision.exposure_left, decision.extra = (
+            budget_left,
+            exposure_left,
+            extra,
+        )
+        return decision
+
+    # 5. approval, else allowed. The allowed decision is built in full here: it is the one
+    # decision made on every call that runs.
+    if mode is DecisionKind.REQUIRE_APPROVAL:
+        decision = _verdict(
+            mode, (level_reason,), mode_text, call, level, pack, plan, cost, outcomes, charges
+        )
+        decision.budget_left, decision.exposure_left = budget_left, exposure_left
+        return decision
     return Decision(
         DecisionKind.ALLOW,
-        ("allowed",),
-        f"allowed: {call.action} at {level.label}" + _left_text(budget_left, base["currency"]),
-        **base,
+        _ALLOWED,
+        allowed_message(mode_text, budget_left, plan.currency),  # formatted only if read
+        name,
+        call.tool,
+        level,
+        call.scope,
+        pack.name,
+        pack.version,
+        cost,
+        plan.currency,
+        charges,
+        budget_left,
+        exposure_left,
+        outcomes,
+        plan.roles,
+        plan.timeout,
+        plan.fail_open,
     )
+
+
+_ALLOWED = ("allowed",)
+
+
+def _verdict(
+    kind: DecisionKind,
+    reasons: tuple[str, ...],
+    message: str,
+    call: CallRequest,
+    level: AutonomyLevel,
+    pack: PolicyPack,
+    plan: _Plan,
+    cost: float,
+    outcomes: tuple[ValidatorOutcome, ...],
+    charges: tuple[Charge, ...] = (),
+) -> Decision:
+    """A decision on an action of the pack, with the fields every such decision carries."""
+    return Decision(
+        kind,
+        reasons,
+        message,
+        call.action,
+        call.tool,
+        level,
+        call.scope,
+        pack.name,
+        pack.version,
+        cost,
+        plan.currency,
+        charges,
+        None,
+        None,
+        outcomes,
+        plan.roles,
+        plan.timeout,
+        plan.fail_open,
+    )
+
+
+class _Plan:
+    """What :func:`decide` needs of one action of one pack, derived once per pack.
+
+    ``modes`` / ``doubt_modes`` are indexed by level (not in doubt / in doubt) and hold the
+    level step's verdict: ``(kind, reason, text)``, where ``text`` is the message of a
+    simulation or an approval request, and the start of an allowed call's message."""
+
+    __slots__ = (
+        "action",
+        "currency",
+        "doubt_modes",
+        "fail_open",
+        "modes",
+        "passed",
+        "priced",
+        "roles",
+        "timeout",
+        "validators",
+    )
+
+    def __init__(self, pack: PolicyPack, name: str, action: ActionPolicy) -> None:
+        self.action = action
+        self.priced = action.cost is not None
+        self.currency = action.cost.currency if action.cost is not None else pack.defaults.currency
+        self.fail_open = action.fail_open
+        self.roles = action.approval.roles
+        self.timeout = action.approval.timeout
+        self.validators = pack.validators_for(name)
+        self.passed = tuple(ValidatorOutcome(v.name, True, "") for v in self.validators)
+        levels = sorted(AutonomyLevel)
+        self.modes = tuple(_mode(name, action, level, False) for level in levels)
+        self.doubt_modes = tuple(_mode(name, action, level, True) for level in levels)
+
+
+def _mode(
+    name: str, action: ActionPolicy, level: AutonomyLevel, in_doubt: bool
+) -> tuple[DecisionKind, str, str]:
+    mode, reason = _level_mode(action, level, in_doubt)
+    if mode is DecisionKind.SIMULATE:
+        text = f"simulated: {name} ({action.kind}) does not run at {level.label}; returning a draft"
+    elif mode is DecisionKind.REQUIRE_APPROVAL:
+        who = ", ".join(action.approval.roles) or "any approver"
+        text = f"needs approval ({who}): {name} is {_why(reason)} at {level.label}"
+    else:
+        text = f"allowed: {name} at {level.label}"
+    return mode, reason, text
+
+
+def _plan(pack: PolicyPack, name: str) -> _Plan | None:
+    """The derived plan of action ``name`` in ``pack`` (``None``: not in the pack)."""
+    memo = pack.lookup.memo
+    plan: _Plan | None = memo.get(name)
+    if plan is None:
+        action = pack.action(name)
+        if action is None:
+            return None
+        plan = memo[name] = _Plan(pack, name, action)
+    return plan
 
 
 def _run_validator(validator: CompiledValidator, call: CallRequest) -> ValidatorOutcome:
@@ -353,7 +526,3 @@ def _breach_text(charge: Charge, spent: float, currency: str) -> str:
         f"exposure cap for {charge.label} reached ({spent:g} of {charge.limit:g} touches "
         "in this window)"
     )
-
-
-def _left_text(budget_left: float | None, currency: str) -> str:
-    return "" if budget_left is None else f" ({budget_left:.2f} {currency} left in budget)"

@@ -464,7 +464,7 @@ class PolicyPack(_Model):
         return rule.max_level if rule is not None else self.defaults.ceiling
 
     def initial_level(self, scope: Scope) -> AutonomyLevel:
-        rule = self.level_rule(scope)
+        rule = self.lookup.level_rule(scope)
         return rule.level if rule is not None else self.defaults.level
 
     def dial_scope(self, scope: Scope) -> Scope:
@@ -479,10 +479,11 @@ class PackIndex:
     __slots__ = (
         "_budget_cache",
         "_budgets",
+        "_by_id",
         "_dial_cache",
         "_level_cache",
         "_levels",
-        "_passed",
+        "memo",
         "validators",
     )
 
@@ -497,25 +498,34 @@ class PackIndex:
         self._level_cache: dict[Scope, LevelRule | None] = {}
         self._budget_cache: dict[tuple[str, Scope], tuple[BudgetRule, ...]] = {}
         self._dial_cache: dict[Scope, str] = {}
-        self._passed: dict[str, tuple[Any, ...]] = {}
-
-    def passed(self, action: str, outcomes: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The shared all-passed outcome tuple of ``action`` (``outcomes`` the first time)."""
-        return self._passed.setdefault(action, outcomes)
+        # (scope, dial key, level rule) by id(scope): the guard interns its scopes, and
+        # hashing a scope costs more than the rest of a lookup. Each entry keeps its scope
+        # alive, so an id is not reused while its entry exists.
+        self._by_id: dict[int, tuple[Scope, str, LevelRule | None]] = {}
+        # Values the engine derives from this pack on the hot path (per-action plans, shared
+        # charge tuples); the engine owns the keys and bounds the size.
+        self.memo: dict[Any, Any] = {}
 
     def dial_key(self, scope: Scope) -> str:
         """The store key of the level dial governing ``scope`` (its level rule's scope)."""
-        try:
-            return self._dial_cache[scope]
-        except KeyError:
-            pass
+        hit = self._by_id.get(id(scope))
+        if hit is not None and hit[0] is scope:
+            return hit[1]
         rule = self.level_rule(scope)
-        key = rule.scope.to_scope().key if rule is not None else Scope().key
-        if len(self._dial_cache) < self._MAX_CACHED:
-            self._dial_cache[scope] = key
+        try:
+            key = self._dial_cache[scope]
+        except KeyError:
+            key = rule.scope.to_scope().key if rule is not None else Scope().key
+            if len(self._dial_cache) < self._MAX_CACHED:
+                self._dial_cache[scope] = key
+        if len(self._by_id) < self._MAX_CACHED:
+            self._by_id[id(scope)] = (scope, key, rule)
         return key
 
     def level_rule(self, scope: Scope) -> LevelRule | None:
+        hit = self._by_id.get(id(scope))
+        if hit is not None and hit[0] is scope:
+            return hit[2]
         try:
             return self._level_cache[scope]
         except KeyError:

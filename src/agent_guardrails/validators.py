@@ -183,9 +183,16 @@ class _BannedTerms(_Params):
 
 def _banned_terms(call: CallRequest, p: _BannedTerms) -> str | None:
     rx = p.rx
-    for name, text in _strings(call.args, p.fields):
-        if m := rx.search(text):
-            return f"banned term {m.group(0)!r} in {name}"
+    args = call.args
+    for name in p.fields or args:
+        value = args.get(name)
+        if isinstance(value, str):  # the usual case, without _strings()' generator
+            if m := rx.search(value):
+                return f"banned term {m.group(0)!r} in {name}"
+        elif value is not None:
+            for label, text in _strings(args, (name,)):
+                if m := rx.search(text):
+                    return f"banned term {m.group(0)!r} in {label}"
     return None
 
 

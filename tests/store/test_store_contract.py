@@ -828,3 +828,46 @@ def test_a_forked_child_opens_its_own_connections(
     assert [r.kind for r in store.audit_records()] == ["from.parent", "from.child", "parent.again"]
     assert store.counters() == {budget(1).key: 1.0}
     assert store.verify_audit().ok
+
+
+# ------------------------------------------------------------------ memory store only
+
+
+def test_the_memory_store_forgets_ephemeral_calls_once_they_end() -> None:
+    # Keys starting with "~" are never replayed (the guard's keys for calls made outside a
+    # graph): the memory store drops their records when they end, and keeps their audit.
+    store = MemoryStore()
+    for key, end in (("~a-1", "finish"), ("~a-2", "fail"), ("~a-3", "release")):
+        assert store.reserve(key, [budget(1.0)], audit=event("decision", key)).ok
+        assert store.call_record(key) is not None
+        if end != "release":
+            assert store.start(key, audit=event("execution.started", key))
+            assert [r.key for r in store.in_doubt()] == [key]  # running: kept, in doubt
+        if end == "release":
+            store.release(key, audit=event("approval.rejected", key))
+        else:
+            store.finish(key, ok=end == "finish", audit=event(f"execution.{end}", key))
+        assert store.call_record(key) is None
+        assert store.in_doubt() == []
+    assert store.counters() == {budget(1).key: 1.0}  # only the finished call's charge
+    assert kinds(store) == [
+        "decision",
+        "execution.started",
+        "execution.finish",
+        "decision",
+        "execution.started",
+        "execution.fail",
+        "decision",
+        "approval.rejected",
+    ]
+    assert store.verify_audit().ok
+
+    # A call that never ended stays in doubt; stable keys are remembered as before.
+    assert store.start("~a-4")
+    assert [r.key for r in store.in_doubt()] == ["~a-4"]
+    assert store.reserve("k1", [budget(1.0)]).ok
+    store.finish("k1", ok=True)
+    rec = store.call_record("k1")
+    assert rec is not None
+    assert rec.state == "finished"
+    assert store.reserve("k1", [budget(1.0)]).replay

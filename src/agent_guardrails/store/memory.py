@@ -2,6 +2,12 @@
 
 Everything lives in dictionaries behind one lock; nothing survives the process. Use
 ``sqlite:///path.db`` (the default) or ``postgresql://...`` to share state between processes.
+
+Calls with an *ephemeral* key (one starting with ``~``: the guard's key for a call made
+outside a graph, never retried or replayed under the same key) are forgotten once they end
+(finished, failed or released), so a long-running process does not keep a record per call;
+their audit records are kept like every other. While such a call is reserved or running
+its record is kept as usual, so it still shows in :meth:`MemoryStore.in_doubt`.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from agent_guardrails.store.base import (
 __all__ = ["MemoryStore"]
 
 _EPS = 1e-9
+_HOLDS = frozenset(("reserved", "started", "finished"))  # a key in these states replays
+_ENDED = frozenset(("finished", "failed", "released"))
 
 
 class MemoryStore:
@@ -54,19 +62,21 @@ class MemoryStore:
         self._packs: list[PackVersion] = []
         self._outcomes: list[Outcome] = []
         self._audit: list[AuditRecord] = []
-        self._unchained: list[tuple[float, str, str | None, Mapping[str, Any]]] = []
+        # Records appended and not yet chained, flat: ts, kind, call_key, data, ts, ... (one
+        # list rather than a tuple per record: fewer objects for the garbage collector).
+        self._unchained: list[Any] = []
         self._dedupe: dict[str, int] = {}  # dedupe string -> the record's seq
 
     # ------------------------------------------------------------------ hot path
 
     def snapshot(self, *, dial_key: str, counter_keys: Sequence[str], call_key: str) -> Snapshot:
+        used: dict[str, float] = {}
         with self._lock:
             counters = self._counters
+            for k in counter_keys:
+                used[k] = counters.get(k, 0.0)
             return Snapshot(
-                level=self._levels.get(dial_key),
-                kill_switches=self._engaged,
-                used={k: counters.get(k, 0.0) for k in counter_keys},
-                call=self._calls.get(call_key),
+                self._levels.get(dial_key), self._engaged, used, self._calls.get(call_key)
             )
 
     def reserve(
@@ -78,8 +88,36 @@ class MemoryStore:
         force: bool = False,
         now: float | None = None,
     ) -> ReserveResult:
-        audits = (audit,) if audit is not None else ()
-        return self.reserve_many([(call_key, charges)], audit=audits, force=force, now=now)
+        # reserve_many() for one call, without its batch bookkeeping (the hot path).
+        with self._lock:
+            prior = self._calls.get(call_key)
+            if prior is not None and prior.state in _HOLDS:
+                return ReserveResult(ok=True, replay=True)
+            counters = self._counters
+            if len(charges) == 1:
+                charge = charges[0]
+                amount = 0.0 + charge.amount  # as reserve_many() adds it up
+                if not force:
+                    used = counters.get(charge.key, 0.0)
+                    if used + amount > charge.limit + _EPS:
+                        return ReserveResult(ok=False, breach=charge, used=used)
+                counters[charge.key] = counters.get(charge.key, 0.0) + amount
+            elif charges:
+                wanted: dict[str, float] = {}
+                for charge in charges:
+                    wanted[charge.key] = wanted.get(charge.key, 0.0) + charge.amount
+                if not force:
+                    for charge in charges:
+                        used = counters.get(charge.key, 0.0)
+                        if used + wanted[charge.key] > charge.limit + _EPS:
+                            return ReserveResult(ok=False, breach=charge, used=used)
+                for counter, amount in wanted.items():
+                    counters[counter] = counters.get(counter, 0.0) + amount
+            stamp = time.time() if now is None else now
+            self._calls[call_key] = CallRecord(call_key, "reserved", tuple(charges), None, stamp)
+            if audit is not None:
+                self._append(audit)
+            return ReserveResult(True)
 
     def reserve_many(
         self,
@@ -93,8 +131,7 @@ class MemoryStore:
             fresh = [
                 (key, charges)
                 for key, charges in items
-                if (prior := self._calls.get(key)) is None
-                or prior.state not in ("reserved", "started", "finished")
+                if (prior := self._calls.get(key)) is None or prior.state not in _HOLDS
             ]
             if not fresh:
                 return ReserveResult(ok=True, replay=True)
@@ -140,7 +177,7 @@ class MemoryStore:
     ) -> None:
         with self._lock:
             rec = self._calls.get(call_key)
-            if rec is None or rec.state in ("finished", "failed", "released"):
+            if rec is None or rec.state in _ENDED:
                 if audit is not None:
                     self._append(audit)
                 return
@@ -151,8 +188,13 @@ class MemoryStore:
                             self._counters[charge.key] += actual_cost - charge.amount
             else:
                 self._undo(rec)
-            state = "finished" if ok else "failed"
-            self._calls[call_key] = CallRecord(call_key, state, rec.charges, result, time.time())
+            if call_key[:1] == "~":  # ephemeral: never replayed, so nothing to remember
+                del self._calls[call_key]
+            else:
+                state = "finished" if ok else "failed"
+                self._calls[call_key] = CallRecord(
+                    call_key, state, rec.charges, result, time.time()
+                )
             if audit is not None:
                 self._append(audit)
 
@@ -161,7 +203,10 @@ class MemoryStore:
             rec = self._calls.get(call_key)
             if rec is not None and rec.state in ("reserved", "started"):
                 self._undo(rec)
-                self._calls[call_key] = replace(rec, state="released", updated_at=time.time())
+                if call_key[:1] == "~":  # ephemeral: see the module docstring
+                    del self._calls[call_key]
+                else:
+                    self._calls[call_key] = replace(rec, state="released", updated_at=time.time())
             if audit is not None:
                 self._append(audit)
 
@@ -175,26 +220,28 @@ class MemoryStore:
 
     def _append(self, event: AuditEvent) -> AuditRecord | None:
         """Queue the record; it is numbered now and hashed into the chain when first read
-        (nothing outside this process can touch it in between), which keeps appends cheap.
-        Queued records are plain tuples, which the garbage collector can stop tracking."""
+        (nothing outside this process can touch it in between), which keeps appends cheap."""
         if event.dedupe is not None:
             if event.dedupe in self._dedupe:
                 return None
-            self._dedupe[event.dedupe] = len(self._audit) + len(self._unchained) + 1
-        self._unchained.append((time.time(), event.kind, event.call_key, event.data))
+            self._dedupe[event.dedupe] = len(self._audit) + len(self._unchained) // 4 + 1
+        self._unchained += (time.time(), event.kind, event.call_key, event.data)
         return None
 
     def _chain(self) -> list[AuditRecord]:
         """Hash every queued record into the chain, in append order. Holds the lock."""
-        if self._unchained:
-            prev = self._audit[-1].hash if self._audit else GENESIS
-            for ts, kind, call_key, raw in self._unchained:
-                seq = len(self._audit) + 1
+        queued = self._unchained
+        if queued:
+            audit = self._audit
+            prev = audit[-1].hash if audit else GENESIS
+            for i in range(0, len(queued), 4):
+                ts, kind, call_key, raw = queued[i : i + 4]
+                seq = len(audit) + 1
                 data = dict(raw)
                 digest = chain_hash(prev, seq, ts, kind, call_key, canonical_json(data))
-                self._audit.append(AuditRecord(seq, ts, kind, call_key, data, prev, digest))
+                audit.append(AuditRecord(seq, ts, kind, call_key, data, prev, digest))
                 prev = digest
-            self._unchained.clear()
+            queued.clear()
         return self._audit
 
     # ------------------------------------------------------------------ operators
