@@ -93,6 +93,33 @@ def _parent_context() -> otel_context.Context | None:
     return trace.set_span_in_context(run_span)
 
 
+class _GlobalProviders:
+    """Whether the application has set the global tracer / meter provider. Once set they
+    stay set (OpenTelemetry allows one set per process), so a positive answer is kept; a
+    negative one is looked up again at most every ``RECHECK`` seconds, which keeps the
+    lookup (it reads the environment) off the path of every call."""
+
+    RECHECK = 1.0
+
+    def __init__(self) -> None:
+        self.tracing = False
+        self.metrics = False
+        self._next = 0.0
+
+    def configured(self) -> tuple[bool, bool]:
+        if not (self.tracing and self.metrics):
+            now = time.monotonic()
+            if now >= self._next:
+                self._next = now + self.RECHECK
+                tracer_provider = trace.get_tracer_provider()
+                self.tracing = not isinstance(tracer_provider, trace.ProxyTracerProvider)
+                self.metrics = not isinstance(metrics.get_meter_provider(), _PROXY_METERS)
+        return self.tracing, self.metrics
+
+
+_GLOBALS = _GlobalProviders()
+
+
 class _Tally:
     """Counters summed in process and reported when a metric reader collects (as
     observable counters): adding to a dict is far cheaper per call than a synchronous SDK
@@ -119,7 +146,9 @@ class Telemetry:
     """Tracer, instruments and content policy of one ``Guardrails`` object.
 
     Never sets global providers: without ``tracer_provider`` / ``meter_provider`` it uses
-    the global ones (no-ops unless the application configured OpenTelemetry).
+    the global ones (no-ops unless the application configured OpenTelemetry; one the
+    application sets later is picked up within a second). With no provider at all a call
+    costs well under a microsecond of telemetry work.
     """
 
     def __init__(
@@ -166,11 +195,11 @@ class Telemetry:
         ``current=False`` keeps it from becoming the current span (for the spans of a
         batch, which are siblings)."""
         tracing = self._static_tracing
-        if tracing is None:  # the global provider, which the application may set later
-            tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
         measuring = self._static_metrics
-        if measuring is None:
-            measuring = not isinstance(metrics.get_meter_provider(), _PROXY_METERS)
+        if tracing is None or measuring is None:  # global providers, which may be set later
+            global_tracing, global_metrics = _GLOBALS.configured()
+            tracing = global_tracing if tracing is None else tracing
+            measuring = global_metrics if measuring is None else measuring
         if not tracing and not measuring:
             return _OFF  # no provider configured: nothing to do for this call
         return CallSpan(self, request, call_key, current, tracing, measuring)
