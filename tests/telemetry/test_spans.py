@@ -528,3 +528,29 @@ def test_without_providers_a_call_does_no_telemetry_work(clock: Clock) -> None:
         meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
     )
     assert type(metered._telemetry.call(request, None)) is CallSpan  # metrics still count
+
+
+def test_async_calls_are_traced_like_sync_ones(otel: Otel, clock: Clock) -> None:
+    import asyncio
+
+    guard = make_guard(otel, clock)
+    tracer = otel.tracer_provider.get_tracer("test")
+
+    async def body(args: Any) -> str:
+        await asyncio.sleep(0)
+        with tracer.start_as_current_span("crm.http"):
+            return "tagged"
+
+    async def main() -> None:
+        with tracer.start_as_current_span("agent.step"):
+            calls = [guard.arun(req("tag_contact", "crm.tag", {"i": i}), body) for i in range(3)]
+            assert await asyncio.gather(*calls) == ["tagged"] * 3
+
+    asyncio.run(main())
+    (outer,) = otel.spans("agent.step")
+    ours = otel.spans("execute_tool tag_contact")
+    assert len(ours) == 3
+    assert {s.parent.span_id for s in ours if s.parent} == {outer.context.span_id}
+    inner = otel.spans("crm.http")
+    assert {s.parent.span_id for s in inner if s.parent} == {s.context.span_id for s in ours}
+    assert [attrs(s)[A.DECISION] for s in ours] == ["allow"] * 3
