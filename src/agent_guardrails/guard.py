@@ -98,6 +98,7 @@ class _Ready:
     key: str
     keep_result: bool
     rerun: bool = False  # a human approved re-running a call that was in doubt
+    started: bool = False  # the reservation already marked it started (one store step)
 
 
 class _Running:
@@ -616,8 +617,9 @@ class Guardrails:
             call.replayed()
             return _Replay(prior)
         trace_ids = call.trace_ids()
+        started = False
         if decision.kind in _GOES_AHEAD:
-            decision = self._reserve(request, decision, key, snap, trace_ids)
+            decision, started = self._reserve(request, decision, key, snap, trace_ids)
         else:
             if prior is not None and prior.state == "reserved":
                 self._release(key, "reservation.released", {"reason": decision.kind.value})
@@ -627,7 +629,7 @@ class Guardrails:
         if decision.kind is DecisionKind.REQUIRE_APPROVAL:
             return self._approve(request, decision, key, call_key is not None, ask, asked_at, call)
         if decision.kind is DecisionKind.ALLOW:
-            return _Ready(request, decision, key, call_key is not None)
+            return _Ready(request, decision, key, call_key is not None, started=started)
         return _Stop(request, decision)
 
     def _decide(self, request: CallRequest, key: str) -> tuple[Decision, Snapshot | None]:
@@ -679,9 +681,11 @@ class Guardrails:
         key: str,
         snap: Snapshot | None,
         trace_ids: SpanContext | None = None,
-    ) -> Decision:
-        """Hold the decision's charges atomically; a lost race becomes a denial."""
+    ) -> tuple[Decision, bool]:
+        """Hold the decision's charges atomically; a lost race becomes a denial. An allowed
+        call is marked started in the same store step (``True``: it was)."""
         event = _event("decision", _decision_data(decision, key, trace_ids), key, "decision")
+        start = _started_event(request, key) if decision.kind is DecisionKind.ALLOW else None
         try:
             res = self.store.reserve(
                 key,
@@ -689,11 +693,12 @@ class Guardrails:
                 audit=event,
                 force=bool(decision.extra.get("over_cap")),
                 now=self.clock(),
+                start=start,
             )
         except StoreUnavailable as exc:
-            return self._store_down(request, exc, self.clock())
+            return self._store_down(request, exc, self.clock()), False
         if res.ok:
-            return decision
+            return decision, res.started
         assert res.breach is not None
         used = {**(snap.used if snap is not None else {}), res.breach.key: res.used}
         denied = decide(
@@ -705,7 +710,7 @@ class Guardrails:
             charges=decision.charges,
         )
         self._audit(_event("decision", _decision_data(denied, key, trace_ids), key, "decision"))
-        return denied
+        return denied, False
 
     def _approve(
         self,
@@ -818,12 +823,14 @@ class Guardrails:
                 message=checked.message.replace("needs approval", "denied: the edited call")
                 + "; the edit was approved, not this breach: submit it for approval",
             )
+        started = False
         if checked.kind in _GOES_AHEAD:
-            checked = self._reserve(edited, checked, edit_key, snap)
+            checked, started = self._reserve(edited, checked, edit_key, snap)
         else:
             self._audit(_event("decision", _decision_data(checked, edit_key), edit_key, "decision"))
         if checked.kind in _GOES_AHEAD:
-            return _Ready(edited, _resolved(checked, "edited", answer), edit_key, keep)
+            resolved = _resolved(checked, "edited", answer)
+            return _Ready(edited, resolved, edit_key, keep, started=started)
         return _Stop(edited, checked)
 
     def _running(self, ready: _Ready, call: CallSpan | None = None) -> _Running:
@@ -835,12 +842,9 @@ class Guardrails:
     def _begin(self, ready: _Ready) -> _Replay | _Stop | None:
         """Mark the call started (``None``: go ahead). A call that already finished under
         this key is replayed; one that started and did not finish is never run again."""
-        event = AuditEvent(
-            "execution.started",
-            {"action": ready.request.action, "tool": ready.request.tool},
-            ready.key,
-            _dedupe(ready.key, "started"),
-        )
+        if ready.started:
+            return None
+        event = _started_event(ready.request, ready.key)
         if "store_unavailable" in ready.decision.reasons:  # fail_open: record it later
             with self._backlog_lock:
                 self._backlog.append(partial(self.store.append_audit, event))
@@ -1069,6 +1073,15 @@ def _dedupe(key: str, tag: str) -> str | None:
 
 def _event(kind: str, data: Mapping[str, Any], key: str, tag: str) -> AuditEvent:
     return AuditEvent(kind, data, key, _dedupe(key, tag))
+
+
+def _started_event(request: CallRequest, key: str) -> AuditEvent:
+    return AuditEvent(
+        "execution.started",
+        {"action": request.action, "tool": request.tool},
+        key,
+        _dedupe(key, "started"),
+    )
 
 
 def _batch_denied(decision: Decision, res: ReserveResult) -> Decision:

@@ -477,6 +477,31 @@ def test_outcomes(store: Store) -> None:
     }
 
 
+def test_reserve_can_mark_the_call_started_in_the_same_step(store: Store) -> None:
+    started = event("execution.started", "k1", "k1:started")
+    res = store.reserve(
+        "k1", [budget(4.0), exposure("c1")], audit=event("decision", "k1", "k1:d"), start=started
+    )
+    assert (res.ok, res.started, res.replay) == (True, True, False)
+    record = store.call_record("k1")
+    assert record is not None
+    assert record.state == "started"
+    assert [r.key for r in store.in_doubt()] == ["k1"]  # running: in doubt if it crashes now
+    assert store.start("k1") is False  # never started twice
+    again = store.reserve("k1", [budget(4.0)], start=started)
+    assert (again.ok, again.replay, again.started) == (True, True, False)
+    assert kinds(store) == ["decision", "execution.started"]
+
+    refused = store.reserve("k2", [budget(7.0)], start=event("execution.started", "k2", "k2:s"))
+    assert (refused.ok, refused.started) == (False, False)
+    assert store.call_record("k2") is None
+
+    store.finish("k1", ok=True, actual_cost=3.0)
+    assert store.counters("budget:") == {budget(0).key: 3.0}
+    assert store.in_doubt() == []
+    assert store.verify_audit().ok
+
+
 # ------------------------------------------------------------------ audit log
 
 

@@ -160,3 +160,108 @@ def test_appending_after_the_head_row_was_deleted_fails_closed(
     delete_head(raw_sql(durable_url))
     with pytest.raises(StoreUnavailable, match="chain head"):
         store.append_audit(AuditEvent("after", {}))
+
+
+# ------------------------------------------------------------------ PostgreSQL's outbox
+#
+# On PostgreSQL the hot path (reserve, start, finish, release) puts its audit records in an
+# outbox; they are chained in batches, and always before the log is read or verified. What
+# was chained stays tamper-evident while more records are chained after it; what is still
+# waiting in the outbox is not (see store/postgres.py).
+
+# Tampering, then records appended through the outbox: the same record is named, except
+# that a record rewritten with a consistent hash is now followed by one that does not
+# link to it (the chain goes on from the head, which kept the original hash).
+PENDING_CASES = [
+    (tamper, 7, "does not link") if tamper is rewrite_last else (tamper, first_bad, problem)
+    for tamper, first_bad, problem in CASES
+]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("tamper", "first_bad", "problem"),
+    PENDING_CASES,
+    ids=[c[0].__name__ for c in PENDING_CASES],
+)
+def test_tampering_is_detected_with_records_waiting_to_be_chained(
+    pg_url: str,
+    open_stores: StoreFactory,
+    tamper: Callable[[Run], None],
+    first_bad: int,
+    problem: str,
+) -> None:
+    store = open_stores(pg_url)
+    _log(store)
+    tamper(raw_sql(pg_url))
+    for i in (7, 8):  # never fail: the chain step that would refuse runs later
+        assert store.reserve(f"k{i}", [], audit=AuditEvent("decision", {"n": i}, f"k{i}")).ok
+    result = store.verify_audit()
+    assert not result.ok
+    assert result.first_bad_seq == first_bad, result.problem
+    assert problem in result.problem
+    assert result.checked <= 6
+
+
+@pytest.mark.postgres
+def test_a_log_that_cannot_be_chained_keeps_its_records_waiting(
+    pg_url: str, open_stores: StoreFactory
+) -> None:
+    """A record forged after the chain head stops chaining (nothing is written over it or
+    after it): an append that must return its record fails closed, names the problem and
+    writes nothing; the hot path goes on, its records waiting in the outbox until an
+    operator repairs the log."""
+    from agent_guardrails.errors import StoreUnavailable
+
+    store = open_stores(pg_url)
+    _log(store)
+    run = raw_sql(pg_url)
+    forge_appended(run)
+    assert store.reserve("k7", [], audit=AuditEvent("decision", {"n": 7}, "k7", "d7")).ok
+    with pytest.raises(StoreUnavailable, match="after the chain head"):
+        store.append_audit(AuditEvent("after", {}))
+    result = store.verify_audit()
+    assert (result.ok, result.first_bad_seq) == (False, 7)
+    assert run("SELECT count(*) FROM {t}audit_outbox") == [(1,)]
+    run("DELETE FROM {t}audit WHERE seq = 7")  # the repair
+    assert store.verify_audit().ok
+    assert [r.call_key for r in store.audit_records()[6:]] == ["k7"]
+
+
+@pytest.mark.postgres
+def test_a_record_forged_in_the_outbox_cannot_replace_a_recorded_one(
+    pg_url: str, open_stores: StoreFactory
+) -> None:
+    store = open_stores(pg_url)
+    _log(store)
+    raw_sql(pg_url)(
+        "INSERT INTO {t}audit_outbox (ts, ts_repr, kind, call_key, data, dedupe) "
+        "VALUES (1.5, '1.5', 'decision', 'k3', ?, 'd3')",
+        canonical_json({"n": 3, "decision": "deny"}),
+    )
+    assert store.verify_audit().ok
+    record = store.find_audit("d3")
+    assert record is not None
+    assert (record.seq, record.data) == (3, {"n": 3, "decision": "allow"})
+    assert len(store.audit_records()) == 6
+
+
+@pytest.mark.postgres
+def test_records_waiting_in_the_outbox_are_not_tamper_evident(
+    pg_url: str, open_stores: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documented limit: until a record is chained (normally within a fraction of a
+    second, and always before the log is read), editing or deleting it straight in the
+    database leaves no trace."""
+    from agent_guardrails.store.postgres import PostgresStore
+
+    monkeypatch.setattr(PostgresStore, "CHAIN_INTERVAL", 3600.0)
+    store = open_stores(pg_url)
+    _log(store)
+    for i in (7, 8):
+        assert store.reserve(f"k{i}", [], audit=AuditEvent("decision", {"n": i}, f"k{i}")).ok
+    run = raw_sql(pg_url)
+    run("UPDATE {t}audit_outbox SET data = ? WHERE call_key = 'k7'", canonical_json({"n": 0}))
+    run("DELETE FROM {t}audit_outbox WHERE call_key = 'k8'")
+    assert store.verify_audit().ok
+    assert [r.data for r in store.audit_records()[6:]] == [{"n": 0}]

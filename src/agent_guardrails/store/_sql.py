@@ -4,9 +4,10 @@ Both :mod:`.sqlite` and :mod:`.postgres` keep the same tables (every name starts
 ``ag_``; PostgreSQL puts them in one schema, see :mod:`.postgres`):
 
 ``ag_meta(key, value)``
-    ``schema_version`` (:data:`SCHEMA_VERSION`; a store refuses to open a database written
-    by a newer schema) and, on PostgreSQL, ``functions``: a digest of the installed
-    functions' text, so a new release replaces them when it first opens the database.
+    ``schema_version`` (:data:`SCHEMA_VERSION` on SQLite, ``postgres.SCHEMA_VERSION`` on
+    PostgreSQL; a store refuses to open a database written by a newer schema) and, on
+    PostgreSQL, ``functions``: a digest of the installed functions' text, so a new release
+    replaces them when it first opens the database.
 ``ag_counters(key, used, lim, expires_at, updated_at)``
     The ledger: one row per budget or exposure counter, keyed by :attr:`Charge.key
     <agent_guardrails.decision.Charge.key>`. The key already names the window bucket
@@ -31,14 +32,19 @@ Both :mod:`.sqlite` and :mod:`.postgres` keep the same tables (every name starts
     The hash-chained audit log. ``seq`` is 1, 2, 3, ... with no gaps; ``data`` is the
     canonical JSON text that was hashed (:func:`~agent_guardrails.store.base.canonical_json`);
     ``dedupe`` is unique, so a second append with the same dedupe string is dropped.
+    (PostgreSQL adds ``src``, the outbox id a record came from, outside the hash.)
 ``ag_audit_head(id = 1, seq, hash, prev)``
     The chain head: the last record's seq and hash (and the hash before it), updated in the
-    transaction that appends the record. Appends lock this row, which serialises them into
-    one gap-free chain across every thread and process. :func:`verify_with_head` compares
+    transaction that chains the record. On SQLite, appends lock this row, which serialises
+    them into one gap-free chain across every thread and process; on PostgreSQL only the
+    batch chaining step writes it (see :mod:`.postgres`). :func:`verify_with_head` compares
     it with the last record, so deleting the newest records (which leaves a perfectly valid
     shorter chain) or appending a forged record with a well-computed hash is detected too.
     Someone who can rewrite both the log and the head can still forge a consistent history:
     anchor the head elsewhere (export it, sign it) if that matters.
+``ag_audit_outbox(id, ts, ts_repr, kind, call_key, data, dedupe)`` (PostgreSQL only)
+    Records written by the hot path, waiting to be chained into ``ag_audit`` in id order;
+    not tamper-evident until then (see :mod:`.postgres`).
 """
 
 from __future__ import annotations

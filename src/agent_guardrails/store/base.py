@@ -124,12 +124,14 @@ class CallRecord:
 class ReserveResult:
     """``ok`` when every charge fitted and is now held. ``replay`` when the key had already
     reserved (the original result is returned). On failure, ``breach`` is the first charge
-    that did not fit and ``used`` what its counter held."""
+    that did not fit and ``used`` what its counter held. ``started`` when the call was also
+    marked started in the same step (``reserve(..., start=...)``)."""
 
     ok: bool
     replay: bool = False
     breach: Charge | None = None
     used: float = 0.0
+    started: bool = False
 
 
 @dataclass(slots=True)
@@ -202,13 +204,17 @@ class Store(Protocol):
         audit: AuditEvent | None = None,
         force: bool = False,
         now: float | None = None,
+        start: AuditEvent | None = None,
     ) -> ReserveResult:
         """Hold every charge atomically, or none.
 
         A key whose call is reserved, started or finished replays (``replay=True``, nothing
         held again); a key whose last attempt failed or was released reserves anew (a
         retry). ``now`` (the guard's clock) stamps the call record: an approval's expiry
-        counts from it across an interrupt and resume."""
+        counts from it across an interrupt and resume. With ``start`` (the
+        ``execution.started`` audit event), a fresh reservation is also marked started in
+        the same step, after ``audit`` (``started=True``): an allowed call then costs one
+        transaction instead of two. A replay or a refusal starts nothing."""
         ...
 
     def reserve_many(

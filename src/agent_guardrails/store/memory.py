@@ -87,6 +87,7 @@ class MemoryStore:
         audit: AuditEvent | None = None,
         force: bool = False,
         now: float | None = None,
+        start: AuditEvent | None = None,
     ) -> ReserveResult:
         # reserve_many() for one call, without its batch bookkeeping (the hot path).
         with self._lock:
@@ -114,9 +115,13 @@ class MemoryStore:
                 for counter, amount in wanted.items():
                     counters[counter] = counters.get(counter, 0.0) + amount
             stamp = time.time() if now is None else now
-            self._calls[call_key] = CallRecord(call_key, "reserved", tuple(charges), None, stamp)
+            state = "reserved" if start is None else "started"
+            self._calls[call_key] = CallRecord(call_key, state, tuple(charges), None, stamp)
             if audit is not None:
                 self._append(audit)
+            if start is not None:
+                self._append(start)
+                return ReserveResult(True, started=True)
             return ReserveResult(True)
 
     def reserve_many(

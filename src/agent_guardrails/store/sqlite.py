@@ -90,6 +90,7 @@ _NEW_COUNTER = (
     "INSERT INTO ag_counters (key, used, lim, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)"
 )
 _HELD = ("reserved", "started", "finished")  # a key in these states replays
+_START_RESERVED = "UPDATE ag_calls SET state = 'started', updated_at = ? WHERE key = ?"
 _RESERVE_CALL = (
     "INSERT INTO ag_calls (key, state, charges, result, updated_at) "
     "VALUES (?, 'reserved', ?, NULL, ?) ON CONFLICT (key) DO UPDATE SET state = 'reserved', "
@@ -356,9 +357,10 @@ class SQLiteStore:
         audit: AuditEvent | None = None,
         force: bool = False,
         now: float | None = None,
+        start: AuditEvent | None = None,
     ) -> ReserveResult:
         audits = (audit,) if audit is not None else ()
-        return self.reserve_many([(call_key, charges)], audit=audits, force=force, now=now)
+        return self._reserve([(call_key, charges)], audits, force, now, start)
 
     def reserve_many(
         self,
@@ -368,6 +370,18 @@ class SQLiteStore:
         force: bool = False,
         now: float | None = None,
     ) -> ReserveResult:
+        return self._reserve(items, audit, force, now, None)
+
+    def _reserve(
+        self,
+        items: Sequence[tuple[str, Sequence[Charge]]],
+        audit: Sequence[AuditEvent],
+        force: bool,
+        now: float | None,
+        start: AuditEvent | None,
+    ) -> ReserveResult:
+        """Reserve ``items`` in one write transaction; ``start`` (one item only) also marks
+        that call started, after its ``audit`` records."""
         ts = time.time()
         stamp = ts if now is None else now
         with self._write() as db:
@@ -410,6 +424,10 @@ class SQLiteStore:
             )
             for event in audit:
                 self._append(db, event, ts)
+            if start is not None:
+                db.execute(_START_RESERVED, (stamp, fresh[0][0]))
+                self._append(db, start, ts)
+                return ReserveResult(ok=True, started=True)
         return ReserveResult(ok=True, replay=len(fresh) < len(items))
 
     def start(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
