@@ -48,6 +48,11 @@ def edit_data(run: Run) -> None:
     run("UPDATE {t}audit SET data = ? WHERE seq = 3", json.dumps({"n": 3, "decision": "deny"}))
 
 
+def break_data_json(run: Run) -> None:
+    """Data edited into text that is not JSON at all."""
+    run("UPDATE {t}audit SET data = ? WHERE seq = 3", '{"n": 3, "decision": ')
+
+
 def edit_timestamp(run: Run) -> None:
     run("UPDATE {t}audit SET ts = ts + 60 WHERE seq = 3")
 
@@ -115,6 +120,7 @@ def delete_head(run: Run) -> None:
 
 CASES: list[tuple[Callable[[Run], None], int, str]] = [
     (edit_data, 3, "edited"),
+    (break_data_json, 3, "edited"),
     (edit_timestamp, 3, "edited"),
     (edit_kind, 3, "edited"),
     (delete_middle, 3, "missing"),

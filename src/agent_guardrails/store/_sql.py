@@ -289,8 +289,17 @@ def outcome(row: Sequence[Any]) -> Outcome:
 
 
 def audit_record(row: Sequence[Any]) -> AuditRecord:
+    """An audit row as a record. Data edited into something that is not a JSON object is
+    kept as ``{"unreadable": <text>}``, whose hash cannot match: ``verify`` then names the
+    record instead of failing on it."""
     seq, ts, kind, call_key, data, prev_hash, digest = row
-    return AuditRecord(int(seq), float(ts), kind, call_key, json.loads(data), prev_hash, digest)
+    try:
+        parsed = json.loads(data)
+    except (TypeError, ValueError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        parsed = {"unreadable": str(data)}
+    return AuditRecord(int(seq), float(ts), kind, call_key, parsed, prev_hash, digest)
 
 
 def outcome_event(o: Outcome) -> AuditEvent:
