@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -394,22 +394,10 @@ class CallSpan:
         self.link_to(first)
 
     def approval_resolved(self, answer: ApprovalAnswer, refused: str | None, wait_s: float) -> None:
+        """The human answered (``refused``: why the answer was not accepted)."""
         self._asked = False
         self.approval_wait = max(wait_s, 0.0)
-        if self.span is None:
-            return
-        event: dict[str, Any] = {
-            A.APPROVAL_DECISION: answer.type,
-            A.APPROVER: answer.by or "",
-            A.APPROVER_ROLES: list(answer.roles),
-        }
-        if refused is not None:
-            event[A.APPROVAL_REFUSED] = refused.split(":", 1)[0]
-        self.span.add_event(A.EVENT_APPROVAL_RESOLVED, event)
-        self.attrs[A.APPROVER] = answer.by or ""
-        self.attrs[A.APPROVER_ROLES] = list(answer.roles)
-        self.attrs[A.APPROVAL_DECISION] = answer.type
-        self.attrs[A.APPROVAL_WAIT] = self.approval_wait
+        self._answered(answer.type, answer.by or "", answer.roles, refused)
 
     def approved_earlier(
         self,
@@ -426,9 +414,18 @@ class CallSpan:
             self.approval_wait = max(wait_s, 0.0)
         if first is not None:
             self.link_to(first)
+        self._answered(answer, by, None, refused)
+
+    def _answered(
+        self, answer: str, by: str, roles: Sequence[str] | None, refused: str | None
+    ) -> None:
+        """The ``approval.resolved`` event and the approver's attributes."""
         if self.span is None:
             return
         event: dict[str, Any] = {A.APPROVAL_DECISION: answer, A.APPROVER: by}
+        if roles is not None:
+            event[A.APPROVER_ROLES] = list(roles)
+            self.attrs[A.APPROVER_ROLES] = list(roles)
         if refused is not None:
             event[A.APPROVAL_REFUSED] = refused.split(":", 1)[0]
         self.span.add_event(A.EVENT_APPROVAL_RESOLVED, event)
