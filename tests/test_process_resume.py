@@ -33,6 +33,16 @@ def ok(proc: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def spans(trace_file: Path) -> list[dict[str, Any]]:
+    """The ``execute_tool`` spans of a process's Jaeger trace file."""
+    traces = json.loads(trace_file.read_text())["data"]
+    return [s for t in traces for s in t["spans"] if s["operationName"].startswith("execute_tool")]
+
+
+def events(span: dict[str, Any]) -> list[str]:
+    return [f["value"] for log in span["logs"] for f in log["fields"] if f["key"] == "event"]
+
+
 def runs(workdir: Path) -> list[str]:
     path = workdir / "runs.txt"
     return path.read_text().splitlines() if path.exists() else []
@@ -55,6 +65,15 @@ def test_interrupt_in_one_process_resume_in_another(tmp_path: Path) -> None:
     assert kinds.count("decision") == 1
     assert kinds.count("execution.finished") == 1
     assert store.verify_audit().ok
+
+    # The resumed process's span links to the span the first process asked from.
+    (asking,) = spans(tmp_path / "trace-start.json")
+    (resumed,) = spans(tmp_path / "trace-resume.json")
+    assert events(asking) == ["agent_guardrails.approval.requested"]
+    assert events(resumed) == ["agent_guardrails.approval.resolved"]
+    assert resumed["references"] == [
+        {"refType": "FOLLOWS_FROM", "traceID": asking["traceID"], "spanID": asking["spanID"]}
+    ]
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@
 The agent uses a SqliteSaver checkpoint and the SQLite store, both under WORKDIR, so a
 later process continues what an earlier one began. The tool appends a line to
 WORKDIR/runs.txt each time its body starts; in the ``crash`` phase it then kills its own
-process with SIGKILL, mid-call.
+process with SIGKILL, mid-call. Each phase writes its spans to WORKDIR/trace-PHASE.json.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from langgraph.types import Command
 
 from agent_guardrails import Guardrails, PolicyPack
 from agent_guardrails.middleware import GuardrailsMiddleware
+from agent_guardrails.telemetry import configure_telemetry
 from tests.test_middleware import ScriptedModel
 
 PACK = """
@@ -50,7 +51,12 @@ def main(phase: str, workdir: Path, interrupt_id: str | None) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return f"sent to {to}"
 
-    guard = Guardrails(PolicyPack.from_yaml(PACK), store=f"sqlite:///{workdir / 'guard.db'}")
+    telemetry = configure_telemetry("proc", trace_file=workdir / f"trace-{phase}.json")
+    guard = Guardrails(
+        PolicyPack.from_yaml(PACK),
+        store=f"sqlite:///{workdir / 'guard.db'}",
+        tracer_provider=telemetry.tracer_provider,
+    )
     # Each process continues the conversation: only the first one asks for the tool.
     script = [AIMessage(content="done")]
     if phase == "start":
@@ -86,6 +92,7 @@ def main(phase: str, workdir: Path, interrupt_id: str | None) -> None:
                 }
             )
         )
+    telemetry.shutdown()
 
 
 if __name__ == "__main__":
