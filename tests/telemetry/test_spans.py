@@ -554,3 +554,23 @@ def test_async_calls_are_traced_like_sync_ones(otel: Otel, clock: Clock) -> None
     inner = otel.spans("crm.http")
     assert {s.parent.span_id for s in inner if s.parent} == {s.context.span_id for s in ours}
     assert [attrs(s)[A.DECISION] for s in ours] == ["allow"] * 3
+
+
+def test_a_failing_redaction_hook_records_no_content_and_never_fails_the_call(
+    otel: Otel, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def redact(tool: str, value: Any) -> Any:
+        raise RuntimeError(f"cannot redact {value}")
+
+    guard = make_guard(otel, clock, capture_content=True, redact=redact)
+    out = guard.run(req("tag_contact", "crm.tag", {"contact_id": CONTACT}), lambda a: CONTACT)
+    assert out == CONTACT
+    span = only(otel, "execute_tool tag_contact")
+    a = attrs(span)
+    assert a[A.CONTENT_ERROR] == "RuntimeError"
+    assert A.GEN_AI_TOOL_CALL_ARGUMENTS not in a
+    assert A.GEN_AI_TOOL_CALL_RESULT not in a
+    assert a[A.DECISION] == "allow"  # the rest of the span is intact
+    assert CONTACT not in span.to_json()
+    assert CONTACT not in caplog.text
+    assert "redaction failed" in caplog.text

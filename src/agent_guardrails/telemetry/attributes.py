@@ -63,6 +63,8 @@ APPROVAL_WAIT: Final = _NS + "approval.wait_s"
 DECISION_LATENCY: Final = _NS + "decision.latency_ms"
 """Time spent deciding (policy, store reads, reservation), in milliseconds."""
 
+CONTENT_ERROR: Final = _NS + "content.error"
+"""With content capture on: the redaction hook failed (its exception type); no content."""
 VALIDATORS_PASSED: Final = _NS + "validators.passed"
 """Comma-separated names of the validators the call passed (each failed one is an event)."""
 

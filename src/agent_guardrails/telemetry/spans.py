@@ -22,6 +22,7 @@ and request events, which belong to the asking span.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["CallSpan", "Telemetry"]
 
 _VERSION = "0.1.0"
+_log = logging.getLogger("agent_guardrails.telemetry")
 _ERROR_KINDS = (DecisionKind.DENY, DecisionKind.HALT)
 
 
@@ -255,6 +257,7 @@ class CallSpan:
         "_current",
         "_measuring",
         "_ran",
+        "_result",
         "_resumed",
         "_started",
         "_tel",
@@ -291,6 +294,7 @@ class CallSpan:
         self.approval_wait: float | None = None
         self._cost: float | None = None
         self._ran: tuple[float, bool] | None = None  # (seconds, ok) of the tool body
+        self._result: tuple[object] | None = None  # the body's result, if content is captured
         self._asked = False  # an approval request is out and unanswered
         self._resumed = False  # this run resumes a call that already asked for approval
         self._started = time.perf_counter()
@@ -325,10 +329,15 @@ class CallSpan:
                 otel_context.detach(self._token)  # type: ignore[arg-type]
             try:
                 self._finish(span, exc)
+            except Exception:  # telemetry must never fail the call it observes
+                _log.exception("agent_guardrails: recording the span of a call failed")
             finally:
                 span.end()
         if self._measuring:
-            self._record_metrics()
+            try:
+                self._record_metrics()
+            except Exception:
+                _log.exception("agent_guardrails: recording the metrics of a call failed")
 
     # ------------------------------------------------------------------ what the guard reports
 
@@ -447,12 +456,8 @@ class CallSpan:
         decision = self.decision
         if ok and decision is not None:
             self._cost = decision.cost if cost is None else cost
-        if ok and self.span is not None:
-            request = self.request
-            tel = self._tel
-            text = tel.content.result(request.tool, result, tel.personal_fields(request.action))
-            if text is not None:
-                self.attrs[A.GEN_AI_TOOL_CALL_RESULT] = text
+        if ok and self.span is not None and self._tel.content.capture:
+            self._result = (result,)  # exported when the span ends (see _content)
 
     # ------------------------------------------------------------------ internals
 
@@ -482,6 +487,32 @@ class CallSpan:
                 ((A.SCOPE, scope), (A.COST_CURRENCY, decision.currency), (A.ACTION, action)),
             )
 
+    def _content(self, attrs: dict[str, Any]) -> None:
+        """Opted-in content: arguments and result, redacted and scrubbed. A redaction hook
+        that fails records nothing of the content (and says so), never fails the call."""
+        request = self.request
+        tel = self._tel
+        fields = tel.personal_fields(request.action)
+        try:
+            arguments = tel.content.arguments(request.tool, request.args, fields)
+            result = (
+                tel.content.result(request.tool, self._result[0], fields)
+                if self._result is not None
+                else None
+            )
+        except Exception as exc:
+            attrs[A.CONTENT_ERROR] = type(exc).__qualname__
+            _log.warning(
+                "agent_guardrails: content of %s not recorded: the redaction failed (%s)",
+                request.tool,
+                type(exc).__qualname__,
+            )
+            return
+        if arguments is not None:
+            attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments
+        if result is not None:
+            attrs[A.GEN_AI_TOOL_CALL_RESULT] = result
+
     def _finish(self, span: trace.Span, exc: BaseException | None) -> None:
         request = self.request
         decision = self.decision
@@ -497,11 +528,7 @@ class CallSpan:
             attrs[A.GEN_AI_CONVERSATION_ID] = thread
         tel = self._tel
         if tel.content.capture:
-            arguments = tel.content.arguments(
-                request.tool, request.args, tel.personal_fields(request.action)
-            )
-            if arguments is not None:
-                attrs[A.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments
+            self._content(attrs)
         if self.replay:
             attrs[A.REPLAY] = True
         if decision is not None:
