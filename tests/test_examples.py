@@ -27,6 +27,16 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
             "guard_node",
             ["one interrupt for the batch: ['send_email']", "tool: tagged c1 vip", "sent to 1"],
         ),
+        (
+            "traced_agent",
+            [
+                "execute_tool send_email",
+                "require_approval L1",
+                "* approval.requested",
+                "allow L1 cost 0.01 USD budget left 4.99 approve by ana",
+                "follows ",
+            ],
+        ),
     ],
 )
 def test_example_runs(name: str, expected: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
