@@ -136,3 +136,20 @@ def test_the_sampler_comes_from_the_environment(
         )
         assert guard.run(CallRequest("tag", "crm.tag", {}), lambda a: "ok") == "ok"
     assert not path.exists()  # nothing sampled, nothing written
+
+
+def test_the_trace_file_keeps_the_newest_spans_up_to_its_cap(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from agent_guardrails.telemetry.jaeger_file import JaegerFileExporter
+
+    path = tmp_path / "capped.json"
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(JaegerFileExporter(path, max_spans=3)))
+    tracer = provider.get_tracer("t")
+    for i in range(5):
+        tracer.start_span(f"s{i}").end()
+    names = [s["operationName"] for t in read_trace_file(path) for s in t["spans"]]
+    assert names == ["s2", "s3", "s4"]
+    with pytest.raises(ValueError, match="max_spans must be at least 1"):
+        JaegerFileExporter(path, max_spans=0)

@@ -41,18 +41,23 @@ _KINDS = {
 
 
 class JaegerFileExporter(SpanExporter):
-    """A span exporter that keeps every span it is given and rewrites ``path`` after each
-    batch (atomically: a reader never sees half a file). Meant for demos and local runs,
-    not for unbounded production traffic: it holds the spans of the process in memory."""
+    """A span exporter that keeps the spans it is given and rewrites ``path`` after each
+    batch (atomically: a reader never sees half a file). Meant for demos and local runs:
+    it keeps the last ``max_spans`` spans in memory (older ones leave the file), so a
+    long-running process should export to a collector instead."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, max_spans: int = 10_000) -> None:
+        if max_spans < 1:
+            raise ValueError(f"max_spans must be at least 1, got {max_spans}")
         self.path = Path(path)
+        self.max_spans = max_spans
         self._spans: list[ReadableSpan] = []
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with self._lock:
             self._spans.extend(spans)
+            del self._spans[: max(len(self._spans) - self.max_spans, 0)]
             document = jaeger_trace_document(self._spans)
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
