@@ -36,6 +36,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from agent_guardrails.decision import CallRequest, Decision, DecisionKind
+from agent_guardrails.scope import Scope
 from agent_guardrails.telemetry import attributes as A
 from agent_guardrails.telemetry.content import ContentPolicy
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["CallSpan", "Telemetry"]
 
 _VERSION = "0.1.0"
+_CACHE_LIMIT = 4096  # tools x actions, and scopes, remembered per Telemetry
 _log = logging.getLogger("agent_guardrails.telemetry")
 _ERROR_KINDS = (DecisionKind.DENY, DecisionKind.HALT)
 
@@ -163,6 +165,8 @@ class Telemetry:
     ) -> None:
         self.pack = pack
         self.content = content
+        self._static: dict[tuple[str, str], dict[str, Any]] = {}
+        self._scope_keys: dict[Scope, str] = {}
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._static_tracing = _real(tracer_provider) if tracer_provider is not None else None
@@ -239,6 +243,32 @@ class Telemetry:
                 }
             )
         span.end()
+
+    def static_attributes(self, tool: str, action: str) -> dict[str, Any]:
+        """The attributes every span of ``tool`` bound to ``action`` carries (cached)."""
+        attrs = self._static.get((tool, action))
+        if attrs is None:
+            attrs = {
+                A.GEN_AI_OPERATION_NAME: A.EXECUTE_TOOL,
+                A.GEN_AI_TOOL_NAME: tool,
+                A.GEN_AI_TOOL_TYPE: A.TOOL_TYPE_FUNCTION,
+                A.ACTION: action,
+            }
+            policy = self.pack.action(action)
+            if policy is not None:
+                attrs[A.RISK] = policy.risk
+            if len(self._static) < _CACHE_LIMIT:
+                self._static[(tool, action)] = attrs
+        return attrs
+
+    def scope_key(self, scope: Scope) -> str:
+        """``scope.key``, cached per scope (it sorts and joins on every call otherwise)."""
+        key = self._scope_keys.get(scope)
+        if key is None:
+            key = scope.key
+            if len(self._scope_keys) < _CACHE_LIMIT:
+                self._scope_keys[scope] = key
+        return key
 
     def personal_fields(self, action: str) -> tuple[str, ...]:
         policy = self.pack.action(action)
@@ -477,7 +507,7 @@ class CallSpan:
             )
         if decision is None or self.replay or (self._asked and self._resumed):
             return  # a replay, or a re-ask still waiting: counted when first decided
-        scope = decision.scope.key
+        scope = tel.scope_key(decision.scope)
         tel.decisions.add(
             1, ((A.DECISION, decision.kind.value), (A.ACTION, action), (A.SCOPE, scope))
         )
@@ -516,17 +546,14 @@ class CallSpan:
     def _finish(self, span: trace.Span, exc: BaseException | None) -> None:
         request = self.request
         decision = self.decision
+        tel = self._tel
         attrs = self.attrs
-        attrs[A.GEN_AI_OPERATION_NAME] = A.EXECUTE_TOOL
-        attrs[A.GEN_AI_TOOL_NAME] = request.tool
-        attrs[A.GEN_AI_TOOL_TYPE] = A.TOOL_TYPE_FUNCTION
-        attrs[A.ACTION] = request.action
+        attrs.update(tel.static_attributes(request.tool, request.action))
         if request.call_id:
             attrs[A.GEN_AI_TOOL_CALL_ID] = request.call_id
         thread = _conversation_id()
         if thread is not None:
             attrs[A.GEN_AI_CONVERSATION_ID] = thread
-        tel = self._tel
         if tel.content.capture:
             self._content(attrs)
         if self.replay:
@@ -535,7 +562,7 @@ class CallSpan:
             attrs[A.DECISION] = decision.kind.value
             attrs[A.REASONS] = ",".join(decision.reasons)
             attrs[A.LEVEL] = int(decision.level)
-            attrs[A.SCOPE] = decision.scope.key
+            attrs[A.SCOPE] = tel.scope_key(decision.scope)
             attrs[A.PACK_NAME] = decision.pack
             attrs[A.PACK_VERSION] = decision.pack_version
             attrs[A.COST_AMOUNT] = decision.cost if self._cost is None else self._cost
@@ -546,9 +573,6 @@ class CallSpan:
                 attrs[A.EXPOSURE_LEFT] = decision.exposure_left
             if decision.scope.agent:
                 attrs[A.GEN_AI_AGENT_NAME] = decision.scope.agent
-            policy = tel.pack.action(decision.action)
-            if policy is not None:
-                attrs[A.RISK] = policy.risk
         if self.decided_after is not None:
             attrs[A.DECISION_LATENCY] = (
                 max(self.decided_after - (self.approval_wait or 0.0), 0.0) * 1e3
