@@ -508,8 +508,8 @@ class Guardrails:
                 continue
             with self._telemetry.call(request, key, current=False) as call:
                 call.decided(decision, key, resumed=False)
-                if asking:
-                    self._approval_asked(self.approval_request(request, decision, key), call)
+                if asking:  # reserved just now: its expiry counts from now
+                    self._record_ask(self._approval_request(request, decision, key, None), call)
 
     def approval_request(
         self, request: CallRequest, decision: Decision, key: str
@@ -576,12 +576,10 @@ class Guardrails:
             approved = "approved" in decision.reasons or "edited" in decision.reasons
             call.decided(decision, ready.key, resumed=approved)
             if approved:
-                first = self._first_ask(ready.key.removesuffix(":edit"))
                 call.approved_earlier(
                     "edit" if "edited" in decision.reasons else "approve",
                     str(decision.extra.get("approved_by") or ""),
-                    first.data if first is not None else None,
-                    self.clock() - first.ts if first is not None else None,
+                    *self._ask_and_wait(ready.key.removesuffix(":edit")),
                 )
             yield call
 
@@ -589,15 +587,8 @@ class Guardrails:
         """The span of a batch call a human's answer stopped (rejected, answered, refused)."""
         with self._telemetry.call(step.request, key, current=False) as call:
             call.decided(step.decision, key, resumed=True)
-            first = self._first_ask(key)
             refused = None if step.status is not None else step.decision.reasons[0]
-            call.approved_earlier(
-                answer.type,
-                answer.by,
-                first.data if first is not None else None,
-                self.clock() - first.ts if first is not None else None,
-                refused=refused,
-            )
+            call.approved_earlier(answer.type, answer.by, *self._ask_and_wait(key), refused=refused)
 
     # ------------------------------------------------------------------ the pipeline
 
@@ -1003,16 +994,25 @@ class Guardrails:
         except StoreUnavailable:
             return None  # asking again records nothing twice: appends are de-duplicated
 
-    def _approval_asked(self, ask: ApprovalRequest, call: CallSpan | None) -> None:
-        """Record, once per call across interrupts and resumes, that a human was asked: an
-        ``approval.requested`` audit record (with the span's ids) and a span event. A
-        resumed run that asks again links its span to the first one instead."""
-        key = ask.call_key
+    def _ask_and_wait(self, key: str) -> tuple[Mapping[str, Any] | None, float | None]:
+        """The first ask's recorded data (its span ids) and how long ago it was made."""
         first = self._first_ask(key)
-        if first is not None:
-            if call is not None:
-                call.approval_reasked(first.data)
-            return
+        if first is None:
+            return None, None
+        return first.data, self.clock() - first.ts
+
+    def _approval_asked(self, ask: ApprovalRequest, call: CallSpan | None) -> None:
+        """Record, once per call across interrupts and resumes, that a human was asked. A
+        resumed run that asks again links its span to the first one instead."""
+        first = self._first_ask(ask.call_key)
+        if first is None:
+            self._record_ask(ask, call)
+        elif call is not None:
+            call.approval_reasked(first.data)
+
+    def _record_ask(self, ask: ApprovalRequest, call: CallSpan | None) -> None:
+        """The ``approval.requested`` audit record (with the span's ids) and span event."""
+        key = ask.call_key
         data: dict[str, Any] = {
             "tool": ask.tool,
             "roles": list(ask.roles),

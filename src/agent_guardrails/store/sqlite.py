@@ -90,10 +90,9 @@ _NEW_COUNTER = (
     "INSERT INTO ag_counters (key, used, lim, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)"
 )
 _HELD = ("reserved", "started", "finished")  # a key in these states replays
-_START_RESERVED = "UPDATE ag_calls SET state = 'started', updated_at = ? WHERE key = ?"
-_RESERVE_CALL = (
+_RESERVE_CALL = (  # state: 'reserved', or 'started' when reserve(start=...) starts it too
     "INSERT INTO ag_calls (key, state, charges, result, updated_at) "
-    "VALUES (?, 'reserved', ?, NULL, ?) ON CONFLICT (key) DO UPDATE SET state = 'reserved', "
+    "VALUES (?, ?, ?, NULL, ?) ON CONFLICT (key) DO UPDATE SET state = excluded.state, "
     "charges = excluded.charges, result = NULL, updated_at = excluded.updated_at"
 )
 _ADD_COUNTER = "UPDATE ag_counters SET used = used + ?, updated_at = ? WHERE key = ?"
@@ -419,13 +418,14 @@ class SQLiteStore:
                     else:
                         c = first[key]
                         db.execute(_NEW_COUNTER, (key, amount, c.limit, c.expires_at, stamp))
+            state = "reserved" if start is None else "started"
             db.executemany(
-                _RESERVE_CALL, [(key, _sql.charges_to_json(ch), stamp) for key, ch in fresh]
+                _RESERVE_CALL,
+                [(key, state, _sql.charges_to_json(ch), stamp) for key, ch in fresh],
             )
             for event in audit:
                 self._append(db, event, ts)
             if start is not None:
-                db.execute(_START_RESERVED, (stamp, fresh[0][0]))
                 self._append(db, start, ts)
                 return ReserveResult(ok=True, started=True)
         return ReserveResult(ok=True, replay=len(fresh) < len(items))
