@@ -94,31 +94,36 @@ class _Drop(SpanExporter):
 
 
 class DurableFloor(AgentMiddleware):
-    """Two durable write transactions per tool call in raw SQL (WAL, synchronous=NORMAL,
-    one connection per thread as the store keeps them): the least any guard that records
-    calls durably on SQLite must do."""
+    """Two durable write transactions per tool call in raw SQL (WAL, synchronous=NORMAL, a
+    pooled connection): the least any guard that records calls durably on SQLite must do."""
 
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = str(path)
-        self.local = threading.local()
+        self.idle: list[sqlite3.Connection] = []
+        self.lock = threading.Lock()
         self.keys = itertools.count()
-        db = self.db()
+        db = self.take()
         db.executescript(
             "CREATE TABLE IF NOT EXISTS budget (k TEXT PRIMARY KEY, used REAL) WITHOUT ROWID;"
             "CREATE TABLE IF NOT EXISTS calls (k TEXT PRIMARY KEY, state TEXT) WITHOUT ROWID;"
             "CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, data TEXT, hash TEXT);"
             "INSERT OR IGNORE INTO budget VALUES ('daily', 0);"
         )
+        self.give(db)
 
-    def db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self.local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            self.local.db = db
+    def take(self) -> sqlite3.Connection:
+        with self.lock:
+            if self.idle:
+                return self.idle.pop()
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
         return db
+
+    def give(self, db: sqlite3.Connection) -> None:
+        with self.lock:
+            self.idle.append(db)
 
     def audit(self, db: sqlite3.Connection, data: str) -> None:
         db.execute(
@@ -127,21 +132,23 @@ class DurableFloor(AgentMiddleware):
         )
 
     def before(self) -> str:
-        db = self.db()
+        db = self.take()
         key = f"call-{next(self.keys)}"
         db.execute("BEGIN IMMEDIATE")
         db.execute("UPDATE budget SET used = used + 0.001 WHERE k = 'daily' AND used < 1e12")
         db.execute("INSERT INTO calls VALUES (?, 'started')", (key,))
         self.audit(db, f'{{"call":"{key}","decision":"allow"}}')
         db.execute("COMMIT")
+        self.give(db)
         return key
 
     def after(self, key: str) -> None:
-        db = self.db()
+        db = self.take()
         db.execute("BEGIN IMMEDIATE")
         db.execute("UPDATE calls SET state = 'finished' WHERE k = ?", (key,))
         self.audit(db, f'{{"call":"{key}","ok":true}}')
         db.execute("COMMIT")
+        self.give(db)
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         key = self.before()

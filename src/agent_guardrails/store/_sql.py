@@ -328,12 +328,23 @@ def audit_payload(event: AuditEvent) -> tuple[str, dict[str, Any]]:
     return text, data
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _str_keys(value: Any) -> bool:
+    """True when every mapping key in ``value`` is a string (JSON keeps such data as is)."""
+    if type(value) in _SCALARS:
+        return True
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _str_keys(v) for k, v in value.items())
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return False
+            if type(v) not in _SCALARS and not _str_keys(v):
+                return False
+        return True
     if isinstance(value, list | tuple):
-        return all(_str_keys(v) for v in value)
-    return True  # anything else is a JSON scalar or rendered with default=str
+        return all(type(v) in _SCALARS or _str_keys(v) for v in value)
+    return True  # anything else is rendered with default=str
 
 
 def verify_with_head(
