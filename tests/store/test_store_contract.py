@@ -310,13 +310,15 @@ def test_snapshot_reads_everything_the_engine_needs(store: Store) -> None:
     store.set_kill_switch(Scope(region="eu"), True, by="ops", reason="incident")
     store.set_kill_switch(Scope(agent="a", channel="sms"), True, by="ops", reason="spam")
     store.set_kill_switch(Scope(agent="a", channel="sms"), False, by="ops", reason="fixed")
+    store.set_kill_switch(Scope(channel="email"), True, by="ops", reason="bounces")
+    store.set_kill_switch(Scope(region="eu"), True, by="ops", reason="still on")  # keeps its place
     assert store.reserve("k1", [budget(2.5)], now=1000.0).ok
 
     snap = store.snapshot(
         dial_key="workflow=w", counter_keys=[budget(1).key, "budget:none@0"], call_key="k1"
     )
     assert snap.level == 2
-    assert snap.kill_switches == (Scope(region="eu"),)
+    assert snap.kill_switches == (Scope(region="eu"), Scope(channel="email"))  # engaged first
     assert snap.used == {budget(1).key: 2.5, "budget:none@0": 0.0}
     assert snap.call is not None
     assert snap.call.state == "reserved"
@@ -555,6 +557,36 @@ def test_audit_chain_numbers_links_and_dedupes(store: Store) -> None:
     assert [r.seq for r in store.audit_records(after=2)] == [3, 4, 5]
     assert [r.seq for r in store.audit_records(after=1, limit=2)] == [2, 3]
     assert store.audit_records(after=5) == []
+
+
+def test_one_write_appends_several_records_skipping_a_duplicate_in_between(store: Store) -> None:
+    store.append_audit(event("decision", "k0", "k0:decision"))
+    res = store.reserve_many(
+        [("k1", [budget(1.0)]), ("k2", [budget(1.0)])],
+        audit=[
+            event("decision", "k1", "k1:decision"),
+            event("decision", "k0", "k0:decision"),  # recorded before: dropped
+            event("decision", "k2", "k2:decision"),
+        ],
+    )
+    assert res.ok
+    started = store.reserve(
+        "k3",
+        [budget(1.0)],
+        audit=event("decision", "k3", "k2:decision"),
+        start=event("execution.started", "k3", "k3:started"),
+    )
+    assert started.started
+
+    records = store.audit_records()
+    assert [(r.seq, r.call_key) for r in records] == [(1, "k0"), (2, "k1"), (3, "k2"), (4, "k3")]
+    assert [r.kind for r in records][-1] == "execution.started"
+    for before, after in itertools.pairwise(records):
+        assert after.prev_hash == before.hash
+    assert store.verify_audit().ok  # the head names record 4
+    store.append_audit(event("note", None, None))
+    assert [r.seq for r in store.audit_records(after=4)] == [5]
+    assert store.verify_audit().ok
 
 
 def test_audit_data_round_trips_and_verifies(store: Store) -> None:

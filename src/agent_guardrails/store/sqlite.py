@@ -95,11 +95,36 @@ _RESERVE_CALL = (  # state: 'reserved', or 'started' when reserve(start=...) sta
     "VALUES (?, ?, ?, NULL, ?) ON CONFLICT (key) DO UPDATE SET state = excluded.state, "
     "charges = excluded.charges, result = NULL, updated_at = excluded.updated_at"
 )
+_FINISH_CALL = (  # only a held call ends; RETURNING hands back what it held
+    "UPDATE ag_calls SET state = ?, result = ?, updated_at = ? "
+    "WHERE key = ? AND state IN ('reserved', 'started') RETURNING charges"
+)
 _ADD_COUNTER = "UPDATE ag_counters SET used = used + ?, updated_at = ? WHERE key = ?"
 _APPEND = (
     "INSERT INTO ag_audit (seq, ts, kind, call_key, data, prev_hash, hash, dedupe) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe) DO NOTHING"
 )
+
+
+_SNAPSHOT: dict[int, str] = {}
+
+
+def _snapshot_sql(n_keys: int) -> str:
+    """The snapshot as one statement (one implicit read transaction, one step through the
+    engine): rows tagged 0 level, 1 engaged kill switch (by id), 2 counter, 3 the call."""
+    counters = (
+        "UNION ALL SELECT 2, 0, key, used, NULL, NULL, NULL FROM ag_counters "
+        f"WHERE key IN ({','.join('?' * n_keys)}) "
+        if n_keys
+        else ""
+    )
+    return (
+        "SELECT 0, 0, level, NULL, NULL, NULL, NULL FROM ag_levels WHERE dial_key = ? "
+        "UNION ALL SELECT 1, id, scope_key, NULL, NULL, NULL, NULL FROM ag_kill_switches "
+        f"WHERE engaged {counters}"
+        f"UNION ALL SELECT 3, 0, {CALL_COLS} FROM ag_calls WHERE key = ? "
+        "ORDER BY 1, 2"
+    )
 
 
 def parse_sqlite_url(url: str) -> tuple[str, float]:
@@ -295,25 +320,42 @@ class SQLiteStore:
 
     def _append(self, db: sqlite3.Connection, event: AuditEvent, ts: float) -> AuditRecord | None:
         """Chain ``event`` onto the log inside the caller's write transaction."""
-        text, data = _sql.audit_payload(event)
+        return self._append_all(db, (event,), ts)[0]
+
+    def _append_all(
+        self, db: sqlite3.Connection, events: Sequence[AuditEvent], ts: float
+    ) -> list[AuditRecord | None]:
+        """Chain ``events`` onto the log, in order, inside the caller's write transaction:
+        the head row is read once and written once. ``None`` stands for a duplicate of an
+        earlier event (same dedupe), which is dropped."""
         head = db.execute("SELECT seq, hash FROM ag_audit_head WHERE id = 1").fetchone()
         if head is None:
             raise StoreUnavailable(
                 f"{self.url}: the audit chain head row is missing (tampered?); run "
                 "'agent-guardrails audit verify'"
             )
-        seq = int(head[0]) + 1
-        prev = str(head[1])
-        digest = chain_hash(prev, seq, ts, event.kind, event.call_key, text)
-        cur = db.execute(
-            _APPEND, (seq, ts, event.kind, event.call_key, text, prev, digest, event.dedupe)
-        )
-        if cur.rowcount == 0:
-            return None  # a duplicate of an earlier event (same dedupe): dropped
-        db.execute(
-            "UPDATE ag_audit_head SET seq = ?, hash = ?, prev = ? WHERE id = 1", (seq, digest, prev)
-        )
-        return AuditRecord(seq, ts, event.kind, event.call_key, data, prev, digest)
+        seq = int(head[0])
+        digest = str(head[1])
+        out: list[AuditRecord | None] = []
+        prev = digest
+        for event in events:
+            text, data = _sql.audit_payload(event)
+            h = chain_hash(digest, seq + 1, ts, event.kind, event.call_key, text)
+            cur = db.execute(
+                _APPEND, (seq + 1, ts, event.kind, event.call_key, text, digest, h, event.dedupe)
+            )
+            if cur.rowcount == 0:
+                out.append(None)
+                continue
+            seq += 1
+            prev, digest = digest, h
+            out.append(AuditRecord(seq, ts, event.kind, event.call_key, data, prev, digest))
+        if any(r is not None for r in out):
+            db.execute(
+                "UPDATE ag_audit_head SET seq = ?, hash = ?, prev = ? WHERE id = 1",
+                (seq, digest, prev),
+            )
+        return out
 
     @staticmethod
     def _settle(db: sqlite3.Connection, adjust: Sequence[tuple[str, float]], now: float) -> None:
@@ -323,29 +365,33 @@ class SQLiteStore:
 
     def snapshot(self, *, dial_key: str, counter_keys: Sequence[str], call_key: str) -> Snapshot:
         keys = list(counter_keys)
-        with self._read() as db:
-            row = db.execute("SELECT level FROM ag_levels WHERE dial_key = ?", (dial_key,))
-            level = row.fetchone()
-            switches = db.execute(
-                "SELECT scope_key FROM ag_kill_switches WHERE engaged ORDER BY id"
-            ).fetchall()
-            found: dict[str, float] = {}
-            if keys:
-                marks = ",".join("?" * len(keys))
-                found = dict(
-                    db.execute(
-                        f"SELECT key, used FROM ag_counters WHERE key IN ({marks})", keys
-                    ).fetchall()
-                )
-            call = db.execute(
-                f"SELECT {CALL_COLS} FROM ag_calls WHERE key = ?", (call_key,)
-            ).fetchone()
+        sql = _SNAPSHOT.get(len(keys))
+        if sql is None:
+            sql = _SNAPSHOT[len(keys)] = _snapshot_sql(len(keys))
+        try:
+            rows = self._conn().db.execute(sql, (dial_key, *keys, call_key)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.url}: {exc}") from exc
+        level: int | None = None
+        switches: list[Scope] = []
+        found: dict[str, float] = {}
+        call: CallRecord | None = None
         scopes = self._scopes
+        for row in rows:
+            tag = row[0]
+            if tag == 2:
+                found[row[2]] = float(row[3])
+            elif tag == 0:
+                level = int(row[2])
+            elif tag == 1:
+                switches.append(_sql.parse_scope(row[2], scopes))
+            else:
+                call = _sql.call_record(row[2:])
         return Snapshot(
-            level=int(level[0]) if level is not None else None,
-            kill_switches=tuple(_sql.parse_scope(s[0], scopes) for s in switches),
-            used={k: float(found.get(k, 0.0)) for k in keys},
-            call=_sql.call_record(call) if call is not None else None,
+            level=level,
+            kill_switches=tuple(switches),
+            used={k: found.get(k, 0.0) for k in keys},
+            call=call,
         )
 
     def reserve(
@@ -423,11 +469,11 @@ class SQLiteStore:
                 _RESERVE_CALL,
                 [(key, state, _sql.charges_to_json(ch), stamp) for key, ch in fresh],
             )
-            for event in audit:
-                self._append(db, event, ts)
             if start is not None:
-                self._append(db, start, ts)
+                self._append_all(db, (*audit, start), ts)
                 return ReserveResult(ok=True, started=True)
+            if audit:
+                self._append_all(db, audit, ts)
         return ReserveResult(ok=True, replay=len(fresh) < len(items))
 
     def start(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
@@ -462,26 +508,17 @@ class SQLiteStore:
     ) -> None:
         now = time.time()
         with self._write() as db:
-            row = db.execute(
-                f"SELECT {CALL_COLS} FROM ag_calls WHERE key = ?", (call_key,)
-            ).fetchone()
-            if row is not None and row[1] in ("reserved", "started"):
-                rec = _sql.call_record(row)
-                if not ok:
-                    self._settle(db, [(c.key, -c.amount) for c in rec.charges], now)
-                elif actual_cost is not None:
-                    self._settle(
-                        db,
-                        [
-                            (c.key, actual_cost - c.amount)
-                            for c in rec.charges
-                            if c.kind == "budget"
-                        ],
-                        now,
-                    )
-                db.execute(
-                    "UPDATE ag_calls SET state = ?, result = ?, updated_at = ? WHERE key = ?",
-                    ("finished" if ok else "failed", result, now, call_key),
+            row = db.execute(_FINISH_CALL, ("finished" if ok else "failed", result, now, call_key))
+            held = row.fetchone()
+            if held is not None and not ok:
+                charges = _sql.charges_from_json(held[0])
+                self._settle(db, [(c.key, -c.amount) for c in charges], now)
+            elif held is not None and actual_cost is not None:
+                charges = _sql.charges_from_json(held[0])
+                self._settle(
+                    db,
+                    [(c.key, actual_cost - c.amount) for c in charges if c.kind == "budget"],
+                    now,
                 )
             if audit is not None:
                 self._append(db, audit, now)
