@@ -1,6 +1,8 @@
 """Fixtures for the store suite: one contract, every backend.
 
-Backends: ``memory://``, ``sqlite:///<tmp>/store.db`` and PostgreSQL. The PostgreSQL server
+Backends: ``memory://``, ``sqlite:///<tmp>/store.db`` (the contract also runs once more as
+``sqlite-3.34``: the code path for SQLite older than 3.35, which has no ``RETURNING``) and
+PostgreSQL. The PostgreSQL server
 comes from ``AGENT_GUARDRAILS_TEST_POSTGRES`` (CI: ``postgresql://postgres@127.0.0.1:5432/test``);
 without it the PostgreSQL parameters are skipped with that reason.
 
@@ -20,7 +22,7 @@ import pytest
 from agent_guardrails.store import Store, open_store
 from tests.store.store_helpers import StoreFactory, pg_base, pg_execute, with_schema
 
-ALL = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+ALL = ["memory", "sqlite", "sqlite-3.34", pytest.param("postgres", marks=pytest.mark.postgres)]
 DURABLE = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -41,6 +43,10 @@ def pg_url(pg_schema: str) -> str:
 def _url_for(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
     if kind == "memory":
         return "memory://"
+    if kind == "sqlite-3.34":
+        monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setattr("agent_guardrails.store.sqlite._RETURNING", False)
+        kind = "sqlite"
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     url: str = request.getfixturevalue("pg_url")

@@ -95,10 +95,11 @@ _RESERVE_CALL = (  # state: 'reserved', or 'started' when reserve(start=...) sta
     "VALUES (?, ?, ?, NULL, ?) ON CONFLICT (key) DO UPDATE SET state = excluded.state, "
     "charges = excluded.charges, result = NULL, updated_at = excluded.updated_at"
 )
-_FINISH_CALL = (  # only a held call ends; RETURNING hands back what it held
+_END_HELD = (  # only a held call ends
     "UPDATE ag_calls SET state = ?, result = ?, updated_at = ? "
-    "WHERE key = ? AND state IN ('reserved', 'started') RETURNING charges"
+    "WHERE key = ? AND state IN ('reserved', 'started')"
 )
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # older SQLite: SELECT, then UPDATE
 _ADD_COUNTER = "UPDATE ag_counters SET used = used + ?, updated_at = ? WHERE key = ?"
 _APPEND = (
     "INSERT INTO ag_audit (seq, ts, kind, call_key, data, prev_hash, hash, dedupe) "
@@ -125,6 +126,25 @@ def _snapshot_sql(n_keys: int) -> str:
         f"UNION ALL SELECT 3, 0, {CALL_COLS} FROM ag_calls WHERE key = ? "
         "ORDER BY 1, 2"
     )
+
+
+def _end_held(
+    db: sqlite3.Connection, state: str, result: str | None, now: float, key: str
+) -> str | None:
+    """End a held call (``reserved`` or ``started``) in the caller's write transaction: the
+    charges it held (JSON), or ``None`` when it held nothing (unknown, or already ended)."""
+    args = (state, result, now, key)
+    if _RETURNING:
+        row = db.execute(f"{_END_HELD} RETURNING charges", args).fetchone()
+        return None if row is None else str(row[0])
+    row = db.execute(
+        "SELECT charges FROM ag_calls WHERE key = ? AND state IN ('reserved', 'started')",
+        (key,),
+    ).fetchone()
+    if row is None:
+        return None
+    db.execute(_END_HELD, args)
+    return str(row[0])
 
 
 def parse_sqlite_url(url: str) -> tuple[str, float]:
@@ -508,13 +528,12 @@ class SQLiteStore:
     ) -> None:
         now = time.time()
         with self._write() as db:
-            row = db.execute(_FINISH_CALL, ("finished" if ok else "failed", result, now, call_key))
-            held = row.fetchone()
+            held = _end_held(db, "finished" if ok else "failed", result, now, call_key)
             if held is not None and not ok:
-                charges = _sql.charges_from_json(held[0])
+                charges = _sql.charges_from_json(held)
                 self._settle(db, [(c.key, -c.amount) for c in charges], now)
             elif held is not None and actual_cost is not None:
-                charges = _sql.charges_from_json(held[0])
+                charges = _sql.charges_from_json(held)
                 self._settle(
                     db,
                     [(c.key, actual_cost - c.amount) for c in charges if c.kind == "budget"],
