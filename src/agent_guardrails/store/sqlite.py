@@ -37,6 +37,7 @@ Errors from SQLite (locked past the timeout, disk full, not a database) raise
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import time
@@ -107,9 +108,7 @@ _APPEND = (
 )
 
 
-_SNAPSHOT: dict[int, str] = {}
-
-
+@functools.cache
 def _snapshot_sql(n_keys: int) -> str:
     """The snapshot as one statement (one implicit read transaction, one step through the
     engine): rows tagged 0 level, 1 engaged kill switch (by id), 2 counter, 3 the call."""
@@ -354,10 +353,9 @@ class SQLiteStore:
                 f"{self.url}: the audit chain head row is missing (tampered?); run "
                 "'agent-guardrails audit verify'"
             )
-        seq = int(head[0])
-        digest = str(head[1])
+        first = seq = int(head[0])
+        prev = digest = str(head[1])
         out: list[AuditRecord | None] = []
-        prev = digest
         for event in events:
             text, data = _sql.audit_payload(event)
             h = chain_hash(digest, seq + 1, ts, event.kind, event.call_key, text)
@@ -370,7 +368,7 @@ class SQLiteStore:
             seq += 1
             prev, digest = digest, h
             out.append(AuditRecord(seq, ts, event.kind, event.call_key, data, prev, digest))
-        if any(r is not None for r in out):
+        if seq != first:  # something was appended
             db.execute(
                 "UPDATE ag_audit_head SET seq = ?, hash = ?, prev = ? WHERE id = 1",
                 (seq, digest, prev),
@@ -385,9 +383,7 @@ class SQLiteStore:
 
     def snapshot(self, *, dial_key: str, counter_keys: Sequence[str], call_key: str) -> Snapshot:
         keys = list(counter_keys)
-        sql = _SNAPSHOT.get(len(keys))
-        if sql is None:
-            sql = _SNAPSHOT[len(keys)] = _snapshot_sql(len(keys))
+        sql = _snapshot_sql(len(keys))
         try:
             rows = self._conn().db.execute(sql, (dial_key, *keys, call_key)).fetchall()
         except sqlite3.Error as exc:
@@ -545,16 +541,10 @@ class SQLiteStore:
     def release(self, call_key: str, *, audit: AuditEvent | None = None) -> None:
         now = time.time()
         with self._write() as db:
-            row = db.execute(
-                f"SELECT {CALL_COLS} FROM ag_calls WHERE key = ?", (call_key,)
-            ).fetchone()
-            if row is not None and row[1] in ("reserved", "started"):
-                rec = _sql.call_record(row)
-                self._settle(db, [(c.key, -c.amount) for c in rec.charges], now)
-                db.execute(
-                    "UPDATE ag_calls SET state = 'released', updated_at = ? WHERE key = ?",
-                    (now, call_key),
-                )
+            held = _end_held(db, "released", None, now, call_key)
+            if held is not None:
+                charges = _sql.charges_from_json(held)
+                self._settle(db, [(c.key, -c.amount) for c in charges], now)
             if audit is not None:
                 self._append(db, audit, now)
 
