@@ -9,6 +9,8 @@ Configurations, each sync and async:
 - ``GuardrailsMiddleware`` on the SQLite store, tracing off (no OpenTelemetry configured);
 - the same with tracing on: an SDK ``TracerProvider`` with a ``BatchSpanProcessor`` (its
   exporter drops the batches, so the network is not measured);
+- as a reference, ``GuardrailsMiddleware`` on the in-process memory store: the whole
+  pipeline without SQLite, so ours minus this row is what the durable store costs;
 - as a reference, LangChain's own cost of the two hooks ours uses: a middleware whose
   ``wrap_tool_call`` and ``wrap_model_call`` only call the handler (LangChain wraps every
   ``wrap_*`` hook in LangSmith's ``traceable``; the built-ins use graph-node hooks instead);
@@ -58,6 +60,7 @@ from agent_guardrails.middleware import GuardrailsMiddleware
 TURNS = 20
 FLOOR = "floor: 2 durable txns, raw SQL"
 HOOKS = "pass-through tool + model hooks"
+MEMORY = "GuardrailsMiddleware (memory store)"
 
 PACK = """
 name: bench
@@ -189,6 +192,7 @@ def builders(db: Path) -> dict[str, Callable[[], list[Any]]]:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(_Drop()))
     traced = Guardrails(pack, store=f"sqlite:///{db}", tracer_provider=provider)
+    in_memory = Guardrails(pack, store="memory://")
     floor = DurableFloor(db.with_name("floor.db"))
     return {
         "bare agent": lambda: [],
@@ -202,6 +206,7 @@ def builders(db: Path) -> dict[str, Callable[[], list[Any]]]:
         "GuardrailsMiddleware, tracing on": lambda: [
             GuardrailsMiddleware(traced, actions={"tag_contact": "crm.tag"})
         ],
+        MEMORY: lambda: [GuardrailsMiddleware(in_memory, actions={"tag_contact": "crm.tag"})],
         HOOKS: lambda: [PassThrough()],
         FLOOR: lambda: [floor],
     }
@@ -234,13 +239,14 @@ def main() -> None:
                     times[name] = min(times[name], one_run(build, use_async=use_async))
             base = times["bare agent"]
             print(f"\n{mode}: time per tool call (best of {runs} runs of {TURNS} calls)")
-            print(f"{'configuration':<34}{'per call':>12}{'ratio':>9}{'added':>12}")
+            print(f"{'configuration':<38}{'per call':>12}{'ratio':>9}{'added':>12}")
             for name, t in times.items():
-                print(f"{name:<34}{t * 1e3:>10.3f}ms{t / base:>8.2f}x{(t - base) * 1e6:>10.0f}us")
+                print(f"{name:<38}{t * 1e3:>10.3f}ms{t / base:>8.2f}x{(t - base) * 1e6:>10.0f}us")
             ours = times["GuardrailsMiddleware (SQLite)"] - base
             theirs = times["LangChain HITL + ToolCallLimit"] - base
             floor = times[FLOOR] - base
             hooks = times[HOOKS] - base
+            memory = times[MEMORY] - base
             verdict = (
                 "met"
                 if ours < theirs
@@ -250,7 +256,8 @@ def main() -> None:
             print(
                 f"goal ({'< built-ins' if use_async else '< built-ins and < 1.3x'}): {verdict}; "
                 f"ours adds {ours * 1e6:.0f} us, {(ours - floor) * 1e6:.0f} us over the durable "
-                f"floor ({floor * 1e6:.0f} us); LangChain's calls of our two hooks alone add "
+                f"floor ({floor * 1e6:.0f} us); on the memory store ours adds "
+                f"{memory * 1e6:.0f} us; LangChain's calls of our two hooks alone add "
                 f"{hooks * 1e6:.0f} us"
             )
 
