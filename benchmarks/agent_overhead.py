@@ -61,6 +61,7 @@ TURNS = 20
 FLOOR = "floor: 2 durable txns, raw SQL"
 HOOKS = "pass-through tool + model hooks"
 MEMORY = "GuardrailsMiddleware (memory store)"
+ACTIONS = {"tag_contact": "crm.tag"}  # the tool -> the pack's action, for our middleware
 
 PACK = """
 name: bench
@@ -200,13 +201,9 @@ def builders(db: Path) -> dict[str, Callable[[], list[Any]]]:
             HumanInTheLoopMiddleware(interrupt_on={"tag_contact": False}),
             ToolCallLimitMiddleware(run_limit=10_000),
         ],
-        "GuardrailsMiddleware (SQLite)": lambda: [
-            GuardrailsMiddleware(guard, actions={"tag_contact": "crm.tag"})
-        ],
-        "GuardrailsMiddleware, tracing on": lambda: [
-            GuardrailsMiddleware(traced, actions={"tag_contact": "crm.tag"})
-        ],
-        MEMORY: lambda: [GuardrailsMiddleware(in_memory, actions={"tag_contact": "crm.tag"})],
+        "GuardrailsMiddleware (SQLite)": lambda: [GuardrailsMiddleware(guard, actions=ACTIONS)],
+        "GuardrailsMiddleware, tracing on": lambda: [GuardrailsMiddleware(traced, actions=ACTIONS)],
+        MEMORY: lambda: [GuardrailsMiddleware(in_memory, actions=ACTIONS)],
         HOOKS: lambda: [PassThrough()],
         FLOOR: lambda: [floor],
     }
