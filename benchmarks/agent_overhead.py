@@ -38,7 +38,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,20 +101,28 @@ class _Drop(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+async def _awaited(handler: Callable[[Any], Awaitable[Any]], request: Any) -> Any:
+    return await handler(request)
+
+
 class PassThrough(AgentMiddleware):
-    """The two hooks GuardrailsMiddleware has, doing nothing: what LangChain charges for them."""
+    """The two hooks GuardrailsMiddleware has, doing nothing: what LangChain charges for them.
+
+    Like ours, the async hooks are plain functions that return a coroutine (an ``async def``
+    hook costs two worker-thread hops per call in LangSmith's ``traceable`` wrapper; see
+    ``GuardrailsMiddleware.awrap_tool_call``)."""
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         return handler(request)
 
-    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        return await handler(request)
+    def awrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        return _awaited(handler, request)
 
     def wrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         return handler(request)
 
-    async def awrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
-        return await handler(request)
+    def awrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        return _awaited(handler, request)
 
 
 class DurableFloor(AgentMiddleware):
@@ -180,7 +188,10 @@ class DurableFloor(AgentMiddleware):
         self.after(key)
         return result
 
-    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+    def awrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        return self._awrap_tool_call(request, handler)  # a coroutine, as PassThrough's
+
+    async def _awrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         key = self.before()
         result = await handler(request)
         self.after(key)

@@ -1,9 +1,13 @@
-"""GuardrailsMiddleware end to end: create_agent, a scripted tool-calling model, interrupts."""
+"""GuardrailsMiddleware end to end: create_agent, a scripted tool-calling model, interrupts.
+
+Every test runs twice, through ``invoke`` and through ``ainvoke`` (the ``mode`` fixture), so
+the sync and async hooks are held to the same behaviour."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -40,6 +44,28 @@ levels:
 """
 
 OPS = {"approver": {"id": "ana", "roles": ["marketing_ops", "brand"]}}
+ASYNC = False  # set for each test by the ``mode`` fixture
+
+
+@pytest.fixture(autouse=True, params=["sync", "async"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(sys.modules[__name__], "ASYNC", request.param == "async")
+    return str(request.param)
+
+
+class Driven:
+    """A compiled agent whose ``invoke`` runs it with ``invoke`` or ``ainvoke``, per mode."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+
+    def invoke(self, value: Any, config: Any, **kwargs: Any) -> Any:
+        if ASYNC:
+            return asyncio.run(self.graph.ainvoke(value, config, **kwargs))
+        return self.graph.invoke(value, config, **kwargs)
+
+    def get_state(self, config: Any) -> Any:
+        return self.graph.get_state(config)
 
 
 class ScriptedModel(GenericFakeChatModel):
@@ -99,11 +125,13 @@ def tools() -> Tools:
 
 def agent(guard: Guardrails, tools: Tools, *script: AIMessage) -> Any:
     model = ScriptedModel(messages=iter([*script, AIMessage(content="done")]))
-    return create_agent(
-        model,
-        tools.all,
-        middleware=[GuardrailsMiddleware(guard, actions=ACTIONS)],
-        checkpointer=InMemorySaver(),
+    return Driven(
+        create_agent(
+            model,
+            tools.all,
+            middleware=[GuardrailsMiddleware(guard, actions=ACTIONS)],
+            checkpointer=InMemorySaver(),
+        )
     )
 
 
@@ -369,11 +397,15 @@ def test_kill_switch_engaged_between_calls_ends_the_run(guard: Guardrails, tools
             yield message
 
     model = ScriptedModel(messages=turns())
-    a: Any = create_agent(
-        model,
-        [tag_and_panic, *tools.all],
-        middleware=[GuardrailsMiddleware(guard, actions={**ACTIONS, "tag_and_panic": "crm.tag"})],
-        checkpointer=InMemorySaver(),
+    a = Driven(
+        create_agent(
+            model,
+            [tag_and_panic, *tools.all],
+            middleware=[
+                GuardrailsMiddleware(guard, actions={**ACTIONS, "tag_and_panic": "crm.tag"})
+            ],
+            checkpointer=InMemorySaver(),
+        )
     )
     result = a.invoke({"messages": [("user", "go")]}, cfg("t1"), version="v2")
     *_, halted, last = result.value["messages"]
@@ -409,36 +441,15 @@ def test_guarded_tool_under_the_middleware_is_guarded_once(guard: Guardrails) ->
     model = ScriptedModel(
         messages=iter([calls(("tag", {"contact": "c1"})), AIMessage(content="done")])
     )
-    a: Any = create_agent(
-        model, [tag], middleware=[GuardrailsMiddleware(guard)], checkpointer=InMemorySaver()
+    a = Driven(
+        create_agent(
+            model, [tag], middleware=[GuardrailsMiddleware(guard)], checkpointer=InMemorySaver()
+        )
     )
     a.invoke({"messages": [("user", "x")]}, cfg("t1"), version="v2")
     assert runs == ["c1"]
     assert len(kinds(guard, "decision")) == 1
     assert sum(guard.store.counters("budget:").values()) == 30  # charged once, not twice
-
-
-def test_async_agent_interrupts_and_resumes_once(guard: Guardrails, tools: Tools) -> None:
-    async def scenario() -> None:
-        a = agent(
-            guard,
-            tools,
-            calls(
-                ("send_email", {"to": "c1", "subject": "Hi"}), ("tag_contact", {"contact": "c9"})
-            ),
-        )
-        first = await a.ainvoke({"messages": [("user", "go")]}, cfg("t1"), version="v2")
-        (pending,) = first.interrupts
-        result = await a.ainvoke(
-            Command(resume={pending.id: {"type": "approve"}}), cfg("t1", **OPS), version="v2"
-        )
-        messages = tool_messages(result)
-        assert messages["call-0"].content == "sent to c1"
-        assert messages["call-1"].content == "tagged c9"
-
-    asyncio.run(scenario())
-    assert sorted(name for name, _ in tools.runs) == ["send_email", "tag_contact"]
-    assert len(kinds(guard, "execution.started")) == 2
 
 
 def test_model_spend_counts_against_budgets_and_stops_the_run(tools: Tools) -> None:
@@ -455,11 +466,13 @@ def test_model_spend_counts_against_budgets_and_stops_the_run(tools: Tools) -> N
         usage_metadata={"input_tokens": 4, "output_tokens": 2, "total_tokens": 6},
     )
     model = ScriptedModel(messages=iter([priced, AIMessage(content="never")]))
-    a: Any = create_agent(
-        model,
-        tools.all,
-        middleware=[GuardrailsMiddleware(g, actions=ACTIONS)],
-        checkpointer=InMemorySaver(),
+    a = Driven(
+        create_agent(
+            model,
+            tools.all,
+            middleware=[GuardrailsMiddleware(g, actions=ACTIONS)],
+            checkpointer=InMemorySaver(),
+        )
     )
     result = a.invoke({"messages": [("user", "x")]}, cfg("t1"), version="v2")
     assert sum(g.store.counters("budget:").values()) == pytest.approx(0.6)

@@ -24,7 +24,7 @@ message saying so.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NotRequired
 
@@ -118,7 +118,23 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             )
         return self._message(request, p.call, result)
 
-    async def awrap_tool_call(
+    def awrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
+    ) -> Coroutine[Any, Any, ToolResult]:
+        # A plain function that returns the coroutine, not an ``async def``. create_agent
+        # wraps every wrap_* hook in LangSmith's ``traceable``; for an ``async def`` that
+        # wrapper starts and ends its run on a worker thread (two thread hops per call,
+        # LangSmith tracing on or off), which cost an async agent more than the whole guarded
+        # call (benchmarks/agent_overhead.py). A plain function takes its inline path, and
+        # LangChain awaits the coroutine as before. Only where LangSmith tracing is on does
+        # anything show: the hook's LangSmith span closes when the coroutine is made, so the
+        # tool run appears beside it rather than inside it. Our OpenTelemetry spans are as
+        # they were. The same holds for awrap_model_call.
+        return self._awrap_tool_call(request, handler)
+
+    async def _awrap_tool_call(
         self,
         request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
@@ -218,7 +234,15 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         self._charge(request, response, scope, key, started)
         return response
 
-    async def awrap_model_call(
+    def awrap_model_call(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
+    ) -> Coroutine[Any, Any, ModelResponse | AIMessage | ExtendedModelResponse[Any]]:
+        # A plain function that returns the coroutine: see awrap_tool_call.
+        return self._awrap_model_call(request, handler)
+
+    async def _awrap_model_call(
         self,
         request: ModelRequest,
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
