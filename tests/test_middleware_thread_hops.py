@@ -5,6 +5,7 @@
 that return a coroutine, so the wrapper runs inline: an async agent with the middleware hands
 work to the executor exactly as often as the same agent without it (its sync model and sync
 tool run there). A hop costs more than the whole guarded call (benchmarks/agent_overhead.py).
+With LangSmith tracing on, the hooks still run, once per call, and are traced.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
+from langsmith import Client
+from langsmith.run_helpers import tracing_context
 
 from agent_guardrails import Guardrails, PolicyPack
 from agent_guardrails.middleware import GuardrailsMiddleware
@@ -93,3 +96,42 @@ def test_the_async_hooks_add_no_executor_hops(monkeypatch: pytest.MonkeyPatch) -
     # ... and the guarded calls did run: 3 tool calls and 4 priced model calls charged.
     assert len([r for r in guard.store.audit_records() if r.kind == "execution.finished"]) == 3
     assert sum(guard.store.counters("budget:").values()) > TURNS
+
+
+class CapturingClient(Client):
+    """A LangSmith client that keeps the runs it is given instead of sending them."""
+
+    def __init__(self) -> None:
+        super().__init__(api_url="http://127.0.0.1:9", api_key="test", auto_batch_tracing=False)
+        self.names: list[str] = []
+
+    def create_run(self, name: str, inputs: dict[str, Any], run_type: Any, **kw: Any) -> None:
+        self.names.append(name)
+
+    def update_run(self, run_id: Any, **kw: Any) -> None:
+        pass
+
+
+def test_the_async_hooks_work_with_langsmith_tracing_on() -> None:
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+    turns = [
+        AIMessage(
+            content="",
+            tool_calls=[{"name": "tag_contact", "args": {"contact": f"c{i}"}, "id": f"t{i}"}],
+        )
+        for i in range(TURNS)
+    ]
+    model = ScriptedModel(messages=iter([*turns, AIMessage(content="done")]))
+    middleware = GuardrailsMiddleware(guard, actions={"tag_contact": "crm.tag"})
+    agent: Any = create_agent(model, [tag_contact], middleware=[middleware])
+    client = CapturingClient()
+
+    async def traced() -> Any:
+        with tracing_context(enabled=True, client=client, project_name="test"):
+            return await agent.ainvoke({"messages": [("user", "tag")]})
+
+    result = asyncio.run(traced())
+    assert result["messages"][-1].content == "done"
+    assert len([r for r in guard.store.audit_records() if r.kind == "execution.finished"]) == 3
+    assert client.names.count("GuardrailsMiddleware.awrap_tool_call") == TURNS
+    assert client.names.count("tag_contact") == TURNS

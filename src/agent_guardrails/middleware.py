@@ -129,8 +129,9 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         # LangSmith tracing on or off), which cost an async agent more than the whole guarded
         # call (benchmarks/agent_overhead.py). A plain function takes its inline path, and
         # LangChain awaits the coroutine as before. Only where LangSmith tracing is on does
-        # anything show: the hook's LangSmith span closes when the coroutine is made, so the
-        # tool run appears beside it rather than inside it. Our OpenTelemetry spans are as
+        # anything show: the hook's LangSmith span closes when the coroutine is made (its
+        # output reads "<coroutine object ...>"), so the tool run appears beside it rather
+        # than inside it. Our OpenTelemetry spans are as
         # they were. The same holds for awrap_model_call.
         return self._awrap_tool_call(request, handler)
 
