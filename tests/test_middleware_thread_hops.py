@@ -56,6 +56,20 @@ class AsyncDefHooks(AgentMiddleware):
         return await handler(request)
 
 
+def three_calls(middleware: list[Any], usage: dict[str, int] | None = None) -> Any:
+    """An agent whose model asks for ``TURNS`` tool calls, one per turn, then says "done"."""
+    turns = [
+        AIMessage(
+            content="",
+            tool_calls=[{"name": "tag_contact", "args": {"contact": f"c{i}"}, "id": f"t{i}"}],
+            usage_metadata=usage,
+        )
+        for i in range(TURNS)
+    ]
+    model = ScriptedModel(messages=iter([*turns, AIMessage(content="done")]))
+    return create_agent(model, [tag_contact], middleware=middleware)
+
+
 def executor_hops(middleware: list[Any], monkeypatch: pytest.MonkeyPatch) -> int:
     """How many times one async run of a 3-tool-call agent hands work to the executor."""
     hops = 0
@@ -67,16 +81,7 @@ def executor_hops(middleware: list[Any], monkeypatch: pytest.MonkeyPatch) -> int
         return real(self, *args)
 
     usage = {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
-    turns = [
-        AIMessage(
-            content="",
-            tool_calls=[{"name": "tag_contact", "args": {"contact": f"c{i}"}, "id": f"t{i}"}],
-            usage_metadata=usage,  # priced, so the model hook charges the budget
-        )
-        for i in range(TURNS)
-    ]
-    model = ScriptedModel(messages=iter([*turns, AIMessage(content="done")]))
-    agent: Any = create_agent(model, [tag_contact], middleware=middleware)
+    agent = three_calls(middleware, usage)  # priced, so the model hook charges the budget
     with monkeypatch.context() as patch:
         patch.setattr(asyncio.BaseEventLoop, "run_in_executor", counting)
         result = asyncio.run(agent.ainvoke({"messages": [("user", "tag")]}))
@@ -114,16 +119,7 @@ class CapturingClient(Client):
 
 def test_the_async_hooks_work_with_langsmith_tracing_on() -> None:
     guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
-    turns = [
-        AIMessage(
-            content="",
-            tool_calls=[{"name": "tag_contact", "args": {"contact": f"c{i}"}, "id": f"t{i}"}],
-        )
-        for i in range(TURNS)
-    ]
-    model = ScriptedModel(messages=iter([*turns, AIMessage(content="done")]))
-    middleware = GuardrailsMiddleware(guard, actions={"tag_contact": "crm.tag"})
-    agent: Any = create_agent(model, [tag_contact], middleware=[middleware])
+    agent = three_calls([GuardrailsMiddleware(guard, actions={"tag_contact": "crm.tag"})])
     client = CapturingClient()
 
     async def traced() -> Any:

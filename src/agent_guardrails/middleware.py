@@ -131,8 +131,8 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         # LangChain awaits the coroutine as before. Only where LangSmith tracing is on does
         # anything show: the hook's LangSmith span closes when the coroutine is made (its
         # output reads "<coroutine object ...>"), so the tool run appears beside it rather
-        # than inside it. Our OpenTelemetry spans are as
-        # they were. The same holds for awrap_model_call.
+        # than inside it. Our OpenTelemetry spans are as they were. The same holds for
+        # awrap_model_call.
         return self._awrap_tool_call(request, handler)
 
     async def _awrap_tool_call(
