@@ -134,3 +134,31 @@ def test_async_guarded_tool_in_a_plain_tool_node(guard: Guardrails) -> None:
     asyncio.run(scenario())
     assert runs == []
     assert sum(guard.store.counters("budget:").values()) == 0
+
+
+def test_refusal_status_plain_tool_node_vs_guarded_tool_node() -> None:
+    """The README's caveat: LangChain marks a tool's return value ``success``, so a refusal
+    by a ``@guarded`` tool in a plain ``ToolNode`` carries that status; the guarded ToolNode
+    builds the message itself and marks it ``error``. Both carry the same JSON result."""
+    pack = PACK.replace("  crm.tag:", "  crm.big: {risk: low, cost: 11}\n  crm.tag:")
+    guard = Guardrails(PolicyPack.from_yaml(pack), store="memory://")
+
+    @tool
+    def big_tag(contact: str) -> str:
+        """Tag at a cost the day's budget (10) cannot hold."""
+        raise AssertionError("a refused call never runs")
+
+    plain = graph(ToolNode([guarded(action="crm.big", guardrails=guard)(big_tag)]))
+    ours = graph(guarded_tool_node([big_tag], guard, actions={"big_tag": "crm.big"}))
+    call = ("big_tag", {"contact": "c1"}, "k1")
+    answers = [
+        results(g.invoke(ai(call), {"configurable": {"thread_id": t}}, version="v2"))["k1"]
+        for g, t in ((plain, "p"), (ours, "n"))
+    ]
+    plain_msg, node_msg = answers
+    for message in (plain_msg, node_msg):
+        body = json.loads(str(message.content))
+        assert (body["status"], body["reasons"]) == ("denied", ["budget_exceeded"])
+    assert plain_msg.status == "success"
+    assert node_msg.status == "error"
+    assert guard.store.counters("budget:") == {}
