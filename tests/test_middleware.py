@@ -331,6 +331,37 @@ def test_a_forged_or_missing_approver_is_refused(
     assert sum(guard.store.counters("budget:").values()) == 0
 
 
+def test_an_answer_given_under_an_older_pack_version_is_refused(
+    guard: Guardrails, tools: Tools
+) -> None:
+    """An approval binds to the pack version it was asked under: a run resumed after the
+    pack moved on does not run the call on the old answer."""
+    saver = InMemorySaver()
+
+    def build(g: Guardrails, *script: AIMessage) -> Any:
+        model = ScriptedModel(messages=iter([*script, AIMessage(content="done")]))
+        middleware = [GuardrailsMiddleware(g, actions=ACTIONS)]
+        return Driven(create_agent(model, tools.all, middleware=middleware, checkpointer=saver))
+
+    old = build(guard, calls(("send_email", {"to": "c1", "subject": "Hi"})))
+    first = old.invoke({"messages": [("user", "go")]}, cfg("t1"), version="v2")
+    (pending,) = first.interrupts
+    assert pending.value["guardrails"]["pack_version"] == "7"
+    newer = Guardrails(PolicyPack.from_yaml(PACK.replace('"7"', '"8"')), store=guard.store)
+    result = build(newer).invoke(
+        Command(resume={pending.id: {"type": "approve"}}), cfg("t1", **OPS), version="v2"
+    )
+    message = tool_messages(result)["call-0"]
+    body = json.loads(str(message.content))
+    assert (message.status, body["reasons"]) == ("error", ["approval_stale"])
+    assert "version 7" in body["message"]
+    assert "now version 8" in body["message"]
+    assert tools.runs == []
+    assert sum(guard.store.counters("budget:").values()) == 0
+    resolved = [r.data for r in guard.store.audit_records() if r.kind == "approval.resolved"]
+    assert [d["refused"].split(":")[0] for d in resolved] == ["approval_stale"]
+
+
 def test_parallel_calls_with_mixed_decisions_resume_independently(
     guard: Guardrails, tools: Tools
 ) -> None:

@@ -714,13 +714,13 @@ class Guardrails:
         call: CallSpan | None = None,
     ) -> _Ready | _Stop:
         ask = self._approval_request(request, decision, key, asked_at)
-        self._approval_asked(ask, call)
+        unbound = self._approval_asked(ask, call)
         asked = self.clock()
         answer = (asker or self._ask)(ask)
         if answer is None:
             self._release(key, "approval.unavailable", {"reason": "no approver configured"})
             return _Stop(request, decision)
-        problem = self._check_answer(ask, answer)
+        problem = unbound or self._check_answer(ask, answer)
         if call is not None:
             call.approval_resolved(answer, problem, self.clock() - (asked_at or asked))
         self._audit(
@@ -1001,14 +1001,17 @@ class Guardrails:
             return None, None
         return first.data, self.clock() - first.ts
 
-    def _approval_asked(self, ask: ApprovalRequest, call: CallSpan | None) -> None:
+    def _approval_asked(self, ask: ApprovalRequest, call: CallSpan | None) -> str | None:
         """Record, once per call across interrupts and resumes, that a human was asked. A
-        resumed run that asks again links its span to the first one instead."""
+        resumed run that asks again links its span to the first one instead, and gets back
+        why an answer to that first ask no longer fits (``None``: it fits)."""
         first = self._first_ask(ask.call_key)
         if first is None:
             self._record_ask(ask, call)
-        elif call is not None:
+            return None
+        if call is not None:
             call.approval_reasked(first.data)
+        return _unbound(first.data, ask)
 
     def _record_ask(self, ask: ApprovalRequest, call: CallSpan | None) -> None:
         """The ``approval.requested`` audit record (with the span's ids) and span event."""
@@ -1149,6 +1152,25 @@ class _DecisionData(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._materialise())
+
+
+def _unbound(first: Mapping[str, Any], ask: ApprovalRequest) -> str | None:
+    """Why an answer given to the first ask of a call does not bind to ``ask``: the pack
+    version or the arguments changed in between (``None``: they did not)."""
+    version = first.get("pack_version")
+    if version is not None and version != ask.pack_version:
+        return (
+            f"approval_stale: the call was put to a human under pack {ask.pack} version "
+            f"{version}, and the pack is now version {ask.pack_version}; make the call "
+            "again to ask under the new version"
+        )
+    digest = first.get("args_digest")
+    if digest is not None and digest != ask.args_digest:
+        return (
+            "approval_stale: the call's arguments changed after it was put to a human; "
+            "make the call again to ask about these arguments"
+        )
+    return None
 
 
 def _decision_data(
