@@ -8,6 +8,10 @@ through ``ToolNode(wrap_tool_call=..., awrap_tool_call=...)``: decisions, reserv
 approvals by interrupt (resume by interrupt id), exactly-once execution and audit. A
 kill-switch halt comes back as an error ``ToolMessage`` (route on it in your graph), or
 raises ``KillSwitchEngaged`` where the pack says ``kill_switch: {on_halt: raise}``.
+
+Known bug: several calls of one AI message that each need approval, run by one node task,
+share that task's interrupts, which LangGraph answers by position; an answer can reach the
+wrong call. Put a ``GuardNode`` before the tools until it is fixed (see the README).
 """
 
 from __future__ import annotations
