@@ -168,8 +168,8 @@ def test_refusal_status_plain_tool_node_vs_guarded_tool_node() -> None:
     strict=True,
     reason="known bug: several calls of one ToolNode task that each need approval share the "
     "task's interrupts, which LangGraph answers by position; a call replayed from the store "
-    "does not take its answer again, so a later answer reaches the wrong call. Dispatch tool "
-    "calls with Send (as create_agent does) or use GuardNode until it is fixed",
+    "does not take its answer again, so a later answer reaches the wrong call. Put a GuardNode "
+    "before the tools until it is fixed (see the README)",
 )
 @pytest.mark.parametrize("adapter", ["guarded_tool_node", "plain ToolNode + @guarded"])
 def test_two_approvals_in_one_tool_node_task_reach_their_own_calls(adapter: str) -> None:
