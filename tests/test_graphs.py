@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import time
 from typing import Annotated, Any
 
 import pytest
@@ -17,6 +19,7 @@ from langgraph.types import Command
 from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack, guarded
+from agent_guardrails.errors import KillSwitchEngaged
 from agent_guardrails.tool_node import guarded_tool_node
 
 PACK = """
@@ -164,37 +167,225 @@ def test_refusal_status_plain_tool_node_vs_guarded_tool_node() -> None:
     assert guard.store.counters("budget:") == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: several calls of one ToolNode task that each need approval share the "
-    "task's interrupts, which LangGraph answers by position; a call replayed from the store "
-    "does not take its answer again, so a later answer reaches the wrong call. Put a GuardNode "
-    "before the tools until it is fixed (see the README)",
-)
-@pytest.mark.parametrize("adapter", ["guarded_tool_node", "plain ToolNode + @guarded"])
-def test_two_approvals_in_one_tool_node_task_reach_their_own_calls(adapter: str) -> None:
-    guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
-    runs: list[str] = []
+def _emailer(adapter: str, guard: Guardrails, runs: list[str], is_async: bool) -> Any:
+    """A tools node over a send_email tool whose body takes a random moment, so the
+    threads (or coroutines) of one task reach the guardrails in a different order each run."""
+    if is_async:
 
+        async def send_email(to: str) -> str:
+            """Send."""
+            await asyncio.sleep(random.random() / 200)
+            runs.append(to)
+            return f"sent {to}"
+
+        fn: Any = send_email
+    else:
+
+        def send_email(to: str) -> str:  # type: ignore[misc]
+            """Send."""
+            time.sleep(random.random() / 200)
+            runs.append(to)
+            return f"sent {to}"
+
+        fn = send_email
+    if adapter == "guarded_tool_node":
+        return guarded_tool_node([tool(fn)], guard, actions={"send_email": "email.send"})
+    return ToolNode([tool(guarded(action="email.send", guardrails=guard)(fn))])
+
+
+def _drive(g: Any, first: Any, verdicts: dict[str, str], is_async: bool, thread: str) -> Any:
+    """Run the graph, answering each question by the call it shows; returns the last
+    output and the order the calls were asked in."""
+    cfg = {"configurable": {"thread_id": thread}}
+    ops = {"configurable": {"thread_id": thread, "approver": {"id": "ana", "roles": ["ops"]}}}
+
+    def invoke(value: Any, config: Any) -> Any:
+        if is_async:
+            return asyncio.run(g.ainvoke(value, config, version="v2"))
+        return g.invoke(value, config, version="v2")
+
+    out = invoke(first, cfg)
+    asked: list[str] = []
+    while out.interrupts:
+        (pending,) = out.interrupts
+        to = pending.value["args"]["to"]
+        asked.append(to)
+        answer = {"type": verdicts[to]}
+        if verdicts[to] == "reject":
+            answer["message"] = f"not {to}"
+        out = invoke(Command(resume={pending.id: answer}), ops)
+    return out, asked
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("adapter", ["guarded_tool_node", "plain ToolNode + @guarded"])
+@pytest.mark.parametrize(
+    "verdicts",
+    [
+        {"c1": "approve", "c2": "reject", "c3": "approve"},
+        {"c1": "reject", "c2": "approve", "c3": "reject"},
+    ],
+    ids=["approve-reject-approve", "reject-approve-reject"],
+)
+def test_parallel_approvals_in_one_tool_node_task_reach_their_own_calls(
+    adapter: str, is_async: bool, verdicts: dict[str, str]
+) -> None:
+    """A ToolNode runs all calls of one AI message in one task, whose interrupts LangGraph
+    answers by position: each answer must still reach the call it was asked about, whatever
+    order the threads arrive in and though answered calls replay without asking."""
+    approved = sorted(to for to, v in verdicts.items() if v == "approve")
+    for attempt in range(4):
+        guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+        runs: list[str] = []
+        g = graph(_emailer(adapter, guard, runs, is_async))
+        three = ai(*((("send_email", {"to": to}, f"k-{to}")) for to in ("c1", "c2", "c3")))
+        out, asked = _drive(g, three, verdicts, is_async, f"t{attempt}")
+        assert sorted(asked) == ["c1", "c2", "c3"], "each call is asked once"
+        assert sorted(runs) == approved, f"attempt {attempt}: ran {runs}"
+        replies = results(out)
+        for to, verdict in verdicts.items():
+            content = str(replies[f"k-{to}"].content)
+            if verdict == "approve":
+                assert content == f"sent {to}"
+            else:
+                body = json.loads(content)
+                assert (body["status"], body["message"]) == ("rejected", f"not {to}")
+        assert sum(guard.store.counters("budget:").values()) == 2 * len(approved)
+
+
+def test_identical_calls_in_a_plain_tool_node_each_run_and_each_is_charged() -> None:
+    """A @guarded function cannot see its tool call id; two identical calls in one message
+    are still two calls: both run, both are charged, each is asked about on its own."""
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+    tags: list[str] = []
+
+    @tool
+    @guarded(action="crm.tag", guardrails=guard)
+    def tag_contact(contact: str) -> str:
+        """Tag."""
+        tags.append(contact)
+        return f"tagged {contact}"
+
+    g = graph(ToolNode([tag_contact]))
+    out = g.invoke(ai(*(("tag_contact", {"contact": "a"}, k) for k in ("k1", "k2"))), CFG)
+    assert [m.content for m in out["messages"][1:]] == ["tagged a", "tagged a"]
+    assert tags == ["a", "a"]
+    assert [r.kind for r in guard.store.audit_records()].count("execution.finished") == 2
+
+    runs: list[str] = []
+    emails = graph(_emailer("plain ToolNode + @guarded", guard, runs, False))
+    same = ai(*(("send_email", {"to": "c1"}, k) for k in ("k1", "k2")))
+    verdicts = iter(["approve", "reject"])
+    out = emails.invoke(same, {"configurable": {"thread_id": "same"}}, version="v2")
+    while out.interrupts:
+        (pending,) = out.interrupts
+        answer = {"type": next(verdicts)}
+        ops = {"configurable": {"thread_id": "same", "approver": {"id": "a", "roles": ["ops"]}}}
+        out = emails.invoke(Command(resume={pending.id: answer}), ops, version="v2")
+    assert runs == ["c1"]
+    contents = sorted(str(m.content) for m in results(out).values())
+    assert contents[0] == "sent c1"
+    assert json.loads(contents[1])["status"] == "rejected"
+
+
+def loop_graph(tools_node: Any, turns: list[AIMessage], before: Any) -> tuple[Any, list[int]]:
+    """START -> model -> tools -> model ... -> END, the model scripted by ``turns``;
+    ``before(n)`` runs before the model's n-th answer."""
+    script = iter([*turns, AIMessage(content="done")])
+    asked: list[int] = []
+
+    def model(state: State) -> dict[str, Any]:
+        asked.append(len(asked) + 1)
+        before(len(asked))
+        return {"messages": [next(script)]}
+
+    def route(state: State) -> str:
+        last = state["messages"][-1]
+        return "tools" if isinstance(last, AIMessage) and last.tool_calls else END
+
+    builder = StateGraph(State)
+    builder.add_node("model", model)
+    builder.add_node("tools", tools_node)
+    builder.add_edge(START, "model")
+    builder.add_conditional_edges("model", route, ["tools", END])
+    builder.add_edge("tools", "model")
+    return builder.compile(checkpointer=InMemorySaver()), asked
+
+
+@pytest.mark.parametrize("on_halt", ["end", "raise"])
+@pytest.mark.parametrize("adapter", ["guarded_tool_node", "plain ToolNode + @guarded"])
+def test_kill_switch_between_turns_of_a_hand_built_graph(adapter: str, on_halt: str) -> None:
+    guard = Guardrails(
+        PolicyPack.from_yaml(PACK + f"kill_switch: {{on_halt: {on_halt}}}\n"), store="memory://"
+    )
+    tags: list[str] = []
+
+    def tag_contact(contact: str) -> str:
+        """Tag."""
+        tags.append(contact)
+        return f"tagged {contact}"
+
+    node = (
+        guarded_tool_node([tool(tag_contact)], guard, actions={"tag_contact": "crm.tag"})
+        if adapter == "guarded_tool_node"
+        else ToolNode([tool(guarded(action="crm.tag", guardrails=guard)(tag_contact))])
+    )
+
+    def kill_before_second_turn(n: int) -> None:
+        if n == 2:
+            guard.kill(by="ops", reason="stop")
+
+    turns = [ai(("tag_contact", {"contact": c}, f"k-{c}"))["messages"][0] for c in "ab"]
+    g, asked = loop_graph(node, turns, kill_before_second_turn)
+    if on_halt == "raise":
+        with pytest.raises(KillSwitchEngaged):
+            g.invoke({"messages": [("user", "go")]}, CFG)
+        assert asked == [1, 2]
+    else:
+        out = g.invoke({"messages": [("user", "go")]}, CFG)
+        halted = next(m for m in out["messages"] if getattr(m, "tool_call_id", "") == "k-b")
+        assert json.loads(str(halted.content))["reasons"] == ["kill_switch:global"]
+        # A hand-built graph routes the halt itself: here the model answers it.
+        assert out["messages"][-1].content == "done"
+    assert tags == ["a"]
+
+
+def _one_email_graph(adapter: str, guard: Guardrails, runs: list[str]) -> Any:
     def send_email(to: str) -> str:
         """Send."""
         runs.append(to)
         return f"sent {to}"
 
-    node = (
-        guarded_tool_node([tool(send_email)], guard, actions={"send_email": "email.send"})
-        if adapter == "guarded_tool_node"
-        else ToolNode([tool(guarded(action="email.send", guardrails=guard)(send_email))])
-    )
-    g = graph(node)
-    two = ai(("send_email", {"to": "c1"}, "k1"), ("send_email", {"to": "c2"}, "k2"))
-    out = g.invoke(two, CFG, version="v2")
-    rejected = []
-    for answer in ({"type": "approve"}, {"type": "reject", "message": "no"}):
-        (pending,) = out.interrupts
-        if answer["type"] == "reject":
-            rejected.append(pending.value["args"]["to"])
-        out = g.invoke(Command(resume={pending.id: answer}), OPS, version="v2")
-    assert not out.interrupts
-    assert len(runs) == 1
-    assert rejected[0] not in runs
+    if adapter == "guarded_tool_node":
+        return graph(
+            guarded_tool_node([tool(send_email)], guard, actions={"send_email": "email.send"})
+        )
+    return graph(ToolNode([tool(guarded(action="email.send", guardrails=guard)(send_email))]))
+
+
+@pytest.mark.parametrize("adapter", ["guarded_tool_node", "plain ToolNode + @guarded"])
+@pytest.mark.parametrize("case", ["identity in the payload", "expired"])
+def test_an_answer_that_does_not_hold_is_refused_in_a_hand_built_graph(
+    adapter: str, case: str
+) -> None:
+    """The approver is read from the resuming caller's context, never from the resume
+    payload; and an answer after the approval's timeout is refused."""
+    now = [1_700_000_000.0]
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://", clock=lambda: now[0])
+    runs: list[str] = []
+    g = _one_email_graph(adapter, guard, runs)
+    first = g.invoke(ai(("send_email", {"to": "c1"}, "k1")), CFG, version="v2")
+    (pending,) = first.interrupts
+    if case == "expired":
+        now[0] += 86_400 + 1  # approvals expire after a day by default
+        answer: dict[str, Any] = {"type": "approve"}
+        config = OPS
+    else:
+        answer = {"type": "approve", "approver": {"id": "boss", "roles": ["ops"]}}
+        config = CFG  # nobody is named in the resuming caller's context
+    out = g.invoke(Command(resume={pending.id: answer}), config, version="v2")
+    body = json.loads(str(results(out)["k1"].content))
+    expected = "approval_expired" if case == "expired" else "approver_not_authorized"
+    assert body["reasons"] == [expected]
+    assert runs == []
+    assert sum(guard.store.counters("budget:").values()) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +20,9 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack
+from agent_guardrails.errors import KillSwitchEngaged
 from agent_guardrails.guard_node import GuardNode
+from agent_guardrails.scope import Scope
 
 PACK = """
 name: node
@@ -49,8 +51,14 @@ class State(TypedDict):
 
 
 class Harness:
-    def __init__(self, *turns: AIMessage, store: str = "memory://") -> None:
-        self.guard = Guardrails(PolicyPack.from_yaml(PACK), store=store)
+    def __init__(
+        self,
+        *turns: AIMessage,
+        store: str = "memory://",
+        pack: str = PACK,
+        on_model: Callable[[Guardrails, int], None] | None = None,
+    ) -> None:
+        self.guard = Guardrails(PolicyPack.from_yaml(pack), store=store)
         self.runs: list[tuple[str, dict[str, Any]]] = []
         self.model_calls = 0
         runs = self.runs
@@ -72,6 +80,8 @@ class Harness:
 
         def model(state: State) -> dict[str, Any]:
             self.model_calls += 1
+            if on_model is not None:
+                on_model(self.guard, self.model_calls)
             return {"messages": [next(script)]}
 
         node = GuardNode(self.guard, actions={"tag_contact": "crm.tag", "send_email": "email.send"})
@@ -246,3 +256,72 @@ def test_async_batch() -> None:
 
     asyncio.run(scenario())
     assert sorted(name for name, _ in h.runs) == ["send_email", "tag_contact"]
+
+
+def test_a_tool_call_id_reused_in_a_later_turn_is_a_new_call() -> None:
+    """Models number tool calls per turn (``c0``, ``c1``...): the second turn's ``c0`` must
+    run with its own arguments, not replay the first turn's result."""
+    h = Harness(turn(("tag_contact", {"contact": "a"})), turn(("tag_contact", {"contact": "b"})))
+    out = h.start()
+    assert h.runs == [("tag_contact", {"contact": "a"}), ("tag_contact", {"contact": "b"})]
+    replies = [m.content for m in out.value["messages"] if isinstance(m, ToolMessage)]
+    assert replies == ["tagged a", "tagged b"]
+    assert sum(h.guard.store.counters("budget:").values()) == 60
+    assert h.model_calls == 3
+
+
+def _kill_before_turn(n: int) -> Callable[[Guardrails, int], None]:
+    def on_model(guard: Guardrails, calls: int) -> None:
+        if calls == n:
+            guard.kill(by="ops", reason="stop the campaign")
+
+    return on_model
+
+
+def test_kill_switch_engaged_between_turns_ends_the_run_with_its_message() -> None:
+    first = turn(("tag_contact", {"contact": "a"}))
+    second = turn(("tag_contact", {"contact": "b"}), ("send_email", {"to": "x", "subject": "hi"}))
+    h = Harness(first, second, on_model=_kill_before_turn(2))
+    out = h.start()
+    assert h.runs == [("tag_contact", {"contact": "a"})]  # nothing of the second turn ran
+    assert h.model_calls == 2  # the model is not asked again after the halt
+    assert out.value["messages"][-1].content == h.guard.policy.kill_switch.message
+    assert not out.interrupts  # the email's approval is not asked for either
+    replies = [m for m in out.value["messages"] if isinstance(m, ToolMessage)][1:]
+    assert {json.loads(str(m.content))["status"] for m in replies} == {"halted"}
+    assert sum(h.guard.store.counters("budget:").values()) == 30  # the first turn only
+    kinds = [r.kind for r in h.guard.store.audit_records()]
+    assert kinds.count("execution.finished") == 1
+
+
+def test_a_scoped_halt_stops_the_whole_batch() -> None:
+    """Only the EU call is halted; the other call of the batch was allowed and held its
+    cost, which is released: the run ends and nothing of the turn runs."""
+    second = turn(
+        ("tag_contact", {"contact": "b"}), ("tag_contact", {"contact": "c", "region": "eu"})
+    )
+
+    def kill_eu(guard: Guardrails, calls: int) -> None:
+        if calls == 1:
+            guard.kill(Scope(region="eu"), by="ops", reason="EU pause")
+
+    h = Harness(second, on_model=kill_eu)
+    out = h.start()
+    assert h.runs == []
+    results = tool_results(out)
+    assert json.loads(str(results["c1"].content))["status"] == "halted"
+    assert results["c0"].status == "error"
+    assert "kill-switch halted tag_contact" in str(results["c0"].content)
+    assert sum(h.guard.store.counters("budget:").values()) == 0  # the hold of c0 was released
+    assert out.value["messages"][-1].content == h.guard.policy.kill_switch.message
+
+
+def test_kill_switch_can_raise_from_the_guard_node() -> None:
+    pack = PACK + "kill_switch: {on_halt: raise}\n"
+    first = turn(("tag_contact", {"contact": "a"}))
+    second = turn(("tag_contact", {"contact": "b"}))
+    h = Harness(first, second, pack=pack, on_model=_kill_before_turn(2))
+    with pytest.raises(KillSwitchEngaged):
+        h.start()
+    assert h.runs == [("tag_contact", {"contact": "a"})]
+    assert sum(h.guard.store.counters("budget:").values()) == 30

@@ -48,9 +48,6 @@ class ApprovalRequest:
     pack_version: str
     args_digest: str
     expires_at: float
-    stale_answers: int = 0
-    """Answers this call received before it crashed mid-run (it is now in doubt): a
-    LangGraph asker skips them so the in-doubt question gets a fresh answer."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,9 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, StructuredTool, Tool
 
 from agent_guardrails.decision import CallRequest
-from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
 from agent_guardrails.guard import Guardrails
+from agent_guardrails.results import is_result
 from agent_guardrails.scope import DIMENSIONS
 
 __all__ = ["guarded", "inside_adapter", "set_default_guardrails", "use_guardrails"]
@@ -65,25 +66,45 @@ def inside_adapter() -> Iterator[None]:
         _adapter_active.reset(token)
 
 
-def _graph_call(req: CallRequest) -> tuple[str | None, Any]:
-    """Inside a LangGraph run: the call's stable key and an interrupt-based asker."""
+def _graph_call(guard: Guardrails, req: CallRequest) -> tuple[str | None, Any]:
+    """Inside a LangGraph run: the call's stable key and an interrupt-based asker.
+
+    The function never sees its tool call id, so a digest of the tool and its arguments
+    stands in for it; identical calls in one task are numbered in the order they arrive
+    (they are interchangeable), so each runs and is charged once."""
     if var_child_runnable_config.get() is None:
         return None, None
     from agent_guardrails.graph_context import (
         call_key,
         current_config,
         interrupt_asker,
+        slot_schema,
     )
     from agent_guardrails.guard import args_digest
+    from agent_guardrails.task_interrupts import for_task
 
     config = current_config()
     if config is None:
         return None, None
-    digest = args_digest(req.tool, req.args)[:16]
-    key = call_key(config, f"{req.tool}:{digest}")
+    name = f"{req.tool}:{args_digest(req.tool, req.args)[:16]}"
+    task = for_task(config, guard.store, slot_schema)
+    n = task.ordinal(name) if task is not None else 0
+    key = call_key(config, name if n == 0 else f"{name}#{n}")
     if key is None:
         return None, None
-    return key, interrupt_asker("", None, config)
+    return key, interrupt_asker("", None, config, guard.store)
+
+
+def _halt_raises(guard: Guardrails, req: CallRequest, result: Any) -> Any:
+    """In a graph, a kill-switch halt raises ``KillSwitchEngaged`` where the pack says
+    ``kill_switch: {on_halt: raise}``, as the middleware does; else the result is returned."""
+    if (
+        guard.policy.kill_switch.on_halt == "raise"
+        and is_result(result)
+        and result["status"] == "halted"
+    ):
+        raise KillSwitchEngaged(guard.check(req))
+    return result
 
 
 def set_default_guardrails(guard: Guardrails | None) -> None:
@@ -276,8 +297,8 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
             if _adapter_active.get():
                 return await fn(*args, **kwargs)
             guard, req = request(args, kwargs)
-            key, ask = _graph_call(req)
-            return await guard.arun(
+            key, ask = _graph_call(guard, req)
+            result = await guard.arun(
                 req,
                 body,
                 simulate=simulate,
@@ -285,6 +306,7 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
                 call_key=key,
                 ask=ask,
             )
+            return _halt_raises(guard, req, result) if key is not None else result
 
         wrapper: Callable[..., Any] = async_wrapper
     else:
@@ -294,8 +316,8 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
             if _adapter_active.get():
                 return fn(*args, **kwargs)
             guard, req = request(args, kwargs)
-            key, ask = _graph_call(req)
-            return guard.run(
+            key, ask = _graph_call(guard, req)
+            result = guard.run(
                 req,
                 body,
                 simulate=simulate,
@@ -303,6 +325,7 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
                 call_key=key,
                 ask=ask,
             )
+            return _halt_raises(guard, req, result) if key is not None else result
 
         wrapper = sync_wrapper
     # What adapters that guard the call themselves (the middleware) read from the tool.

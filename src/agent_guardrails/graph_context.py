@@ -5,7 +5,8 @@
   the resume, in this process or another one reading the same checkpointer; the key is the
   same each time, so reservations, audit records and the tool body happen once. Where the
   tool call id is unknown (a plain function under ``@tool`` run by a ``ToolNode``), a digest
-  of the tool name and arguments stands in for it.
+  of the tool name and arguments stands in for it, numbered when identical calls share a
+  task.
 - **Scope** from the run's context (``context=`` of ``invoke``: a mapping or an object with
   ``workflow``, ``region`` ... attributes, or a ``guardrails_scope`` mapping inside it) and
   from ``configurable``.
@@ -17,6 +18,8 @@
   ``guardrails`` field with our details, and a ``response_schema`` that LangGraph checks
   the answer against before saving it: a malformed answer is refused with a
   ``pydantic.ValidationError`` and the call stays pending.
+  Inside a task, calls ask through the task's slot log
+  (:mod:`agent_guardrails.task_interrupts`), so calls sharing a task get their own answers.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from typing_extensions import TypedDict
 from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.scope import DIMENSIONS
+from agent_guardrails.store.base import Store
+from agent_guardrails.task_interrupts import for_task
 
 __all__ = [
     "GuardrailsApprovalRequest",
@@ -200,16 +205,39 @@ def to_answer(decision: Mapping[str, Any], by: str, roles: tuple[str, ...]) -> A
     return ApprovalAnswer(kind, by=by, roles=roles, message=str(decision.get("message") or ""))
 
 
-def interrupt_asker(tool_call_id: str, context: object, config: Mapping[str, Any] | None) -> Any:
-    """An asker that pauses the graph with ``interrupt()`` and returns the human's answer."""
+def slot_schema(record: Mapping[str, Any]) -> Any:
+    """The answer type of the ask an ``approval.slot`` record describes."""
+    return decision_schema(tuple(record["allowed"]), str(record["tool"]))
+
+
+def interrupt_asker(
+    tool_call_id: str, context: object, config: Mapping[str, Any] | None, store: Store
+) -> Any:
+    """An asker that pauses the graph with ``interrupt()`` and returns the human's answer.
+
+    Inside a checkpointed task it asks through the task's
+    :class:`~agent_guardrails.task_interrupts.TaskInterrupts`, so several guarded calls of one
+    task (a ``ToolNode`` running an AI message's calls) each get their own answer."""
 
     def ask(request: ApprovalRequest) -> ApprovalAnswer:
         payload = approval_payload(request, tool_call_id)
-        for _ in range(request.stale_answers):
-            interrupt(payload)  # returns the answer given before the crash: not reused
-        decision = interrupt(
-            payload, response_schema=decision_schema(request.allowed_decisions, request.tool)
-        )
+        task = for_task(config, store, slot_schema)
+        if task is None:
+            decision = interrupt(
+                payload, response_schema=decision_schema(request.allowed_decisions, request.tool)
+            )
+        else:
+            # A call in doubt asks afresh: the answer its first run got is not reused.
+            again = "in_doubt" in request.reasons
+            decision = task.answer(
+                f"{request.call_key}#{'in_doubt' if again else 'ask'}",
+                payload,
+                {
+                    "call_key": request.call_key,
+                    "tool": request.tool,
+                    "allowed": list(request.allowed_decisions),
+                },
+            )
         if not isinstance(decision, Mapping):
             decision = cast(Any, decision).model_dump()
         by, roles = approver_identity(context, config)

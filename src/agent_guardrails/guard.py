@@ -534,6 +534,11 @@ class Guardrails:
             return step.request, replace(step.decision, extra={"response": step.message}), key
         return step.request, step.decision, key
 
+    def withdraw(self, key: str, reason: str) -> None:
+        """Release what a call decided earlier (by :meth:`decide_batch`) holds, without
+        running it: its batch ended (a kill-switch halted another call of it)."""
+        self._release(key, "reservation.released", {"reason": reason})
+
     def execute(
         self, request: CallRequest, decision: Decision, key: str, body: Body[R]
     ) -> R | GuardrailResult:
@@ -975,16 +980,7 @@ class Guardrails:
             pack_version=decision.pack_version,
             args_digest=args_digest(request.tool, request.args),
             expires_at=(asked_at if asked_at is not None else self.clock()) + timeout,
-            stale_answers=self._stale_answers(request, decision),
         )
-
-    def _stale_answers(self, request: CallRequest, decision: Decision) -> int:
-        """For a call in doubt: 1 if its first run was approved by a human (so a graph
-        holds that old answer for the first interrupt), else 0."""
-        if "in_doubt" not in decision.reasons:
-            return 0
-        first = decide(request, self.policy, level=decision.level, used={}, now=self.clock())
-        return 1 if first.kind is DecisionKind.REQUIRE_APPROVAL else 0
 
     def _first_ask(self, key: str) -> AuditRecord | None:
         """The ``approval.requested`` record of the call under ``key``, if it was asked."""

@@ -16,7 +16,9 @@ interrupt** for the calls that need a human, in LangChain's batched ``HITLReques
 (``action_requests`` and ``review_configs``, plus a ``guardrails`` list with our details per
 action), answered with ``{"decisions": [...]}`` in the same order. Approved calls go to the
 tools node (``Send`` per call); refused, simulated and answered ones come back to the model
-as ``ToolMessage``\\s. With no tool calls the graph ends.
+as ``ToolMessage``\\s. With no tool calls the graph ends. When a kill-switch halts any call
+of the batch, none of the batch runs and the run ends with the pack's kill-switch message
+(or raises ``KillSwitchEngaged`` where the pack says ``kill_switch: {on_halt: raise}``).
 
 The tools node from :meth:`GuardNode.tool_node` only runs calls this node let through, once
 each, recording how each ended.
@@ -24,6 +26,7 @@ each, recording how each ended.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
@@ -46,11 +49,12 @@ from pydantic import Discriminator, Field, create_model
 
 from agent_guardrails.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.decorator import inside_adapter
-from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
 from agent_guardrails.graph_context import (
     GuardrailsDetails,
     approval_payload,
     approver_identity,
+    call_key,
     scope_values,
     to_answer,
 )
@@ -116,7 +120,6 @@ class GuardNode:
             return Command(goto="__end__")
         context = _context()
         scope = scope_values(context, config)
-        thread = (config.get("configurable") or {}).get("thread_id", "")
         calls = []
         for tool_call in last.tool_calls:
             name = tool_call["name"]
@@ -131,8 +134,14 @@ class GuardNode:
                 self.guardrails.resolve_scope(context=scope, args=args),
                 tool_call.get("id") or "",
             )
-            calls.append((request, f"{thread}|guard|{tool_call.get('id') or ''}"))
+            # The guard task's namespace is new each turn and kept across an interrupt, so a
+            # model that reuses tool call ids in a later turn does not replay the earlier one.
+            key = call_key(config, tool_call.get("id") or "") or f"~{uuid.uuid4().hex}"
+            calls.append((request, key))
         decisions = self.guardrails.decide_batch(calls)
+        halted = next((d for d in decisions if d.kind is DecisionKind.HALT), None)
+        if halted is not None:
+            return self._halt(last, calls, decisions, halted)
         outcomes = self._approvals(calls, decisions, context, config)
 
         replies: list[ToolMessage] = []
@@ -160,6 +169,41 @@ class GuardNode:
             else:
                 replies.append(self._reply(tool_call, request, decision))
         return Command(update={"messages": replies}, goto=sends or [self.model_node])
+
+    def _halt(
+        self,
+        last: AIMessage,
+        calls: list[tuple[CallRequest, str]],
+        decisions: list[Decision],
+        halted: Decision,
+    ) -> Command[Any]:
+        """A kill-switch halted a call of the batch: none of the batch runs (what the others
+        held is released) and, as the pack says, the run ends with its message or raises
+        ``KillSwitchEngaged``."""
+        for (_request, key), decision in zip(calls, decisions, strict=True):
+            if decision.kind in (DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL):
+                self.guardrails.withdraw(key, "halt")
+        policy = self.guardrails.policy.kill_switch
+        if policy.on_halt == "raise":
+            raise KillSwitchEngaged(halted)
+        replies = []
+        for tool_call, (request, _key), decision in zip(
+            last.tool_calls, calls, decisions, strict=True
+        ):
+            if decision.kind is DecisionKind.HALT:
+                replies.append(self._reply(tool_call, request, decision))
+            else:
+                replies.append(
+                    ToolMessage(
+                        content=f"not run: the kill-switch halted {halted.tool} in the same "
+                        "turn, so the run ended",
+                        tool_call_id=tool_call.get("id") or "",
+                        name=tool_call["name"],
+                        status="error",
+                    )
+                )
+        end = AIMessage(content=policy.message)
+        return Command(update={"messages": [*replies, end]}, goto="__end__")
 
     def _approvals(
         self,

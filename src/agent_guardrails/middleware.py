@@ -175,7 +175,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         return _Prepared(
             CallRequest(name, action, args, scope, call_id),
             call_key(config, call_id),
-            interrupt_asker(call_id, context, config),
+            interrupt_asker(call_id, context, config, self.guardrails.store),
             getattr(func, "__guardrails_simulate__", None),
         )
 

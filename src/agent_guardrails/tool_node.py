@@ -9,9 +9,10 @@ approvals by interrupt (resume by interrupt id), exactly-once execution and audi
 kill-switch halt comes back as an error ``ToolMessage`` (route on it in your graph), or
 raises ``KillSwitchEngaged`` where the pack says ``kill_switch: {on_halt: raise}``.
 
-Known bug: several calls of one AI message that each need approval, run by one node task,
-share that task's interrupts, which LangGraph answers by position; an answer can reach the
-wrong call. Put a ``GuardNode`` before the tools until it is fixed (see the README).
+Several calls of one AI message run in this node's one task and share its interrupts,
+which LangGraph answers by position; they ask through the task's slot log
+(:mod:`agent_guardrails.task_interrupts`), one question per run, so each answer reaches the
+call it was asked about. Tools in this node must not call ``interrupt()`` themselves.
 """
 
 from __future__ import annotations
