@@ -453,10 +453,24 @@ def test_kill_switch_can_raise_instead(tools: Tools) -> None:
     raising = Guardrails(
         PolicyPack.from_yaml(PACK + "kill_switch: {on_halt: raise}\n"), store="memory://"
     )
-    raising.kill(Scope(), by="ops", reason="test")
-    a = agent(raising, tools, calls(("tag_contact", {"contact": "c1"})))
+
+    def turns() -> Iterator[AIMessage]:
+        yield calls(("tag_contact", {"contact": "c1"}))
+        raising.kill(Scope(), by="ops", reason="test")  # between the two tool calls
+        yield calls(("tag_contact", {"contact": "c2"}))
+        yield AIMessage(content="should not be reached")
+
+    a = Driven(
+        create_agent(
+            ScriptedModel(messages=turns()),
+            tools.all,
+            middleware=[GuardrailsMiddleware(raising, actions=ACTIONS)],
+            checkpointer=InMemorySaver(),
+        )
+    )
     with pytest.raises(KillSwitchEngaged):
         a.invoke({"messages": [("user", "x")]}, cfg("t1"), version="v2")
+    assert tools.runs == [("tag_contact", {"contact": "c1"})]
 
 
 def test_guarded_tool_under_the_middleware_is_guarded_once(guard: Guardrails) -> None:

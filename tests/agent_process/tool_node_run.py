@@ -28,16 +28,7 @@ from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack, guarded
 from agent_guardrails.tool_node import guarded_tool_node
-
-PACK = """
-name: proc
-version: 1
-defaults: {level: execute}
-actions:
-  email.send: {sensitive: true, cost: 5, approval: {roles: [ops]}}
-budgets:
-  - {name: daily, limit: 100, window: day}
-"""
+from tests.agent_process.run import PACK  # the same pack as the middleware's process test
 
 
 class State(TypedDict):
