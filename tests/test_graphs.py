@@ -10,16 +10,16 @@ from typing import Annotated, Any
 
 import pytest
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
-from langchain_core.tools import BaseTool, tool
+from langchain_core.tools import BaseTool, StructuredTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
-from langgraph.types import Command
+from langgraph.types import Command, RetryPolicy
 from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack, guarded
-from agent_guardrails.errors import KillSwitchEngaged
+from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
 from agent_guardrails.tool_node import guarded_tool_node
 
 PACK = """
@@ -38,13 +38,13 @@ class State(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
-def graph(tools_node: Any) -> Any:
+def graph(tools_node: Any, saver: Any = None) -> Any:
     """START -> tools -> END: the state arrives holding the model's AI message."""
     builder = StateGraph(State)
     builder.add_node("tools", tools_node)
     builder.add_edge(START, "tools")
     builder.add_edge("tools", END)
-    return builder.compile(checkpointer=InMemorySaver())
+    return builder.compile(checkpointer=saver if saver is not None else InMemorySaver())
 
 
 def ai(*calls: tuple[str, dict[str, Any], str]) -> dict[str, Any]:
@@ -350,17 +350,18 @@ def test_kill_switch_between_turns_of_a_hand_built_graph(adapter: str, on_halt: 
     assert tags == ["a"]
 
 
-def _one_email_graph(adapter: str, guard: Guardrails, runs: list[str]) -> Any:
+def _one_email_graph(adapter: str, guard: Guardrails, runs: list[str], saver: Any = None) -> Any:
     def send_email(to: str) -> str:
         """Send."""
         runs.append(to)
         return f"sent {to}"
 
-    if adapter == "guarded_tool_node":
-        return graph(
-            guarded_tool_node([tool(send_email)], guard, actions={"send_email": "email.send"})
-        )
-    return graph(ToolNode([tool(guarded(action="email.send", guardrails=guard)(send_email))]))
+    node: Any = (
+        guarded_tool_node([tool(send_email)], guard, actions={"send_email": "email.send"})
+        if adapter == "guarded_tool_node"
+        else ToolNode([tool(guarded(action="email.send", guardrails=guard)(send_email))])
+    )
+    return graph(node, saver)
 
 
 @pytest.mark.parametrize("adapter", ["guarded_tool_node", "plain ToolNode + @guarded"])
@@ -389,3 +390,176 @@ def test_an_answer_that_does_not_hold_is_refused_in_a_hand_built_graph(
     assert body["reasons"] == [expected]
     assert runs == []
     assert sum(guard.store.counters("budget:").values()) == 0
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_retried_tool_node_task_replays_the_calls_that_finished(is_async: bool) -> None:
+    """Under a RetryPolicy LangGraph re-runs the whole task after a transient error: the call
+    that had finished replays (runs and is charged once)."""
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+    tags: list[str] = []
+    tries: list[str] = []
+
+    def tag(contact: str) -> str:
+        """Tag."""
+        tags.append(contact)
+        return f"tagged {contact}"
+
+    def flaky(contact: str) -> str:
+        """Tag, failing the first time."""
+        tries.append(contact)
+        if len(tries) == 1:
+            raise ConnectionError("transient")
+        return f"flaky ok {contact}"
+
+    async def atag(contact: str) -> str:
+        """Tag."""
+        return tag(contact)
+
+    async def aflaky(contact: str) -> str:
+        """Tag, failing the first time."""
+        return flaky(contact)
+
+    fns = (atag, aflaky) if is_async else (tag, flaky)
+    names = ("tag", "flaky")
+
+    def guarded_tool(name: str, fn: Any) -> BaseTool:
+        wrapped = guarded(action="crm.tag", guardrails=guard)(fn)
+        if is_async:
+            return StructuredTool.from_function(coroutine=wrapped, name=name)
+        return StructuredTool.from_function(wrapped, name=name)
+
+    node = ToolNode([guarded_tool(n, f) for n, f in zip(names, fns, strict=True)])
+    builder = StateGraph(State)
+    retry = RetryPolicy(max_attempts=3, initial_interval=0.01, retry_on=ConnectionError)
+    builder.add_node("tools", node, retry_policy=retry)
+    builder.add_edge(START, "tools")
+    builder.add_edge("tools", END)
+    g: Any = builder.compile(checkpointer=InMemorySaver())
+    message = ai(("tag", {"contact": "a"}, "k1"), ("flaky", {"contact": "b"}, "k2"))
+    out = asyncio.run(g.ainvoke(message, CFG)) if is_async else g.invoke(message, CFG)
+    assert [m.content for m in out["messages"][1:]] == ["tagged a", "flaky ok b"]
+    assert tags == ["a"]
+    assert len(tries) == 2
+    assert [r.kind for r in guard.store.audit_records()].count("execution.finished") == 2
+
+
+class TwoInboxes(TypedDict):
+    ma: Annotated[list[AnyMessage], add_messages]
+    mb: Annotated[list[AnyMessage], add_messages]
+
+
+@pytest.mark.parametrize("adapter", ["guarded_tool_node", "plain ToolNode + @guarded"])
+def test_two_interrupted_tool_node_tasks_answered_from_the_first_output(adapter: str) -> None:
+    """Two ToolNode tasks in one super-step, two approvals each. Answering one task re-runs
+    the other with its question unanswered; that question must stay the one its interrupt id
+    showed, so a client may answer the interrupts of an earlier output."""
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+    runs: list[str] = []
+
+    def send_email(to: str) -> str:
+        """Send."""
+        time.sleep(random.random() / 200)
+        runs.append(to)
+        return f"sent {to}"
+
+    def make(key: str) -> Any:
+        if adapter == "guarded_tool_node":
+            return guarded_tool_node(
+                [tool(send_email)], guard, actions={"send_email": "email.send"}, messages_key=key
+            )
+        return ToolNode(
+            [tool(guarded(action="email.send", guardrails=guard)(send_email))], messages_key=key
+        )
+
+    builder = StateGraph(TwoInboxes)
+    builder.add_node("ta", make("ma"))
+    builder.add_node("tb", make("mb"))
+    for node in ("ta", "tb"):
+        builder.add_edge(START, node)
+        builder.add_edge(node, END)
+    g: Any = builder.compile(checkpointer=InMemorySaver())
+    verdicts = {"a1": "approve", "a2": "reject", "b1": "approve", "b2": "reject"}
+    first = {
+        inbox: ai(*(("send_email", {"to": f"{p}{i}"}, f"k-{p}{i}") for i in (1, 2)))["messages"]
+        for inbox, p in (("ma", "a"), ("mb", "b"))
+    }
+    out = g.invoke(first, CFG, version="v2")
+    shown = list(out.interrupts)
+    assert len(shown) == 2
+    while shown:
+        for pending in shown:  # the questions of the last output, answered one by one
+            answer = {"type": verdicts[pending.value["args"]["to"]], "message": "no"}
+            out = g.invoke(Command(resume={pending.id: answer}), OPS, version="v2")
+        shown = list(out.interrupts)
+    assert sorted(runs) == ["a1", "b1"]
+    state = g.get_state(CFG).values
+    replies = {
+        m.tool_call_id: str(m.content)
+        for m in state["ma"] + state["mb"]
+        if isinstance(m, ToolMessage)
+    }
+    for to, verdict in verdicts.items():
+        if verdict == "approve":
+            assert replies[f"k-{to}"] == f"sent {to}"
+        else:
+            assert json.loads(replies[f"k-{to}"])["status"] == "rejected"
+
+
+def test_a_waiting_question_binds_to_the_pack_and_clock_of_when_it_is_shown() -> None:
+    """The second call of a task waits while the first call's question is open. Its question
+    is put later: its approval binds to the pack version and expiry of that moment."""
+    now = [1_700_000_000.0]
+    pack = PACK.replace("approval: {roles: [ops]}", "approval: {roles: [ops], timeout: 1h}")
+    store = Guardrails(PolicyPack.from_yaml(pack), store="memory://").store
+    runs: list[str] = []
+
+    def build(version: int) -> tuple[Guardrails, Any]:
+        text = pack.replace("version: 1", f"version: {version}")
+        guard = Guardrails(PolicyPack.from_yaml(text), store=store, clock=lambda: now[0])
+        return guard, _one_email_graph("guarded_tool_node", guard, runs, saver)
+
+    saver = InMemorySaver()
+    _guard, g = build(1)
+    two = ai(("send_email", {"to": "c1"}, "k1"), ("send_email", {"to": "c2"}, "k2"))
+    out = g.invoke(two, CFG, version="v2")
+    (pending,) = out.interrupts
+    first_to = pending.value["args"]["to"]
+    now[0] += 50 * 60  # the first question is answered after 50 minutes
+    _guard, g = build(2)  # meanwhile the pack moved to version 2
+    store.activate_pack("graphs", "2", by="ops", reason="v2")
+    out = g.invoke(Command(resume={pending.id: {"type": "approve"}}), OPS, version="v2")
+    (second,) = out.interrupts
+    assert second.value["guardrails"]["pack_version"] == "2"
+    now[0] += 15 * 60  # 65 minutes after the first question, 15 after this one
+    out = g.invoke(Command(resume={second.id: {"type": "approve"}}), OPS, version="v2")
+    replies = results(out)
+    first_key = "k1" if first_to == "c1" else "k2"
+    second_key = "k2" if first_key == "k1" else "k1"
+    assert json.loads(str(replies[first_key].content))["reasons"] == ["approval_stale"]
+    assert str(replies[second_key].content).startswith("sent")
+    assert len(runs) == 1
+
+
+def test_guarded_tools_of_one_node_must_share_a_store() -> None:
+    one = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+    other = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+
+    def tag(contact: str) -> str:
+        """Tag."""
+        return contact
+
+    node = ToolNode(
+        [
+            StructuredTool.from_function(
+                guarded(action="crm.tag", guardrails=one)(tag), name="tag_one"
+            ),
+            StructuredTool.from_function(
+                guarded(action="crm.tag", guardrails=other)(tag), name="tag_other"
+            ),
+        ]
+    )
+    g = graph(node)
+    calls = ai(("tag_one", {"contact": "a"}, "k1"), ("tag_other", {"contact": "b"}, "k2"))
+    with pytest.raises(ConfigurationError, match="same store"):
+        g.invoke(calls, CFG)

@@ -718,10 +718,24 @@ class Guardrails:
         asked_at: float | None,
         call: CallSpan | None = None,
     ) -> _Ready | _Stop:
+        first = self._first_ask(key)
+        # Expiry counts from when the question was first put to a human.
+        asked_at = first.data.get("asked_at", asked_at) if first is not None else None
         ask = self._approval_request(request, decision, key, asked_at)
-        unbound = self._approval_asked(ask, call)
+        if first is not None and call is not None:
+            call.approval_reasked(first.data)
         asked = self.clock()
-        answer = (asker or self._ask)(ask)
+        try:
+            answer = (asker or self._ask)(ask)
+        except BaseException as exc:
+            # A graph interrupt puts the question to a human: record it, unless the call
+            # only waits behind another call's question (it is put in a later run).
+            if first is None and not getattr(exc, "question_pending", False):
+                self._record_ask(ask, call, asked)
+            raise
+        if first is None:
+            self._record_ask(ask, call, asked)
+        unbound = _unbound(first.data, ask) if first is not None else None
         if answer is None:
             self._release(key, "approval.unavailable", {"reason": "no approver configured"})
             return _Stop(request, decision)
@@ -879,7 +893,8 @@ class Guardrails:
             "execution.finished" if ok else "execution.failed",
             data,
             ready.key,
-            _dedupe(ready.key, "end"),
+            # A failed call may run again (a retried task): its finish is recorded too.
+            _dedupe(ready.key, "end" if ok else "failed"),
         )
         stored = _to_json(result) if ok and ready.keep_result else None
         try:
@@ -997,22 +1012,13 @@ class Guardrails:
             return None, None
         return first.data, self.clock() - first.ts
 
-    def _approval_asked(self, ask: ApprovalRequest, call: CallSpan | None) -> str | None:
-        """Record, once per call across interrupts and resumes, that a human was asked. A
-        resumed run that asks again links its span to the first one instead, and gets back
-        why an answer to that first ask no longer fits (``None``: it fits)."""
-        first = self._first_ask(ask.call_key)
-        if first is None:
-            self._record_ask(ask, call)
-            return None
-        if call is not None:
-            call.approval_reasked(first.data)
-        return _unbound(first.data, ask)
-
-    def _record_ask(self, ask: ApprovalRequest, call: CallSpan | None) -> None:
+    def _record_ask(
+        self, ask: ApprovalRequest, call: CallSpan | None, asked_at: float | None = None
+    ) -> None:
         """The ``approval.requested`` audit record (with the span's ids) and span event."""
         key = ask.call_key
         data: dict[str, Any] = {
+            "asked_at": self.clock() if asked_at is None else asked_at,
             "tool": ask.tool,
             "roles": list(ask.roles),
             "reasons": list(ask.reasons),

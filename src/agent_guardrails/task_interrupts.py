@@ -20,14 +20,27 @@ So a guarded call asks through its task's :class:`TaskInterrupts`:
   interrupt; other calls that need one raise that same interrupt and are asked in a later
   run, once it is answered. So the question shown always belongs to the slot its answer
   fills.
-- **An open slot changes hands only when its call stops asking.** If a task re-runs with
-  its open question unanswered (another task's interrupt was answered) and another call
-  asks first, that call takes the slot over (a new revision of the record) and its
-  question replaces the open one under the same interrupt id. Read the question from the
-  graph's latest state before answering.
+- **An open question keeps its slot while its call still asks.** When a task re-runs with
+  its open question unanswered (another task's interrupt was answered), a call that needs
+  a new question waits up to a second for the open question's call to put it again, then
+  raises that same question. Only when that call no longer asks (a kill-switch, a new pack
+  or level) does the slot change hands: a new revision of its record, and the new question
+  replaces the open one under the same interrupt id. On an async ``ToolNode`` nothing can
+  wait (the calls share one event loop), so there the slot changes hands at once; read the
+  question from the graph's latest state before answering.
+- **A question is recorded when it is put.** A call that waits behind another's question
+  records its ``approval.requested`` (so its pack version and expiry) only when its own
+  question is raised.
+- **Per attempt.** A task retried under a ``RetryPolicy`` starts its interrupt count again,
+  and so does this (a finished call then replays, it does not run again).
 
 Other code in the same task must not call ``interrupt()`` itself: it would take slots
-this log does not know about.
+this log does not know about. All guarded tools of one ``ToolNode`` must use one store
+object (a ``ConfigurationError`` says so otherwise): the log lives in it.
+
+LangGraph caveat: it gives an answer sent to a task's *first* interrupt id to the task's
+next question (for interrupts saved by older versions). Sending the same resume twice
+therefore answers the next question too: resume each interrupt once.
 
 Two identical calls in one task (same tool, same arguments) that cannot tell their tool
 call ids apart (``@guarded`` under a plain ``ToolNode``) are told apart by :meth:`ordinal`:
@@ -37,6 +50,7 @@ gets which number does not matter.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -45,14 +59,18 @@ from typing import Any
 from langgraph.errors import GraphInterrupt
 from langgraph.types import interrupt
 
+from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.store.base import AuditEvent, Store
 
 __all__ = ["TaskInterrupts", "for_task"]
 
 _SCRATCHPAD = "__pregel_scratchpad"  # LangGraph's per-task-run state, in ``configurable``
-_registry: weakref.WeakKeyDictionary[Callable[..., Any], TaskInterrupts] = (
-    weakref.WeakKeyDictionary()
-)
+_OWNER_WAIT = 1.0  # seconds a call waits for the owner of the open question to raise it
+# Task run (the function LangGraph makes with each run's scratchpad) -> attempt (the
+# interrupt counter, new on each retry under a RetryPolicy; kept so its id stays unique).
+_registry: weakref.WeakKeyDictionary[
+    Callable[..., Any], dict[int, tuple[object, TaskInterrupts]]
+] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 
 
@@ -60,24 +78,43 @@ Schema = Callable[[Mapping[str, Any]], Any]
 """Builds the type an answer must have from a slot's record (``tool``, ``allowed``)."""
 
 
+class QuestionPending(GraphInterrupt):
+    """Raised by a call that needs a new question while another call's question is open in
+    the same task: it carries that question, and the call is asked in a later run."""
+
+    question_pending = True
+
+
 def for_task(
     config: Mapping[str, Any] | None, store: Store, schema: Schema
 ) -> TaskInterrupts | None:
-    """The :class:`TaskInterrupts` of the task run ``config`` belongs to (``None`` outside a
-    checkpointed LangGraph task)."""
+    """The :class:`TaskInterrupts` of the task run (and retry attempt) ``config`` belongs
+    to (``None`` outside a checkpointed LangGraph task)."""
     configurable = (config or {}).get("configurable") or {}
     thread = configurable.get("thread_id")
     scratchpad = configurable.get(_SCRATCHPAD)
-    # One function object per task run: LangGraph makes it with the run's scratchpad.
     marker = getattr(scratchpad, "get_null_resume", None)
-    if thread is None or marker is None:
+    counter = getattr(scratchpad, "interrupt_counter", None)
+    if thread is None or marker is None or counter is None:
         return None
     with _registry_lock:
-        task = _registry.get(marker)
-        if task is None:
+        attempts = _registry.get(marker)
+        if attempts is None:
+            attempts = _registry[marker] = {}
+        entry = attempts.get(id(counter))
+        if entry is None:
             ns = configurable.get("checkpoint_ns", "")
-            task = TaskInterrupts(store, f"{thread}|{ns}", schema)
-            _registry[marker] = task
+            entry = attempts[id(counter)] = (
+                counter,
+                TaskInterrupts(store, f"{thread}|{ns}", schema),
+            )
+    task = entry[1]
+    if task.store is not store:
+        raise ConfigurationError(
+            "guarded tools run by one ToolNode use different stores: their approvals share "
+            "the node's interrupts, so give every Guardrails of that node the same store "
+            "object (Guardrails(pack, store=shared_store))"
+        )
     return task
 
 
@@ -85,16 +122,16 @@ class TaskInterrupts:
     """The interrupts of one run of one task; see the module docstring."""
 
     def __init__(self, store: Store, task: str, schema: Schema) -> None:
-        self._store = store
+        self.store = store
         self._schema = schema
         self._task = task
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._ordinals: dict[str, int] = {}
         self._loaded = False
         self._owners: list[str] = []  # slot -> the ask holding it (latest revision)
         self._revisions: list[int] = []  # slot -> its next revision number
         self._answers: dict[int, Any] = {}
-        self._raised: GraphInterrupt | None = None
+        self._raised: tuple[Any, ...] | None = None  # the interrupts raised in this run
         self._failed: BaseException | None = None
 
     def ordinal(self, name: str) -> int:
@@ -117,9 +154,14 @@ class TaskInterrupts:
             mine = [s for s, owner in enumerate(self._owners) if owner == ask]
             if mine and mine[-1] in self._answers:
                 return self._answers[mine[-1]]
-            if self._raised is not None:  # one new question per run: this one waits
-                raise GraphInterrupt(self._raised.args[0])
             slot = len(self._answers)  # the first slot without an answer
+            other_open = slot < len(self._owners) and self._owners[slot] != ask
+            if other_open and self._raised is None and not _in_event_loop():
+                # Another call's question is open: give that call, most likely on another
+                # thread of this task, a moment to put it again.
+                self._lock.wait_for(lambda: self._raised is not None, _OWNER_WAIT)
+            if self._raised is not None:  # one new question per run: this one waits
+                raise QuestionPending(self._raised)
             if slot == len(self._owners):
                 self._owners.append(ask)
                 self._revisions.append(0)
@@ -130,7 +172,8 @@ class TaskInterrupts:
             try:
                 value = interrupt(payload, response_schema=self._schema(record))
             except GraphInterrupt as exc:
-                self._raised = exc
+                self._raised = tuple(exc.args[0])  # the interrupts, not the traceback
+                self._lock.notify_all()
                 raise
             self._answers[slot] = value  # answered at once (a resume not aimed at an id)
             return value
@@ -140,7 +183,7 @@ class TaskInterrupts:
         logged: list[Mapping[str, Any]] = []
         while True:
             revision, latest, slot = 0, None, len(logged)
-            while (found := self._store.find_audit(self._dedupe(slot, revision))) is not None:
+            while (found := self.store.find_audit(self._dedupe(slot, revision))) is not None:
                 latest, revision = found.data, revision + 1
             if latest is None:
                 break
@@ -160,7 +203,7 @@ class TaskInterrupts:
     def _claim(self, slot: int, ask: str, record: Mapping[str, Any]) -> None:
         revision = self._revisions[slot]
         self._revisions[slot] = revision + 1
-        self._store.append_audit(
+        self.store.append_audit(
             AuditEvent(
                 "approval.slot",
                 {**record, "ask": ask, "slot": slot, "revision": revision, "task": self._task},
@@ -171,3 +214,13 @@ class TaskInterrupts:
 
     def _dedupe(self, slot: int, revision: int) -> str:
         return f"{self._task}|~slot:{slot}.{revision}"
+
+
+def _in_event_loop() -> bool:
+    """True on a thread running an asyncio loop (an async ``ToolNode``): waiting there would
+    stall the other calls of the task, which run on the same loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
