@@ -167,9 +167,12 @@ def test_refusal_status_plain_tool_node_vs_guarded_tool_node() -> None:
     assert guard.store.counters("budget:") == {}
 
 
-def _emailer(adapter: str, guard: Guardrails, runs: list[str], is_async: bool) -> Any:
-    """A tools node over a send_email tool whose body takes a random moment, so the
-    threads (or coroutines) of one task reach the guardrails in a different order each run."""
+def _emailer(
+    adapter: str, guard: Guardrails, runs: list[str], is_async: bool = False, **options: Any
+) -> Any:
+    """A tools node (``options`` go to ``ToolNode``) over a send_email tool whose body takes
+    a random moment, so the threads (or coroutines) of one task reach the guardrails in a
+    different order each run."""
     if is_async:
 
         async def send_email(to: str) -> str:
@@ -189,8 +192,9 @@ def _emailer(adapter: str, guard: Guardrails, runs: list[str], is_async: bool) -
 
         fn = send_email
     if adapter == "guarded_tool_node":
-        return guarded_tool_node([tool(fn)], guard, actions={"send_email": "email.send"})
-    return ToolNode([tool(guarded(action="email.send", guardrails=guard)(fn))])
+        actions = {"send_email": "email.send"}
+        return guarded_tool_node([tool(fn)], guard, actions=actions, **options)
+    return ToolNode([tool(guarded(action="email.send", guardrails=guard)(fn))], **options)
 
 
 def _drive(g: Any, first: Any, verdicts: dict[str, str], is_async: bool, thread: str) -> Any:
@@ -350,20 +354,6 @@ def test_kill_switch_between_turns_of_a_hand_built_graph(adapter: str, on_halt: 
     assert tags == ["a"]
 
 
-def _one_email_graph(adapter: str, guard: Guardrails, runs: list[str], saver: Any = None) -> Any:
-    def send_email(to: str) -> str:
-        """Send."""
-        runs.append(to)
-        return f"sent {to}"
-
-    node: Any = (
-        guarded_tool_node([tool(send_email)], guard, actions={"send_email": "email.send"})
-        if adapter == "guarded_tool_node"
-        else ToolNode([tool(guarded(action="email.send", guardrails=guard)(send_email))])
-    )
-    return graph(node, saver)
-
-
 @pytest.mark.parametrize("adapter", ["guarded_tool_node", "plain ToolNode + @guarded"])
 @pytest.mark.parametrize("case", ["identity in the payload", "expired"])
 def test_an_answer_that_does_not_hold_is_refused_in_a_hand_built_graph(
@@ -374,7 +364,7 @@ def test_an_answer_that_does_not_hold_is_refused_in_a_hand_built_graph(
     now = [1_700_000_000.0]
     guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://", clock=lambda: now[0])
     runs: list[str] = []
-    g = _one_email_graph(adapter, guard, runs)
+    g = graph(_emailer(adapter, guard, runs))
     first = g.invoke(ai(("send_email", {"to": "c1"}, "k1")), CFG, version="v2")
     (pending,) = first.interrupts
     if case == "expired":
@@ -457,24 +447,9 @@ def test_two_interrupted_tool_node_tasks_answered_from_the_first_output(adapter:
     guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
     runs: list[str] = []
 
-    def send_email(to: str) -> str:
-        """Send."""
-        time.sleep(random.random() / 200)
-        runs.append(to)
-        return f"sent {to}"
-
-    def make(key: str) -> Any:
-        if adapter == "guarded_tool_node":
-            return guarded_tool_node(
-                [tool(send_email)], guard, actions={"send_email": "email.send"}, messages_key=key
-            )
-        return ToolNode(
-            [tool(guarded(action="email.send", guardrails=guard)(send_email))], messages_key=key
-        )
-
     builder = StateGraph(TwoInboxes)
-    builder.add_node("ta", make("ma"))
-    builder.add_node("tb", make("mb"))
+    builder.add_node("ta", _emailer(adapter, guard, runs, messages_key="ma"))
+    builder.add_node("tb", _emailer(adapter, guard, runs, messages_key="mb"))
     for node in ("ta", "tb"):
         builder.add_edge(START, node)
         builder.add_edge(node, END)
@@ -517,7 +492,7 @@ def test_a_waiting_question_binds_to_the_pack_and_clock_of_when_it_is_shown() ->
     def build(version: int) -> tuple[Guardrails, Any]:
         text = pack.replace("version: 1", f"version: {version}")
         guard = Guardrails(PolicyPack.from_yaml(text), store=store, clock=lambda: now[0])
-        return guard, _one_email_graph("guarded_tool_node", guard, runs, saver)
+        return guard, graph(_emailer("guarded_tool_node", guard, runs), saver)
 
     saver = InMemorySaver()
     _guard, g = build(1)
