@@ -20,6 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack
+from agent_guardrails.decision import CallRequest
 from agent_guardrails.errors import KillSwitchEngaged
 from agent_guardrails.guard_node import GuardNode
 from agent_guardrails.scope import Scope
@@ -57,6 +58,7 @@ class Harness:
         store: str = "memory://",
         pack: str = PACK,
         on_model: Callable[[Guardrails, int], None] | None = None,
+        interrupt_before: list[str] | None = None,
     ) -> None:
         self.guard = Guardrails(PolicyPack.from_yaml(pack), store=store)
         self.runs: list[tuple[str, dict[str, Any]]] = []
@@ -92,7 +94,9 @@ class Harness:
         builder.add_edge(START, "model")
         builder.add_edge("model", "guard")
         builder.add_edge("tools", "model")
-        self.graph: Any = builder.compile(checkpointer=InMemorySaver())
+        self.graph: Any = builder.compile(
+            checkpointer=InMemorySaver(), interrupt_before=interrupt_before
+        )
 
     def start(self, config: Any = CFG) -> Any:
         return self.graph.invoke({"messages": [("user", "go")]}, config, version="v2")
@@ -325,3 +329,79 @@ def test_kill_switch_can_raise_from_the_guard_node() -> None:
         h.start()
     assert h.runs == [("tag_contact", {"contact": "a"})]
     assert sum(h.guard.store.counters("budget:").values()) == 30
+
+
+def _paused_before_tools(pack: str = PACK) -> Harness:
+    """Two allowed calls decided by the guard node; the graph waits before the tools node,
+    and the kill-switch is engaged there (after the decision, before the run)."""
+    first = turn(("tag_contact", {"contact": "a"}), ("tag_contact", {"contact": "b"}))
+    second = turn(("tag_contact", {"contact": "c"}))
+    h = Harness(first, second, pack=pack, interrupt_before=["tools"])
+    h.start()
+    assert sum(h.guard.store.counters("budget:").values()) == 60  # both held
+    h.guard.kill(by="ops", reason="stop before the tools run")
+    return h
+
+
+def _halted_before_tools_ran(h: Harness, out: Any) -> None:
+    assert h.runs == []
+    results = tool_results(out)
+    assert {json.loads(str(results[c].content))["status"] for c in ("c0", "c1")} == {"halted"}
+    assert sum(h.guard.store.counters("budget:").values()) == 0  # the holds were released
+    assert out.value["messages"][-1].content == h.guard.policy.kill_switch.message
+    kinds = [r.kind for r in h.guard.store.audit_records()]
+    assert "execution.started" not in kinds
+
+
+def test_the_tools_node_looks_at_the_kill_switch_again_before_running() -> None:
+    h = _paused_before_tools()
+    out = h.graph.invoke(None, CFG, version="v2")
+    _halted_before_tools_ran(h, out)
+    assert h.model_calls == 2  # told of the halt; its next tool call ends the run
+
+
+def test_the_async_tools_node_looks_at_the_kill_switch_again_before_running() -> None:
+    h = _paused_before_tools()
+    out = asyncio.run(h.graph.ainvoke(None, CFG, version="v2"))
+    _halted_before_tools_ran(h, out)
+
+
+def test_the_tools_node_raises_on_a_halt_where_the_pack_says_so() -> None:
+    h = _paused_before_tools(PACK + "kill_switch: {on_halt: raise}\n")
+    with pytest.raises(KillSwitchEngaged):
+        h.graph.invoke(None, CFG, version="v2")
+    assert h.runs == []
+    assert sum(h.guard.store.counters("budget:").values()) == 0
+
+
+def test_a_finished_call_replays_after_the_kill_switch_is_engaged() -> None:
+    """The re-check before running leaves a call that already ran alone: it replays."""
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+    request = CallRequest("tag_contact", "crm.tag", {"contact": "a"}, Scope(), "c0")
+    [decision] = guard.decide_batch([(request, "k-c0")])
+    runs: list[str] = []
+
+    def body(args: Any) -> str:
+        runs.append(args["contact"])
+        return f"tagged {args['contact']}"
+
+    assert guard.execute(request, decision, "k-c0", body) == "tagged a"
+    guard.kill(by="ops", reason="later")
+    assert guard.execute(request, decision, "k-c0", body) == "tagged a"
+    assert runs == ["a"]
+    assert sum(guard.store.counters("budget:").values()) == 30  # the spend stays
+
+
+def test_the_batch_shows_the_expiry_that_is_enforced() -> None:
+    """The guard's clock, not the store's wall time, dates the question: the expiry shown in
+    the interrupt is the one the answer is checked against."""
+    now = [1_000_000.0]
+    h = Harness(turn(("send_email", {"to": "a", "subject": "Hi"})))
+    h.guard.clock = lambda: now[0]
+    (pending,) = h.start().interrupts
+    expires_at = pending.value["guardrails"][0]["expires_at"]
+    assert expires_at == 1_000_000.0 + 86_400.0  # the pack's default approval timeout
+    now[0] = expires_at + 1
+    out = h.graph.invoke(Command(resume={"decisions": [{"type": "approve"}]}), OPS, version="v2")
+    assert json.loads(str(tool_results(out)["c0"].content))["reasons"] == ["approval_expired"]
+    assert h.runs == []

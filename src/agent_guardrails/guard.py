@@ -514,9 +514,17 @@ class Guardrails:
     def approval_request(
         self, request: CallRequest, decision: Decision, key: str
     ) -> ApprovalRequest:
-        """What a human is asked about one call waiting for approval."""
-        record = self.store.call_record(key)
-        asked_at = record.updated_at if record is not None and record.state == "reserved" else None
+        """What a human is asked about one call waiting for approval. Its expiry counts
+        from when the question was first put (the ``approval.requested`` record), as when
+        the answer is checked."""
+        first = self._first_ask(key)
+        asked_at: float | None = None
+        if first is not None and "asked_at" in first.data:
+            asked_at = float(first.data["asked_at"])
+        else:  # asked before asked_at was recorded: when the call was held
+            record = self.store.call_record(key)
+            if record is not None and record.state == "reserved":
+                asked_at = record.updated_at
         return self._approval_request(request, decision, key, asked_at)
 
     def resolve(
@@ -543,10 +551,14 @@ class Guardrails:
         self, request: CallRequest, decision: Decision, key: str, body: Body[R]
     ) -> R | GuardrailResult:
         """Run the body of a call already decided and reserved under ``key`` (by
-        :meth:`decide_batch` / :meth:`resolve`): mark it started, run, record the end."""
+        :meth:`decide_batch` / :meth:`resolve`): mark it started, run, record the end. A
+        kill-switch engaged since the decision wins: the call does not run, its hold is
+        released and a ``halted`` result comes back."""
         step = _Ready(request, decision, key, True)
         with self._traced_execution(step) as call:
-            begun = self._begin(step)
+            begun = self._halted_meanwhile(request, decision, key, held_only=True) or (
+                self._begin(step)
+            )
             if begun is None:
                 with self._running(step, call) as run:
                     run.result = body(request.args)
@@ -564,7 +576,9 @@ class Guardrails:
         """The async twin of :meth:`execute`."""
         step = _Ready(request, decision, key, True)
         with self._traced_execution(step) as call:
-            begun = self._begin(step)
+            begun = self._halted_meanwhile(request, decision, key, held_only=True) or (
+                self._begin(step)
+            )
             if begun is None:
                 with self._running(step, call) as run:
                     run.result = await body(request.args)
@@ -780,9 +794,20 @@ class Guardrails:
         status: Status = "rejected" if answer.type == "reject" else "responded"
         return _Stop(request, _resolved(decision, status, answer), status, answer.message or None)
 
-    def _halted_meanwhile(self, request: CallRequest, decision: Decision, key: str) -> _Stop | None:
-        """The kill-switch wins even over a human's answer: look again before running."""
-        snap = self.store.snapshot(dial_key="", counter_keys=(), call_key=key)
+    def _halted_meanwhile(
+        self, request: CallRequest, decision: Decision, key: str, *, held_only: bool = False
+    ) -> _Stop | None:
+        """The kill-switch wins even over a human's answer, or over a guard node's decision
+        made a step earlier: look again before running. ``held_only``: a call under ``key``
+        that already started or ended is left to :meth:`_begin` (it replays, or is in
+        doubt; its hold is not released). An unreachable store is left to :meth:`_begin`
+        too, which fails closed."""
+        try:
+            snap = self.store.snapshot(dial_key="", counter_keys=(), call_key=key)
+        except StoreUnavailable:
+            return None
+        if held_only and snap.call is not None and snap.call.state != "reserved":
+            return None
         for switch in snap.kill_switches:
             if switch.matches(request.scope):
                 self._release(key, "reservation.released", {"reason": "halt"})
@@ -790,8 +815,8 @@ class Guardrails:
                     decision,
                     kind=DecisionKind.HALT,
                     reasons=(f"kill_switch:{switch.key}",),
-                    message=f"halted: the kill-switch for {switch.key} was engaged before "
-                    "the approved call could run",
+                    message=f"halted: the kill-switch for {switch.key} was engaged after "
+                    "the call was decided and before it could run",
                     extra={},
                 )
                 self._audit(_event("decision", _decision_data(halted, key), key, "halt"))

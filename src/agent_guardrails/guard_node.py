@@ -21,7 +21,11 @@ of the batch, none of the batch runs and the run ends with the pack's kill-switc
 (or raises ``KillSwitchEngaged`` where the pack says ``kill_switch: {on_halt: raise}``).
 
 The tools node from :meth:`GuardNode.tool_node` only runs calls this node let through, once
-each, recording how each ended.
+each, recording how each ended. It looks at the kill-switch again just before each run: a
+switch engaged after this node decided (say, while the graph waited at an
+``interrupt_before=["tools"]``) halts the call, releases its hold, and the model gets the
+``halted`` result; the run then ends at this node (or raises at once, with ``on_halt:
+raise``).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ from agent_guardrails.graph_context import (
 )
 from agent_guardrails.guard import Guardrails
 from agent_guardrails.levels import AutonomyLevel
-from agent_guardrails.results import refusal_message, result_for, tool_message
+from agent_guardrails.results import is_result, refusal_message, result_for, tool_message
 from agent_guardrails.scope import Scope
 
 __all__ = ["GuardNode"]
@@ -322,6 +326,7 @@ class GuardNode:
         call, decision, key, clean = let
         with inside_adapter():
             result = self.guardrails.execute(call, decision, key, lambda _args: handler(clean))
+        self._raise_if_halted(call, result)
         return _as_message(result, clean)
 
     async def _arun(self, request: ToolCallRequest, handler: Any) -> Any:
@@ -335,7 +340,16 @@ class GuardNode:
 
         with inside_adapter():
             result = await self.guardrails.aexecute(call, decision, key, body)
+        self._raise_if_halted(call, result)
         return _as_message(result, clean)
+
+    def _raise_if_halted(self, call: CallRequest, result: object) -> None:
+        """A kill-switch engaged between this node's decision and the run halted the call:
+        where the pack says ``on_halt: raise``, the run raises. Otherwise the model gets the
+        halted result, and this node ends the run at the model's next tool call."""
+        halted = is_result(result) and result["status"] == "halted"  # type: ignore[index]
+        if halted and self.guardrails.policy.kill_switch.on_halt == "raise":
+            raise KillSwitchEngaged(self.guardrails.check(call))
 
 
 def _context() -> object:
