@@ -36,9 +36,8 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, StructuredTool, Tool
 
 from agent_guardrails.decision import CallRequest
-from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
-from agent_guardrails.guard import Guardrails
-from agent_guardrails.results import is_result
+from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.guard import Guardrails, raise_if_halted
 from agent_guardrails.scope import DIMENSIONS
 
 __all__ = ["guarded", "inside_adapter", "set_default_guardrails", "use_guardrails"]
@@ -93,18 +92,6 @@ def _graph_call(guard: Guardrails, req: CallRequest) -> tuple[str | None, Any]:
     if key is None:
         return None, None
     return key, interrupt_asker("", None, config, guard.store)
-
-
-def _halt_raises(guard: Guardrails, req: CallRequest, result: Any) -> Any:
-    """In a graph, a kill-switch halt raises ``KillSwitchEngaged`` where the pack says
-    ``kill_switch: {on_halt: raise}``, as the middleware does; else the result is returned."""
-    if (
-        guard.policy.kill_switch.on_halt == "raise"
-        and is_result(result)
-        and result["status"] == "halted"
-    ):
-        raise KillSwitchEngaged(guard.check(req))
-    return result
 
 
 def set_default_guardrails(guard: Guardrails | None) -> None:
@@ -306,7 +293,9 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
                 call_key=key,
                 ask=ask,
             )
-            return _halt_raises(guard, req, result) if key is not None else result
+            if key is not None:  # in a graph: honour kill_switch.on_halt
+                raise_if_halted(guard, req, result)
+            return result
 
         wrapper: Callable[..., Any] = async_wrapper
     else:
@@ -325,7 +314,9 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
                 call_key=key,
                 ask=ask,
             )
-            return _halt_raises(guard, req, result) if key is not None else result
+            if key is not None:  # in a graph: honour kill_switch.on_halt
+                raise_if_halted(guard, req, result)
+            return result
 
         wrapper = sync_wrapper
     # What adapters that guard the call themselves (the middleware) read from the tool.

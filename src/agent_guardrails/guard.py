@@ -42,10 +42,15 @@ from langchain_core.messages import ToolMessage
 from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest, Approver
 from agent_guardrails.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.engine import CostError, budget_charges, call_cost, charges_for, decide
-from agent_guardrails.errors import CallInDoubt, ConfigurationError, StoreUnavailable
+from agent_guardrails.errors import (
+    CallInDoubt,
+    ConfigurationError,
+    KillSwitchEngaged,
+    StoreUnavailable,
+)
 from agent_guardrails.levels import AutonomyLevel
 from agent_guardrails.policy import MODEL_ACTION, PolicyPack
-from agent_guardrails.results import GuardrailResult, Status, error_for, result_for
+from agent_guardrails.results import GuardrailResult, Status, error_for, is_result, result_for
 from agent_guardrails.scope import DIMENSIONS, Scope
 from agent_guardrails.store import Store, open_store
 from agent_guardrails.store.base import (
@@ -518,13 +523,7 @@ class Guardrails:
         from when the question was first put (the ``approval.requested`` record), as when
         the answer is checked."""
         first = self._first_ask(key)
-        asked_at: float | None = None
-        if first is not None and "asked_at" in first.data:
-            asked_at = float(first.data["asked_at"])
-        else:  # asked before asked_at was recorded: when the call was held
-            record = self.store.call_record(key)
-            if record is not None and record.state == "reserved":
-                asked_at = record.updated_at
+        asked_at = first.data.get("asked_at") if first is not None else None
         return self._approval_request(request, decision, key, asked_at)
 
     def resolve(
@@ -1087,6 +1086,18 @@ class Guardrails:
 
 _EPHEMERAL_PREFIX = f"~{uuid.uuid4().hex[:12]}-"
 _ephemeral_counter = itertools.count(1)
+
+
+def raise_if_halted(guard: Guardrails, request: CallRequest, result: object) -> None:
+    """For adapters in a graph: a call the kill-switch halted raises ``KillSwitchEngaged``
+    where the pack says ``kill_switch: {on_halt: raise}``; otherwise nothing happens and the
+    adapter returns the halted result."""
+    if (
+        guard.policy.kill_switch.on_halt == "raise"
+        and is_result(result)
+        and result["status"] == "halted"  # type: ignore[index]
+    ):
+        raise KillSwitchEngaged(guard.check(request))
 
 
 def _ephemeral_key() -> str:

@@ -62,9 +62,9 @@ from agent_guardrails.graph_context import (
     scope_values,
     to_answer,
 )
-from agent_guardrails.guard import Guardrails
+from agent_guardrails.guard import Guardrails, raise_if_halted
 from agent_guardrails.levels import AutonomyLevel
-from agent_guardrails.results import is_result, refusal_message, result_for, tool_message
+from agent_guardrails.results import refusal_message, result_for, tool_message
 from agent_guardrails.scope import Scope
 
 __all__ = ["GuardNode"]
@@ -326,7 +326,7 @@ class GuardNode:
         call, decision, key, clean = let
         with inside_adapter():
             result = self.guardrails.execute(call, decision, key, lambda _args: handler(clean))
-        self._raise_if_halted(call, result)
+        raise_if_halted(self.guardrails, call, result)  # else the model gets the halt
         return _as_message(result, clean)
 
     async def _arun(self, request: ToolCallRequest, handler: Any) -> Any:
@@ -340,16 +340,8 @@ class GuardNode:
 
         with inside_adapter():
             result = await self.guardrails.aexecute(call, decision, key, body)
-        self._raise_if_halted(call, result)
+        raise_if_halted(self.guardrails, call, result)  # else the model gets the halt
         return _as_message(result, clean)
-
-    def _raise_if_halted(self, call: CallRequest, result: object) -> None:
-        """A kill-switch engaged between this node's decision and the run halted the call:
-        where the pack says ``on_halt: raise``, the run raises. Otherwise the model gets the
-        halted result, and this node ends the run at the model's next tool call."""
-        halted = is_result(result) and result["status"] == "halted"  # type: ignore[index]
-        if halted and self.guardrails.policy.kill_switch.on_halt == "raise":
-            raise KillSwitchEngaged(self.guardrails.check(call))
 
 
 def _context() -> object:

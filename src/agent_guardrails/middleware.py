@@ -42,9 +42,9 @@ from langgraph.types import Command
 
 from agent_guardrails.decision import CallRequest
 from agent_guardrails.decorator import inside_adapter
-from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
+from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.graph_context import call_key, current_config, interrupt_asker, scope_values
-from agent_guardrails.guard import Guardrails
+from agent_guardrails.guard import Guardrails, raise_if_halted
 from agent_guardrails.results import GuardrailResult, is_result, refusal_message, tool_message
 from agent_guardrails.scope import Scope
 
@@ -204,14 +204,11 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
     def _refusal(
         self, request: ToolCallRequest, call: CallRequest, result: GuardrailResult
     ) -> ToolResult:
+        raise_if_halted(self.guardrails, call, result)
         tool_call = request.tool_call
         message = refusal_message(result, tool_call.get("id") or "", tool_call["name"])
-        if result["status"] == "halted":
-            policy = self.guardrails.policy.kill_switch
-            if policy.on_halt == "raise":
-                raise KillSwitchEngaged(self.guardrails.check(call))
-            if self.end_on_halt:
-                return Command(update={"messages": [message], "guardrails_halted": True})
+        if result["status"] == "halted" and self.end_on_halt:
+            return Command(update={"messages": [message], "guardrails_halted": True})
         return message
 
     # ------------------------------------------------------------------ models

@@ -210,8 +210,7 @@ class Store(Protocol):
 
         A key whose call is reserved, started or finished replays (``replay=True``, nothing
         held again); a key whose last attempt failed or was released reserves anew (a
-        retry). ``now`` (the guard's clock) stamps the call record (a guard node's batch
-        question counts its expiry from it). With ``start`` (the
+        retry). ``now`` (the guard's clock) stamps the call record. With ``start`` (the
         ``execution.started`` audit event), a fresh reservation is also marked started in
         the same step, after ``audit`` (``started=True``): an allowed call then costs one
         transaction instead of two. A replay or a refusal starts nothing."""
