@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent_guardrails import CallRequest, Guardrails, PolicyPack, Scope, decide, guarded
-from agent_guardrails.levels import AutonomyLevel
+from agent_guardrails.policy.levels import AutonomyLevel
 
 PACK = """
 name: bench

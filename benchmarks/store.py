@@ -40,7 +40,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from agent_guardrails.decision import Charge
+from agent_guardrails.engine.decision import Charge
 from agent_guardrails.store import open_store
 from agent_guardrails.store.base import AuditEvent
 

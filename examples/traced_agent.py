@@ -21,9 +21,9 @@ from langgraph.types import Command
 from _shared import APPROVER, PACK, ScriptedModel, tool_calls
 from agent_guardrails import Guardrails, PolicyPack
 from agent_guardrails.middleware import GuardrailsMiddleware
+from agent_guardrails.ops.traces import render_traces
 from agent_guardrails.telemetry import configure_telemetry
 from agent_guardrails.telemetry.jaeger_file import read_trace_file
-from agent_guardrails.telemetry.tree import render_traces
 
 
 @tool

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from agent_guardrails import CallRequest, Guardrails, Scope
-from agent_guardrails.cli import main
-from agent_guardrails.demo.run import pack_path
+from agent_guardrails.ops.cli import main
+from agent_guardrails.ops.demo.run import pack_path
 
 PACK_V1 = """\
 name: shop

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent_guardrails.cli import main
-from agent_guardrails.demo import tools
+from agent_guardrails.ops.cli import main
+from agent_guardrails.ops.demo import tools
 from agent_guardrails.store import open_store
 
 

@@ -19,8 +19,8 @@ from langgraph.types import Command, RetryPolicy
 from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack, guarded
+from agent_guardrails.adapters.tool_node import guarded_tool_node
 from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
-from agent_guardrails.tool_node import guarded_tool_node
 
 PACK = """
 name: graphs

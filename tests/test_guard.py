@@ -27,7 +27,7 @@ from agent_guardrails import (
     ValidatorFailed,
     report_cost,
 )
-from agent_guardrails.guard import args_digest
+from agent_guardrails.pipeline.guardrails import args_digest
 from agent_guardrails.store import MemoryStore
 from tests.conftest import DAY, Clock, GuardFactory, pack_text
 

@@ -20,10 +20,10 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack
-from agent_guardrails.decision import CallRequest
+from agent_guardrails.adapters.guard_node import GuardNode
+from agent_guardrails.engine.decision import CallRequest
 from agent_guardrails.errors import KillSwitchEngaged
-from agent_guardrails.guard_node import GuardNode
-from agent_guardrails.scope import Scope
+from agent_guardrails.policy.scope import Scope
 
 PACK = """
 name: node

@@ -22,7 +22,7 @@ from langgraph.types import Command
 from pydantic import TypeAdapter, ValidationError
 
 from agent_guardrails import Guardrails, PolicyPack, Scope, guarded
-from agent_guardrails.middleware import GuardrailsMiddleware
+from agent_guardrails.adapters.middleware import GuardrailsMiddleware
 
 PACK = """
 name: mw

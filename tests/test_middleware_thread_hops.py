@@ -23,7 +23,7 @@ from langsmith import Client
 from langsmith.run_helpers import tracing_context
 
 from agent_guardrails import Guardrails, PolicyPack
-from agent_guardrails.middleware import GuardrailsMiddleware
+from agent_guardrails.adapters.middleware import GuardrailsMiddleware
 from tests.test_middleware import ScriptedModel
 
 PACK = """

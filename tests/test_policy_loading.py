@@ -39,7 +39,7 @@ def only_problem(text: str) -> PolicyProblem:
 
 
 def test_the_demo_pack_loads_and_resolves_levels_by_specificity() -> None:
-    source = resources.files("agent_guardrails.demo").joinpath("marketing_pack.yaml")
+    source = resources.files("agent_guardrails.ops.demo").joinpath("marketing_pack.yaml")
     pack = PolicyPack.from_yaml(source.read_text(encoding="utf-8"))
     assert (pack.name, pack.version) == ("marketing-default", "2026.11.1")
     assert set(pack.actions) == {

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent_guardrails.ops import status
+from agent_guardrails.ops.operations import status
 from agent_guardrails.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]

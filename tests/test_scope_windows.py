@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agent_guardrails import Scope
-from agent_guardrails.windows import parse_duration, validate_window, window_bucket
+from agent_guardrails.policy.windows import parse_duration, validate_window, window_bucket
 
 
 def ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:

@@ -5,10 +5,9 @@
 <AutonomyLevel.OPTIMIZE: 2>
 """
 
-from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest, Approver, ScriptedApprover
-from agent_guardrails.decision import CallRequest, Decision, DecisionKind
-from agent_guardrails.decorator import guarded, set_default_guardrails, use_guardrails
-from agent_guardrails.engine import decide
+from agent_guardrails.adapters.decorator import guarded, set_default_guardrails, use_guardrails
+from agent_guardrails.engine.decide import decide
+from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import (
     ActionDenied,
     ApprovalRejected,
@@ -23,17 +22,23 @@ from agent_guardrails.errors import (
     StoreUnavailable,
     ValidatorFailed,
 )
-from agent_guardrails.guard import Guardrails, report_cost
-from agent_guardrails.levels import AutonomyLevel, LevelRecommendation, recommend_level
-from agent_guardrails.policy import PolicyPack
-from agent_guardrails.results import GuardrailResult
-from agent_guardrails.scope import Scope
-from agent_guardrails.store import open_store
-from agent_guardrails.validators import (
+from agent_guardrails.pipeline.approvals import (
+    ApprovalAnswer,
+    ApprovalRequest,
+    Approver,
+    ScriptedApprover,
+)
+from agent_guardrails.pipeline.guardrails import Guardrails, report_cost
+from agent_guardrails.pipeline.results import GuardrailResult
+from agent_guardrails.policy.levels import AutonomyLevel, LevelRecommendation, recommend_level
+from agent_guardrails.policy.pack import PolicyPack
+from agent_guardrails.policy.scope import Scope
+from agent_guardrails.policy.validators import (
     ValidatorRegistry,
     register_consent_check,
     register_validator,
 )
+from agent_guardrails.store import open_store
 
 __version__ = "0.1.0"
 

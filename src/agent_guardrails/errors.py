@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent_guardrails.decision import Decision
+    from agent_guardrails.engine.decision import Decision
 
 __all__ = [
     "ActionDenied",

@@ -24,7 +24,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from agent_guardrails import Guardrails, PolicyPack
-from agent_guardrails.middleware import GuardrailsMiddleware
+from agent_guardrails.adapters.middleware import GuardrailsMiddleware
 from agent_guardrails.telemetry import configure_telemetry
 from tests.test_middleware import ScriptedModel
 

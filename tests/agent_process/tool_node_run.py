@@ -27,7 +27,7 @@ from langgraph.types import Command
 from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack, guarded
-from agent_guardrails.tool_node import guarded_tool_node
+from agent_guardrails.adapters.tool_node import guarded_tool_node
 from tests.agent_process.run import PACK  # the same pack as the middleware's process test
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from agent_guardrails.decision import Charge
+from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.scope import Scope
+from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import MemoryStore, Store
 from agent_guardrails.store.base import AuditEvent, AuditRecord, Outcome, verify_chain
 from tests.store.store_helpers import StoreFactory

@@ -305,7 +305,7 @@ def test_a_version_1_database_is_upgraded_in_place(
 def test_reserve_and_start_on_the_fast_path(pg_url: str, open_stores: StoreFactory) -> None:
     """Counters that exist and charges that fit: ag_reserve1 reserves and starts the call in
     one statement, its two records in order; a retry of a released key starts it again."""
-    from agent_guardrails.decision import Charge
+    from agent_guardrails.engine.decision import Charge
 
     budget = Charge("budget:b|USD@0", "budget", 1.0, 10.0, 2**40, "b")
     contact = Charge("exposure:e@0", "exposure", 1.0, 5.0, 2**40, "e")
@@ -333,7 +333,7 @@ def test_hot_path_errors_become_store_unavailable_and_the_store_reconnects(
 ) -> None:
     """reserve, start and finish go through libpq directly: a cut connection, a statement
     the server forgot and a broken schema still give StoreUnavailable, then recovery."""
-    from agent_guardrails.decision import Charge
+    from agent_guardrails.engine.decision import Charge
     from agent_guardrails.errors import StoreUnavailable
 
     budget = Charge("budget:b|USD@0", "budget", 1.0, 10.0, 2**40, "b")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent_guardrails.cli import main
+from agent_guardrails.ops.cli import main
 from agent_guardrails.telemetry import attributes as A
 from tests.telemetry.jaeger_ui_format import validate_jaeger_trace_file
 

@@ -42,7 +42,7 @@ from opentelemetry.trace import Span, StatusCode
 from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack, guarded
-from agent_guardrails.middleware import GuardrailsMiddleware
+from agent_guardrails.adapters.middleware import GuardrailsMiddleware
 from agent_guardrails.store import MemoryStore
 from agent_guardrails.telemetry import attributes as A
 from tests.conftest import Clock

@@ -31,7 +31,7 @@ from agent_guardrails import (
     ScriptedApprover,
     report_cost,
 )
-from agent_guardrails.middleware import GuardrailsMiddleware
+from agent_guardrails.adapters.middleware import GuardrailsMiddleware
 from agent_guardrails.store import MemoryStore
 from agent_guardrails.telemetry import attributes as A
 from tests.conftest import Clock

@@ -16,7 +16,7 @@ from opentelemetry.trace import StatusCode
 from typing_extensions import TypedDict
 
 from agent_guardrails import Guardrails, PolicyPack
-from agent_guardrails.guard_node import GuardNode
+from agent_guardrails.adapters.guard_node import GuardNode
 from agent_guardrails.telemetry import attributes as A
 from tests.telemetry.conftest import Otel
 

@@ -20,7 +20,7 @@ from tests.telemetry.rotel_collector import ReceivedSpan, RotelCollector, start_
 
 DECISION_KINDS = {"allow", "simulate", "require_approval", "deny", "halt"}
 PHASES = 5
-DEMO = "from agent_guardrails.cli import main; raise SystemExit(main())"
+DEMO = "from agent_guardrails.ops.cli import main; raise SystemExit(main())"
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def run_demo(tmp_path: Path, env: dict[str, str]) -> str:
         [
             sys.executable,
             "-c",
-            "from agent_guardrails.cli import main; raise SystemExit(main())",
+            "from agent_guardrails.ops.cli import main; raise SystemExit(main())",
             "demo",
         ],
         cwd=tmp_path,

@@ -58,8 +58,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from agent_guardrails.decision import Charge
-from agent_guardrails.scope import Scope
+from agent_guardrails.engine.decision import Charge
+from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store.base import (
     GENESIS,
     AuditEvent,

@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from agent_guardrails.decision import Charge
+from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.scope import Scope
+from agent_guardrails.policy.scope import Scope
 
 __all__ = [
     "AuditEvent",

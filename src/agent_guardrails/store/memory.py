@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from agent_guardrails.decision import Charge
+from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.scope import Scope
+from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store.base import (
     GENESIS,
     AuditEvent,

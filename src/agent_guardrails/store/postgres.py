@@ -123,9 +123,9 @@ from dataclasses import replace
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from agent_guardrails.decision import Charge
+from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError, StoreUnavailable
-from agent_guardrails.scope import Scope
+from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import _sql
 from agent_guardrails.store._sql import (
     AUDIT_COLS,

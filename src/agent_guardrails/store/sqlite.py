@@ -46,9 +46,9 @@ from dataclasses import replace
 from typing import IO, Any
 from urllib.parse import parse_qsl, unquote
 
-from agent_guardrails.decision import Charge
+from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError, StoreUnavailable
-from agent_guardrails.scope import Scope
+from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import _sql
 from agent_guardrails.store._sql import (
     AUDIT_COLS,

@@ -35,8 +35,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from agent_guardrails.decision import CallRequest, Decision, DecisionKind
-from agent_guardrails.scope import Scope
+from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
+from agent_guardrails.policy.scope import Scope
 from agent_guardrails.telemetry import attributes as A
 from agent_guardrails.telemetry.content import ContentPolicy
 
@@ -46,8 +46,8 @@ except ImportError:  # pragma: no cover - a future API layout: treat metrics as 
     _PROXY_METERS = ()  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
-    from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest
-    from agent_guardrails.policy import PolicyPack
+    from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest
+    from agent_guardrails.policy.pack import PolicyPack
 
 __all__ = ["CallSpan", "Telemetry"]
 

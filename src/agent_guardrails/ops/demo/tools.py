@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_guardrails.decorator import guarded
-from agent_guardrails.guard import report_cost
+from agent_guardrails.adapters.decorator import guarded
+from agent_guardrails.pipeline.guardrails import report_cost
 
 
 @dataclass

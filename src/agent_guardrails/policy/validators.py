@@ -35,11 +35,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent_guardrails.decision import CallRequest
+if TYPE_CHECKING:
+    from agent_guardrails.engine.decision import CallRequest
 
 __all__ = [
     "ConsentCheck",
@@ -50,7 +51,7 @@ __all__ = [
     "register_validator",
 ]
 
-ValidatorFn: TypeAlias = Callable[[CallRequest, Any], "str | None"]
+ValidatorFn: TypeAlias = Callable[["CallRequest", Any], "str | None"]
 ConsentCheck: TypeAlias = Callable[[str, "str | None"], bool]
 """``check(entity_id, channel) -> bool``: does this contact consent to this channel?"""
 

@@ -42,10 +42,10 @@ from pydantic import (
     model_validator,
 )
 
-from agent_guardrails.levels import AutonomyLevel
-from agent_guardrails.scope import DIMENSIONS, Scope
-from agent_guardrails.validators import CompiledValidator, ValidatorRegistry
-from agent_guardrails.windows import parse_duration, validate_window
+from agent_guardrails.policy.levels import AutonomyLevel
+from agent_guardrails.policy.scope import DIMENSIONS, Scope
+from agent_guardrails.policy.validators import CompiledValidator, ValidatorRegistry
+from agent_guardrails.policy.windows import parse_duration, validate_window
 
 __all__ = [
     "MODEL_ACTION",
@@ -408,7 +408,7 @@ class PolicyPack(_Model):
         :class:`~agent_guardrails.errors.PolicyError` listing every problem with its file,
         line and field.
         """
-        from agent_guardrails.policy_loader import load_pack
+        from agent_guardrails.policy.loader import load_pack
 
         return load_pack(source, registry=registry)
 
@@ -417,7 +417,7 @@ class PolicyPack(_Model):
         cls, data: Mapping[str, Any], *, registry: ValidatorRegistry | None = None
     ) -> PolicyPack:
         """Validate a pack from an already-parsed mapping (no line numbers in errors)."""
-        from agent_guardrails.policy_loader import load_mapping
+        from agent_guardrails.policy.loader import load_mapping
 
         return load_mapping(data, registry=registry)
 

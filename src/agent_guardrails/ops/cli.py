@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent_guardrails import ops
 from agent_guardrails.errors import GuardrailError, PolicyError
-from agent_guardrails.scope import Scope
+from agent_guardrails.ops import operations as ops
+from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import DEFAULT_STORE_URL, Store, open_store
 
 __all__ = ["main"]
@@ -205,14 +205,14 @@ def _plugins(names: Sequence[str]) -> None:
 
 
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
-    from agent_guardrails.demo.run import main as demo_main
+    from agent_guardrails.ops.demo.run import main as demo_main
 
     return demo_main(args.rest, out)
 
 
 def _traces(args: argparse.Namespace, out: TextIO) -> int:
+    from agent_guardrails.ops.traces import render_traces
     from agent_guardrails.telemetry.jaeger_file import read_trace_file
-    from agent_guardrails.telemetry.tree import render_traces
 
     try:
         traces = read_trace_file(args.file)
@@ -228,7 +228,7 @@ def _traces(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _policy_validate(args: argparse.Namespace, out: TextIO) -> int:
-    from agent_guardrails.policy import PolicyPack
+    from agent_guardrails.policy.pack import PolicyPack
 
     _plugins(args.plugin)
     failed = 0
@@ -248,7 +248,7 @@ def _policy_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _policy_schema(args: argparse.Namespace, out: TextIO) -> int:
-    from agent_guardrails.policy_loader import pack_json_schema
+    from agent_guardrails.policy.loader import pack_json_schema
 
     _emit_json(out, pack_json_schema())
     return 0

@@ -39,19 +39,25 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.messages import ToolMessage
 
-from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest, Approver
-from agent_guardrails.decision import CallRequest, Decision, DecisionKind
-from agent_guardrails.engine import CostError, budget_charges, call_cost, charges_for, decide
+from agent_guardrails.engine.decide import CostError, budget_charges, call_cost, charges_for, decide
+from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import (
     CallInDoubt,
     ConfigurationError,
     KillSwitchEngaged,
     StoreUnavailable,
 )
-from agent_guardrails.levels import AutonomyLevel
-from agent_guardrails.policy import MODEL_ACTION, PolicyPack
-from agent_guardrails.results import GuardrailResult, Status, error_for, is_result, result_for
-from agent_guardrails.scope import DIMENSIONS, Scope
+from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest, Approver
+from agent_guardrails.pipeline.results import (
+    GuardrailResult,
+    Status,
+    error_for,
+    is_result,
+    result_for,
+)
+from agent_guardrails.policy.levels import AutonomyLevel
+from agent_guardrails.policy.pack import MODEL_ACTION, PolicyPack
+from agent_guardrails.policy.scope import DIMENSIONS, Scope
 from agent_guardrails.store import Store, open_store
 from agent_guardrails.store.base import (
     AuditEvent,
@@ -377,7 +383,7 @@ class Guardrails:
         evidence: Mapping[str, Any] | None = None,
     ) -> None:
         """Move the level dial of the rule governing ``scope``, within the pack's ceiling."""
-        from agent_guardrails.ops import set_level
+        from agent_guardrails.ops.operations import set_level
 
         set_level(
             self.store,

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from agent_guardrails.levels import AutonomyLevel
-from agent_guardrails.scope import Scope
+from agent_guardrails.policy.levels import AutonomyLevel
+from agent_guardrails.policy.scope import Scope
 
 __all__ = [
     "CallRequest",

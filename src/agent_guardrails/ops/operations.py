@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_guardrails.engine import budget_counter
+from agent_guardrails.engine.decide import budget_counter
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.levels import AutonomyLevel
-from agent_guardrails.policy import PolicyPack
-from agent_guardrails.scope import Scope
+from agent_guardrails.policy.levels import AutonomyLevel
+from agent_guardrails.policy.pack import PolicyPack
+from agent_guardrails.policy.scope import Scope
+from agent_guardrails.policy.validators import ValidatorRegistry
 from agent_guardrails.store.base import LevelChange, PackVersion, Store
-from agent_guardrails.validators import ValidatorRegistry
 
 __all__ = [
     "Status",

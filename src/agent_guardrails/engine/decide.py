@@ -30,7 +30,7 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from agent_guardrails.decision import (
+from agent_guardrails.engine.decision import (
     CallRequest,
     Charge,
     Decision,
@@ -38,11 +38,11 @@ from agent_guardrails.decision import (
     ValidatorOutcome,
     allowed_message,
 )
-from agent_guardrails.levels import AutonomyLevel
-from agent_guardrails.policy import ActionPolicy, BudgetRule, PolicyPack
-from agent_guardrails.scope import Scope
-from agent_guardrails.validators import CompiledValidator
-from agent_guardrails.windows import window_bucket
+from agent_guardrails.policy.levels import AutonomyLevel
+from agent_guardrails.policy.pack import ActionPolicy, BudgetRule, PolicyPack
+from agent_guardrails.policy.scope import Scope
+from agent_guardrails.policy.validators import CompiledValidator
+from agent_guardrails.policy.windows import window_bucket
 
 __all__ = [
     "CostError",

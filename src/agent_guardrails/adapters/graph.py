@@ -38,11 +38,11 @@ from langgraph.types import interrupt
 from pydantic import Discriminator, create_model
 from typing_extensions import TypedDict
 
-from agent_guardrails.approvals import ApprovalAnswer, ApprovalRequest
+from agent_guardrails.adapters.task_interrupts import for_task
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.scope import DIMENSIONS
+from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest
+from agent_guardrails.policy.scope import DIMENSIONS
 from agent_guardrails.store.base import Store
-from agent_guardrails.task_interrupts import for_task
 
 __all__ = [
     "GuardrailsApprovalRequest",

@@ -38,10 +38,10 @@ from langgraph.types import Command
 from opentelemetry.trace import NoOpTracerProvider
 
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.guard import Guardrails
 from agent_guardrails.middleware import GuardrailsMiddleware
-from agent_guardrails.policy import PolicyPack
-from agent_guardrails.scope import Scope
+from agent_guardrails.pipeline.guardrails import Guardrails
+from agent_guardrails.policy.pack import PolicyPack
+from agent_guardrails.policy.scope import Scope
 from agent_guardrails.telemetry import TelemetrySetup, configure_telemetry
 from agent_guardrails.telemetry import attributes as A
 
@@ -55,7 +55,7 @@ TRACE_FILE = "agent-guardrails-trace.json"
 
 def pack_path() -> Path:
     """Where the example marketing pack ships inside the package."""
-    return Path(str(resources.files("agent_guardrails.demo") / "marketing_pack.yaml"))
+    return Path(str(resources.files("agent_guardrails.ops.demo") / "marketing_pack.yaml"))
 
 
 class ScriptedModel(GenericFakeChatModel):

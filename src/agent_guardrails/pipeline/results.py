@@ -13,7 +13,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from langchain_core.messages import ToolMessage
 
-from agent_guardrails.decision import Decision, DecisionKind
+from agent_guardrails.engine.decision import Decision, DecisionKind
 from agent_guardrails.errors import (
     ActionDenied,
     ApprovalRejected,

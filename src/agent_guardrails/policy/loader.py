@@ -17,8 +17,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from agent_guardrails.errors import PolicyError, PolicyProblem
-from agent_guardrails.policy import LevelRule, PolicyPack
-from agent_guardrails.validators import CompiledValidator, ValidatorRegistry, default_registry
+from agent_guardrails.policy.pack import LevelRule, PolicyPack
+from agent_guardrails.policy.validators import (
+    CompiledValidator,
+    ValidatorRegistry,
+    default_registry,
+)
 
 __all__ = ["load_mapping", "load_pack", "pack_json_schema"]
 

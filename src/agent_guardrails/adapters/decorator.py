@@ -35,10 +35,10 @@ from typing import Any, TypeVar
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, StructuredTool, Tool
 
-from agent_guardrails.decision import CallRequest
+from agent_guardrails.engine.decision import CallRequest
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.guard import Guardrails, raise_if_halted
-from agent_guardrails.scope import DIMENSIONS
+from agent_guardrails.pipeline.guardrails import Guardrails, raise_if_halted
+from agent_guardrails.policy.scope import DIMENSIONS
 
 __all__ = ["guarded", "inside_adapter", "set_default_guardrails", "use_guardrails"]
 
@@ -73,14 +73,14 @@ def _graph_call(guard: Guardrails, req: CallRequest) -> tuple[str | None, Any]:
     (they are interchangeable), so each runs and is charged once."""
     if var_child_runnable_config.get() is None:
         return None, None
-    from agent_guardrails.graph_context import (
+    from agent_guardrails.adapters.graph import (
         call_key,
         current_config,
         interrupt_asker,
         slot_schema,
     )
-    from agent_guardrails.guard import args_digest
-    from agent_guardrails.task_interrupts import for_task
+    from agent_guardrails.adapters.task_interrupts import for_task
+    from agent_guardrails.pipeline.guardrails import args_digest
 
     config = current_config()
     if config is None:

@@ -1,0 +1,359 @@
+"""A guard node for hand-built graphs: decide all tool calls of the model's turn as a batch.
+
+Place it between the model node and the tools node::
+
+    guard_node = GuardNode(guard, actions={"send_email": "email.send"})
+    builder.add_node("model", call_model)
+    builder.add_node("guard", guard_node)
+    builder.add_node("tools", guard_node.tool_node([send_email, tag_contact]))
+    builder.add_edge(START, "model")
+    builder.add_edge("model", "guard")      # the guard routes on: tools, model or END
+    builder.add_edge("tools", "model")
+
+For the last AI message the node decides every tool call, holds what the calls that go
+ahead need **as one reservation** (all fit, or none runs), and raises **at most one
+interrupt** for the calls that need a human, in LangChain's batched ``HITLRequest`` dialect
+(``action_requests`` and ``review_configs``, plus a ``guardrails`` list with our details per
+action), answered with ``{"decisions": [...]}`` in the same order. Approved calls go to the
+tools node (``Send`` per call); refused, simulated and answered ones come back to the model
+as ``ToolMessage``\\s. With no tool calls the graph ends. When a kill-switch halts any call
+of the batch, none of the batch runs and the run ends with the pack's kill-switch message
+(or raises ``KillSwitchEngaged`` where the pack says ``kill_switch: {on_halt: raise}``).
+
+The tools node from :meth:`GuardNode.tool_node` only runs calls this node let through, once
+each, recording how each ended. It looks at the kill-switch again just before each run: a
+switch engaged after this node decided (say, while the graph waited at an
+``interrupt_before=["tools"]``) halts the call, releases its hold, and the model gets the
+``halted`` result; the run then ends at this node (or raises at once, with ``on_halt:
+raise``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, Union
+
+from langchain.agents.middleware.human_in_the_loop import (
+    ActionRequest,
+    ApproveDecision,
+    EditDecision,
+    HITLRequest,
+    RejectDecision,
+    RespondDecision,
+    ReviewConfig,
+)
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Command, Send, interrupt
+from pydantic import Discriminator, Field, create_model
+
+from agent_guardrails.adapters.decorator import inside_adapter
+from agent_guardrails.adapters.graph import (
+    GuardrailsDetails,
+    approval_payload,
+    approver_identity,
+    call_key,
+    scope_values,
+    to_answer,
+)
+from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
+from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
+from agent_guardrails.pipeline.guardrails import Guardrails, raise_if_halted
+from agent_guardrails.pipeline.results import refusal_message, result_for, tool_message
+from agent_guardrails.policy.levels import AutonomyLevel
+from agent_guardrails.policy.scope import Scope
+
+__all__ = ["GuardNode"]
+
+_KEY = "guardrails"  # where a let-through tool call carries what the tools node needs
+
+AnyDecision = Annotated[
+    Union[ApproveDecision, EditDecision, RejectDecision, RespondDecision],  # noqa: UP007
+    Discriminator("type"),
+]
+
+
+class BatchedApprovalRequest(HITLRequest):
+    """LangChain's ``HITLRequest`` with our details per action, in the same order."""
+
+    guardrails: list[GuardrailsDetails]
+
+
+class GuardNode:
+    """Decides the model's tool calls as one batch; see the module docstring.
+
+    Args:
+        guardrails: the :class:`Guardrails` to decide with.
+        actions: tool name -> action name (tools decorated with ``@guarded`` need no entry
+            when given in ``tools``).
+        tools: the tools, to find their ``@guarded`` actions and declared scopes.
+        tools_node / model_node: the names of the nodes to route to.
+    """
+
+    def __init__(
+        self,
+        guardrails: Guardrails,
+        *,
+        actions: Mapping[str, str] | None = None,
+        tools: Sequence[BaseTool] = (),
+        tools_node: str = "tools",
+        model_node: str = "model",
+    ) -> None:
+        if not isinstance(guardrails, Guardrails):
+            raise ConfigurationError("GuardNode needs a Guardrails object")
+        self.guardrails = guardrails
+        self.actions = dict(actions or {})
+        for tool in tools:
+            func = getattr(tool, "func", None) or getattr(tool, "coroutine", None)
+            action = getattr(func, "__guardrails_action__", None)
+            if isinstance(action, str):
+                self.actions.setdefault(tool.name, action)
+        self.tools_node = tools_node
+        self.model_node = model_node
+
+    # ------------------------------------------------------------------ the node
+
+    def __call__(self, state: Any, config: RunnableConfig) -> Command[Any]:
+        messages = state.get("messages") or []
+        last = messages[-1] if messages else None
+        if not isinstance(last, AIMessage) or not last.tool_calls:
+            return Command(goto="__end__")
+        context = _context()
+        scope = scope_values(context, config)
+        calls = []
+        for tool_call in last.tool_calls:
+            name = tool_call["name"]
+            action = self.actions.get(name) or (
+                name if self.guardrails.policy.action(name) else f"unmapped.{name.lower()}"
+            )
+            args = tool_call.get("args") or {}
+            request = CallRequest(
+                name,
+                action,
+                args,
+                self.guardrails.resolve_scope(context=scope, args=args),
+                tool_call.get("id") or "",
+            )
+            # The guard task's namespace is new each turn and kept across an interrupt, so a
+            # model that reuses tool call ids in a later turn does not replay the earlier one.
+            key = call_key(config, tool_call.get("id") or "") or f"~{uuid.uuid4().hex}"
+            calls.append((request, key))
+        decisions = self.guardrails.decide_batch(calls)
+        halted = next((d for d in decisions if d.kind is DecisionKind.HALT), None)
+        if halted is not None:
+            return self._halt(last, calls, decisions, halted)
+        outcomes = self._approvals(calls, decisions, context, config)
+
+        replies: list[ToolMessage] = []
+        sends: list[Send] = []
+        for tool_call, (request, decision, key) in zip(last.tool_calls, outcomes, strict=True):
+            if decision.kind is DecisionKind.ALLOW:
+                carried = {
+                    "key": key,
+                    "action": request.action,
+                    "cost": decision.cost,
+                    "currency": decision.currency,
+                    "level": int(decision.level),
+                    "reasons": list(decision.reasons),
+                    "scope": request.scope.as_dict(),
+                    "approved_by": decision.extra.get("approved_by"),
+                    "budget_left": decision.budget_left,
+                }
+                call = {**tool_call, "args": dict(request.args), _KEY: carried}
+                sends.append(
+                    Send(
+                        self.tools_node,
+                        {"__type": "tool_call_with_context", "tool_call": call, "state": state},
+                    )
+                )
+            else:
+                replies.append(self._reply(tool_call, request, decision))
+        return Command(update={"messages": replies}, goto=sends or [self.model_node])
+
+    def _halt(
+        self,
+        last: AIMessage,
+        calls: list[tuple[CallRequest, str]],
+        decisions: list[Decision],
+        halted: Decision,
+    ) -> Command[Any]:
+        """A kill-switch halted a call of the batch: none of the batch runs (what the others
+        held is released) and, as the pack says, the run ends with its message or raises
+        ``KillSwitchEngaged``."""
+        for (_request, key), decision in zip(calls, decisions, strict=True):
+            if decision.kind in (DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL):
+                self.guardrails.withdraw(key, "halt")
+        policy = self.guardrails.policy.kill_switch
+        if policy.on_halt == "raise":
+            raise KillSwitchEngaged(halted)
+        replies = []
+        for tool_call, (request, _key), decision in zip(
+            last.tool_calls, calls, decisions, strict=True
+        ):
+            if decision.kind is DecisionKind.HALT:
+                replies.append(self._reply(tool_call, request, decision))
+            else:
+                replies.append(
+                    ToolMessage(
+                        content=f"not run: the kill-switch halted {halted.tool} in the same "
+                        "turn, so the run ended",
+                        tool_call_id=tool_call.get("id") or "",
+                        name=tool_call["name"],
+                        status="error",
+                    )
+                )
+        end = AIMessage(content=policy.message)
+        return Command(update={"messages": [*replies, end]}, goto="__end__")
+
+    def _approvals(
+        self,
+        calls: list[tuple[CallRequest, str]],
+        decisions: list[Decision],
+        context: object,
+        config: RunnableConfig,
+    ) -> list[tuple[CallRequest, Decision, str]]:
+        """One interrupt for every call that needs a human; apply the answers in order."""
+        outcomes = [(r, d, k) for (r, k), d in zip(calls, decisions, strict=True)]
+        waiting = [i for i, d in enumerate(decisions) if d.kind is DecisionKind.REQUIRE_APPROVAL]
+        if not waiting:
+            return outcomes
+        asks = [self.guardrails.approval_request(*outcomes[i]) for i in waiting]
+        payload: BatchedApprovalRequest = {
+            "action_requests": [
+                ActionRequest(name=a.tool, args=dict(a.args), description=a.description)
+                for a in asks
+            ],
+            "review_configs": [
+                ReviewConfig(action_name=a.tool, allowed_decisions=list(a.allowed_decisions))
+                for a in asks
+            ],
+            "guardrails": [
+                approval_payload(a, calls[i][0].call_id)["guardrails"]
+                for i, a in zip(waiting, asks, strict=True)
+            ],
+        }
+        schema = create_model(
+            "BatchDecisions",
+            decisions=(list[AnyDecision], Field(min_length=len(asks), max_length=len(asks))),
+        )
+        response: Any = interrupt(payload, response_schema=schema)
+        answers = response["decisions"] if isinstance(response, Mapping) else response.decisions
+        by, roles = approver_identity(context, config)
+        for i, answer in zip(waiting, answers, strict=True):
+            raw = answer if isinstance(answer, Mapping) else answer.model_dump()
+            request, decision, key = outcomes[i]
+            outcomes[i] = self.guardrails.resolve(request, decision, key, to_answer(raw, by, roles))
+        return outcomes
+
+    def _reply(
+        self, tool_call: Mapping[str, Any], request: CallRequest, decision: Decision
+    ) -> ToolMessage:
+        status: Literal["rejected", "responded"] | None = None
+        message = None
+        if "rejected" in decision.reasons:
+            status = "rejected"
+        elif "responded" in decision.reasons:
+            status, message = "responded", decision.extra.get("response")
+        result = result_for(decision, status=status, message=message)
+        if decision.kind is DecisionKind.SIMULATE:
+            result["draft"] = {
+                "intended_action": request.action,
+                "tool": request.tool,
+                "args": dict(request.args),
+                "note": "what the tool would do; nothing was executed",
+            }
+        return refusal_message(result, tool_call.get("id") or "", tool_call["name"])
+
+    # ------------------------------------------------------------------ the tools node
+
+    def tool_node(self, tools: Sequence[BaseTool], **tool_node_options: Any) -> ToolNode:
+        """The tools node that runs what this guard node let through, once each."""
+        return ToolNode(
+            list(tools),
+            wrap_tool_call=self._run,
+            awrap_tool_call=self._arun,
+            **tool_node_options,
+        )
+
+    def _let_through(
+        self, request: ToolCallRequest
+    ) -> tuple[CallRequest, Decision, str, ToolCallRequest] | ToolMessage:
+        tool_call: dict[str, Any] = dict(request.tool_call)
+        carried = tool_call.pop(_KEY, None)
+        if not isinstance(carried, Mapping):
+            return ToolMessage(
+                content="not run: this call did not pass the guard node",
+                tool_call_id=tool_call.get("id") or "",
+                name=tool_call["name"],
+                status="error",
+            )
+        scope = Scope.from_mapping(carried.get("scope") or {})
+        call = CallRequest(
+            tool_call["name"],
+            carried["action"],
+            tool_call.get("args") or {},
+            scope,
+            tool_call.get("id") or "",
+        )
+        policy = self.guardrails.policy
+        level = carried.get("level")
+        approved_by = carried.get("approved_by")
+        decision = Decision(
+            DecisionKind.ALLOW,
+            tuple(carried.get("reasons") or ("allowed",)),
+            "allowed by the guard node",
+            call.action,
+            call.tool,
+            AutonomyLevel(level) if isinstance(level, int) else policy.initial_level(scope),
+            scope,
+            policy.name,
+            policy.version,
+            cost=carried["cost"],
+            currency=str(carried.get("currency") or policy.defaults.currency),
+            budget_left=carried.get("budget_left"),
+            extra={"approved_by": approved_by} if approved_by else {},
+        )
+        return call, decision, carried["key"], request.override(tool_call=tool_call)  # type: ignore[arg-type]
+
+    def _run(self, request: ToolCallRequest, handler: Any) -> Any:
+        let = self._let_through(request)
+        if isinstance(let, ToolMessage):
+            return let
+        call, decision, key, clean = let
+        with inside_adapter():
+            result = self.guardrails.execute(call, decision, key, lambda _args: handler(clean))
+        raise_if_halted(self.guardrails, call, result)  # else the model gets the halt
+        return _as_message(result, clean)
+
+    async def _arun(self, request: ToolCallRequest, handler: Any) -> Any:
+        let = self._let_through(request)
+        if isinstance(let, ToolMessage):
+            return let
+        call, decision, key, clean = let
+
+        async def body(_args: Mapping[str, Any]) -> Any:
+            return await handler(clean)
+
+        with inside_adapter():
+            result = await self.guardrails.aexecute(call, decision, key, body)
+        raise_if_halted(self.guardrails, call, result)  # else the model gets the halt
+        return _as_message(result, clean)
+
+
+def _context() -> object:
+    try:
+        from langgraph.runtime import get_runtime
+
+        return get_runtime().context
+    except (RuntimeError, LookupError):
+        return None
+
+
+def _as_message(result: object, request: ToolCallRequest) -> Any:
+    if isinstance(result, ToolMessage | Command):
+        return result
+    return tool_message(result, request.tool_call.get("id") or "", request.tool_call["name"])
