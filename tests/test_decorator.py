@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from agent_guardrails import (
     ConfigurationError,
+    GuardrailResult,
     Guardrails,
     PolicyPack,
     Scope,
@@ -275,10 +276,9 @@ def test_use_guardrails_reaches_async_tools_too() -> None:
     async def send(to: str) -> str:
         return to
 
-    async def main() -> str:
+    async def main() -> str | GuardrailResult:
         with use_guardrails(guard):
-            result: str = await send("a")
-            return result
+            return await send("a")
 
     assert asyncio.run(main()) == "a"
     assert calls_seen(guard) == 1
@@ -343,7 +343,7 @@ def test_guarding_twice_or_guarding_a_non_callable_is_an_error() -> None:
     with pytest.raises(ConfigurationError, match="already @guarded"):
         guarded(action="email.send", guardrails=guard)(send)
     with pytest.raises(ConfigurationError, match="applies to functions and LangChain tools"):
-        guarded(action="email.send", guardrails=guard)(42)
+        guarded(action="email.send", guardrails=guard)(42)  # type: ignore[call-overload]
 
 
 # ----------------------------------------------------------------------------- memory store

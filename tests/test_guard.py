@@ -27,7 +27,7 @@ from agent_guardrails import (
     ValidatorFailed,
     report_cost,
 )
-from agent_guardrails.pipeline.guardrails import args_digest
+from agent_guardrails.pipeline.events import args_digest
 from agent_guardrails.store import MemoryStore
 from tests.conftest import DAY, Clock, GuardFactory, pack_text
 
@@ -561,9 +561,10 @@ def test_report_cost_in_an_async_body(guard: Guardrails) -> None:
     assert spent(guard) == 1.5
 
 
-def test_report_cost_refuses_a_negative_amount() -> None:
-    with pytest.raises(ValueError, match="must not be negative"):
-        report_cost(-1.0)
+@pytest.mark.parametrize("amount", [-1.0, float("nan"), float("inf"), -float("inf")])
+def test_report_cost_refuses_what_is_not_a_finite_amount(amount: float) -> None:
+    with pytest.raises(ValueError, match=r"report_cost amount must be a finite number >= 0"):
+        report_cost(amount)
 
 
 def test_a_tool_that_raises_releases_and_audits_the_failure(guard: Guardrails) -> None:

@@ -378,16 +378,19 @@ def test_a_finished_call_replays_after_the_kill_switch_is_engaged() -> None:
     """The re-check before running leaves a call that already ran alone: it replays."""
     guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
     request = CallRequest("tag_contact", "crm.tag", {"contact": "a"}, Scope(), "c0")
-    [decision] = guard.decide_batch([(request, "k-c0")])
     runs: list[str] = []
 
     def body(args: Any) -> str:
         runs.append(args["contact"])
         return f"tagged {args['contact']}"
 
-    assert guard.execute(request, decision, "k-c0", body) == "tagged a"
+    def call() -> Any:
+        return guard.prepare(request, call_key="k-c0", body=body, runs_later=True)
+
+    [decision] = guard.decide_batch([call()])
+    assert guard.execute(call(), decision) == "tagged a"
     guard.kill(by="ops", reason="later")
-    assert guard.execute(request, decision, "k-c0", body) == "tagged a"
+    assert guard.execute(call(), decision) == "tagged a"
     assert runs == ["a"]
     assert sum(guard.store.counters("budget:").values()) == 30  # the spend stays
 

@@ -28,8 +28,9 @@ from agent_guardrails.pipeline.approvals import (
     Approver,
     ScriptedApprover,
 )
-from agent_guardrails.pipeline.guardrails import Guardrails, report_cost
-from agent_guardrails.pipeline.results import GuardrailResult
+from agent_guardrails.pipeline.guardrails import Guardrails
+from agent_guardrails.pipeline.results import GuardrailResult, is_result
+from agent_guardrails.pipeline.spending import report_cost
 from agent_guardrails.policy.levels import AutonomyLevel, LevelRecommendation, recommend_level
 from agent_guardrails.policy.pack import PolicyPack
 from agent_guardrails.policy.scope import Scope
@@ -72,6 +73,7 @@ __all__ = [
     "__version__",
     "decide",
     "guarded",
+    "is_result",
     "open_store",
     "recommend_level",
     "register_consent_check",

@@ -517,7 +517,7 @@ def test_without_providers_a_call_does_no_telemetry_work(clock: Clock) -> None:
     default = Guardrails(PolicyPack.from_yaml(PACK), store=MemoryStore(), clock=clock)
     request = req("tag_contact", "crm.tag", {})
     for guard in (explicit, default):  # this test process sets no global provider
-        call = guard._telemetry.call(request, None)
+        call = guard.telemetry.call(request, None)
         assert type(call) is not CallSpan  # the shared do-nothing span
         assert guard.run(request, lambda a: "tagged") == "tagged"
     metered = Guardrails(
@@ -527,7 +527,7 @@ def test_without_providers_a_call_does_no_telemetry_work(clock: Clock) -> None:
         tracer_provider=NoOpTracerProvider(),
         meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
     )
-    assert type(metered._telemetry.call(request, None)) is CallSpan  # metrics still count
+    assert type(metered.telemetry.call(request, None)) is CallSpan  # metrics still count
 
 
 def test_async_calls_are_traced_like_sync_ones(otel: Otel, clock: Clock) -> None:

@@ -28,21 +28,26 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
-from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, StructuredTool, Tool
 
+from agent_guardrails import _compat
 from agent_guardrails.engine.decision import CallRequest
 from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.pipeline.events import args_digest
 from agent_guardrails.pipeline.guardrails import Guardrails, raise_if_halted
-from agent_guardrails.policy.scope import DIMENSIONS
+from agent_guardrails.pipeline.results import GuardrailResult
+from agent_guardrails.pipeline.scoping import NO_SOURCES, ScopeSources
+from agent_guardrails.policy.scope import DIMENSIONS, Scope
 
 __all__ = ["guarded", "inside_adapter", "set_default_guardrails", "use_guardrails"]
 
-X = TypeVar("X")
+P = ParamSpec("P")
+R = TypeVar("R")
+ToolT = TypeVar("ToolT", bound=BaseTool)
 
 _current: contextvars.ContextVar[Guardrails | None] = contextvars.ContextVar(
     "agent_guardrails_current", default=None
@@ -65,33 +70,49 @@ def inside_adapter() -> Iterator[None]:
         _adapter_active.reset(token)
 
 
-def _graph_call(guard: Guardrails, req: CallRequest) -> tuple[str | None, Any]:
-    """Inside a LangGraph run: the call's stable key and an interrupt-based asker.
+class _InGraph:
+    """What a ``@guarded`` call learns from the LangGraph run it is in (if any): its stable
+    key, an interrupt-based asker and the run's scope values."""
 
-    The function never sees its tool call id, so a digest of the tool and its arguments
+    __slots__ = ("ask", "key", "sources")
+
+    def __init__(self, key: str | None, ask: Any, sources: ScopeSources) -> None:
+        self.key = key
+        self.ask = ask
+        self.sources = sources
+
+
+_OUTSIDE = _InGraph(None, None, NO_SOURCES)
+
+
+def _in_graph(
+    guard: Guardrails, tool: str, args: Mapping[str, Any], declared: Mapping[str, str]
+) -> _InGraph:
+    """The function never sees its tool call id, so a digest of the tool and its arguments
     stands in for it; identical calls in one task are numbered in the order they arrive
     (they are interchangeable), so each runs and is charged once."""
-    if var_child_runnable_config.get() is None:
-        return None, None
+    if _compat.var_child_runnable_config.get() is None:
+        return _OUTSIDE
     from agent_guardrails.adapters.graph import (
         call_key,
         current_config,
         interrupt_asker,
+        run_sources,
         slot_schema,
     )
     from agent_guardrails.adapters.task_interrupts import for_task
-    from agent_guardrails.pipeline.guardrails import args_digest
 
     config = current_config()
     if config is None:
-        return None, None
-    name = f"{req.tool}:{args_digest(req.tool, req.args)[:16]}"
+        return _OUTSIDE
+    sources = run_sources(None, config, declared)
+    name = f"{tool}:{args_digest(tool, args)[:16]}"
     task = for_task(config, guard.store, slot_schema)
     n = task.ordinal(name) if task is not None else 0
     key = call_key(config, name if n == 0 else f"{name}#{n}")
     if key is None:
-        return None, None
-    return key, interrupt_asker("", None, config, guard.store)
+        return _InGraph(None, None, sources)
+    return _InGraph(key, interrupt_asker("", None, config, guard.store), sources)
 
 
 def set_default_guardrails(guard: Guardrails | None) -> None:
@@ -139,6 +160,39 @@ class _Spec:
         self.tool_name = tool_name
 
 
+class _Guarded:
+    """What ``@guarded(...)`` returns: applied to a tool or a function. The wrapped function
+    returns the body's result, or a :class:`~agent_guardrails.pipeline.results.GuardrailResult`
+    when the body did not run, and its type says so."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+
+    @overload
+    def __call__(self, target: ToolT) -> ToolT: ...
+
+    @overload
+    def __call__(
+        self, target: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R | GuardrailResult]]: ...
+
+    @overload
+    def __call__(self, target: Callable[P, R]) -> Callable[P, R | GuardrailResult]: ...
+
+    def __call__(self, target: Any) -> Any:
+        spec = self.spec
+        if isinstance(target, BaseTool):
+            return _guard_tool(target, spec)
+        if callable(target):
+            name = spec.tool_name or str(getattr(target, "__name__", "tool"))
+            return _guard_function(target, spec, name)
+        raise ConfigurationError(
+            f"@guarded applies to functions and LangChain tools, not {type(target).__name__}"
+        )
+
+
 def guarded(
     *,
     action: str,
@@ -147,7 +201,7 @@ def guarded(
     simulate: Callable[..., Any] | None = None,
     raise_on_deny: bool | None = None,
     name: str | None = None,
-) -> Callable[[X], X]:
+) -> _Guarded:
     """Guard a tool bound to ``action`` (a key of the pack's ``actions``).
 
     Args:
@@ -158,11 +212,13 @@ def guarded(
         simulate: called with the tool's arguments at Assist (level 0) instead of the body;
             its return value is the draft the agent sees.
         raise_on_deny: raise ``GuardrailError`` subclasses instead of returning a
-            :class:`~agent_guardrails.results.GuardrailResult` (default: the guardrails').
+            :class:`~agent_guardrails.pipeline.results.GuardrailResult` (default: the
+            guardrails').
         name: the tool name used in decisions (default: the tool's or function's name).
 
     The wrapped function returns the body's result, or a ``GuardrailResult`` dict when the
-    body did not run.
+    body did not run: its return type is ``R | GuardrailResult`` (use ``is_result`` or the
+    ``status`` key to tell them apart), a LangChain tool stays a tool.
     """
     if not isinstance(action, str) or not action:
         raise ConfigurationError("@guarded needs action='<name in the pack>', e.g. 'email.send'")
@@ -171,19 +227,7 @@ def guarded(
         raise ConfigurationError(
             f"@guarded scope has unknown dimension(s) {', '.join(bad)}: use {', '.join(DIMENSIONS)}"
         )
-    spec = _Spec(action, guardrails, scope, simulate, raise_on_deny, name)
-
-    def decorate(target: X) -> X:
-        if isinstance(target, BaseTool):
-            return _guard_tool(target, spec)  # type: ignore[return-value]
-        if callable(target):
-            name = spec.tool_name or str(getattr(target, "__name__", "tool"))
-            return _guard_function(target, spec, name)  # type: ignore[return-value]
-        raise ConfigurationError(
-            f"@guarded applies to functions and LangChain tools, not {type(target).__name__}"
-        )
-
-    return decorate
+    return _Guarded(_Spec(action, guardrails, scope, simulate, raise_on_deny, name))
 
 
 class _Binder:
@@ -240,16 +284,12 @@ class _Binder:
         bound = inspect.BoundArguments(self._sig, dict(arguments))
         return fn(*bound.args, **bound.kwargs)
 
-    def dims(self) -> tuple[str, ...]:
-        """Scope dimensions the function takes as parameters (``channel``, ``region`` ...)."""
-        return tuple(d for d in DIMENSIONS if d in self._names)
-
 
 def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Callable[..., Any]:
     if getattr(fn, "__guardrails_action__", None) is not None:
         raise ConfigurationError(f"{tool_name} is already @guarded; apply @guarded once")
     binder = _Binder(fn)
-    arg_dims = binder.dims()
+    declared = spec.scope
 
     if binder.plain:
 
@@ -268,14 +308,21 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
         def simulate(arguments: Mapping[str, Any]) -> Any:
             return binder.call(sim, arguments)
 
-    def request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Guardrails, CallRequest]:
+    def prepared(
+        args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Guardrails, CallRequest, _InGraph]:
         try:
             arguments = binder.bind(args, kwargs)
         except TypeError as exc:
             raise TypeError(f"{tool_name}: {exc}") from None
         guard = _resolve(spec.guardrails)
-        scope = guard.resolve_scope(declared=spec.scope, args=arguments if arg_dims else None)
-        return guard, CallRequest(tool_name, spec.action, arguments, scope)
+        graph = _in_graph(guard, tool_name, arguments, declared)
+        return guard, CallRequest(tool_name, spec.action, arguments, Scope()), graph
+
+    def sources(graph: _InGraph) -> ScopeSources:
+        if graph.sources is NO_SOURCES:
+            return ScopeSources({}, declared) if declared else NO_SOURCES
+        return graph.sources
 
     if inspect.iscoroutinefunction(fn):
 
@@ -283,17 +330,17 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             if _adapter_active.get():
                 return await fn(*args, **kwargs)
-            guard, req = request(args, kwargs)
-            key, ask = _graph_call(guard, req)
+            guard, req, graph = prepared(args, kwargs)
             result = await guard.arun(
                 req,
                 body,
                 simulate=simulate,
                 raise_on_deny=spec.raise_on_deny,
-                call_key=key,
-                ask=ask,
+                call_key=graph.key,
+                ask=graph.ask,
+                sources=sources(graph),
             )
-            if key is not None:  # in a graph: honour kill_switch.on_halt
+            if graph.key is not None:  # in a graph: honour kill_switch.on_halt
                 raise_if_halted(guard, req, result)
             return result
 
@@ -304,17 +351,17 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             if _adapter_active.get():
                 return fn(*args, **kwargs)
-            guard, req = request(args, kwargs)
-            key, ask = _graph_call(guard, req)
+            guard, req, graph = prepared(args, kwargs)
             result = guard.run(
                 req,
                 body,
                 simulate=simulate,
                 raise_on_deny=spec.raise_on_deny,
-                call_key=key,
-                ask=ask,
+                call_key=graph.key,
+                ask=graph.ask,
+                sources=sources(graph),
             )
-            if key is not None:  # in a graph: honour kill_switch.on_halt
+            if graph.key is not None:  # in a graph: honour kill_switch.on_halt
                 raise_if_halted(guard, req, result)
             return result
 

@@ -34,14 +34,16 @@ from langchain.agents.middleware.human_in_the_loop import (
     ToolApprovalRequest,
 )
 from langgraph.config import get_config
+from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import interrupt
 from pydantic import Discriminator, create_model
 from typing_extensions import TypedDict
 
+from agent_guardrails import _compat
 from agent_guardrails.adapters.task_interrupts import for_task
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest
-from agent_guardrails.policy.scope import DIMENSIONS
+from agent_guardrails.pipeline.scoping import NO_SOURCES, ScopeSources, scope_values
 from agent_guardrails.store.base import Store
 
 __all__ = [
@@ -52,7 +54,9 @@ __all__ = [
     "call_key",
     "current_config",
     "interrupt_asker",
-    "scope_values",
+    "run_scope",
+    "run_sources",
+    "with_args",
 ]
 
 
@@ -81,6 +85,13 @@ class GuardrailsApprovalRequest(ToolApprovalRequest):
     guardrails: GuardrailsDetails
 
 
+def with_args(request: ToolCallRequest, args: Mapping[str, Any]) -> ToolCallRequest:
+    """The tool call request with these arguments (an approver's edit); unchanged if same."""
+    if args is request.tool_call.get("args"):
+        return request
+    return request.override(tool_call={**request.tool_call, "args": dict(args)})
+
+
 def current_config() -> Mapping[str, Any] | None:
     """The running LangGraph/LangChain config, or ``None`` outside a run."""
     try:
@@ -107,23 +118,33 @@ def _lookup(source: object, name: str) -> object:
     return getattr(source, name, None)
 
 
-def scope_values(context: object, config: Mapping[str, Any] | None) -> dict[str, str]:
-    """Scope dimensions named by the run's context and ``configurable``, context winning."""
+def run_scope(context: object, config: Mapping[str, Any] | None) -> dict[str, str]:
+    """Scope dimensions named by the run: ``configurable`` (and a ``guardrails_scope``
+    mapping in it), then the run's ``context`` (and its ``guardrails_scope``), context
+    winning. Without ``context``, the run's own (LangGraph's runtime) is read."""
+    if context is None:
+        context = _compat.runtime_context(config)
+    configurable = _compat.configurable(config)
     values: dict[str, str] = {}
-    configurable = (config or {}).get("configurable") or {}
     for source in (
         configurable,
         _lookup(configurable, "guardrails_scope"),
         context,
         _lookup(context, "guardrails_scope") if context is not None else None,
     ):
-        if source is None:
-            continue
-        for dim in DIMENSIONS:
-            value = _lookup(source, dim)
-            if isinstance(value, str) and value:
-                values[dim] = value
+        values.update(scope_values(source))
     return values
+
+
+def run_sources(
+    context: object, config: Mapping[str, Any] | None, declared: Mapping[str, str] | None
+) -> ScopeSources:
+    """The scope sources of a tool call in a graph run: the run's scope values and the
+    tool's declared ones (see :mod:`agent_guardrails.pipeline.scoping`)."""
+    run = run_scope(context, config)
+    if not run and not declared:
+        return NO_SOURCES
+    return ScopeSources(run, dict(declared or {}))
 
 
 def approver_identity(

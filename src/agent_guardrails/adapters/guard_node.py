@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
 from langchain.agents.middleware.human_in_the_loop import (
     ActionRequest,
@@ -51,19 +51,25 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, Send, interrupt
 from pydantic import Discriminator, Field, create_model
 
+from agent_guardrails import _compat
 from agent_guardrails.adapters.decorator import inside_adapter
 from agent_guardrails.adapters.graph import (
     GuardrailsDetails,
     approval_payload,
     approver_identity,
     call_key,
-    scope_values,
+    interrupt_asker,
+    run_scope,
     to_answer,
+    with_args,
 )
+from agent_guardrails.adapters.tools import binding, unmapped_action
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
+from agent_guardrails.pipeline.flow import GuardedCall
 from agent_guardrails.pipeline.guardrails import Guardrails, raise_if_halted
-from agent_guardrails.pipeline.results import refusal_message, result_for, tool_message
+from agent_guardrails.pipeline.results import refusal_message, tool_message
+from agent_guardrails.pipeline.scoping import ScopeSources
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.scope import Scope
 
@@ -88,9 +94,9 @@ class GuardNode:
 
     Args:
         guardrails: the :class:`Guardrails` to decide with.
-        actions: tool name -> action name (tools decorated with ``@guarded`` need no entry
-            when given in ``tools``).
-        tools: the tools, to find their ``@guarded`` actions and declared scopes.
+        actions: tool name -> action name (``@guarded`` tools need no entry).
+        tools: the tools, so their ``@guarded`` action, declared scope and ``simulate``
+            apply here (the tools given to :meth:`tool_node` are added too).
         tools_node / model_node: the names of the nodes to route to.
     """
 
@@ -107,11 +113,7 @@ class GuardNode:
             raise ConfigurationError("GuardNode needs a Guardrails object")
         self.guardrails = guardrails
         self.actions = dict(actions or {})
-        for tool in tools:
-            func = getattr(tool, "func", None) or getattr(tool, "coroutine", None)
-            action = getattr(func, "__guardrails_action__", None)
-            if isinstance(action, str):
-                self.actions.setdefault(tool.name, action)
+        self.tools: dict[str, BaseTool] = {tool.name: tool for tool in tools}
         self.tools_node = tools_node
         self.model_node = model_node
 
@@ -122,27 +124,34 @@ class GuardNode:
         last = messages[-1] if messages else None
         if not isinstance(last, AIMessage) or not last.tool_calls:
             return Command(goto="__end__")
-        context = _context()
-        scope = scope_values(context, config)
-        calls = []
+        guard = self.guardrails
+        context = _compat.runtime_context(config)
+        run = run_scope(context, config)
+        calls: list[GuardedCall] = []
         for tool_call in last.tool_calls:
             name = tool_call["name"]
-            action = self.actions.get(name) or (
-                name if self.guardrails.policy.action(name) else f"unmapped.{name.lower()}"
-            )
-            args = tool_call.get("args") or {}
+            bound = binding(name, self.tools.get(name), self.actions, guard.policy)
+            call_id = tool_call.get("id") or ""
             request = CallRequest(
                 name,
-                action,
-                args,
-                self.guardrails.resolve_scope(context=scope, args=args),
-                tool_call.get("id") or "",
+                bound.action or unmapped_action(name),
+                tool_call.get("args") or {},
+                Scope(),
+                call_id,
             )
             # The guard task's namespace is new each turn and kept across an interrupt, so a
             # model that reuses tool call ids in a later turn does not replay the earlier one.
-            key = call_key(config, tool_call.get("id") or "") or f"~{uuid.uuid4().hex}"
-            calls.append((request, key))
-        decisions = self.guardrails.decide_batch(calls)
+            calls.append(
+                guard.prepare(
+                    request,
+                    call_key=call_key(config, call_id) or f"~{uuid.uuid4().hex}",
+                    sources=ScopeSources(run, bound.declared),
+                    simulate=bound.simulate,
+                    raise_on_deny=False,
+                    runs_later=True,
+                )
+            )
+        decisions = guard.decide_batch(calls)
         halted = next((d for d in decisions if d.kind is DecisionKind.HALT), None)
         if halted is not None:
             return self._halt(last, calls, decisions, halted)
@@ -150,52 +159,48 @@ class GuardNode:
 
         replies: list[ToolMessage] = []
         sends: list[Send] = []
-        for tool_call, (request, decision, key) in zip(last.tool_calls, outcomes, strict=True):
+        for tool_call, (call, decision) in zip(last.tool_calls, outcomes, strict=True):
             if decision.kind is DecisionKind.ALLOW:
                 carried = {
-                    "key": key,
-                    "action": request.action,
+                    "key": call.key,
+                    "action": call.request.action,
                     "cost": decision.cost,
                     "currency": decision.currency,
                     "level": int(decision.level),
                     "reasons": list(decision.reasons),
-                    "scope": request.scope.as_dict(),
+                    "scope": call.request.scope.as_dict(),
                     "approved_by": decision.extra.get("approved_by"),
                     "budget_left": decision.budget_left,
                 }
-                call = {**tool_call, "args": dict(request.args), _KEY: carried}
-                sends.append(
-                    Send(
-                        self.tools_node,
-                        {"__type": "tool_call_with_context", "tool_call": call, "state": state},
-                    )
-                )
+                sent = {**tool_call, "args": dict(call.request.args), _KEY: carried}
+                sends.append(Send(self.tools_node, _compat.tool_call_send_payload(sent, state)))
             else:
-                replies.append(self._reply(tool_call, request, decision))
+                result = guard.refusal(call, decision)
+                replies.append(refusal_message(result, call.request.call_id, call.request.tool))
         return Command(update={"messages": replies}, goto=sends or [self.model_node])
 
     def _halt(
         self,
         last: AIMessage,
-        calls: list[tuple[CallRequest, str]],
+        calls: list[GuardedCall],
         decisions: list[Decision],
         halted: Decision,
     ) -> Command[Any]:
         """A kill-switch halted a call of the batch: none of the batch runs (what the others
         held is released) and, as the pack says, the run ends with its message or raises
         ``KillSwitchEngaged``."""
-        for (_request, key), decision in zip(calls, decisions, strict=True):
+        guard = self.guardrails
+        for call, decision in zip(calls, decisions, strict=True):
             if decision.kind in (DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL):
-                self.guardrails.withdraw(key, "halt")
-        policy = self.guardrails.policy.kill_switch
+                guard.withdraw(call.key, "halt")
+        policy = guard.policy.kill_switch
         if policy.on_halt == "raise":
             raise KillSwitchEngaged(halted)
         replies = []
-        for tool_call, (request, _key), decision in zip(
-            last.tool_calls, calls, decisions, strict=True
-        ):
+        for tool_call, call, decision in zip(last.tool_calls, calls, decisions, strict=True):
             if decision.kind is DecisionKind.HALT:
-                replies.append(self._reply(tool_call, request, decision))
+                result = guard.refusal(call, decision)
+                replies.append(refusal_message(result, call.request.call_id, call.request.tool))
             else:
                 replies.append(
                     ToolMessage(
@@ -211,17 +216,18 @@ class GuardNode:
 
     def _approvals(
         self,
-        calls: list[tuple[CallRequest, str]],
+        calls: list[GuardedCall],
         decisions: list[Decision],
         context: object,
         config: RunnableConfig,
-    ) -> list[tuple[CallRequest, Decision, str]]:
+    ) -> list[tuple[GuardedCall, Decision]]:
         """One interrupt for every call that needs a human; apply the answers in order."""
-        outcomes = [(r, d, k) for (r, k), d in zip(calls, decisions, strict=True)]
+        guard = self.guardrails
+        outcomes = list(zip(calls, decisions, strict=True))
         waiting = [i for i, d in enumerate(decisions) if d.kind is DecisionKind.REQUIRE_APPROVAL]
         if not waiting:
             return outcomes
-        asks = [self.guardrails.approval_request(*outcomes[i]) for i in waiting]
+        asks = [guard.approval_request(*outcomes[i]) for i in waiting]
         payload: BatchedApprovalRequest = {
             "action_requests": [
                 ActionRequest(name=a.tool, args=dict(a.args), description=a.description)
@@ -232,7 +238,7 @@ class GuardNode:
                 for a in asks
             ],
             "guardrails": [
-                approval_payload(a, calls[i][0].call_id)["guardrails"]
+                approval_payload(a, calls[i].request.call_id)["guardrails"]
                 for i, a in zip(waiting, asks, strict=True)
             ],
         }
@@ -245,33 +251,17 @@ class GuardNode:
         by, roles = approver_identity(context, config)
         for i, answer in zip(waiting, answers, strict=True):
             raw = answer if isinstance(answer, Mapping) else answer.model_dump()
-            request, decision, key = outcomes[i]
-            outcomes[i] = self.guardrails.resolve(request, decision, key, to_answer(raw, by, roles))
+            call, decision = outcomes[i]
+            outcomes[i] = guard.resolve(call, decision, to_answer(raw, by, roles))
         return outcomes
-
-    def _reply(
-        self, tool_call: Mapping[str, Any], request: CallRequest, decision: Decision
-    ) -> ToolMessage:
-        status: Literal["rejected", "responded"] | None = None
-        message = None
-        if "rejected" in decision.reasons:
-            status = "rejected"
-        elif "responded" in decision.reasons:
-            status, message = "responded", decision.extra.get("response")
-        result = result_for(decision, status=status, message=message)
-        if decision.kind is DecisionKind.SIMULATE:
-            result["draft"] = {
-                "intended_action": request.action,
-                "tool": request.tool,
-                "args": dict(request.args),
-                "note": "what the tool would do; nothing was executed",
-            }
-        return refusal_message(result, tool_call.get("id") or "", tool_call["name"])
 
     # ------------------------------------------------------------------ the tools node
 
     def tool_node(self, tools: Sequence[BaseTool], **tool_node_options: Any) -> ToolNode:
-        """The tools node that runs what this guard node let through, once each."""
+        """The tools node that runs what this guard node let through, once each. Its tools'
+        ``@guarded`` declarations apply in this guard node too."""
+        for tool in tools:
+            self.tools.setdefault(tool.name, tool)
         return ToolNode(
             list(tools),
             wrap_tool_call=self._run,
@@ -281,35 +271,44 @@ class GuardNode:
 
     def _let_through(
         self, request: ToolCallRequest
-    ) -> tuple[CallRequest, Decision, str, ToolCallRequest] | ToolMessage:
+    ) -> tuple[GuardedCall, Decision, ToolCallRequest] | ToolMessage:
         tool_call: dict[str, Any] = dict(request.tool_call)
         carried = tool_call.pop(_KEY, None)
+        call_id = tool_call.get("id") or ""
         if not isinstance(carried, Mapping):
             return ToolMessage(
                 content="not run: this call did not pass the guard node",
-                tool_call_id=tool_call.get("id") or "",
+                tool_call_id=call_id,
                 name=tool_call["name"],
                 status="error",
             )
+        guard = self.guardrails
+        policy = guard.policy
         scope = Scope.from_mapping(carried.get("scope") or {})
-        call = CallRequest(
-            tool_call["name"],
-            carried["action"],
-            tool_call.get("args") or {},
-            scope,
-            tool_call.get("id") or "",
+        clean = request.override(tool_call=tool_call)  # type: ignore[arg-type]
+        runtime = request.runtime
+        config = getattr(runtime, "config", None)
+        bound = binding(tool_call["name"], request.tool, self.actions, policy)
+        call = guard.prepare(
+            CallRequest(
+                tool_call["name"], carried["action"], tool_call.get("args") or {}, scope, call_id
+            ),
+            call_key=carried["key"],
+            sources=ScopeSources(scope.as_dict(), bound.declared),
+            simulate=bound.simulate,
+            ask=interrupt_asker(call_id, getattr(runtime, "context", None), config, guard.store),
+            raise_on_deny=False,
         )
-        policy = self.guardrails.policy
         level = carried.get("level")
         approved_by = carried.get("approved_by")
         decision = Decision(
             DecisionKind.ALLOW,
             tuple(carried.get("reasons") or ("allowed",)),
             "allowed by the guard node",
-            call.action,
-            call.tool,
+            call.request.action,
+            call.request.tool,
             AutonomyLevel(level) if isinstance(level, int) else policy.initial_level(scope),
-            scope,
+            call.request.scope,
             policy.name,
             policy.version,
             cost=carried["cost"],
@@ -317,40 +316,29 @@ class GuardNode:
             budget_left=carried.get("budget_left"),
             extra={"approved_by": approved_by} if approved_by else {},
         )
-        return call, decision, carried["key"], request.override(tool_call=tool_call)  # type: ignore[arg-type]
+        return call, decision, clean
 
     def _run(self, request: ToolCallRequest, handler: Any) -> Any:
         let = self._let_through(request)
         if isinstance(let, ToolMessage):
             return let
-        call, decision, key, clean = let
+        call, decision, clean = let
+        call.body = lambda args: handler(with_args(clean, args))
         with inside_adapter():
-            result = self.guardrails.execute(call, decision, key, lambda _args: handler(clean))
-        raise_if_halted(self.guardrails, call, result)  # else the model gets the halt
+            result = self.guardrails.execute(call, decision)
+        raise_if_halted(self.guardrails, call.request, result)  # else the model gets the halt
         return _as_message(result, clean)
 
     async def _arun(self, request: ToolCallRequest, handler: Any) -> Any:
         let = self._let_through(request)
         if isinstance(let, ToolMessage):
             return let
-        call, decision, key, clean = let
-
-        async def body(_args: Mapping[str, Any]) -> Any:
-            return await handler(clean)
-
+        call, decision, clean = let
+        call.body = lambda args: handler(with_args(clean, args))
         with inside_adapter():
-            result = await self.guardrails.aexecute(call, decision, key, body)
-        raise_if_halted(self.guardrails, call, result)  # else the model gets the halt
+            result = await self.guardrails.aexecute(call, decision)
+        raise_if_halted(self.guardrails, call.request, result)  # else the model gets the halt
         return _as_message(result, clean)
-
-
-def _context() -> object:
-    try:
-        from langgraph.runtime import get_runtime
-
-        return get_runtime().context
-    except (RuntimeError, LookupError):
-        return None
 
 
 def _as_message(result: object, request: ToolCallRequest) -> Any:

@@ -41,7 +41,14 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 
 from agent_guardrails.adapters.decorator import inside_adapter
-from agent_guardrails.adapters.graph import call_key, current_config, interrupt_asker, scope_values
+from agent_guardrails.adapters.graph import (
+    call_key,
+    current_config,
+    interrupt_asker,
+    run_scope,
+    with_args,
+)
+from agent_guardrails.adapters.tools import binding, unmapped_action
 from agent_guardrails.engine.decision import CallRequest
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.pipeline.guardrails import Guardrails, raise_if_halted
@@ -51,6 +58,7 @@ from agent_guardrails.pipeline.results import (
     refusal_message,
     tool_message,
 )
+from agent_guardrails.pipeline.scoping import ScopeSources
 from agent_guardrails.policy.scope import Scope
 
 __all__ = ["GuardrailsMiddleware"]
@@ -60,12 +68,13 @@ ToolResult = ToolMessage | Command[Any]
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """One tool call, ready for the guardrails."""
+    """One tool call, translated for the guardrails."""
 
     call: CallRequest
     key: str | None
     ask: Any
     simulate: Any
+    sources: ScopeSources
 
 
 class GuardrailsState(AgentState[Any]):
@@ -115,11 +124,17 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             return handler(request)
 
         def body(args: Mapping[str, Any]) -> ToolResult:
-            return handler(_with_args(request, args))
+            return handler(with_args(request, args))
 
         with inside_adapter():
             result = self.guardrails.run(
-                p.call, body, simulate=p.simulate, call_key=p.key, ask=p.ask, raise_on_deny=False
+                p.call,
+                body,
+                simulate=p.simulate,
+                call_key=p.key,
+                ask=p.ask,
+                raise_on_deny=False,
+                sources=p.sources,
             )
         return self._message(request, p.call, result)
 
@@ -150,59 +165,46 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             return await handler(request)
 
         async def body(args: Mapping[str, Any]) -> ToolResult:
-            return await handler(_with_args(request, args))
+            return await handler(with_args(request, args))
 
         with inside_adapter():
             result = await self.guardrails.arun(
-                p.call, body, simulate=p.simulate, call_key=p.key, ask=p.ask, raise_on_deny=False
+                p.call,
+                body,
+                simulate=p.simulate,
+                call_key=p.key,
+                ask=p.ask,
+                raise_on_deny=False,
+                sources=p.sources,
             )
         return self._message(request, p.call, result)
 
     def _prepare(self, request: ToolCallRequest) -> _Prepared | None:
         tool_call = request.tool_call
         name = tool_call["name"]
-        func = getattr(request.tool, "func", None) or getattr(request.tool, "coroutine", None)
-        action = self._action_for(name, request.tool, func)
+        bound = binding(name, request.tool, self.actions, self.guardrails.policy)
+        action = bound.action
         if action is None:
             if self.unmapped == "allow":
                 return None
-            action = f"unmapped.{name.lower()}"
+            action = unmapped_action(name)
         runtime = request.runtime
         config = getattr(runtime, "config", None)
         context = getattr(runtime, "context", None)
-        args = tool_call.get("args") or {}
-        scope = self.guardrails.resolve_scope(
-            declared=getattr(func, "__guardrails_scope__", None),
-            context=scope_values(context, config),
-            args=args,
-        )
         call_id = tool_call.get("id") or ""
         return _Prepared(
-            CallRequest(name, action, args, scope, call_id),
+            CallRequest(name, action, tool_call.get("args") or {}, Scope(), call_id),
             call_key(config, call_id),
             interrupt_asker(call_id, context, config, self.guardrails.store),
-            getattr(func, "__guardrails_simulate__", None),
+            bound.simulate,
+            ScopeSources(run_scope(context, config), bound.declared),
         )
-
-    def _action_for(self, name: str, tool: object, func: object) -> str | None:
-        if name in self.actions:
-            return self.actions[name]
-        action = getattr(func, "__guardrails_action__", None)
-        if isinstance(action, str):
-            return action
-        metadata = getattr(tool, "metadata", None) or {}
-        action = metadata.get("guardrails_action")
-        if isinstance(action, str):
-            return action
-        if self.guardrails.policy.action(name) is not None:
-            return name
-        return None
 
     def _message(self, request: ToolCallRequest, call: CallRequest, result: object) -> ToolResult:
         if isinstance(result, ToolMessage | Command):
             return result
         if is_result(result):
-            return self._refusal(request, call, result)  # type: ignore[arg-type]
+            return self._refusal(request, call, result)
         tool_call = request.tool_call
         return tool_message(result, tool_call.get("id") or "", tool_call["name"])
 
@@ -229,12 +231,16 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         if not self.guardrails.policy.model_prices:  # model spend is not priced: no checks
             return handler(request)
         scope, key = self._model_scope()
-        spent = self.guardrails.spent_budget(scope)
-        if spent is not None:
-            return _budget_stop(spent)
+        stopped = self.guardrails.model_check(scope)
+        if stopped is not None:
+            return AIMessage(content=stopped)
         started = time.time_ns()
         response = handler(request)
-        self._charge(request, response, scope, key, started)
+        usage = _usage(request, response)
+        if usage is not None:
+            self.guardrails.record_model_spend(
+                **usage, scope=scope, call_key=key, started_ns=started
+            )
         return response
 
     def awrap_model_call(
@@ -256,12 +262,16 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         if not self.guardrails.policy.model_prices:  # model spend is not priced: no checks
             return await handler(request)
         scope, key = self._model_scope()
-        spent = self.guardrails.spent_budget(scope)
-        if spent is not None:
-            return _budget_stop(spent)
+        stopped = await self.guardrails.amodel_check(scope)
+        if stopped is not None:
+            return AIMessage(content=stopped)
         started = time.time_ns()
         response = await handler(request)
-        self._charge(request, response, scope, key, started)
+        usage = _usage(request, response)
+        if usage is not None:
+            await self.guardrails.arecord_model_spend(
+                **usage, scope=scope, call_key=key, started_ns=started
+            )
         return response
 
     def _stop(self, request: ModelRequest) -> ExtendedModelResponse[Any] | None:
@@ -277,52 +287,22 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
 
     def _model_scope(self) -> tuple[Scope, str | None]:
         config = current_config()
-        context = None
-        runtime = (config or {}).get("configurable", {}).get("__pregel_runtime")
-        if runtime is not None:
-            context = getattr(runtime, "context", None)
-        scope = self.guardrails.resolve_scope(context=scope_values(context, config))
+        scope = self.guardrails.resolve_scope(context=run_scope(None, config))
         return scope, call_key(config, "model")
 
-    def _charge(
-        self,
-        request: ModelRequest,
-        response: ModelResponse,
-        scope: Scope,
-        key: str | None,
-        started_ns: int,
-    ) -> None:
-        model = request.model
-        name = str(
-            getattr(model, "model_name", None)
-            or getattr(model, "model", None)
-            or type(model).__name__
-        )
-        messages = response.result if isinstance(response, ModelResponse) else [response]
-        tokens_in = tokens_out = 0
-        for message in messages:
-            usage = getattr(message, "usage_metadata", None) or {}
-            tokens_in += int(usage.get("input_tokens", 0))
-            tokens_out += int(usage.get("output_tokens", 0))
-        if tokens_in or tokens_out:
-            self.guardrails.record_model_spend(
-                model=name,
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
-                scope=scope,
-                call_key=key,
-                started_ns=started_ns,
-            )
 
-
-def _budget_stop(budget: str) -> AIMessage:
-    return AIMessage(
-        content=f"Stopped: budget {budget} is spent for this window, so no more model or "
-        "tool spend is allowed. An operator can raise the budget in a new pack version."
+def _usage(request: ModelRequest, response: ModelResponse) -> dict[str, Any] | None:
+    """The model's name and the tokens a response used (``None``: it reported none)."""
+    model = request.model
+    name = str(
+        getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
     )
-
-
-def _with_args(request: ToolCallRequest, args: Mapping[str, Any]) -> ToolCallRequest:
-    if args is request.tool_call.get("args"):
-        return request
-    return request.override(tool_call={**request.tool_call, "args": dict(args)})
+    messages = response.result if isinstance(response, ModelResponse) else [response]
+    tokens_in = tokens_out = 0
+    for message in messages:
+        usage = getattr(message, "usage_metadata", None) or {}
+        tokens_in += int(usage.get("input_tokens", 0))
+        tokens_out += int(usage.get("output_tokens", 0))
+    if not tokens_in and not tokens_out:
+        return None
+    return {"model": name, "input_tokens": tokens_in, "output_tokens": tokens_out}

@@ -59,12 +59,13 @@ from typing import Any
 from langgraph.errors import GraphInterrupt
 from langgraph.types import interrupt
 
+from agent_guardrails import _compat
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.store.base import AuditEvent, Store
 
 __all__ = ["TaskInterrupts", "for_task"]
 
-_SCRATCHPAD = "__pregel_scratchpad"  # LangGraph's per-task-run state, in ``configurable``
+_SCRATCHPAD = _compat.SCRATCHPAD  # LangGraph's per-task-run state, in ``configurable``
 _OWNER_WAIT = 1.0  # seconds a call waits for the owner of the open question to raise it
 # Task run (the function LangGraph makes with each run's scratchpad) -> attempt (the
 # interrupt counter, new on each retry under a RetryPolicy; kept so its id stays unique).

@@ -1,27 +1,56 @@
-"""Approval requests and answers, in the dialect of LangChain's human-in-the-loop middleware.
+"""Approvals: what a human is asked, what they answer, and the pipeline's approval step.
 
-An :class:`ApprovalRequest` describes one call waiting for a human; an :class:`ApprovalAnswer`
-is what the human decided: ``approve``, ``edit`` (with new arguments), ``reject`` (with a
-message for the agent) or ``respond`` (answer the agent instead of running the tool).
+An :class:`ApprovalRequest` describes one call waiting for a human, in the terms of
+LangChain's human-in-the-loop middleware; an :class:`ApprovalAnswer` is what the human
+decided: ``approve``, ``edit`` (with new arguments), ``reject`` (with a message for the
+agent) or ``respond`` (answer the agent instead of running the tool).
 
-Outside a LangGraph run, a :class:`Guardrails` object asks its ``approver`` callable; a
-scripted approver is handy in demos and tests:
+Outside a LangGraph run, a :class:`~agent_guardrails.Guardrails` asks its ``approver``
+callable; a scripted approver is handy in demos and tests:
 
 >>> ana = ApprovalAnswer("approve", by="ana", roles=("marketing_ops",))
 >>> approver = ScriptedApprover({"email.send": ana})
+
+The step (:func:`approval`) binds an answer to what was asked: the tool, a digest of its
+arguments and the pack version the question was put under (an answer to a question asked
+under another version is refused as ``approval_stale``); it checks expiry, the allowed
+decisions and the approver's roles; a kill-switch engaged meanwhile still wins; an edit is
+a new call: re-scoped from its new arguments and decided again in full (kill-switch, level,
+validators, caps), only the approval being waived, and a cap breach the edit causes is not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from agent_guardrails.engine.decision import Decision, DecisionKind
+from agent_guardrails.errors import StoreUnavailable
+from agent_guardrails.pipeline import events
+from agent_guardrails.pipeline.effects import Flow, Invoke, StoreOp
+from agent_guardrails.pipeline.flow import (
+    GOES_AHEAD,
+    Decided,
+    decide,
+    halted_meanwhile,
+    hold,
+    release,
+    rescoped,
+)
+from agent_guardrails.pipeline.outbox import write
+from agent_guardrails.store.base import AuditRecord
+
+if TYPE_CHECKING:
+    from agent_guardrails.pipeline.flow import GuardedCall
+    from agent_guardrails.pipeline.guardrails import Guardrails
 
 __all__ = [
     "ApprovalAnswer",
     "ApprovalRequest",
     "Approver",
     "ScriptedApprover",
+    "approval",
 ]
 
 AnswerType = Literal["approve", "edit", "reject", "respond"]
@@ -96,3 +125,233 @@ class ScriptedApprover:
     def __call__(self, request: ApprovalRequest) -> ApprovalAnswer:
         self.seen.append(request)
         return self.answers.get(request.action, self.default)
+
+
+# ---------------------------------------------------------------------------- the step
+
+
+def approval(
+    g: Guardrails, call: GuardedCall, decision: Decision, answer: ApprovalAnswer | None = None
+) -> Flow[tuple[GuardedCall, Decision]]:
+    """Put a call waiting for approval to a human (or take ``answer``, given by a guard
+    node's batched interrupt) and apply the answer. Returns the call to run (the edited
+    one after an ``edit``) with an ``allow`` decision, or the call with the refusal."""
+    key, span = call.key, call.span
+    first = yield from first_ask(key)
+    asked_at = first.data.get("asked_at") if first is not None else None
+    ask = request_for(g, call, decision, asked_at)
+    if first is not None:
+        span.approval_reasked(first.data)
+    asked = g.clock()
+    asker = (lambda _ask: answer) if answer is not None else (call.ask or g.approver)
+    try:
+        given = (yield Invoke(asker, ask)) if asker is not None else None
+    except BaseException as exc:
+        # A graph interrupt puts the question to a human: record it, unless the call only
+        # waits behind another call's question (it is put in a later run).
+        if first is None and not getattr(exc, "question_pending", False):
+            yield from record_ask(g, ask, call, asked)
+        raise
+    if first is None:
+        yield from record_ask(g, ask, call, asked)
+    if given is None:
+        yield from release(g, key, "approval.unavailable", {"reason": "no approver configured"})
+        return call, decision
+    problem = (unbound(first.data, ask) if first is not None else None) or check_answer(
+        g, ask, given
+    )
+    span.approval_resolved(given, problem, g.clock() - (asked_at or asked))
+    resolved_event = events.event(
+        "approval.resolved",
+        {
+            "answer": given.type,
+            "by": given.by,
+            "roles": list(given.roles),
+            "refused": problem,
+            "message": given.message or None,
+            "args_digest": ask.args_digest,
+            "pack_version": ask.pack_version,
+        },
+        key,
+        "approval",
+    )
+    yield from write(StoreOp("append_audit", resolved_event), g.outbox)
+    if problem is not None:
+        yield from release(g, key, "approval.refused", {"reason": problem})
+        code = problem.split(":", 1)[0]
+        refused = replace(
+            decision,
+            kind=DecisionKind.DENY,
+            reasons=(code,),
+            message=f"denied: {problem}",
+            extra={},
+        )
+        return call, refused
+    halted = yield from halted_meanwhile(g, call, decision)
+    if halted is not None:
+        return call, halted
+    if given.type == "approve":
+        call.rerun = "in_doubt" in decision.reasons
+        return call, resolved(decision, "approved", given)
+    if given.type == "edit":
+        return (yield from edited(g, call, decision, given))
+    yield from release(g, key, f"approval.{given.type}", {"message": given.message})
+    how = "rejected" if given.type == "reject" else "responded"
+    return call, resolved(decision, how, given)
+
+
+def edited(
+    g: Guardrails, call: GuardedCall, decision: Decision, answer: ApprovalAnswer
+) -> Flow[tuple[GuardedCall, Decision]]:
+    """An approved edit is a new call: re-scoped from its arguments and decided again in
+    full under its own key (``<key>:edit``); only the approval step is waived."""
+    yield from release(g, call.key, "approval.edited", {"by": answer.by})
+    if answer.edited_tool is not None and answer.edited_tool != call.request.tool:
+        refused = replace(
+            decision,
+            kind=DecisionKind.DENY,
+            reasons=("edit_renames_tool",),
+            message=(
+                f"denied: the edit renames {call.request.tool!r} to {answer.edited_tool!r}; "
+                "approve or reject the original call, or call the other tool so it meets "
+                "its own rules"
+            ),
+        )
+        audit = events.decision_event(refused, call.key, tag="edit-decision")
+        yield from write(StoreOp("append_audit", audit), g.outbox)
+        return call, refused
+    new = rescoped(g, call, dict(answer.edited_args or {}), f"{call.key}:edit")
+    checked, prior, used = yield from decide(g, new)
+    if "in_doubt" in checked.reasons:  # the edited call itself crashed mid-run: ask again
+        checked = yield from hold(g, new, Decided(checked, prior, used))
+        return (yield from approval(g, new, checked))
+    if "approval_required:cap_exceeded" in checked.reasons:
+        # The human approved the edit, not the breach the edit causes: ask again.
+        checked = replace(
+            checked,
+            kind=DecisionKind.DENY,
+            reasons=tuple(r for r in checked.reasons if r.endswith("_exceeded")),
+            message=checked.message.replace("needs approval", "denied: the edited call")
+            + "; the edit was approved, not this breach: submit it for approval",
+        )
+    checked = yield from hold(g, new, Decided(checked, prior, used))
+    if checked.kind in GOES_AHEAD:  # allowed, or waiting for the approval just given
+        return new, resolved(checked, "edited", answer)
+    return new, checked
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def request_for(
+    g: Guardrails, call: GuardedCall, decision: Decision, asked_at: float | None
+) -> ApprovalRequest:
+    """What the human sees. Expiry counts from when the question was first put."""
+    request = call.request
+    action = g.policy.action(request.action)
+    allowed = action.approval.allowed_decisions if action is not None else ("approve", "reject")
+    timeout = decision.approval_timeout or 86_400.0
+    return ApprovalRequest(
+        call_key=call.key,
+        tool=request.tool,
+        action=request.action,
+        args=request.args,
+        description=decision.message,
+        level=int(decision.level),
+        reasons=decision.reasons,
+        roles=decision.approval_roles,
+        allowed_decisions=allowed,
+        cost=decision.cost,
+        currency=decision.currency,
+        budget_left=decision.budget_left,
+        pack=decision.pack,
+        pack_version=decision.pack_version,
+        args_digest=events.args_digest(request.tool, request.args),
+        expires_at=(asked_at if asked_at is not None else g.clock()) + timeout,
+    )
+
+
+def first_ask(key: str) -> Flow[AuditRecord | None]:
+    """The ``approval.requested`` record of the call under ``key``, if it was asked."""
+    tag = events.dedupe(key, "approval.requested")
+    if tag is None:
+        return None
+    try:
+        found: AuditRecord | None = yield StoreOp("find_audit", tag)
+    except StoreUnavailable:
+        return None  # asking again records nothing twice: appends are de-duplicated
+    return found
+
+
+def record_ask(
+    g: Guardrails, ask: ApprovalRequest, call: GuardedCall, asked_at: float
+) -> Flow[None]:
+    """The ``approval.requested`` audit record (with the span's ids) and span event."""
+    data: dict[str, Any] = {
+        "asked_at": asked_at,
+        "tool": ask.tool,
+        "roles": list(ask.roles),
+        "reasons": list(ask.reasons),
+        "expires_at": ask.expires_at,
+        "args_digest": ask.args_digest,
+        "pack_version": ask.pack_version,
+    }
+    ids = call.span.trace_ids()
+    if ids is not None:
+        data["trace_id"] = f"{ids.trace_id:032x}"
+        data["span_id"] = f"{ids.span_id:016x}"
+    audit = events.event("approval.requested", data, ask.call_key)
+    yield from write(StoreOp("append_audit", audit), g.outbox)
+    call.span.approval_requested(ask)
+
+
+def check_answer(g: Guardrails, request: ApprovalRequest, answer: ApprovalAnswer) -> str | None:
+    """Why ``answer`` cannot be accepted (expired, not allowed, approver lacks the role)."""
+    if g.clock() > request.expires_at:
+        return "approval_expired: the approval request expired; the call must be asked again"
+    if answer.type not in request.allowed_decisions:
+        return (
+            f"decision_not_allowed: {answer.type!r} is not allowed for {request.action}; "
+            f"allowed: {', '.join(request.allowed_decisions)}"
+        )
+    if request.roles and not set(answer.roles) & set(request.roles):
+        return (
+            f"approver_not_authorized: {answer.by or 'the approver'} has roles "
+            f"{list(answer.roles)}; {request.action} needs one of {list(request.roles)}"
+        )
+    return None
+
+
+def unbound(first: Mapping[str, Any], ask: ApprovalRequest) -> str | None:
+    """Why an answer given to the first ask of a call does not bind to ``ask``: the pack
+    version or the arguments changed in between (``None``: they did not)."""
+    version = first.get("pack_version")
+    if version is not None and version != ask.pack_version:
+        return (
+            f"approval_stale: the call was put to a human under pack {ask.pack} version "
+            f"{version}, and the pack is now version {ask.pack_version}; make the call "
+            "again to ask under the new version"
+        )
+    digest = first.get("args_digest")
+    if digest is not None and digest != ask.args_digest:
+        return (
+            "approval_stale: the call's arguments changed after it was put to a human; "
+            "make the call again to ask about these arguments"
+        )
+    return None
+
+
+def resolved(decision: Decision, how: str, answer: ApprovalAnswer) -> Decision:
+    """The decision after a human answered: ``approved``/``edited`` let it run; a reject's
+    or a respond's message is kept for the model (``extra["response"]``)."""
+    kind = DecisionKind.ALLOW if how in ("approved", "edited") else decision.kind
+    extra: dict[str, Any] = {**decision.extra, "approved_by": answer.by}
+    if how in ("rejected", "responded") and answer.message:
+        extra["response"] = answer.message
+    return replace(
+        decision,
+        kind=kind,
+        reasons=(*decision.reasons, how),
+        message=f"{how} by {answer.by or 'an approver'}: {decision.message}",
+        extra=extra,
+    )

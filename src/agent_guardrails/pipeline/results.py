@@ -9,7 +9,7 @@ exceptions.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, TypeGuard
 
 from langchain_core.messages import ToolMessage
 
@@ -25,7 +25,14 @@ from agent_guardrails.errors import (
     ValidatorFailed,
 )
 
-__all__ = ["GuardrailResult", "error_for", "refusal_message", "result_for", "tool_message"]
+__all__ = [
+    "GuardrailResult",
+    "error_for",
+    "is_result",
+    "refusal_message",
+    "result_for",
+    "tool_message",
+]
 
 Status = Literal["simulated", "denied", "halted", "pending_approval", "rejected", "responded"]
 
@@ -55,15 +62,22 @@ _STATUS: dict[DecisionKind, Status] = {
 }
 
 
-def result_for(
-    decision: Decision, *, status: Status | None = None, message: str | None = None
-) -> GuardrailResult:
+def result_for(decision: Decision) -> GuardrailResult:
+    """What the agent gets for a call whose body did not run. A human's ``reject`` or
+    ``respond`` sets the status, and their message (``decision.extra["response"]``) is the
+    result's message, so the model reads the reviewer's words."""
+    reasons = decision.reasons
+    status: Status = _STATUS.get(decision.kind, "denied")
+    message = decision.message
+    if "rejected" in reasons or "responded" in reasons:
+        status = "rejected" if "rejected" in reasons else "responded"
+        message = str(decision.extra.get("response") or message)
     return {
-        "status": status or _STATUS.get(decision.kind, "denied"),
+        "status": status,
         "action": decision.action,
         "decision": decision.kind.value,
-        "reasons": list(decision.reasons),
-        "message": message or decision.message,
+        "reasons": list(reasons),
+        "message": message,
         "level": int(decision.level),
         "pack_version": decision.pack_version,
     }
@@ -111,8 +125,12 @@ def refusal_message(result: GuardrailResult, tool_call_id: str, name: str) -> To
     )
 
 
-def is_result(value: object) -> bool:
-    """True for a :class:`GuardrailResult` (a call whose body did not run)."""
+def is_result(value: object) -> TypeGuard[GuardrailResult]:
+    """True for a :class:`GuardrailResult` (a call whose body did not run).
+
+    >>> is_result({"status": "denied", "decision": "deny"}), is_result("sent")
+    (True, False)
+    """
     return isinstance(value, dict) and "status" in value and "decision" in value
 
 
@@ -127,7 +145,7 @@ def tool_message(result: object, tool_call_id: str, name: str) -> ToolMessage:
             status=result.get("status", "success"),
         )
     if is_result(result):
-        return refusal_message(result, tool_call_id, name)  # type: ignore[arg-type]
+        return refusal_message(result, tool_call_id, name)
     return ToolMessage(
         content=json.dumps(result, default=str), tool_call_id=tool_call_id, name=name
     )

@@ -197,6 +197,7 @@ def _build(
     if problems:
         raise PolicyError(_sorted(problems))
     pack._validators = compiled
+    pack._registry = registry
     pack.__dict__.pop("lookup", None)  # rebuild lookups with the compiled validators
     return pack
 

@@ -342,6 +342,7 @@ class PolicyPack(_Model):
 
     _validators: dict[str, tuple[CompiledValidator, ...]] = PrivateAttr(default_factory=dict)
     _source: str | None = PrivateAttr(default=None)
+    _registry: ValidatorRegistry | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -429,7 +430,7 @@ class PolicyPack(_Model):
 
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """A SHA-256 of the pack's normalised content, to tell versions apart."""
         import hashlib
@@ -437,6 +438,12 @@ class PolicyPack(_Model):
 
         body = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
+
+    @property
+    def registry(self) -> ValidatorRegistry | None:
+        """The validator registry the pack was loaded with (``None``: the default one); a
+        version of the pack reloaded from the store is loaded with the same one."""
+        return self._registry
 
     # ------------------------------------------------------------------ lookups
 

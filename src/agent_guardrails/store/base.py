@@ -142,6 +142,7 @@ class Snapshot:
     kill_switches: tuple[Scope, ...]
     used: Mapping[str, float]
     call: CallRecord | None
+    pack: str | None = None  # the active pack's digest (None: no pack is active)
 
 
 @dataclass(frozen=True, slots=True)

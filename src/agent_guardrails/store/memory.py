@@ -66,6 +66,7 @@ class MemoryStore:
         # list rather than a tuple per record: fewer objects for the garbage collector).
         self._unchained: list[Any] = []
         self._dedupe: dict[str, int] = {}  # dedupe string -> the record's seq
+        self._active_digest: str | None = None
 
     # ------------------------------------------------------------------ hot path
 
@@ -76,7 +77,11 @@ class MemoryStore:
             for k in counter_keys:
                 used[k] = counters.get(k, 0.0)
             return Snapshot(
-                self._levels.get(dial_key), self._engaged, used, self._calls.get(call_key)
+                self._levels.get(dial_key),
+                self._engaged,
+                used,
+                self._calls.get(call_key),
+                self._active_digest,
             )
 
     def reserve(
@@ -339,6 +344,7 @@ class MemoryStore:
                     "('agent-guardrails policy apply FILE')"
                 )
             self._packs = [replace(p, active=(p is target)) for p in self._packs]
+            self._active_digest = target.digest
             self._append(
                 AuditEvent(
                     "pack.activated", {"name": name, "version": version, "by": by, "reason": reason}

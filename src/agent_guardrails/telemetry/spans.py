@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest
     from agent_guardrails.policy.pack import PolicyPack
 
-__all__ = ["CallSpan", "Telemetry"]
+__all__ = ["NO_SPAN", "CallSpan", "Telemetry"]
 
 _VERSION = "0.1.0"
 _CACHE_LIMIT = 4096  # tools x actions, and scopes, remembered per Telemetry
@@ -195,6 +196,16 @@ class Telemetry:
         self.approval_wait = meter.create_histogram(
             A.METRIC_APPROVAL_WAIT, unit="s", description="Time from asking a human to the answer"
         )
+
+    def use_pack(self, pack: PolicyPack) -> None:
+        """A new active pack: its risks and personal-data fields apply from the next span."""
+        self.pack = pack
+        self.content = replace(
+            self.content,
+            personal_data=frozenset(f.lower() for f in pack.privacy.personal_data),
+            treatment=pack.privacy.treatment,
+        )
+        self._static = {}
 
     def call(self, request: CallRequest, call_key: str | None, *, current: bool = True) -> CallSpan:
         """A span for one call; use it as a context manager around the whole pipeline.
@@ -649,6 +660,8 @@ class _Off(CallSpan):
 
 
 _OFF = _Off()
+NO_SPAN: CallSpan = _OFF
+"""A span that records nothing (calls decided in a batch are traced where they stop)."""
 
 
 def _real(provider: object) -> bool:

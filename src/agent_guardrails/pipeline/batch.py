@@ -1,0 +1,202 @@
+"""A model turn's tool calls decided as one batch (the guard node), then run one by one.
+
+The same steps as :func:`~agent_guardrails.pipeline.flow.guarded_call`, split where the
+graph splits them:
+
+1. :func:`decide_batch` (the guard node): each call is decided (:func:`~.flow.decide`);
+   what the calls going ahead need is reserved **together** (all fit or none does,
+   ``Store.reserve_many``); each decision is recorded once per key. A ``fail_open`` call
+   decided without the store goes ahead with nothing to reserve; its records wait in the
+   outbox.
+2. :func:`resolve` (the guard node, after its one interrupt): a human's answer applied to a
+   call waiting for approval, by :func:`~.approvals.approval` (an edit re-scoped and
+   decided again in full).
+3. :func:`run_decided` (the tools node): the kill-switch looked at again, then
+   :func:`~.flow.run`. A call found in doubt (its key started before and never finished)
+   is decided again, so asked about, never run silently.
+
+Spans: a call that stops in the guard node is traced there (:func:`trace_stops`); a call
+that runs is traced in the tools node, linked to the span that asked for approval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from agent_guardrails.engine.decision import Decision, DecisionKind
+from agent_guardrails.errors import StoreUnavailable
+from agent_guardrails.pipeline import events
+from agent_guardrails.pipeline.approvals import (
+    ApprovalAnswer,
+    ApprovalRequest,
+    approval,
+    first_ask,
+    record_ask,
+    request_for,
+)
+from agent_guardrails.pipeline.effects import Flow, StoreOp
+from agent_guardrails.pipeline.flow import (
+    GOES_AHEAD,
+    Decided,
+    GuardedCall,
+    decide,
+    halted_meanwhile,
+    hold,
+    offline,
+    refuse,
+    release,
+    run,
+)
+from agent_guardrails.pipeline.outbox import write
+from agent_guardrails.store.base import ReserveResult
+
+if TYPE_CHECKING:
+    from agent_guardrails.pipeline.guardrails import Guardrails
+
+__all__ = ["approval_request", "decide_batch", "resolve", "run_decided", "trace_stops", "withdraw"]
+
+
+def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decision]]:
+    """Decide ``calls`` together; see the module docstring."""
+    decided: list[Decided] = []
+    for call in calls:
+        decided.append((yield from decide(g, call)))
+    single: set[int] = set()
+    ahead = [
+        i
+        for i, d in enumerate(decided)
+        if d.decision.kind in GOES_AHEAD and "store_unavailable" not in d.decision.reasons
+    ]
+    out = [d.decision for d in decided]
+    # A breach that asks a human (on_cap_exceeded: approve) is held on its own, over the cap.
+    for i in [i for i in ahead if out[i].extra.get("over_cap")]:
+        ahead.remove(i)
+        out[i] = yield from hold(g, calls[i], decided[i])
+        single.add(i)
+    if ahead:
+        audits = [events.decision_event(out[i], calls[i].key) for i in ahead]
+        down: StoreUnavailable | None = None
+        try:
+            res: ReserveResult = yield StoreOp(
+                "reserve_many",
+                [(calls[i].key, out[i].charges) for i in ahead],
+                audit=audits,
+                now=g.clock(),
+            )
+        except StoreUnavailable as exc:
+            down, res = exc, ReserveResult(ok=False)
+        if not res.ok:
+            for i in ahead:
+                out[i] = (
+                    offline(out[i], calls[i].request, down)
+                    if down is not None
+                    else _batch_denied(out[i], res)
+                )
+        held = set(ahead) if res.ok else set()
+    else:
+        held = set()
+    for i, (call, decision) in enumerate(zip(calls, out, strict=True)):
+        if i in held or i in single:
+            continue
+        audit = StoreOp("append_audit", events.decision_event(decision, call.key))
+        if "store_unavailable" in decision.reasons and decision.kind is DecisionKind.ALLOW:
+            g.outbox.keep(audit)  # fail_open without the store: recorded when it is back
+        else:
+            yield from write(audit, g.outbox)
+    yield from trace_stops(g, calls, out)
+    return out
+
+
+def trace_stops(g: Guardrails, calls: Sequence[GuardedCall], out: Sequence[Decision]) -> Flow[None]:
+    """Spans for the calls of a batch that stop in the guard node: refusals, drafts, and
+    approval requests (once per call: a resumed batch's calls are traced where they are
+    resolved and run, linked to the span that asked). Allowed calls are traced where they
+    run."""
+    for call, decision in zip(calls, out, strict=True):
+        if decision.kind is DecisionKind.ALLOW:
+            continue
+        asking = decision.kind is DecisionKind.REQUIRE_APPROVAL
+        if asking and (yield from first_ask(call.key)) is not None:
+            continue
+        with g.telemetry.call(call.request, call.key, current=False) as span:
+            span.decided(decision, call.key, resumed=False)
+            if asking:  # reserved just now: its expiry counts from now
+                traced = replace(call, span=span)
+                yield from record_ask(g, request_for(g, call, decision, None), traced, g.clock())
+            else:
+                span.ended(decision)
+
+
+def approval_request(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[ApprovalRequest]:
+    """What a human is asked about one call of a batch; its expiry counts from when the
+    question was first put (the ``approval.requested`` record)."""
+    first = yield from first_ask(call.key)
+    asked_at = first.data.get("asked_at") if first is not None else None
+    return request_for(g, call, decision, asked_at)
+
+
+def resolve(
+    g: Guardrails, call: GuardedCall, decision: Decision, answer: ApprovalAnswer
+) -> Flow[tuple[GuardedCall, Decision]]:
+    """Apply a human's answer to a call of the batch waiting for approval."""
+    call, resolved = yield from approval(g, call, decision, answer)
+    if resolved.kind is not DecisionKind.ALLOW:
+        first = yield from first_ask(call.key.removesuffix(":edit"))
+        with g.telemetry.call(call.request, call.key, current=False) as span:
+            span.decided(resolved, call.key, resumed=True)
+            refused = None if _answered(resolved) else resolved.reasons[0]
+            span.approved_earlier(
+                answer.type,
+                answer.by,
+                first.data if first is not None else None,
+                g.clock() - first.ts if first is not None else None,
+                refused=refused,
+            )
+            span.ended(resolved)
+    return call, resolved
+
+
+def withdraw(g: Guardrails, key: str, reason: str) -> Flow[None]:
+    """Release what a call decided in a batch holds, without running it (its batch ended:
+    a kill-switch halted another call of it)."""
+    yield from release(g, key, "reservation.released", {"reason": reason})
+
+
+def run_decided(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
+    """The tools node: run a call the guard node let through (once), unless a kill-switch
+    was engaged since; a call in doubt is decided again and asked about."""
+    reasons = decision.reasons
+    approved = "approved" in reasons or "edited" in reasons
+    call.span.decided(decision, call.key, resumed=approved)
+    if approved:
+        first = yield from first_ask(call.key.removesuffix(":edit"))
+        call.span.approved_earlier(
+            "edit" if "edited" in reasons else "approve",
+            str(decision.extra.get("approved_by") or ""),
+            first.data if first is not None else None,
+            g.clock() - first.ts if first is not None else None,
+        )
+    halted = yield from halted_meanwhile(g, call, decision, held_only=True)
+    if halted is not None:
+        return (yield from refuse(g, call, halted))
+    return (yield from run(g, call, decision))
+
+
+def _answered(decision: Decision) -> bool:
+    return "rejected" in decision.reasons or "responded" in decision.reasons
+
+
+def _batch_denied(decision: Decision, res: ReserveResult) -> Decision:
+    """A call of a batch that did not fit as a whole."""
+    breach = res.breach
+    what = f"{breach.kind} {breach.label}" if breach is not None else "a cap"
+    return replace(
+        decision,
+        kind=DecisionKind.DENY,
+        reasons=(f"{breach.kind}_exceeded" if breach is not None else "batch_exceeded",),
+        message=f"denied: the batch of parallel calls does not fit in {what}; "
+        "none of them ran (ask for fewer or smaller actions)",
+        extra={},
+    )

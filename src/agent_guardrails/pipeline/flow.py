@@ -1,0 +1,442 @@
+"""The pipeline of one guarded call, written once for every adapter, sync and async.
+
+:func:`guarded_call` is the whole path of a call; each step below it is a generator that
+yields the store operations, the tool body and the human's answer it needs as
+:mod:`~agent_guardrails.pipeline.effects` (a sync or an async driver performs them):
+
+    scope -> kill-switch -> level -> validators -> caps -> approval -> run -> charge -> record
+
+- the call arrives with its scope resolved (:mod:`~agent_guardrails.pipeline.scoping`);
+- :func:`decide` reads what the store knows in one round trip (the live level, engaged
+  kill-switches, the counters the call would move, the call's own record, the active pack)
+  and asks the pure engine (:func:`agent_guardrails.engine.decide`): kill-switch, level,
+  validators, caps, approval, in that order;
+- :func:`hold` reserves what an allowed call (or one waiting for a human) needs, atomically,
+  with its decision record; an allowed call is marked started in the same store step;
+- :func:`~agent_guardrails.pipeline.approvals.approval` asks a human; an edit is re-scoped
+  and decided again in full;
+- :func:`run` runs the body once (never twice for one key), then commits the actual cost
+  (``report_cost``) or releases what it held, and records how it ended;
+- :func:`refuse` hands back a draft or a refusal (or raises, when asked to).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from agent_guardrails.engine.decide import (
+    CostError,
+    call_cost,
+    charges_for,
+)
+from agent_guardrails.engine.decide import (
+    decide as engine_decide,
+)
+from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
+from agent_guardrails.errors import StoreUnavailable
+from agent_guardrails.pipeline import events
+from agent_guardrails.pipeline.effects import Effect, Flow, Invoke, StoreOp
+from agent_guardrails.pipeline.outbox import write
+from agent_guardrails.pipeline.results import error_for, result_for
+from agent_guardrails.pipeline.scoping import ScopeSources
+from agent_guardrails.pipeline.spending import CostCell, current_cell
+from agent_guardrails.policy.levels import AutonomyLevel
+from agent_guardrails.policy.pack import PolicyPack
+from agent_guardrails.store.base import CallRecord, Snapshot
+
+if TYPE_CHECKING:
+    from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest
+    from agent_guardrails.pipeline.guardrails import Guardrails
+    from agent_guardrails.telemetry.spans import CallSpan
+
+__all__ = ["GuardedCall", "decide", "guarded_call", "hold", "refuse", "rescoped", "run"]
+
+Body = Callable[[Mapping[str, Any]], Any]
+"""The tool body: called with the (possibly edited) arguments; may return an awaitable."""
+Simulator = Callable[[Mapping[str, Any]], Any]
+Asker = Callable[["ApprovalRequest"], "ApprovalAnswer | None"]
+"""Asks a human about one call: the ``approver`` callable, or a LangGraph interrupt."""
+
+GOES_AHEAD = (DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL)
+
+
+@dataclass(slots=True)
+class GuardedCall:
+    """One tool call on its way through the pipeline."""
+
+    request: CallRequest  # tool, action, arguments, resolved scope, tool call id
+    key: str  # idempotency key: thread | checkpoint_ns | tool call id, or ephemeral (~...)
+    sources: ScopeSources  # what the scope came from, to re-scope an edit
+    body: Body | None
+    span: CallSpan
+    simulate: Simulator | None = None
+    ask: Asker | None = None
+    raise_on_deny: bool | None = None
+    started: bool = False  # the reservation also marked it started (one store step)
+    rerun: bool = False  # a human approved running again a call that was in doubt
+    retried: bool = False  # decided once more after finding its key taken
+    runs_later: bool = False  # decided here, run by another node: reserve, do not start
+
+    @property
+    def keyed(self) -> bool:
+        """A stable key from a graph run: its result is kept for replays."""
+        return not self.key.startswith("~")
+
+
+class Decided(NamedTuple):
+    decision: Decision
+    prior: CallRecord | None  # what the store knew of this key
+    used: Mapping[str, float]  # the counters this call would move, as read
+
+
+def guarded_call(g: Guardrails, call: GuardedCall) -> Flow[Any]:
+    """scope -> kill-switch -> level -> validators -> caps -> approval -> run -> charge ->
+    record. Returns the body's result, a replayed result, a draft or a refusal."""
+    decision, prior, used = yield from decide(g, call)
+    if prior is not None and prior.state == "finished":
+        return replay(call, prior)  # exactly once: this key already ran
+    decision = yield from hold(g, call, Decided(decision, prior, used))
+    if decision.kind is DecisionKind.REQUIRE_APPROVAL:
+        from agent_guardrails.pipeline.approvals import approval
+
+        call, decision = yield from approval(g, call, decision)
+    if decision.kind is not DecisionKind.ALLOW:
+        return (yield from refuse(g, call, decision))
+    return (yield from run(g, call, decision))
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
+    """Read the store once and ask the engine. A new active pack is loaded first (then the
+    call is decided under it); an unreachable store fails closed (:func:`store_down`)."""
+    request, key = call.request, call.key
+    for _attempt in range(3):
+        pack = g.policy
+        now = g.clock()
+        charges = _charges(request, pack, now)
+        try:
+            snap: Snapshot = yield StoreOp(
+                "snapshot",
+                dial_key=pack.lookup.dial_key(request.scope),
+                counter_keys=[c.key for c in charges],
+                call_key=key,
+            )
+            if not (yield from g.live.follow(snap.pack)):
+                break
+        except StoreUnavailable as exc:
+            decision = store_down(pack, request, exc, now)
+            call.span.decided(decision, key, resumed=False)
+            return Decided(decision, None, {})
+    prior = snap.call
+    used: Mapping[str, float] = snap.used
+    if prior is not None and prior.state == "reserved" and prior.charges:
+        # This call's own reservation (made before an interrupt) must not count against it.
+        own = {c.key: c.amount for c in prior.charges}
+        used = {k: v - own.get(k, 0.0) for k, v in used.items()}
+    level = (
+        AutonomyLevel(snap.level) if snap.level is not None else pack.initial_level(request.scope)
+    )
+    decision = engine_decide(
+        request,
+        pack,
+        level=level,
+        used=used,
+        kill_switches=snap.kill_switches,
+        now=now,
+        charges=charges,
+        in_doubt=prior is not None and prior.state == "started",
+    )
+    resumed = (
+        prior is not None
+        and prior.state == "reserved"
+        and decision.kind is DecisionKind.REQUIRE_APPROVAL
+    )
+    call.span.decided(decision, key, resumed=resumed)
+    if prior is not None and prior.state == "finished":
+        call.span.replayed()
+    return Decided(decision, prior, snap.used)
+
+
+def rescoped(g: Guardrails, call: GuardedCall, args: Mapping[str, Any], key: str) -> GuardedCall:
+    """``call`` with new arguments (an approver's edit) under ``key``: its scope resolved
+    again from the same sources, so a changed ``region`` argument moves it to that region."""
+    request = call.request
+    scope = g.scoping.resolve(call.sources, args)
+    return replace(
+        call,
+        request=CallRequest(request.tool, request.action, args, scope, request.call_id),
+        key=key,
+        started=False,
+        rerun=False,
+        retried=False,
+    )  # runs_later is kept: an edit in a guard node still runs in the tools node
+
+
+def _charges(request: CallRequest, pack: PolicyPack, now: float) -> tuple[Any, ...]:
+    action = pack.action(request.action)
+    if action is None:
+        return ()
+    try:
+        return charges_for(request, action, pack, cost=call_cost(action, request.args), now=now)
+    except CostError:
+        return ()  # the engine denies it with the reason
+
+
+def hold(g: Guardrails, call: GuardedCall, decided: Decided) -> Flow[Decision]:
+    """Reserve what a call going ahead needs, with its decision record, in one atomic
+    store step (an allowed call is also marked started); a lost race is a denial. A call
+    that stops here is recorded (and what an earlier run of it held is released)."""
+    decision, prior, used = decided
+    key = call.key
+    trace = call.span.trace_ids()
+    if decision.kind not in GOES_AHEAD:
+        if prior is not None and prior.state == "reserved":
+            yield from release(g, key, "reservation.released", {"reason": decision.kind.value})
+        yield from write(
+            StoreOp("append_audit", events.decision_event(decision, key, trace)), g.outbox
+        )
+        return decision
+    if "store_unavailable" in decision.reasons:  # fail_open without the store: record later
+        g.outbox.keep(StoreOp("append_audit", events.decision_event(decision, key, trace)))
+        return decision
+    starts = decision.kind is DecisionKind.ALLOW and not call.runs_later
+    start = events.started_event(call.request, key) if starts else None
+    try:
+        res = yield StoreOp(
+            "reserve",
+            key,
+            decision.charges,
+            audit=events.decision_event(decision, key, trace),
+            force=bool(decision.extra.get("over_cap")),
+            now=g.clock(),
+            start=start,
+        )
+    except StoreUnavailable as exc:
+        decision = offline(decision, call.request, exc)
+        g.outbox.keep(StoreOp("append_audit", events.decision_event(decision, key, trace)))
+        return decision
+    if res.ok:
+        call.started = res.started
+        return decision
+    assert res.breach is not None
+    denied = engine_decide(
+        call.request,
+        g.policy,
+        level=decision.level,
+        used={**used, res.breach.key: res.used},
+        now=g.clock(),
+        charges=decision.charges,
+    )
+    call.span.decided(denied, key, resumed=False)
+    yield from write(StoreOp("append_audit", events.decision_event(denied, key, trace)), g.outbox)
+    return denied
+
+
+def run(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
+    """Mark the call started (unless its reservation did), run the body once, then commit
+    its actual cost or release what it held, and record how it ended. A key that already
+    started and never finished is *in doubt*: it is decided again (and so asked about),
+    never run silently."""
+    if not call.started:
+        start = events.started_event(call.request, call.key)
+        if "store_unavailable" in decision.reasons:  # fail_open: record it later
+            g.outbox.keep(StoreOp("append_audit", start))
+        else:
+            try:
+                began = yield StoreOp("start", call.key, audit=start)
+                record = None if began else (yield StoreOp("call_record", call.key))
+            except StoreUnavailable as exc:
+                return (yield from refuse(g, call, offline(decision, call.request, exc)))
+            if not began:
+                if record is not None and record.state == "finished":
+                    return replay(call, record)
+                if call.rerun and record is not None and record.state == "started":
+                    yield from write(StoreOp("append_audit", start), g.outbox)
+                elif not call.retried:
+                    call.retried = True  # started elsewhere, or released meanwhile
+                    return (yield from guarded_call(g, call))
+                else:
+                    return (yield from refuse(g, call, _taken(decision, call.key)))
+    call.span.ended(decision)
+    cell = CostCell()
+    t0 = time.perf_counter()
+    try:
+        result = yield RunBody(call.body, call.request.args, cell)
+    except BaseException as exc:
+        call.span.ran(time.perf_counter() - t0, ok=False, result=None, cost=None)
+        yield from _finish(g, call, decision, ok=False, error=exc)
+        raise
+    call.span.ran(time.perf_counter() - t0, ok=True, result=result, cost=cell.amount)
+    yield from _finish(g, call, decision, ok=True, result=result, actual=cell.amount)
+    return result
+
+
+def _finish(
+    g: Guardrails,
+    call: GuardedCall,
+    decision: Decision,
+    *,
+    ok: bool,
+    result: object = None,
+    actual: float | None = None,
+    error: BaseException | None = None,
+) -> Flow[None]:
+    cost = decision.cost if actual is None else actual
+    audit = events.finished_event(call.request, call.key, ok=ok, cost=cost, error=error)
+    stored = events.to_json(result) if ok and call.keyed else None
+    op = StoreOp("finish", call.key, ok=ok, actual_cost=actual, result=stored, audit=audit)
+    yield from write(op, g.outbox)
+
+
+def refuse(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
+    """A call whose body does not run: the draft (at Assist), or the refusal as a
+    :class:`~agent_guardrails.pipeline.results.GuardrailResult`, or the typed error when
+    the caller asked for exceptions (never for a human's ``respond``)."""
+    call.span.ended(decision)
+    result = result_for(decision)
+    if decision.kind is DecisionKind.SIMULATE:
+        args = call.request.args
+        if call.simulate is not None:
+            result["draft"] = yield Invoke(call.simulate, args)
+        else:
+            result["draft"] = describe(decision, args)
+        return result
+    should_raise = g.raise_on_deny if call.raise_on_deny is None else call.raise_on_deny
+    if should_raise and result["status"] != "responded":
+        raise error_for(decision)
+    return result
+
+
+def replay(call: GuardedCall, record: CallRecord) -> Any:
+    """What a call that already finished under this key returned."""
+    call.span.replayed()
+    return json.loads(record.result) if record.result is not None else None
+
+
+def release(g: Guardrails, key: str, kind: str, data: Mapping[str, Any]) -> Flow[None]:
+    """Release what the call under ``key`` holds, recording why."""
+    yield from write(StoreOp("release", key, audit=events.event(kind, dict(data), key)), g.outbox)
+
+
+def halted_meanwhile(
+    g: Guardrails, call: GuardedCall, decision: Decision, *, held_only: bool = False
+) -> Flow[Decision | None]:
+    """The kill-switch wins even over a human's answer, or over a guard node's decision
+    made a step earlier: look again just before running. ``held_only``: a key that already
+    started or ended is left to :func:`run` (it replays, or is in doubt). An unreachable
+    store is left to :func:`run` too, which fails closed."""
+    try:
+        snap: Snapshot = yield StoreOp("snapshot", dial_key="", counter_keys=(), call_key=call.key)
+    except StoreUnavailable:
+        return None
+    if held_only and snap.call is not None and snap.call.state != "reserved":
+        return None
+    for switch in snap.kill_switches:
+        if switch.matches(call.request.scope):
+            yield from release(g, call.key, "reservation.released", {"reason": "halt"})
+            halted = replace(
+                decision,
+                kind=DecisionKind.HALT,
+                reasons=(f"kill_switch:{switch.key}",),
+                message=f"halted: the kill-switch for {switch.key} was engaged after "
+                "the call was decided and before it could run",
+                extra={},
+            )
+            audit = events.decision_event(halted, call.key, tag="halt")
+            yield from write(StoreOp("append_audit", audit), g.outbox)
+            return halted
+    return None
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+def store_down(
+    pack: PolicyPack, request: CallRequest, exc: StoreUnavailable, now: float
+) -> Decision:
+    """Fail closed: without the store only ``fail_open`` actions with no caps and no
+    approval run, and the decision says so."""
+    decision = engine_decide(
+        request, pack, level=pack.initial_level(request.scope), used={}, now=now
+    )
+    if decision.kind is DecisionKind.ALLOW and decision.fail_open and not decision.charges:
+        return replace(
+            decision,
+            reasons=("store_unavailable", "fail_open"),
+            message=f"allowed without the store (fail_open): {exc}",
+        )
+    if decision.kind in (DecisionKind.SIMULATE, DecisionKind.DENY):
+        return decision
+    return offline(decision, request, exc)
+
+
+def offline(decision: Decision, request: CallRequest, exc: StoreUnavailable) -> Decision:
+    return replace(
+        decision,
+        kind=DecisionKind.DENY,
+        reasons=("store_unavailable",),
+        message=f"denied: the store is unavailable ({exc}); {request.action} fails closed",
+        extra={},
+    )
+
+
+def _taken(decision: Decision, key: str) -> Decision:
+    return replace(
+        decision,
+        kind=DecisionKind.DENY,
+        reasons=("in_doubt",),
+        message=f"denied: call {key} started elsewhere and has not finished; it was not run "
+        "again (see 'agent-guardrails status' for calls in doubt)",
+        extra={},
+    )
+
+
+def describe(decision: Decision, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The draft of a simulated call whose tool has no ``simulate`` function."""
+    return {
+        "intended_action": decision.action,
+        "tool": decision.tool,
+        "args": dict(args),
+        "estimated_cost": decision.cost,
+        "currency": decision.currency,
+        "note": "what the tool would do; nothing was executed",
+    }
+
+
+# ---------------------------------------------------------------------------- the body
+
+
+class RunBody(Effect):
+    """The tool body, with the call's cost cell current (for ``report_cost``)."""
+
+    __slots__ = ("args", "body", "cell")
+
+    def __init__(self, body: Body | None, args: Mapping[str, Any], cell: CostCell) -> None:
+        self.body = body
+        self.args = args
+        self.cell = cell
+
+    def run(self, store: Any) -> Any:
+        assert self.body is not None
+        token = current_cell.set(self.cell)
+        try:
+            return self.body(self.args)
+        finally:
+            current_cell.reset(token)
+
+    async def arun(self, store: Any) -> Any:
+        assert self.body is not None
+        token = current_cell.set(self.cell)
+        try:
+            result = self.body(self.args)
+            if isinstance(result, Awaitable):
+                result = await result
+            return result
+        finally:
+            current_cell.reset(token)

@@ -1,0 +1,109 @@
+"""Policy is live: every call is decided under the store's active pack version.
+
+A pack applied or rolled back from the CLI or another process governs the next call of
+every running agent, with no restart (DESIGN §3.13). The check is cheap: each call's
+snapshot (one store round trip, which the call makes anyway) also reads the active pack's
+digest; only when it differs from the pack in hand is the new version read from the store
+and loaded (then kept, so flipping between two versions loads each once).
+
+The pack given to ``Guardrails(pack)`` bootstraps the store: it is saved as a version, and
+activated when the store has no active pack or when this version was never stored before
+(deploying code with a new pack version applies it). Restarting with a version the store
+already knows leaves the store's active version as it is, so a rollback made from the CLI
+survives restarts. A stored version that cannot be loaded here (a validator this process
+has not registered) fails closed: calls are refused as if the store were unavailable, with
+the reason in the message.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from agent_guardrails.errors import PolicyError, StoreUnavailable
+from agent_guardrails.pipeline.effects import Flow, StoreOp
+from agent_guardrails.policy.pack import PolicyPack
+from agent_guardrails.store.base import PackVersion
+
+__all__ = ["LivePolicy"]
+
+_KEEP = 16  # loaded versions kept, by digest
+
+
+class LivePolicy:
+    """The pack calls are decided under, following the store's active version."""
+
+    __slots__ = ("_changed", "_loaded", "_lock", "bootstrapped", "digest", "pack")
+
+    def __init__(self, pack: PolicyPack, changed: Callable[[PolicyPack], None]) -> None:
+        self.pack = pack
+        self.digest = pack.digest
+        self.bootstrapped = False
+        self._changed = changed
+        self._loaded: dict[str, PolicyPack] = {self.digest: pack}
+        self._lock = threading.Lock()
+
+    def bootstrap(self, first: PolicyPack) -> Flow[None]:
+        """Save ``first`` (the constructor's pack); activate it if the store has no active
+        pack or never stored this version. Raises ``StoreUnavailable``."""
+        stored: list[PackVersion] = yield StoreOp("pack_versions", first.name)
+        known = any(v.version == first.version for v in stored)
+        yield StoreOp(
+            "save_pack", first.name, first.version, first.digest, first.to_yaml(), by="guardrails"
+        )
+        active: PackVersion | None = yield StoreOp("active_pack")
+        if active is None or not known:
+            reason = "first use" if active is None else "new version deployed"
+            yield StoreOp(
+                "activate_pack", first.name, first.version, by="guardrails", reason=reason
+            )
+            active = None
+        self.bootstrapped = True
+        if active is not None and active.digest != self.digest:
+            self._use(self._load(active))
+
+    def follow(self, active: str | None) -> Flow[bool]:
+        """Given the active pack's digest a snapshot read, switch to that version if it is
+        not the one in hand. True when the pack changed (the caller decides again)."""
+        if active == self.digest:
+            return False
+        if active is None:  # an empty store (it was down when we started): bootstrap it
+            if self.bootstrapped:
+                return False
+            yield from self.bootstrap(self.pack)
+            return self.digest != active
+        pack = self._loaded.get(active)
+        if pack is None:
+            pv: PackVersion | None = yield StoreOp("active_pack")
+            if pv is None:
+                return False
+            pack = self._load(pv)
+        self._use(pack)
+        return True
+
+    def _load(self, pv: PackVersion) -> PolicyPack:
+        pack = self._loaded.get(pv.digest)
+        if pack is not None:
+            return pack
+        try:
+            pack = PolicyPack.from_yaml(pv.source, registry=self.pack.registry)
+        except PolicyError as exc:
+            raise StoreUnavailable(
+                f"the store's active pack {pv.name} version {pv.version} cannot be loaded "
+                f"here ({exc.problems[0] if exc.problems else exc}); register its validators "
+                "in this process or roll the pack back"
+            ) from None
+        with self._lock:
+            if len(self._loaded) >= _KEEP:
+                self._loaded.clear()
+                self._loaded[self.digest] = self.pack
+            self._loaded[pv.digest] = pack
+        return pack
+
+    def _use(self, pack: PolicyPack) -> None:
+        with self._lock:
+            if pack is self.pack:
+                return
+            self.pack = pack
+            self.digest = pack.digest
+        self._changed(pack)

@@ -1,0 +1,115 @@
+"""Where a call happens: the one scope resolver every adapter uses.
+
+A call's scope has five dimensions (``agent``, ``workflow``, ``segment``, ``channel``,
+``region``). Their values come from four sources; a later one wins:
+
+1. the ``Guardrails(scope=...)`` defaults;
+2. the call's arguments (a tool taking a ``channel`` or ``region`` parameter);
+3. the run's context: what the adapter read from the LangGraph run (``configurable`` and
+   ``runtime.context``, see :func:`agent_guardrails.adapters.graph.run_scope`), then the
+   values of an enclosing ``with guard.scope(...):``;
+4. the tool's own declaration, ``@guarded(scope=...)``, which always wins.
+
+:class:`ScopeSources` keeps 3 and 4 with the call, so an approver's edit of the arguments is
+re-scoped the same way (an edit that changes ``region`` is decided under the new region's
+level, kill-switch and budgets).
+
+>>> resolver = ScopeResolver({"agent": "bot"})
+>>> resolver.resolve(ScopeSources({"workflow": "news"}, {}), {"region": "eu"}).key
+'agent=bot,region=eu,workflow=news'
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.policy.scope import DIMENSIONS, Scope
+
+__all__ = ["NO_SOURCES", "ScopeResolver", "ScopeSources", "scope_values", "using_scope"]
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_overrides: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "agent_guardrails_scope", default=_EMPTY
+)
+_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeSources:
+    """The scope values a call keeps whatever its arguments: the run's context and the
+    tool's declaration."""
+
+    context: Mapping[str, str] = field(default_factory=dict)
+    declared: Mapping[str, str] = field(default_factory=dict)
+
+
+NO_SOURCES = ScopeSources(_EMPTY, _EMPTY)
+
+
+def scope_values(source: object) -> dict[str, str]:
+    """The scope dimensions a mapping or object names (non-empty strings only)."""
+    values: dict[str, str] = {}
+    if source is None:
+        return values
+    mapping = source if isinstance(source, Mapping) else None
+    for dim in DIMENSIONS:
+        value = mapping.get(dim) if mapping is not None else getattr(source, dim, None)
+        if isinstance(value, str) and value:
+            values[dim] = value
+    return values
+
+
+@contextmanager
+def using_scope(**values: str) -> Iterator[None]:
+    """Scope values for calls made inside the block (``Guardrails.scope``)."""
+    bad = sorted(set(values) - set(DIMENSIONS))
+    if bad:
+        raise ConfigurationError(
+            f"unknown scope dimension(s) {', '.join(bad)}: use {', '.join(DIMENSIONS)}"
+        )
+    token = _overrides.set({**_overrides.get(), **values})
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
+
+
+class ScopeResolver:
+    """Resolves call scopes for one ``Guardrails``; equal scopes share one object."""
+
+    __slots__ = ("_interned", "default", "defaults")
+
+    def __init__(self, defaults: Mapping[str, Any] | None = None) -> None:
+        self.default = Scope.from_mapping(defaults or {})
+        self.defaults = dict(self.default.items())
+        self._interned: dict[tuple[tuple[str, str], ...], Scope] = {}
+
+    def resolve(self, sources: ScopeSources, args: Mapping[str, Any] | None) -> Scope:
+        """The scope of a call with ``args`` (lowest precedence first: defaults, arguments,
+        run context, ``guard.scope()``, declaration)."""
+        overrides = _overrides.get()
+        values: dict[str, str] | None = None
+        for source in (args, sources.context, overrides, sources.declared):
+            if not source:
+                continue
+            for dim in DIMENSIONS:
+                v = source.get(dim)
+                if isinstance(v, str) and v:
+                    if values is None:
+                        values = dict(self.defaults)
+                    values[dim] = v
+        if values is None:
+            return self.default
+        ident = tuple(values.items())
+        scope = self._interned.get(ident)
+        if scope is None:
+            scope = Scope(**values)
+            if len(self._interned) < _CACHE_LIMIT:  # one shared object per scope seen
+                self._interned[ident] = scope
+        return scope
