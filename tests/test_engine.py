@@ -24,7 +24,7 @@ from agent_guardrails import (
     Scope,
     decide,
 )
-from agent_guardrails.engine.decide import budget_counter, call_cost, charges_for
+from agent_guardrails.engine.charges import budget_counter, call_cost, charges_for
 from tests.conftest import DAY, NOON_WEDNESDAY, pack_text
 
 ALLOW, SIM, ASK, DENY, HALT = (

@@ -24,7 +24,7 @@ from agent_guardrails import (
     Scope,
     decide,
 )
-from agent_guardrails.engine.decide import charges_for
+from agent_guardrails.engine.charges import charges_for
 from agent_guardrails.store import MemoryStore
 from tests.conftest import NOON_WEDNESDAY
 

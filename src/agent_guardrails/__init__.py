@@ -6,8 +6,8 @@
 """
 
 from agent_guardrails.adapters.decorator import guarded, set_default_guardrails, use_guardrails
-from agent_guardrails.engine.decide import decide
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
+from agent_guardrails.engine.rules import decide
 from agent_guardrails.errors import (
     ActionDenied,
     ApprovalRejected,

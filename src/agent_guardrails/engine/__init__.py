@@ -1,13 +1,12 @@
 """The engine layer (pure, no I/O): the values of one call and :func:`decide`, which turns a
 call and what the store knows into a :class:`Decision`."""
 
-from agent_guardrails.engine.decide import (
+from agent_guardrails.engine.charges import (
     CostError,
     budget_charges,
     budget_counter,
     call_cost,
     charges_for,
-    decide,
 )
 from agent_guardrails.engine.decision import (
     CallRequest,
@@ -16,6 +15,7 @@ from agent_guardrails.engine.decision import (
     DecisionKind,
     ValidatorOutcome,
 )
+from agent_guardrails.engine.rules import decide
 
 __all__ = [
     "CallRequest",

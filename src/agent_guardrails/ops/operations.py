@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_guardrails.engine.decide import budget_counter
+from agent_guardrails.engine.charges import budget_counter
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack import PolicyPack

@@ -28,14 +28,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from agent_guardrails.engine.decide import (
-    CostError,
-    call_cost,
-    charges_for,
-)
-from agent_guardrails.engine.decide import (
-    decide as engine_decide,
-)
+from agent_guardrails.engine import rules
+from agent_guardrails.engine.charges import CostError, call_cost, charges_for
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.pipeline import events
@@ -116,8 +110,9 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
     """Read the store once and ask the engine. A new active pack is loaded first (then the
     call is decided under it); an unreachable store fails closed (:func:`store_down`)."""
     request, key = call.request, call.key
+    live = g.live
     for _attempt in range(3):
-        pack = g.policy
+        pack = live.pack
         now = g.clock()
         charges = _charges(request, pack, now)
         try:
@@ -127,7 +122,9 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
                 counter_keys=[c.key for c in charges],
                 call_key=key,
             )
-            if not (yield from g.live.follow(snap.pack)):
+            if snap.pack == live.digest or (snap.pack is None and live.bootstrapped):
+                break  # the pack in hand is the active one (the usual case)
+            if not (yield from live.follow(snap.pack)):
                 break
         except StoreUnavailable as exc:
             decision = store_down(pack, request, exc, now)
@@ -142,7 +139,7 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
     level = (
         AutonomyLevel(snap.level) if snap.level is not None else pack.initial_level(request.scope)
     )
-    decision = engine_decide(
+    decision = rules.decide(
         request,
         pack,
         level=level,
@@ -225,7 +222,7 @@ def hold(g: Guardrails, call: GuardedCall, decided: Decided) -> Flow[Decision]:
         call.started = res.started
         return decision
     assert res.breach is not None
-    denied = engine_decide(
+    denied = rules.decide(
         call.request,
         g.policy,
         level=decision.level,
@@ -266,32 +263,32 @@ def run(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
     call.span.ended(decision)
     cell = CostCell()
     t0 = time.perf_counter()
+    ok, result, error = True, None, None
     try:
         result = yield RunBody(call.body, call.request.args, cell)
     except BaseException as exc:
-        call.span.ran(time.perf_counter() - t0, ok=False, result=None, cost=None)
-        yield from _finish(g, call, decision, ok=False, error=exc)
-        raise
-    call.span.ran(time.perf_counter() - t0, ok=True, result=result, cost=cell.amount)
-    yield from _finish(g, call, decision, ok=True, result=result, actual=cell.amount)
-    return result
-
-
-def _finish(
-    g: Guardrails,
-    call: GuardedCall,
-    decision: Decision,
-    *,
-    ok: bool,
-    result: object = None,
-    actual: float | None = None,
-    error: BaseException | None = None,
-) -> Flow[None]:
+        ok, error = False, exc
+    call.span.ran(time.perf_counter() - t0, ok=ok, result=result, cost=cell.amount)
+    actual = cell.amount if ok else None
     cost = decision.cost if actual is None else actual
-    audit = events.finished_event(call.request, call.key, ok=ok, cost=cost, error=error)
-    stored = events.to_json(result) if ok and call.keyed else None
-    op = StoreOp("finish", call.key, ok=ok, actual_cost=actual, result=stored, audit=audit)
-    yield from write(op, g.outbox)
+    finish = StoreOp(
+        "finish",
+        call.key,
+        ok=ok,
+        actual_cost=actual,
+        result=events.to_json(result) if ok and call.keyed else None,
+        audit=events.finished_event(call.request, call.key, ok=ok, cost=cost, error=error),
+    )
+    if g.outbox.pending:  # behind what already waits
+        g.outbox.keep(finish)
+    else:
+        try:
+            yield finish
+        except StoreUnavailable:
+            g.outbox.keep(finish)
+    if error is not None:
+        raise error
+    return result
 
 
 def refuse(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
@@ -362,7 +359,7 @@ def store_down(
 ) -> Decision:
     """Fail closed: without the store only ``fail_open`` actions with no caps and no
     approval run, and the decision says so."""
-    decision = engine_decide(
+    decision = rules.decide(
         request, pack, level=pack.initial_level(request.scope), used={}, now=now
     )
     if decision.kind is DecisionKind.ALLOW and decision.fail_open and not decision.charges:

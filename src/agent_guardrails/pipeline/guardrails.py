@@ -53,7 +53,8 @@ from agent_guardrails.policy.pack import PolicyPack
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import Store, open_store
 from agent_guardrails.telemetry.content import ContentPolicy, Redactor
-from agent_guardrails.telemetry.spans import NO_SPAN, Telemetry
+from agent_guardrails.telemetry.instruments import Telemetry
+from agent_guardrails.telemetry.spans import NO_SPAN
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -166,7 +167,7 @@ class Guardrails:
         if sources is None:
             sources = ScopeSources(request.scope.as_dict(), {})
         scope = self.scoping.resolve(sources, request.args)
-        if scope != request.scope:
+        if scope is not request.scope:  # the shared object: the engine caches by identity
             request = CallRequest(
                 request.tool, request.action, request.args, scope, request.call_id
             )
@@ -210,7 +211,9 @@ class Guardrails:
         )
         with self.telemetry.call(call.request, call_key) as span:
             call.span = span
-            return drive(self._entry(guarded_call(self, call)), self.store)  # type: ignore[no-any-return]
+            if self.outbox.pending:
+                self.flush()
+            return drive(guarded_call(self, call), self.store)  # type: ignore[no-any-return]
 
     async def arun(
         self,
@@ -235,7 +238,9 @@ class Guardrails:
         )
         with self.telemetry.call(call.request, call_key) as span:
             call.span = span
-            return await adrive(self._entry(guarded_call(self, call)), self.store)
+            if self.outbox.pending:
+                await self.aflush()
+            return await adrive(guarded_call(self, call), self.store)
 
     def _entry(self, flow: Flow[R]) -> Flow[R]:
         """Every way in: first write what the store could not take before."""
@@ -418,10 +423,16 @@ class Guardrails:
     # ------------------------------------------------------------------ lifecycle
 
     def flush(self) -> int:
-        """Write what the store could not take earlier; returns how many writes still wait."""
+        """Write what the store could not take earlier; returns how many writes still wait.
+        Every way in does this first when something waits."""
         if not self.outbox.pending:
             return 0
         return drive(self.outbox.flush(), self.store)
+
+    async def aflush(self) -> int:
+        if not self.outbox.pending:
+            return 0
+        return await adrive(self.outbox.flush(), self.store)
 
     def close(self) -> None:
         """Write what waits in the outbox (a warning counts what cannot be written), then

@@ -24,7 +24,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent_guardrails.engine.decide import budget_charges
+from agent_guardrails.engine.charges import budget_charges
 from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.pipeline import events
 from agent_guardrails.pipeline.effects import Flow, StoreOp
