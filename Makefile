@@ -6,7 +6,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck bench clean
+LOWEST_VENV ?= .venv-lowest
+LOWEST_STAMP := $(LOWEST_VENV)/.installed-lowest
+# The adapter tests: every way in, against the lowest allowed framework versions.
+ADAPTER_TESTS := tests/test_middleware.py tests/test_graphs.py tests/test_guard_node.py \
+	tests/test_decorator.py tests/test_process_resume.py tests/test_middleware_thread_hops.py \
+	tests/conformance tests/test_examples.py
+
+.PHONY: demo test test-lowest lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +34,17 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest
 
+# CI runs this after `make test`: the adapter tests on the lowest framework versions
+# pyproject.toml allows (.ci/lowest-versions.txt).
+$(LOWEST_STAMP): pyproject.toml .ci/lowest-versions.txt
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -c .ci/lowest-versions.txt -e '.[dev]'
+	touch $(LOWEST_STAMP)
+
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST_VENV)/bin/pytest -q $(ADAPTER_TESTS)
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/store.py
@@ -34,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/telemetry.py
 
 clean:
-	rm -rf $(VENV) .agent_guardrails .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST_VENV) .agent_guardrails .pytest_cache .mypy_cache .ruff_cache

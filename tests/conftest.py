@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,3 +56,19 @@ def memory_guard(clock: Clock) -> GuardFactory:
         return Guardrails(PolicyPack.from_yaml(pack_text(body)), **kwargs)
 
     return make
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def every_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store URL of each backend: memory, SQLite, PostgreSQL (its own schema,
+    dropped afterwards; skipped with the reason where no server is configured)."""
+    if request.param == "memory":
+        yield "memory://"
+    elif request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'guard.db'}"
+    else:
+        from tests.store.store_helpers import pg_base, pg_execute, with_schema
+
+        schema = f"ag_test_{uuid.uuid4().hex[:12]}"
+        yield with_schema(pg_base(), schema)
+        pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -154,7 +154,7 @@ class GuardNode:
         decisions = guard.decide_batch(calls)
         halted = next((d for d in decisions if d.kind is DecisionKind.HALT), None)
         if halted is not None:
-            return self._halt(last, calls, decisions, halted)
+            return self._halt(calls, decisions, halted)
         outcomes = self._approvals(calls, decisions, context, config)
 
         replies: list[ToolMessage] = []
@@ -180,37 +180,18 @@ class GuardNode:
         return Command(update={"messages": replies}, goto=sends or [self.model_node])
 
     def _halt(
-        self,
-        last: AIMessage,
-        calls: list[GuardedCall],
-        decisions: list[Decision],
-        halted: Decision,
+        self, calls: list[GuardedCall], decisions: list[Decision], halted: Decision
     ) -> Command[Any]:
-        """A kill-switch halted a call of the batch: none of the batch runs (what the others
-        held is released) and, as the pack says, the run ends with its message or raises
-        ``KillSwitchEngaged``."""
+        """A kill-switch halted the turn (the pipeline stopped the whole batch): the run
+        ends with the pack's message, or raises ``KillSwitchEngaged`` (``on_halt: raise``)."""
         guard = self.guardrails
-        for call, decision in zip(calls, decisions, strict=True):
-            if decision.kind in (DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL):
-                guard.withdraw(call.key, "halt")
         policy = guard.policy.kill_switch
         if policy.on_halt == "raise":
             raise KillSwitchEngaged(halted)
-        replies = []
-        for tool_call, call, decision in zip(last.tool_calls, calls, decisions, strict=True):
-            if decision.kind is DecisionKind.HALT:
-                result = guard.refusal(call, decision)
-                replies.append(refusal_message(result, call.request.call_id, call.request.tool))
-            else:
-                replies.append(
-                    ToolMessage(
-                        content=f"not run: the kill-switch halted {halted.tool} in the same "
-                        "turn, so the run ended",
-                        tool_call_id=tool_call.get("id") or "",
-                        name=tool_call["name"],
-                        status="error",
-                    )
-                )
+        replies = [
+            refusal_message(guard.refusal(call, decision), call.request.call_id, call.request.tool)
+            for call, decision in zip(calls, decisions, strict=True)
+        ]
         end = AIMessage(content=policy.message)
         return Command(update={"messages": [*replies, end]}, goto="__end__")
 

@@ -5,9 +5,10 @@ graph splits them:
 
 1. :func:`decide_batch` (the guard node): each call is decided (:func:`~.flow.decide`);
    what the calls going ahead need is reserved **together** (all fit or none does,
-   ``Store.reserve_many``); each decision is recorded once per key. A ``fail_open`` call
-   decided without the store goes ahead with nothing to reserve; its records wait in the
-   outbox.
+   ``Store.reserve_many``; a cap breach that asks a human is held on its own); each
+   decision is recorded once per key. A ``fail_open`` call decided without the store goes
+   ahead with nothing to reserve; its records wait in the outbox. When a kill-switch halts
+   any call, none of the batch runs: what the others hold is released (``batch_halted``).
 2. :func:`resolve` (the guard node, after its one interrupt): a human's answer applied to a
    call waiting for approval, by :func:`~.approvals.approval` (an edit re-scoped and
    decided again in full).
@@ -105,6 +106,12 @@ def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decis
             g.outbox.keep(audit)  # fail_open without the store: recorded when it is back
         else:
             yield from write(audit, g.outbox)
+    halted = next((d for d in out if d.kind is DecisionKind.HALT), None)
+    if halted is not None:  # a kill-switch stops the whole turn: none of the batch runs
+        for i, (call, decision) in enumerate(zip(calls, out, strict=True)):
+            if decision.kind in GOES_AHEAD:
+                yield from withdraw(g, call.key, "halt")
+                out[i] = _stopped_by(decision, halted)
     yield from trace_stops(g, calls, out)
     return out
 
@@ -182,6 +189,17 @@ def run_decided(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[An
     if halted is not None:
         return (yield from refuse(g, call, halted))
     return (yield from run(g, call, decision))
+
+
+def _stopped_by(decision: Decision, halted: Decision) -> Decision:
+    """A call of a batch that another call's kill-switch halt stopped."""
+    return replace(
+        decision,
+        kind=DecisionKind.DENY,
+        reasons=("batch_halted",),
+        message=f"not run: the kill-switch halted {halted.tool} in the same turn, so the run ended",
+        extra={},
+    )
 
 
 def _answered(decision: Decision) -> bool:
