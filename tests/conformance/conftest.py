@@ -13,6 +13,7 @@ store URL's ``?schema=`` option, dropped when the test ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import uuid
@@ -135,10 +136,8 @@ def env(
         yield cell
     finally:
         for opened in cell.opened:
-            try:
+            with contextlib.suppress(Exception):  # a store a promise left down or closed
                 opened.close()
-            except Exception:  # a store a promise left down or closed
-                pass
         if loop is not None:
             loop.close()
         if schema is not None:

@@ -29,8 +29,8 @@ import inspect
 import json
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -391,7 +391,9 @@ def resume_map(asks: Sequence[Ask], verdict: Verdict) -> dict[str, Any]:
 def parse(content: object) -> dict[str, Any] | None:
     """A ToolMessage's content as the guardrails' JSON result, if it is one."""
     if isinstance(content, list):
-        content = "".join(str(c.get("text", "")) if isinstance(c, dict) else str(c) for c in content)
+        content = "".join(
+            str(c.get("text", "")) if isinstance(c, dict) else str(c) for c in content
+        )
     try:
         value = json.loads(str(content))
     except (TypeError, ValueError):
@@ -440,6 +442,7 @@ class Agent:
     box: ToolBox
     saver: Any = None
     loop: asyncio.AbstractEventLoop | None = None
+    durability: str | None = None  # LangGraph's: "sync" persists each step before the next
     model: ConformanceModel = field(
         default_factory=lambda: ConformanceModel(messages=iter(()))  # the script is per thread
     )
@@ -512,6 +515,8 @@ class Agent:
 
     def _invoke(self, value: Any, config: Any, context: Any) -> None:
         kwargs: dict[str, Any] = {"version": "v2"}
+        if self.durability is not None:
+            kwargs["durability"] = self.durability
         if context is not None:
             kwargs["context"] = context
         if self.mode == "sync":
@@ -546,7 +551,9 @@ class Agent:
         self._invoke(value, self.config(thread, **configurable), context)
         return self.state(thread)
 
-    def start_many(self, conversations: Sequence[tuple[str, tuple[str, Mapping[str, Any]]]]) -> None:
+    def start_many(
+        self, conversations: Sequence[tuple[str, tuple[str, Mapping[str, Any]]]]
+    ) -> None:
         """Run one-call conversations at the same time: on threads (``invoke``) or as
         concurrent tasks on the test's loop (``ainvoke``)."""
         for thread, call in conversations:
@@ -605,7 +612,7 @@ class Agent:
         raise AssertionError(f"still asking after {rounds} answers: {run.asks}")
 
 
-# ---------------------------------------------------------------------------- a store that goes down
+# ---------------------------------------------------------------------------- a store going down
 
 
 class DownStore:

@@ -10,7 +10,6 @@ in ``table.NOT_APPLICABLE`` and skip with the reason.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from agent_guardrails import Guardrails, PolicyPack, Scope
@@ -55,9 +54,7 @@ def must_ask(c: Checks, run: Run, tool: str) -> list[Ask]:
     """The run paused to ask about ``tool``; else the cell fails here (nothing to answer)."""
     asks = [a for a in run.asks if a.name == tool]
     if not asks:
-        c.problems.append(
-            f"no approval was asked for {tool}; the model got {dict(_contents(run))}"
-        )
+        c.problems.append(f"no approval was asked for {tool}; the model got {dict(_contents(run))}")
         c.verify()
     return asks
 
@@ -292,9 +289,7 @@ def test_p04_kill_from_another_process(env: Env) -> None:
         agent.start("t2", ("note_contact", {"contact": "c2"}))
     c.check(runs.count() == 2, "a call after the switch was released did not run")
     argv = ["kill", "global", "--by", "ops", "--reason", "from the CLI"]
-    engage_elsewhere(
-        env, EXECUTE, argv, subprocess=(env.adapter, env.mode) == CLI_SUBPROCESS_CELL
-    )
+    engage_elsewhere(env, EXECUTE, argv, subprocess=(env.adapter, env.mode) == CLI_SUBPROCESS_CELL)
     with no_exception(c, "the run after the CLI kill"):
         run = agent.start("t3", ("note_contact", {"contact": "c3"}))
     c.check(runs.count() == 2, "the call after a kill by the CLI in another process ran")
@@ -492,8 +487,10 @@ def test_p08_store_down(env: Env) -> None:
     runs, c = Runs(), Checks()
     real = env.open()
     double = DownStore(real)
-    guard = env.guard(STORE_DOWN, store=double)  # type: ignore[arg-type]
-    agent = env.agent(guard, ["lookup_contact", "tag_contact", "send_email", "note_contact"], runs=runs)
+    guard = env.guard(STORE_DOWN, store=double)
+    agent = env.agent(
+        guard, ["lookup_contact", "tag_contact", "send_email", "note_contact"], runs=runs
+    )
     double.down = True
     with no_exception(c, "the run while the store is down"):
         run = agent.start(
@@ -561,7 +558,8 @@ def test_p09_crash_mid_call(env: Env) -> None:
         [("tag_contact", {"contact": "c1"})],
     ).result()
     runs = Runs(path)
-    assert code == 3 and runs.count() == 1, f"harness: the worker did not die in the body: {out}"
+    assert code == 3, f"harness: the worker did not die in the body: {out}"
+    assert runs.count() == 1, f"harness: the worker ran {runs.count()} bodies"
 
     guard = env.guard(EXECUTE)
     with workers.sqlite_saver(saver_path, env.mode, env.loop) as saver:
@@ -599,9 +597,10 @@ def _run_scope(env: Env, pack: str, kill: bool) -> tuple[Runs, dict[str, Run], C
     with no_exception(c, "the run with context workflow=w1"):
         out["context"] = agent.start("ctx", call, context={"workflow": "w1"})
     c.check(runs.count() == 0, "the call with context workflow=w1 ran")
+    before = runs.count()
     with no_exception(c, "the run without a workflow"):
         out["none"] = agent.start("none", call)
-    c.check(runs.count() == 1, "the control call (no workflow) did not run")
+    c.check(runs.count() == before + 1, "the control call (no workflow) did not run")
     return runs, out, c
 
 
@@ -646,7 +645,7 @@ actions:
 model_prices:
   ConformanceModel: {input_per_1k: 1.0, output_per_1k: 1.0}
 budgets:
-  - {name: model-spend, limit: 100, window: day, actions: [model.call]}
+  - {name: model-spend, limit: 100, window: day}  # no actions: covers model.call too
 """
 )
 
@@ -657,7 +656,7 @@ def test_p11_model_hooks_fail_closed(env: Env) -> None:
     not called, nothing raises, and the run ends saying the store is unavailable."""
     runs, c = Runs(), Checks()
     double = DownStore(env.open())
-    guard = env.guard(MODEL_PRICED, store=double)  # type: ignore[arg-type]
+    guard = env.guard(MODEL_PRICED, store=double)
     agent = env.agent(guard, ["note_contact"], runs=runs)
     with no_exception(c, "the control run (store up)"):
         agent.start("up", ("note_contact", {"contact": "c1"}))

@@ -123,9 +123,7 @@ def cli_subprocess(argv: list[str]) -> str:
 
 
 @contextlib.contextmanager
-def sqlite_saver(
-    path: Path, mode: str, loop: asyncio.AbstractEventLoop | None
-) -> Iterator[Any]:
+def sqlite_saver(path: Path, mode: str, loop: asyncio.AbstractEventLoop | None) -> Iterator[Any]:
     """A SQLite checkpointer on ``path``: ``SqliteSaver`` for ``invoke``,
     ``AsyncSqliteSaver`` (opened on ``loop``) for ``ainvoke``."""
     if mode == "sync":
@@ -134,9 +132,9 @@ def sqlite_saver(
         return
     assert loop is not None
     manager = AsyncSqliteSaver.from_conn_string(str(path))
-    saver = loop.run_until_complete(manager.__aenter__())
+    asaver = loop.run_until_complete(manager.__aenter__())
     try:
-        yield saver
+        yield asaver
     finally:
         loop.run_until_complete(manager.__aexit__(None, None, None))
 
@@ -161,7 +159,8 @@ def crash_run(
     box = ToolBox(Runs(Path(runs_path)), Behaviour(crash=True))
     loop = asyncio.new_event_loop() if mode == "async" else None
     with sqlite_saver(Path(saver_path), mode, loop) as saver:
-        agent = Agent(adapter, mode, guard, tools, box, saver=saver, loop=loop)
+        # "sync": the model's step is on disk before the tools run (a crash-safe set-up).
+        agent = Agent(adapter, mode, guard, tools, box, saver=saver, loop=loop, durability="sync")
         run = agent.start(thread, *calls)
     return f"no body ran; pending: {run.asks}"
 
