@@ -193,13 +193,21 @@ def test_p02_respond(env: Env) -> None:
 # ---------------------------------------------------------------------------- 3
 
 
-def _edit_to_us(env: Env, pack: str, prepare: Any = None) -> tuple[Runs, Run, Checks]:
-    """publish_page(region=eu) asks; the approver edits region to us."""
+def _edit_to_us(env: Env, pack: str, expect: str, prepare: Any = None) -> tuple[Run, Checks]:
+    """publish_page(region=eu) asks; the approver edits region to us. First, as a control,
+    a direct publish_page(region=us) call must end ``expect`` without running."""
     runs, c = Runs(), Checks()
     guard = env.guard(pack)
     if prepare is not None:
         prepare(guard)
     agent = env.agent(guard, ["publish_page"], runs=runs)
+    with no_exception(c, "the control run (region=us)"):
+        control = agent.start("direct", ("publish_page", {"region": "us", "title": "Sale"}))
+    c.check(
+        runs.count() == 0 and status_of(control, "call-0") == expect,
+        f"control: a direct region=us call is not {expect} either: "
+        f"{control.content('call-0')!r}, asks {control.asks}",
+    )
     with no_exception(c, "the first run"):
         run = agent.start("t1", ("publish_page", {"region": "eu", "title": "Sale"}))
     must_ask(c, run, "publish_page")
@@ -207,7 +215,7 @@ def _edit_to_us(env: Env, pack: str, prepare: Any = None) -> tuple[Runs, Run, Ch
     with no_exception(c, "the resume"):
         run = agent.settle("t1", lambda a: {"type": "edit", "edited_action": edit})
     c.check(runs.count() == 0, f"the edited call (region=us) ran: {runs.all()}")
-    return runs, run, c
+    return run, c
 
 
 @MATRIX
@@ -217,7 +225,7 @@ def test_p03_edit_rescoped_kill(env: Env) -> None:
     def kill_us(guard: Guardrails) -> None:
         guard.kill(Scope(region="us"), by="ops", reason="us pause")
 
-    _, run, c = _edit_to_us(env, EXECUTE, kill_us)
+    run, c = _edit_to_us(env, EXECUTE, "halted", kill_us)
     c.check(
         status_of(run, "call-0") == "halted",
         f"not halted by kill_switch region=us: {run.content('call-0')!r}",
@@ -233,7 +241,7 @@ def test_p03_edit_rescoped_assist(env: Env) -> None:
         + ACTIONS
         + "levels:\n  - {scope: {region: us}, level: assist}\n"
     )
-    _, run, c = _edit_to_us(env, pack)
+    run, c = _edit_to_us(env, pack, "simulated")
     c.check(
         status_of(run, "call-0") == "simulated",
         f"not simulated at Assist for region=us: {run.content('call-0')!r}",
@@ -243,13 +251,13 @@ def test_p03_edit_rescoped_assist(env: Env) -> None:
 
 @MATRIX
 def test_p03_edit_rescoped_budget(env: Env) -> None:
-    """An edit to region=us meets a region=us budget that cannot hold it (1 left, cost 2)."""
+    """An edit to region=us meets an exhausted region=us budget (nothing left, cost 2)."""
     pack = pack_text(
         "defaults: {level: execute}\n"
         + ACTIONS
-        + "budgets:\n  - {name: us-only, scope: {region: us}, limit: 1, window: day}\n"
+        + "budgets:\n  - {name: us-only, scope: {region: us}, limit: 0, window: day}\n"
     )
-    _, run, c = _edit_to_us(env, pack)
+    run, c = _edit_to_us(env, pack, "denied")
     c.check(
         status_of(run, "call-0") == "denied" and "budget_exceeded" in reasons_of(run, "call-0"),
         f"not denied by the region=us budget: {run.content('call-0')!r}",
