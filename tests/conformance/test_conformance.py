@@ -343,9 +343,10 @@ def test_p05_policy_apply_and_rollback(env: Env) -> None:
     c.check(result.get("pack_version") == "2", f"result pack_version {result.get('pack_version')}")
 
     rollback_pack(env.open(), by="ana")
+    before = runs.count()
     with no_exception(c, "the run after rollback"):
         run = agent.start("t3", ("note_contact", {"contact": "c3"}))
-    c.check(runs.count() == 2, "the call after the rollback to v1 (Execute) did not run")
+    c.check(runs.count() == before + 1, "the call after the rollback to v1 (Execute) did not run")
     versions = [d.get("pack_version") for d in records(guard.store, "decision", "crm.note")]
     c.check(versions == ["1", "2", "1"], f"decision records' pack versions: {versions}")
     c.verify()
