@@ -411,18 +411,21 @@ def _spent(store: Store) -> float:
 
 @MATRIX
 def test_p07_parallel_calls(env: Env) -> None:
-    """One AI message with 5 parallel priced calls; the budget fits 3: exactly 3 run."""
+    """One AI message with 5 parallel priced calls; the budget fits 3: exactly 3 run, and
+    never more than the budget is held. (A guard node reserves a turn's calls as one batch:
+    all fit or none runs, so there none of the 5 runs, each denied ``budget_exceeded``.)"""
     runs, c = Runs(), Checks()
     guard = env.guard(EXECUTE)
     agent = env.agent(guard, ["tag_contact"], runs=runs)
     calls = [("tag_contact", {"contact": f"c{i}"}) for i in range(5)]
+    want = 0 if env.adapter == "guard_node" else K
     with Watch(env.open()) as watch, no_exception(c, "the run"):
         run = agent.start("t1", *calls)
-    c.check(runs.count() == K, f"{runs.count()} bodies ran, want exactly {K}")
-    c.check(_spent(guard.store) == K * COST, f"spent {_spent(guard.store)}, want {K * COST}")
+    c.check(runs.count() == want, f"{runs.count()} bodies ran, want exactly {want}")
+    c.check(_spent(guard.store) == want * COST, f"spent {_spent(guard.store)}, want {want * COST}")
     c.check(watch.highest <= LIMIT, f"a counter reached {watch.highest} > {LIMIT}")
     denied = [k for k in run.tool_messages() if "budget_exceeded" in reasons_of(run, k)]
-    c.check(len(denied) == 5 - K, f"{len(denied)} calls denied budget_exceeded, want {5 - K}")
+    c.check(len(denied) == 5 - want, f"{len(denied)} calls denied budget_exceeded, want {5 - want}")
     c.verify()
 
 
@@ -688,7 +691,8 @@ def test_p11_model_hooks_fail_closed(env: Env) -> None:
 @MATRIX
 def test_p12_exactly_once_replay(env: Env) -> None:
     """An allowed call and one that asks, in one message: on resume the allowed call is not
-    run again, and the model gets both results."""
+    run again, and the model gets both results. (A guard node runs none of a turn before
+    its one question is answered: there the allowed call runs once, after the resume.)"""
     runs, c = Runs(), Checks()
     guard = env.guard(EXECUTE)
     agent = env.agent(guard, ["tag_contact", "send_email"], runs=runs)
@@ -697,9 +701,10 @@ def test_p12_exactly_once_replay(env: Env) -> None:
             "t1", ("tag_contact", {"contact": "c1"}), ("send_email", {"to": "c2", "subject": "Hi"})
         )
     must_ask(c, run, "send_email")
+    first = 0 if env.adapter == "guard_node" else 1
     c.check(
-        runs.count("tag_contact") == 1,
-        f"the first run ran the allowed call {runs.count('tag_contact')}x, want 1",
+        runs.count("tag_contact") == first,
+        f"the first run ran the allowed call {runs.count('tag_contact')}x, want {first}",
     )
     with no_exception(c, "the resume"):
         run = agent.settle("t1", approve)

@@ -319,10 +319,10 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
         graph = _in_graph(guard, tool_name, arguments, declared)
         return guard, CallRequest(tool_name, spec.action, arguments, Scope()), graph
 
+    outside = ScopeSources({}, declared) if declared else NO_SOURCES  # one per tool
+
     def sources(graph: _InGraph) -> ScopeSources:
-        if graph.sources is NO_SOURCES:
-            return ScopeSources({}, declared) if declared else NO_SOURCES
-        return graph.sources
+        return outside if graph.sources is NO_SOURCES else graph.sources
 
     if inspect.iscoroutinefunction(fn):
 

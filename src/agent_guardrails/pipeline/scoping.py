@@ -83,33 +83,59 @@ def using_scope(**values: str) -> Iterator[None]:
 class ScopeResolver:
     """Resolves call scopes for one ``Guardrails``; equal scopes share one object."""
 
-    __slots__ = ("_interned", "default", "defaults")
+    __slots__ = ("_fixed", "_interned", "default", "defaults")
 
     def __init__(self, defaults: Mapping[str, Any] | None = None) -> None:
         self.default = Scope.from_mapping(defaults or {})
         self.defaults = dict(self.default.items())
         self._interned: dict[tuple[tuple[str, str], ...], Scope] = {}
+        self._fixed: dict[int, tuple[ScopeSources, Scope]] = {}  # by the sources' identity
 
     def resolve(self, sources: ScopeSources, args: Mapping[str, Any] | None) -> Scope:
         """The scope of a call with ``args`` (lowest precedence first: defaults, arguments,
         run context, ``guard.scope()``, declaration)."""
         overrides = _overrides.get()
+        found = _dims(args) if args else None
+        if found is None and not overrides:  # the usual call: its sources alone decide
+            fixed = self._fixed.get(id(sources))
+            if fixed is not None and fixed[0] is sources:
+                return fixed[1]
+            scope = self._merge((sources.context, sources.declared))
+            if len(self._fixed) < _CACHE_LIMIT:  # the entry keeps its sources alive
+                self._fixed[id(sources)] = (sources, scope)
+            return scope
+        return self._merge((found, sources.context, overrides, sources.declared))
+
+    def _merge(self, layers: tuple[Mapping[str, str] | None, ...]) -> Scope:
         values: dict[str, str] | None = None
-        for source in (args, sources.context, overrides, sources.declared):
-            if not source:
+        for layer in layers:
+            if not layer:
                 continue
             for dim in DIMENSIONS:
-                v = source.get(dim)
+                v = layer.get(dim)
                 if isinstance(v, str) and v:
                     if values is None:
                         values = dict(self.defaults)
                     values[dim] = v
         if values is None:
             return self.default
-        ident = tuple(values.items())
+        ident = tuple(sorted(values.items()))
         scope = self._interned.get(ident)
         if scope is None:
             scope = Scope(**values)
             if len(self._interned) < _CACHE_LIMIT:  # one shared object per scope seen
                 self._interned[ident] = scope
         return scope
+
+
+def _dims(args: Mapping[str, Any]) -> dict[str, str] | None:
+    """The scope dimensions a call's arguments name (``None``: none)."""
+    found: dict[str, str] | None = None
+    for dim in DIMENSIONS:
+        if dim in args:
+            v = args[dim]
+            if isinstance(v, str) and v:
+                if found is None:
+                    found = {}
+                found[dim] = v
+    return found
