@@ -33,6 +33,7 @@ __all__ = [
     "configurable",
     "runtime_context",
     "scratchpad",
+    "task_run",
     "tool_call_send_payload",
     "var_child_runnable_config",
 ]
@@ -50,6 +51,14 @@ def configurable(config: Mapping[str, Any] | None) -> Mapping[str, Any]:
 def scratchpad(config: Mapping[str, Any] | None) -> Any:
     """The running task's scratchpad (``None`` outside a LangGraph task)."""
     return configurable(config).get(SCRATCHPAD)
+
+
+def task_run(config: Mapping[str, Any] | None) -> tuple[Any, Any]:
+    """What tells one run (and retry attempt) of a LangGraph task from another: the
+    scratchpad's ``get_null_resume`` (a new function per run) and ``interrupt_counter`` (a
+    new one per attempt). ``(None, None)`` outside a task."""
+    pad = scratchpad(config)
+    return getattr(pad, "get_null_resume", None), getattr(pad, "interrupt_counter", None)
 
 
 def runtime_context(config: Mapping[str, Any] | None) -> Any:

@@ -83,6 +83,7 @@ class _InGraph:
 
 
 _OUTSIDE = _InGraph(None, None, NO_SOURCES)
+_GLOBAL = Scope()  # a placeholder: the pipeline resolves the call's scope
 
 
 def _in_graph(
@@ -317,7 +318,7 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
             raise TypeError(f"{tool_name}: {exc}") from None
         guard = _resolve(spec.guardrails)
         graph = _in_graph(guard, tool_name, arguments, declared)
-        return guard, CallRequest(tool_name, spec.action, arguments, Scope()), graph
+        return guard, CallRequest(tool_name, spec.action, arguments, _GLOBAL), graph
 
     outside = ScopeSources({}, declared) if declared else NO_SOURCES  # one per tool
 

@@ -65,7 +65,6 @@ from agent_guardrails.store.base import AuditEvent, Store
 
 __all__ = ["TaskInterrupts", "for_task"]
 
-_SCRATCHPAD = _compat.SCRATCHPAD  # LangGraph's per-task-run state, in ``configurable``
 _OWNER_WAIT = 1.0  # seconds a call waits for the owner of the open question to raise it
 # Task run (the function LangGraph makes with each run's scratchpad) -> attempt (the
 # interrupt counter, new on each retry under a RetryPolicy; kept so its id stays unique).
@@ -91,11 +90,9 @@ def for_task(
 ) -> TaskInterrupts | None:
     """The :class:`TaskInterrupts` of the task run (and retry attempt) ``config`` belongs
     to (``None`` outside a checkpointed LangGraph task)."""
-    configurable = (config or {}).get("configurable") or {}
+    configurable = _compat.configurable(config)
     thread = configurable.get("thread_id")
-    scratchpad = configurable.get(_SCRATCHPAD)
-    marker = getattr(scratchpad, "get_null_resume", None)
-    counter = getattr(scratchpad, "interrupt_counter", None)
+    marker, counter = _compat.task_run(config)
     if thread is None or marker is None or counter is None:
         return None
     with _registry_lock:

@@ -29,11 +29,11 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from agent_guardrails import _compat
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.telemetry import attributes as A
 
@@ -49,7 +49,7 @@ _ERROR_KINDS = (DecisionKind.DENY, DecisionKind.HALT)
 
 def _conversation_id() -> str | None:
     """LangGraph's ``thread_id`` of the run this call belongs to, if any."""
-    config = var_child_runnable_config.get()
+    config = _compat.var_child_runnable_config.get()
     if not config:
         return None
     thread = (config.get("configurable") or {}).get("thread_id")
