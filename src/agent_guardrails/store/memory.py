@@ -35,6 +35,8 @@ from agent_guardrails.store.base import (
     VerifyResult,
     canonical_json,
     chain_hash,
+    check_charges,
+    check_finite,
     level_data,
     pack_conflict,
     verify_chain,
@@ -60,6 +62,7 @@ class MemoryStore:
         self._switches: dict[str, KillSwitch] = {}
         self._engaged: tuple[Scope, ...] = ()
         self._packs: list[PackVersion] = []
+        self._active_digest: str | None = None  # the active pack's, for the snapshot
         self._outcomes: list[Outcome] = []
         self._audit: list[AuditRecord] = []
         # Records appended and not yet chained, flat: ts, kind, call_key, data, ts, ... (one
@@ -76,7 +79,11 @@ class MemoryStore:
             for k in counter_keys:
                 used[k] = counters.get(k, 0.0)
             return Snapshot(
-                self._levels.get(dial_key), self._engaged, used, self._calls.get(call_key)
+                self._levels.get(dial_key),
+                self._engaged,
+                used,
+                self._calls.get(call_key),
+                self._active_digest,
             )
 
     def reserve(
@@ -90,6 +97,7 @@ class MemoryStore:
         start: AuditEvent | None = None,
     ) -> ReserveResult:
         # reserve_many() for one call, without its batch bookkeeping (the hot path).
+        check_charges(charges)
         with self._lock:
             prior = self._calls.get(call_key)
             if prior is not None and prior.state in _HOLDS:
@@ -132,6 +140,8 @@ class MemoryStore:
         force: bool = False,
         now: float | None = None,
     ) -> ReserveResult:
+        for _key, charges in items:
+            check_charges(charges)
         with self._lock:
             fresh = [
                 (key, charges)
@@ -180,6 +190,8 @@ class MemoryStore:
         result: str | None = None,
         audit: AuditEvent | None = None,
     ) -> None:
+        if actual_cost is not None:
+            check_finite(actual_cost, "actual_cost")
         with self._lock:
             rec = self._calls.get(call_key)
             if rec is None or rec.state in _ENDED:
@@ -339,6 +351,7 @@ class MemoryStore:
                     "('agent-guardrails policy apply FILE')"
                 )
             self._packs = [replace(p, active=(p is target)) for p in self._packs]
+            self._active_digest = target.digest
             self._append(
                 AuditEvent(
                     "pack.activated", {"name": name, "version": version, "by": by, "reason": reason}
@@ -355,6 +368,7 @@ class MemoryStore:
             return [p for p in self._packs if name is None or p.name == name]
 
     def record_outcome(self, outcome: Outcome) -> None:
+        check_finite(outcome.value, "outcome value", negative_ok=True)
         with self._lock:
             self._outcomes.append(outcome)
             self._append(

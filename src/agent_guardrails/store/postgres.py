@@ -148,6 +148,8 @@ from agent_guardrails.store.base import (
     Snapshot,
     VerifyResult,
     canonical_json,
+    check_charges,
+    check_finite,
     level_data,
     pack_conflict,
 )
@@ -825,6 +827,7 @@ class PostgresStore:
             f"ARRAY(SELECT key FROM {p}counters WHERE key = ANY(%(keys)s::text[]) ORDER BY key), "
             f"ARRAY(SELECT used FROM {p}counters WHERE key = ANY(%(keys)s::text[]) "
             "ORDER BY key), "
+            f"(SELECT digest FROM {p}packs WHERE active), "
             "c.key, c.state, c.charges, c.result, c.updated_at "
             f"FROM (SELECT 1) AS one LEFT JOIN {p}calls c ON c.key = %(call)s"
         )
@@ -978,7 +981,7 @@ class PostgresStore:
                 .execute(self._q_snapshot, {"dial": dial_key, "keys": keys, "call": call_key})
                 .fetchone()
             )
-        level, switches, found_keys, found_used, *call = row
+        level, switches, found_keys, found_used, pack, *call = row
         found = dict(zip(found_keys, found_used, strict=True))
         scopes = self._scopes
         return Snapshot(
@@ -986,6 +989,7 @@ class PostgresStore:
             kill_switches=tuple(_sql.parse_scope(k, scopes) for k in switches),
             used={k: float(found.get(k, 0.0)) for k in keys},
             call=_sql.call_record(call) if call[0] is not None else None,
+            pack=pack,
         )
 
     def reserve(
@@ -998,6 +1002,7 @@ class PostgresStore:
         now: float | None = None,
         start: AuditEvent | None = None,
     ) -> ReserveResult:
+        check_charges(charges)
         audits = (audit,) if audit is not None else ()
         distinct = len({c.key for c in charges}) == len(charges)
         if force or not distinct:
@@ -1047,6 +1052,8 @@ class PostgresStore:
         force: bool = False,
         now: float | None = None,
     ) -> ReserveResult:
+        for _key, charges in items:
+            check_charges(charges)
         keys = [c.key for _, charges in items for c in charges]
         # The fast path needs every counter charged once; it hands anything unusual (a new
         # counter, a charge that does not fit) back with GR003, for the general path.
@@ -1170,6 +1177,8 @@ class PostgresStore:
         result: str | None = None,
         audit: AuditEvent | None = None,
     ) -> None:
+        if actual_cost is not None:
+            check_finite(actual_cost, "actual_cost")
         self._settle(
             call_key, ok=ok, release=False, actual_cost=actual_cost, result=result, audit=audit
         )
@@ -1399,6 +1408,7 @@ class PostgresStore:
         return [_sql.pack_version(r) for r in rows]
 
     def record_outcome(self, outcome: Outcome) -> None:
+        check_finite(outcome.value, "outcome value", negative_ok=True)
         now = time.time()
         with self._tx() as conn:
             conn.execute(

@@ -74,6 +74,8 @@ from agent_guardrails.store.base import (
     VerifyResult,
     canonical_json,
     chain_hash,
+    check_charges,
+    check_finite,
     level_data,
     pack_conflict,
 )
@@ -111,7 +113,8 @@ _APPEND = (
 @functools.cache
 def _snapshot_sql(n_keys: int) -> str:
     """The snapshot as one statement (one implicit read transaction, one step through the
-    engine): rows tagged 0 level, 1 engaged kill switch (by id), 2 counter, 3 the call."""
+    engine): rows tagged 0 level, 1 engaged kill switch (by id), 2 counter, 3 the call,
+    4 the active pack's digest."""
     counters = (
         "UNION ALL SELECT 2, 0, key, used, NULL, NULL, NULL FROM ag_counters "
         f"WHERE key IN ({','.join('?' * n_keys)}) "
@@ -123,6 +126,7 @@ def _snapshot_sql(n_keys: int) -> str:
         "UNION ALL SELECT 1, id, scope_key, NULL, NULL, NULL, NULL FROM ag_kill_switches "
         f"WHERE engaged {counters}"
         f"UNION ALL SELECT 3, 0, {CALL_COLS} FROM ag_calls WHERE key = ? "
+        "UNION ALL SELECT 4, 0, digest, NULL, NULL, NULL, NULL FROM ag_packs WHERE active "
         "ORDER BY 1, 2"
     )
 
@@ -392,6 +396,7 @@ class SQLiteStore:
         switches: list[Scope] = []
         found: dict[str, float] = {}
         call: CallRecord | None = None
+        pack: str | None = None
         scopes = self._scopes
         for row in rows:
             tag = row[0]
@@ -401,13 +406,16 @@ class SQLiteStore:
                 level = int(row[2])
             elif tag == 1:
                 switches.append(_sql.parse_scope(row[2], scopes))
-            else:
+            elif tag == 3:
                 call = _sql.call_record(row[2:])
+            else:
+                pack = row[2]
         return Snapshot(
             level=level,
             kill_switches=tuple(switches),
             used={k: found.get(k, 0.0) for k in keys},
             call=call,
+            pack=pack,
         )
 
     def reserve(
@@ -443,6 +451,8 @@ class SQLiteStore:
     ) -> ReserveResult:
         """Reserve ``items`` in one write transaction; ``start`` (one item only) also marks
         that call started, after its ``audit`` records."""
+        for _key, charges in items:
+            check_charges(charges)
         ts = time.time()
         stamp = ts if now is None else now
         with self._write() as db:
@@ -522,6 +532,8 @@ class SQLiteStore:
         result: str | None = None,
         audit: AuditEvent | None = None,
     ) -> None:
+        if actual_cost is not None:
+            check_finite(actual_cost, "actual_cost")
         now = time.time()
         with self._write() as db:
             held = _end_held(db, "finished" if ok else "failed", result, now, call_key)
@@ -734,6 +746,7 @@ class SQLiteStore:
         return [_sql.pack_version(r) for r in rows]
 
     def record_outcome(self, outcome: Outcome) -> None:
+        check_finite(outcome.value, "outcome value", negative_ok=True)
         now = time.time()
         with self._write() as db:
             db.execute(
