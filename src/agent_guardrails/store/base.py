@@ -1,9 +1,32 @@
 """The store contract every backend keeps, and the records it deals in.
 
-A store holds everything that must be shared by every process running the same agents:
-the ledger (budget and exposure counters with reservations keyed by the call's idempotency
-key), call records (reserved / started / finished / failed / released), the level dial and
-its history, kill-switches, pack versions, the hash-chained audit log and KPI outcomes.
+A store holds everything that must be shared by every process running the same agents.
+The contract is split by concern, one protocol each, so that code can ask for only what it
+uses (the engine's snapshot reader needs a :class:`Ledger`, the CLI's pack commands a
+:class:`PackRegistry`):
+
+:class:`Ledger`
+    Budget and exposure counters with reservations keyed by the call's idempotency key,
+    and the call records (reserved / started / finished / failed / released): ``snapshot``,
+    ``reserve``, ``reserve_many``, ``start``, ``finish``, ``release``, ``call_record``,
+    ``in_doubt``, ``counters``.
+:class:`Dials`
+    The level dial per scope key and its history, and the kill-switches.
+:class:`PackRegistry`
+    Every saved policy pack version and the active one. The active pack's digest also
+    comes with every :class:`Snapshot` (:attr:`Snapshot.pack`), read in the same round
+    trip, so the pipeline notices a pack applied or rolled back elsewhere on its next call.
+:class:`AuditLog`
+    The hash-chained, append-only audit log.
+:class:`OutcomeLog`
+    KPI outcomes for gates and scorecards.
+:class:`Store`
+    All of them, plus ``url`` and ``close()``: what :func:`agent_guardrails.store.open_store`
+    returns.
+
+Only finite numbers are charged: every backend runs :func:`check_charges` (and
+:func:`check_finite` for ``actual_cost`` and outcome values) before it writes anything, and
+raises ``ValueError`` naming the field and the charge.
 
 Backends: ``memory://`` (:mod:`.memory`), ``sqlite:///path.db`` (:mod:`.sqlite`) and
 ``postgresql://...`` (:mod:`.postgres`); :func:`agent_guardrails.store.open_store` picks one

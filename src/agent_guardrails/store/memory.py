@@ -8,6 +8,11 @@ outside a graph, never retried or replayed under the same key) are forgotten onc
 (finished, failed or released), so a long-running process does not keep a record per call;
 their audit records are kept like every other. While such a call is reserved or running
 its record is kept as usual, so it still shows in :meth:`MemoryStore.in_doubt`.
+
+The snapshot's pack digest is the active pack's, kept beside the pack list and replaced by
+``activate_pack``. Charges, ``actual_cost`` and outcome values are checked
+(:func:`~agent_guardrails.store.base.check_finite`) before the lock is taken: a NaN would
+otherwise make a counter NaN, and every later comparison with it false.
 """
 
 from __future__ import annotations
