@@ -159,15 +159,26 @@ class PostgresConnections:
                     open=False,
                 )
                 pool.open()
+                if self._min:
+                    # Wait for pool_min connections: a first request that found none ready
+                    # would make the pool grow by one more than a single thread needs.
+                    try:
+                        pool.wait(timeout=self.timeout)
+                    except self._pools.PoolTimeout:
+                        pool.close()
+                        raise StoreUnavailable(
+                            f"{self.url}: no connection within {self.timeout:g} s"
+                        ) from None
                 self._pool = pool
             return self._pool
 
     def _get(self, pool: Any, *, checked: bool = False) -> Any:
         """A connection from ``pool``; ``checked``: one that answered an empty query."""
         deadline = time.monotonic() + self.timeout
+        timeout = self.timeout
         while True:
             try:
-                conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
+                conn = pool.getconn(timeout)
             except self._pools.PoolTimeout:
                 raise StoreUnavailable(
                     f"{self.url}: no connection within {self.timeout:g} s: the server cannot "
@@ -183,6 +194,7 @@ class PostgresConnections:
                 return conn
             except self._pg.Error:
                 pool.putconn(conn)  # broken: the pool replaces it
+            timeout = max(deadline - time.monotonic(), 0.001)
 
     def run(self, work: Callable[[Any], T], *, retry: bool = True) -> T:
         """``work(connection)`` on a pooled connection, retried once on a fresh one if the
