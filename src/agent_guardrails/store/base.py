@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 GENESIS = "0" * 64
+_INF = math.inf
 
 CALL_STATES = ("reserved", "started", "finished", "failed", "released")
 
@@ -397,10 +398,19 @@ def check_finite(value: float, what: str, *, negative_ok: bool = False) -> None:
 
 
 def check_charges(charges: Iterable[Charge]) -> None:
-    """:func:`check_finite` for every charge: the amount (``>= 0``) and the limit."""
+    """:func:`check_finite` for every charge: the amount (``>= 0``) and the limit.
+
+    On the hot path of every reservation: two comparisons per charge (NaN fails both), and
+    the message is only built for a charge that fails them."""
     for c in charges:
-        check_finite(c.amount, f"charge amount for {c.kind} {c.label}")
-        check_finite(c.limit, f"charge limit for {c.kind} {c.label}", negative_ok=True)
+        try:
+            ok = 0.0 <= c.amount < _INF and -_INF < c.limit < _INF
+        except (TypeError, ArithmeticError):
+            ok = False
+        if not ok:
+            check_finite(c.amount, f"charge amount for {c.kind} {c.label}")
+            check_finite(c.limit, f"charge limit for {c.kind} {c.label}", negative_ok=True)
+            raise ValueError(f"charge for {c.kind} {c.label} has an unusable amount or limit")
 
 
 def verify_chain(records: Sequence[AuditRecord]) -> VerifyResult:
