@@ -32,7 +32,8 @@ def test_eight_processes_of_eight_threads_never_overspend(
 ) -> None:
     """64 workers x 5 attempts = 320 reservations at a budget and a contact cap of 100:
     exactly 100 succeed, the counters never pass 100, and the audit chain verifies."""
-    store = open_stores(durable_url)  # creates the schema before the workers race for it
+    store = open_stores(durable_url)
+    store.get_level("w")  # creates the schema before the workers race for it
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(PROCESSES + 1)
     out = ctx.Queue()

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.store.base import Store
+from agent_guardrails.store.base import (
+    AuditLog,
+    Dials,
+    Ledger,
+    OutcomeLog,
+    PackRegistry,
+    Store,
+)
 from agent_guardrails.store.memory import MemoryStore
 
-__all__ = ["DEFAULT_STORE_URL", "MemoryStore", "Store", "open_store"]
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "AuditLog",
+    "Dials",
+    "Ledger",
+    "MemoryStore",
+    "OutcomeLog",
+    "PackRegistry",
+    "Store",
+    "open_store",
+]
 
 DEFAULT_STORE_URL = "sqlite:///agent_guardrails.db"
 
@@ -15,8 +32,12 @@ def open_store(url: str | None = None) -> Store:
     """Open the store named by ``url``.
 
     ``memory://`` keeps everything in this process. ``sqlite:///relative.db`` or
-    ``sqlite:////absolute/path.db`` is the embedded default. ``postgresql://user@host/db``
-    needs ``pip install 'agent-guardrails[postgres]'``.
+    ``sqlite:////absolute/path.db`` is the embedded default (opened, and its tables
+    created, at once). ``postgresql://user@host/db`` needs
+    ``pip install 'agent-guardrails[postgres]'``; it is only parsed and checked here (a bad
+    URL raises ``ConfigurationError`` at once) and connects on its first operation (see
+    :mod:`agent_guardrails.store.postgres` for its options: ``schema``, ``pool_min``,
+    ``pool_max``).
     """
     url = (url or DEFAULT_STORE_URL).strip()
     scheme, sep, _rest = url.partition("://")

@@ -1,9 +1,32 @@
 """The store contract every backend keeps, and the records it deals in.
 
-A store holds everything that must be shared by every process running the same agents:
-the ledger (budget and exposure counters with reservations keyed by the call's idempotency
-key), call records (reserved / started / finished / failed / released), the level dial and
-its history, kill-switches, pack versions, the hash-chained audit log and KPI outcomes.
+A store holds everything that must be shared by every process running the same agents.
+The contract is split by concern, one protocol each, so that code can ask for only what it
+uses (the engine's snapshot reader needs a :class:`Ledger`, the CLI's pack commands a
+:class:`PackRegistry`):
+
+:class:`Ledger`
+    Budget and exposure counters with reservations keyed by the call's idempotency key,
+    and the call records (reserved / started / finished / failed / released): ``snapshot``,
+    ``reserve``, ``reserve_many``, ``start``, ``finish``, ``release``, ``call_record``,
+    ``in_doubt``, ``counters``.
+:class:`Dials`
+    The level dial per scope key and its history, and the kill-switches.
+:class:`PackRegistry`
+    Every saved policy pack version and the active one. The active pack's digest also
+    comes with every :class:`Snapshot` (:attr:`Snapshot.pack`), read in the same round
+    trip, so the pipeline notices a pack applied or rolled back elsewhere on its next call.
+:class:`AuditLog`
+    The hash-chained, append-only audit log.
+:class:`OutcomeLog`
+    KPI outcomes for gates and scorecards.
+:class:`Store`
+    All of them, plus ``url`` and ``close()``: what :func:`agent_guardrails.store.open_store`
+    returns.
+
+Only finite numbers are charged: every backend runs :func:`check_charges` (and
+:func:`check_finite` for ``actual_cost`` and outcome values) before it writes anything, and
+raises ``ValueError`` naming the field and the charge.
 
 Backends: ``memory://`` (:mod:`.memory`), ``sqlite:///path.db`` (:mod:`.sqlite`) and
 ``postgresql://...`` (:mod:`.postgres`); :func:`agent_guardrails.store.open_store` picks one
@@ -14,7 +37,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,20 +48,28 @@ from agent_guardrails.policy.scope import Scope
 
 __all__ = [
     "AuditEvent",
+    "AuditLog",
     "AuditRecord",
     "CallRecord",
+    "Dials",
     "KillSwitch",
+    "Ledger",
     "LevelChange",
     "Outcome",
+    "OutcomeLog",
+    "PackRegistry",
     "PackVersion",
     "ReserveResult",
     "Snapshot",
     "Store",
     "VerifyResult",
     "chain_hash",
+    "check_charges",
+    "check_finite",
 ]
 
 GENESIS = "0" * 64
+_INF = math.inf
 
 CALL_STATES = ("reserved", "started", "finished", "failed", "released")
 
@@ -142,7 +174,9 @@ class Snapshot:
     kill_switches: tuple[Scope, ...]
     used: Mapping[str, float]
     call: CallRecord | None
-    pack: str | None = None  # the active pack's digest (None: no pack is active)
+    #: The digest (:attr:`PackVersion.digest`) of the store's active pack, ``None`` when no
+    #: pack is active. The pipeline compares it with the pack it holds and reloads on change.
+    pack: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,15 +221,16 @@ class Outcome:
 
 
 @runtime_checkable
-class Store(Protocol):
-    """The operations the guard and the operator tools need. See the module docstring."""
+class Ledger(Protocol):
+    """Budget and exposure counters, with reservations keyed by the call's idempotency key,
+    and the call records: the hot path of a guarded call."""
 
-    url: str
-
-    # -- the hot path of a guarded call
-    def snapshot(
-        self, *, dial_key: str, counter_keys: Sequence[str], call_key: str
-    ) -> Snapshot: ...
+    def snapshot(self, *, dial_key: str, counter_keys: Sequence[str], call_key: str) -> Snapshot:
+        """What the engine needs for one call, read in one round trip: the level of
+        ``dial_key``, the engaged kill-switches, what ``counter_keys`` hold (0.0 for a
+        counter never charged), the call record of ``call_key`` and the active pack's
+        digest (:attr:`Snapshot.pack`)."""
+        ...
 
     def reserve(
         self,
@@ -214,7 +249,10 @@ class Store(Protocol):
         retry). ``now`` (the guard's clock) stamps the call record. With ``start`` (the
         ``execution.started`` audit event), a fresh reservation is also marked started in
         the same step, after ``audit`` (``started=True``): an allowed call then costs one
-        transaction instead of two. A replay or a refusal starts nothing."""
+        transaction instead of two. A replay or a refusal starts nothing.
+
+        Raises ``ValueError`` (:func:`check_charges`), before writing anything, for a charge
+        whose amount is negative, NaN or infinite or whose limit is NaN or infinite."""
         ...
 
     def reserve_many(
@@ -227,7 +265,8 @@ class Store(Protocol):
     ) -> ReserveResult:
         """Reserve several calls as one: every charge of every call fits, or nothing is held.
         Keys already reserved, started or finished are skipped (a replay); charges on the
-        same counter add up. Used by the guard node for a batch of parallel tool calls."""
+        same counter add up. Used by the guard node for a batch of parallel tool calls.
+        Bad numbers raise ``ValueError`` as in :meth:`reserve`."""
         ...
 
     def start(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
@@ -243,23 +282,23 @@ class Store(Protocol):
         result: str | None = None,
         audit: AuditEvent | None = None,
     ) -> None:
-        """Commit (``ok``; budget charges take ``actual_cost`` when given) or release."""
+        """Commit (``ok``; budget charges take ``actual_cost`` when given) or release.
+        An ``actual_cost`` that is negative, NaN or infinite raises ``ValueError`` and
+        changes nothing."""
         ...
 
     def release(self, call_key: str, *, audit: AuditEvent | None = None) -> None: ...
 
-    def append_audit(self, event: AuditEvent) -> AuditRecord | None:
-        """Append one record. Returns it, or ``None`` when its ``dedupe`` was already
-        recorded (the memory store, which numbers and hashes records lazily, always
-        returns ``None``)."""
-        ...
-
-    # -- operators
     def call_record(self, call_key: str) -> CallRecord | None: ...
 
     def in_doubt(self) -> list[CallRecord]: ...
 
     def counters(self, prefix: str = "") -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Dials(Protocol):
+    """The live autonomy level per scope key, its history, and the kill-switches."""
 
     def get_level(self, dial_key: str) -> int | None: ...
 
@@ -281,6 +320,11 @@ class Store(Protocol):
 
     def kill_switches(self) -> list[KillSwitch]: ...
 
+
+@runtime_checkable
+class PackRegistry(Protocol):
+    """Every saved policy pack version, and which one is active."""
+
     def save_pack(
         self, name: str, version: str, digest: str, source: str, *, by: str
     ) -> PackVersion: ...
@@ -293,9 +337,16 @@ class Store(Protocol):
 
     def pack_versions(self, name: str | None = None) -> list[PackVersion]: ...
 
-    def record_outcome(self, outcome: Outcome) -> None: ...
 
-    def outcomes(self, *, metric: str | None = None, since: float = 0.0) -> list[Outcome]: ...
+@runtime_checkable
+class AuditLog(Protocol):
+    """The append-only, hash-chained audit log."""
+
+    def append_audit(self, event: AuditEvent) -> AuditRecord | None:
+        """Append one record. Returns it, or ``None`` when its ``dedupe`` was already
+        recorded (the memory store, which numbers and hashes records lazily, always
+        returns ``None``)."""
+        ...
 
     def audit_records(self, *, after: int = 0, limit: int | None = None) -> list[AuditRecord]: ...
 
@@ -306,7 +357,60 @@ class Store(Protocol):
 
     def verify_audit(self) -> VerifyResult: ...
 
+
+@runtime_checkable
+class OutcomeLog(Protocol):
+    """KPI outcomes, the evidence for promotion gates and scorecards."""
+
+    def record_outcome(self, outcome: Outcome) -> None:
+        """Record ``outcome`` (and its audit record). A value that is NaN or infinite
+        raises ``ValueError`` and records nothing."""
+        ...
+
+    def outcomes(self, *, metric: str | None = None, since: float = 0.0) -> list[Outcome]: ...
+
+
+@runtime_checkable
+class Store(Ledger, Dials, PackRegistry, AuditLog, OutcomeLog, Protocol):
+    """Everything the guard and the operator tools need, from one backend chosen by URL.
+    See the module docstring; each concern is its own protocol, for code that needs one."""
+
+    url: str
+
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def check_finite(value: float, what: str, *, negative_ok: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number (and ``>= 0`` unless
+    ``negative_ok``). ``what`` names it in the message. Every store runs this before it
+    writes anything, so a NaN or an infinity never reaches a counter (NaN compares false
+    with everything: a NaN counter would let every later charge through)."""
+    try:
+        ok = math.isfinite(value) and (negative_ok or value >= 0)
+    except TypeError:
+        ok = False
+    if not ok:
+        bound = "" if negative_ok else " >= 0"
+        raise ValueError(f"{what} must be a finite number{bound}, got {value!r}")
+
+
+def check_charges(charges: Iterable[Charge]) -> None:
+    """:func:`check_finite` for every charge: the amount (``>= 0``) and the limit.
+
+    On the hot path of every reservation: two comparisons per charge (NaN fails both), and
+    the message is only built for a charge that fails them."""
+    for c in charges:
+        try:
+            ok = 0.0 <= c.amount < _INF and -_INF < c.limit < _INF
+        except (TypeError, ArithmeticError):
+            ok = False
+        if not ok:
+            check_finite(c.amount, f"charge amount for {c.kind} {c.label}")
+            check_finite(c.limit, f"charge limit for {c.kind} {c.label}", negative_ok=True)
+            raise ValueError(f"charge for {c.kind} {c.label} has an unusable amount or limit")
 
 
 def verify_chain(records: Sequence[AuditRecord]) -> VerifyResult:

@@ -8,6 +8,11 @@ outside a graph, never retried or replayed under the same key) are forgotten onc
 (finished, failed or released), so a long-running process does not keep a record per call;
 their audit records are kept like every other. While such a call is reserved or running
 its record is kept as usual, so it still shows in :meth:`MemoryStore.in_doubt`.
+
+The snapshot's pack digest is the active pack's, kept beside the pack list and replaced by
+``activate_pack``. Charges, ``actual_cost`` and outcome values are checked
+(:func:`~agent_guardrails.store.base.check_finite`) before the lock is taken: a NaN would
+otherwise make a counter NaN, and every later comparison with it false.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from agent_guardrails.store.base import (
     VerifyResult,
     canonical_json,
     chain_hash,
+    check_charges,
+    check_finite,
     level_data,
     pack_conflict,
     verify_chain,
@@ -60,13 +67,13 @@ class MemoryStore:
         self._switches: dict[str, KillSwitch] = {}
         self._engaged: tuple[Scope, ...] = ()
         self._packs: list[PackVersion] = []
+        self._active_digest: str | None = None  # the active pack's, for the snapshot
         self._outcomes: list[Outcome] = []
         self._audit: list[AuditRecord] = []
         # Records appended and not yet chained, flat: ts, kind, call_key, data, ts, ... (one
         # list rather than a tuple per record: fewer objects for the garbage collector).
         self._unchained: list[Any] = []
         self._dedupe: dict[str, int] = {}  # dedupe string -> the record's seq
-        self._active_digest: str | None = None
 
     # ------------------------------------------------------------------ hot path
 
@@ -95,6 +102,7 @@ class MemoryStore:
         start: AuditEvent | None = None,
     ) -> ReserveResult:
         # reserve_many() for one call, without its batch bookkeeping (the hot path).
+        check_charges(charges)
         with self._lock:
             prior = self._calls.get(call_key)
             if prior is not None and prior.state in _HOLDS:
@@ -137,6 +145,8 @@ class MemoryStore:
         force: bool = False,
         now: float | None = None,
     ) -> ReserveResult:
+        for _key, charges in items:
+            check_charges(charges)
         with self._lock:
             fresh = [
                 (key, charges)
@@ -185,6 +195,8 @@ class MemoryStore:
         result: str | None = None,
         audit: AuditEvent | None = None,
     ) -> None:
+        if actual_cost is not None:
+            check_finite(actual_cost, "actual_cost")
         with self._lock:
             rec = self._calls.get(call_key)
             if rec is None or rec.state in _ENDED:
@@ -361,6 +373,7 @@ class MemoryStore:
             return [p for p in self._packs if name is None or p.name == name]
 
     def record_outcome(self, outcome: Outcome) -> None:
+        check_finite(outcome.value, "outcome value", negative_ok=True)
         with self._lock:
             self._outcomes.append(outcome)
             self._append(

@@ -1,7 +1,8 @@
-"""What the SQL stores share: the schema, row -> record mapping and chain-head verification.
+"""What the SQL stores share besides their SQL: rows -> records, records -> parameters, and
+the chain-head check. No I/O here: a sync or an async store can use every function.
 
-Both :mod:`.sqlite` and :mod:`.postgres` keep the same tables (every name starts with
-``ag_``; PostgreSQL puts them in one schema, see :mod:`.postgres`):
+Both :mod:`.sqlite` and :mod:`.postgres` keep the same tables (``sql/schema.sql``; every name
+starts with ``ag_``; PostgreSQL puts them in one schema, see :mod:`.postgres`):
 
 ``ag_meta(key, value)``
     ``schema_version`` (:data:`SCHEMA_VERSION` on SQLite, ``postgres.SCHEMA_VERSION`` on
@@ -49,14 +50,9 @@ Both :mod:`.sqlite` and :mod:`.postgres` keep the same tables (every name starts
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import threading
-import weakref
-from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from collections.abc import Sequence
+from typing import Any
 
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.policy.scope import Scope
@@ -76,9 +72,9 @@ from agent_guardrails.store.base import (
 
 __all__ = [
     "EPS",
-    "PerThread",
     "SCHEMA_VERSION",
     "audit_payload",
+    "charge_key",
     "audit_record",
     "call_record",
     "charges_from_json",
@@ -88,136 +84,16 @@ __all__ = [
     "outcome",
     "outcome_event",
     "pack_version",
-    "redact_url",
-    "schema_statements",
+    "parse_scope",
+    "pg_float_array",
+    "pg_text_array",
+    "pg_text_params",
+    "verify_head_rows",
     "verify_with_head",
 ]
 
-C = TypeVar("C")
-
 SCHEMA_VERSION = 1
 EPS = 1e-9  # the same tolerance as MemoryStore: used + amount may exceed limit by this much
-
-# Column lists, in the order the row mappers below expect.
-CALL_COLS = "key, state, charges, result, updated_at"
-LEVEL_COLS = "scope_key, old_level, new_level, actor, reason, evidence, changed_at"
-SWITCH_COLS = "scope_key, engaged, actor, reason, changed_at"
-PACK_COLS = "name, version, digest, source, active, applied_by, applied_at"
-OUTCOME_COLS = "entity, cohort, metric, value, at, scope_key"
-AUDIT_COLS = "seq, ts, kind, call_key, data, prev_hash, hash"
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS {p}meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {p}counters (
-    key TEXT PRIMARY KEY,
-    used DOUBLE PRECISION NOT NULL,
-    lim DOUBLE PRECISION NOT NULL,
-    expires_at BIGINT NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
-){without_rowid};
-CREATE INDEX IF NOT EXISTS ag_counters_expires ON {p}counters (expires_at);
-CREATE TABLE IF NOT EXISTS {p}calls (
-    key TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    charges TEXT NOT NULL,
-    result TEXT,
-    updated_at DOUBLE PRECISION NOT NULL
-){without_rowid};
-CREATE INDEX IF NOT EXISTS ag_calls_started ON {p}calls (updated_at) WHERE state = 'started';
-CREATE TABLE IF NOT EXISTS {p}levels (
-    dial_key TEXT PRIMARY KEY,
-    level INTEGER NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {p}level_history (
-    id {serial},
-    scope_key TEXT NOT NULL,
-    old_level INTEGER,
-    new_level INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    evidence TEXT NOT NULL,
-    changed_at DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ag_level_history_scope ON {p}level_history (scope_key, id);
-CREATE TABLE IF NOT EXISTS {p}kill_switches (
-    id {serial},
-    scope_key TEXT NOT NULL UNIQUE,
-    engaged BOOLEAN NOT NULL,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    changed_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {p}packs (
-    id {serial},
-    name TEXT NOT NULL,
-    version TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    source TEXT NOT NULL,
-    active BOOLEAN NOT NULL,
-    applied_by TEXT NOT NULL,
-    applied_at DOUBLE PRECISION NOT NULL,
-    UNIQUE (name, version)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS ag_packs_one_active ON {p}packs (active) WHERE active;
-CREATE TABLE IF NOT EXISTS {p}outcomes (
-    id {serial},
-    entity TEXT NOT NULL,
-    cohort TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    value DOUBLE PRECISION NOT NULL,
-    at DOUBLE PRECISION NOT NULL,
-    scope_key TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ag_outcomes_metric ON {p}outcomes (metric, at);
-CREATE TABLE IF NOT EXISTS {p}audit (
-    seq {seq_pk},
-    ts DOUBLE PRECISION NOT NULL,
-    kind TEXT NOT NULL,
-    call_key TEXT,
-    data TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    dedupe TEXT UNIQUE
-);
-CREATE TABLE IF NOT EXISTS {p}audit_head (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    seq BIGINT NOT NULL,
-    hash TEXT NOT NULL,
-    prev TEXT
-);
-INSERT INTO {p}audit_head (id, seq, hash) VALUES (1, 0, '{genesis}') ON CONFLICT DO NOTHING;
-"""
-
-
-def schema_statements(dialect: str, prefix: str) -> list[str]:
-    """The DDL, one statement per item, for ``dialect`` ``"sqlite"`` or ``"postgresql"``.
-
-    ``prefix`` goes before every table name (``ag_`` or ``"schema".ag_``). Every statement
-    is idempotent, so opening a store runs them all each time the schema version is new.
-    """
-    if dialect == "sqlite":
-        # INTEGER PRIMARY KEY is SQLite's rowid, the cheapest ordered key; the tables keyed
-        # by text are WITHOUT ROWID, so a write touches one b-tree instead of two.
-        fill = {
-            "serial": "INTEGER PRIMARY KEY",
-            "seq_pk": "INTEGER PRIMARY KEY",
-            "without_rowid": " WITHOUT ROWID",
-        }
-    elif dialect == "postgresql":
-        fill = {
-            "serial": "BIGSERIAL PRIMARY KEY",
-            "seq_pk": "BIGINT PRIMARY KEY",
-            "without_rowid": "",
-        }
-    else:  # pragma: no cover - programming error
-        raise ValueError(dialect)
-    text = _DDL.format(p=prefix, genesis=GENESIS, **fill)
-    return [s.strip() for s in text.split(";") if s.strip()]
-
 
 # ---------------------------------------------------------------------------- rows -> records
 
@@ -391,140 +267,47 @@ def verify_with_head(
     return result
 
 
-# ---------------------------------------------------------------------------- URLs
+def verify_head_rows(rows: Sequence[Sequence[Any]]) -> VerifyResult:
+    """:func:`verify_with_head` on the rows of the ``verify_audit`` statement: the head's
+    seq and hash, then an audit record's columns (NULL when the log is empty)."""
+    records = [audit_record(r[2:]) for r in rows if r[2] is not None]
+    head_seq = rows[0][0] if rows else None
+    head_hash = rows[0][1] if rows else None
+    return verify_with_head(
+        records,
+        int(head_seq) if head_seq is not None else None,
+        str(head_hash) if head_hash is not None else None,
+    )
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password (``user:pw@`` or ``?password=``) replaced by ``***``, for
-    messages and ``store.url``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.split("://", 1)[0] + "://***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        if ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k == "password" for k, _ in pairs):
-            query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+# ---------------------------------------------------------------------------- parameters
 
 
-# ---------------------------------------------------------------------------- connections
+def charge_key(charge: Charge) -> str:
+    """Sort key of charges: locks are taken in key order (code point order, as COLLATE "C")."""
+    return charge.key
 
 
-class _Holder(Generic[C]):
-    """Owns one thread's connection and closes it when the thread's locals are dropped."""
-
-    __slots__ = ("__weakref__", "close", "conn")
-
-    def __init__(self, conn: C, close: Callable[[C], None]) -> None:
-        self.conn = conn
-        self.close = close
-
-    def shut(self) -> None:
-        close, self.close = self.close, _noop
-        with contextlib.suppress(Exception):
-            close(self.conn)
-
-    def __del__(self) -> None:
-        self.shut()
+def pg_text_params(event: AuditEvent | None) -> tuple[bytes | None, ...]:
+    """An audit event's ``kind, call_key, data, dedupe`` parameters, as UTF-8 text (for a
+    statement run through libpq with text parameters)."""
+    if event is None:
+        return (None, None, None, None)
+    text, _data = audit_payload(event)
+    return (
+        event.kind.encode(),
+        None if event.call_key is None else event.call_key.encode(),
+        text.encode(),
+        None if event.dedupe is None else event.dedupe.encode(),
+    )
 
 
-def _noop(_conn: Any) -> None:
-    return None
+def pg_text_array(values: Sequence[str]) -> bytes:
+    """A PostgreSQL ``text[]`` literal: every element quoted, backslashes and quotes escaped."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return ("{" + ",".join(quoted) + "}").encode()
 
 
-class PerThread(Generic[C]):
-    """One connection per thread, opened on first use.
-
-    When a thread ends (its ``threading.local`` data is dropped) its connection is parked
-    for the next new thread rather than closed: LangGraph runs each tool call on a fresh
-    executor thread, and opening a connection per call would cost more than the call.
-    Up to :attr:`MAX_IDLE` connections are parked; :meth:`close_all` closes every one.
-    :meth:`discard` closes the calling thread's connection (after it broke) so the next call
-    opens a new one. A child process made by ``fork`` never uses (nor closes) its parent's
-    connections: it opens its own.
-    """
-
-    MAX_IDLE = 8
-
-    def __init__(self, connect: Callable[[], C], close: Callable[[C], None]) -> None:
-        self._connect = connect
-        self._close = close
-        self._local = threading.local()
-        self._holders: weakref.WeakSet[_Holder[C]] = weakref.WeakSet()
-        self._idle: list[C] = []
-        self._lock = threading.Lock()
-        self.closed = False
-        if hasattr(os, "register_at_fork"):
-            me = weakref.ref(self)
-
-            def forked() -> None:
-                per_thread = me()
-                if per_thread is not None:
-                    per_thread._forget()
-
-            os.register_at_fork(after_in_child=forked)
-
-    def _forget(self) -> None:
-        """In a forked child: abandon the parent's connections without closing them (that
-        would end the parent's database sessions); the child opens its own."""
-        for holder in list(self._holders):
-            holder.close = _noop
-        self._holders = weakref.WeakSet()
-        self._idle = []
-        self._local = threading.local()
-        self._lock = threading.Lock()
-
-    def _park(self, conn: C) -> None:
-        """The connection of a thread that ended: keep it for another thread."""
-        with self._lock:
-            if not self.closed and len(self._idle) < self.MAX_IDLE:
-                self._idle.append(conn)
-                return
-        self._close(conn)
-
-    def get(self) -> C:
-        if self.closed:
-            raise RuntimeError("the store is closed")
-        holder: _Holder[C] | None = getattr(self._local, "holder", None)
-        if holder is not None:
-            return holder.conn
-        with self._lock:
-            parked = self._idle.pop() if self._idle else None
-        conn = parked if parked is not None else self._connect()
-        holder = _Holder(conn, self._park)
-        with self._lock:
-            self._holders.add(holder)
-        self._local.holder = holder
-        return conn
-
-    def peek(self) -> C | None:
-        """The calling thread's connection, if it has one (never opens one)."""
-        holder: _Holder[C] | None = getattr(self._local, "holder", None)
-        return holder.conn if holder is not None else None
-
-    def discard(self) -> None:
-        holder: _Holder[C] | None = getattr(self._local, "holder", None)
-        if holder is not None:
-            self._local.holder = None
-            holder.close = self._close  # broken: close it, never park it
-            holder.shut()
-
-    def close_all(self) -> None:
-        self.closed = True
-        with self._lock:
-            holders = list(self._holders)
-            self._holders.clear()
-            idle, self._idle = self._idle, []
-        for holder in holders:
-            holder.close = self._close
-            holder.shut()
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                self._close(conn)
+def pg_float_array(values: Sequence[float]) -> bytes:
+    """A PostgreSQL ``float8[]`` literal; ``repr`` round-trips exactly."""
+    return ("{" + ",".join(repr(float(v)) for v in values) + "}").encode()

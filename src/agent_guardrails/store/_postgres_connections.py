@@ -1,0 +1,290 @@
+"""The PostgreSQL store's connections: a ``psycopg_pool`` pool opened on first use, the retry
+rule, fork safety, and the hot path's prepared statements run through libpq.
+
+See :mod:`.postgres` ("Connections") for what the store promises; this module keeps it:
+
+- :meth:`PostgresConnections.run` runs one operation (a function of a connection) on a
+  connection from the pool. The first call opens the pool, after ``setup`` (schema
+  creation) has run on a connection of its own, once, under a lock; if that fails the
+  call raises and the next one tries again.
+- A connection found broken (its libpq status is bad after an error) goes back to the
+  pool, which discards and replaces it, and the operation runs once more on a connection
+  checked alive (an empty query; connections that fail the check are handed back too).
+  A write whose ``COMMIT`` itself failed (:class:`CommitUnknown`) is not retried.
+- Every other driver error, and a pool that has no connection for ``timeout`` seconds,
+  raises :class:`~agent_guardrails.errors.StoreUnavailable` with the redacted URL.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from agent_guardrails.errors import StoreUnavailable
+
+__all__ = ["CommitUnknown", "PostgresConnections", "StatementFailed", "transaction"]
+
+T = TypeVar("T")
+# Pools a forked child inherited: never used nor closed there (closing would end the
+# parent's sessions), only kept referenced so that nothing is torn down behind its back.
+_ABANDONED: list[Any] = []
+
+
+class StatementFailed(Exception):
+    """A statement run through libpq (:meth:`PostgresConnections.exec_prepared`) failed."""
+
+
+class CommitUnknown(Exception):
+    """``COMMIT`` failed: the transaction may or may not have committed (not retried)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def transaction(conn: Any, body: Callable[[], T]) -> T:
+    """Run ``body`` in a transaction on ``conn``. A failure of the ``COMMIT`` itself
+    raises :class:`CommitUnknown`: the operation must not be retried blindly."""
+    committing = False
+    try:
+        with conn.transaction():
+            result = body()
+            committing = True
+    except Exception as exc:
+        if committing:
+            raise CommitUnknown(exc) from exc
+        raise
+    return result
+
+
+def message(exc: BaseException) -> str:
+    """A driver error's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class PostgresConnections:
+    """The pool of one store; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        conninfo: str,
+        *,
+        pool_min: int,
+        pool_max: int,
+        timeout: float,
+        setup: Callable[[Any], None],
+    ) -> None:
+        import psycopg
+        import psycopg_pool
+
+        self.url = url  # redacted
+        self._pg: Any = psycopg
+        self._pools: Any = psycopg_pool
+        self._conninfo = conninfo
+        self._min, self._max, self.timeout = pool_min, pool_max, timeout
+        self._setup = setup
+        self._pool: Any = None
+        self._lock = threading.Lock()
+        self.closed = False
+        self._prepared: weakref.WeakKeyDictionary[Any, set[bytes]] = weakref.WeakKeyDictionary()
+        self._ok = psycopg.pq.ExecStatus.COMMAND_OK
+        self._rows = psycopg.pq.ExecStatus.TUPLES_OK
+        self._sqlstate = psycopg.pq.DiagnosticField.SQLSTATE
+        if hasattr(os, "register_at_fork"):
+            me = weakref.ref(self)
+
+            def forked() -> None:
+                conns = me()
+                if conns is not None:
+                    conns._forget()
+
+            os.register_at_fork(after_in_child=forked)
+
+    # ------------------------------------------------------------------ the pool
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's pool is not ours; open a new one on first use."""
+        if self._pool is not None:
+            _ABANDONED.append(self._pool)
+        self._pool = None
+        self._lock = threading.Lock()
+        self._prepared = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def _configure(conn: Any) -> None:
+        # Timestamps must come back exactly as written: they are hashed into the chain.
+        conn.execute("SET extra_float_digits = 3")
+
+    def _connect(self) -> Any:
+        """A connection of its own, outside the pool (for ``setup``)."""
+        try:
+            # UTF8 whatever the server's encoding: the hot path encodes its own parameters.
+            conn = self._pg.connect(self._conninfo, autocommit=True, client_encoding="UTF8")
+        except self._pg.Error as exc:
+            raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
+        try:
+            self._configure(conn)
+        except self._pg.Error as exc:
+            conn.close()
+            raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
+        return conn
+
+    def _open(self) -> Any:
+        """The pool, opened (after ``setup``) by the first call, once."""
+        with self._lock:
+            if self.closed:
+                raise StoreUnavailable(f"{self.url}: the store is closed")
+            if self._pool is None:
+                conn = self._connect()
+                try:
+                    self._setup(conn)
+                except self._pg.Error as exc:
+                    raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
+                finally:
+                    conn.close()
+                pool = self._pools.ConnectionPool(
+                    self._conninfo,
+                    kwargs={"autocommit": True, "client_encoding": "UTF8"},
+                    min_size=self._min,
+                    max_size=self._max,
+                    configure=self._configure,
+                    timeout=self.timeout,
+                    name="agent-guardrails",
+                    num_workers=2,
+                    open=False,
+                )
+                pool.open()
+                if self._min:
+                    # Wait for pool_min connections: a first request that found none ready
+                    # would make the pool grow by one more than a single thread needs.
+                    try:
+                        pool.wait(timeout=self.timeout)
+                    except self._pools.PoolTimeout:
+                        pool.close()
+                        raise StoreUnavailable(
+                            f"{self.url}: no connection within {self.timeout:g} s"
+                        ) from None
+                self._pool = pool
+            return self._pool
+
+    def _get(self, pool: Any, *, checked: bool = False) -> Any:
+        """A connection from ``pool``; ``checked``: one that answered an empty query."""
+        deadline = time.monotonic() + self.timeout
+        timeout = self.timeout
+        while True:
+            try:
+                conn = pool.getconn(timeout)
+            except self._pools.PoolTimeout:
+                raise StoreUnavailable(
+                    f"{self.url}: no connection within {self.timeout:g} s: the server cannot "
+                    f"be reached, or all {self._max} of the pool's connections are busy "
+                    "(raise ?pool_max=)"
+                ) from None
+            except self._pools.PoolClosed:
+                raise StoreUnavailable(f"{self.url}: the store is closed") from None
+            if not checked:
+                return conn
+            try:
+                pool.check_connection(conn)
+                return conn
+            except self._pg.Error:
+                pool.putconn(conn)  # broken: the pool replaces it
+            timeout = max(deadline - time.monotonic(), 0.001)
+
+    def run(self, work: Callable[[Any], T], *, retry: bool = True) -> T:
+        """``work(connection)`` on a pooled connection, retried once on a fresh one if the
+        connection turns out broken (not after :class:`CommitUnknown`, nor if not
+        ``retry``). Driver errors raise :class:`StoreUnavailable`."""
+        pool = self._pool
+        if pool is None:
+            pool = self._open()
+        conn = self._get(pool)
+        try:
+            return work(conn)
+        except CommitUnknown as exc:
+            self._raise(exc.error, " (the outcome of its commit is unknown)")
+        except (self._pg.Error, StatementFailed) as exc:
+            if not (retry and conn.closed):
+                self._raise(exc)
+        finally:
+            pool.putconn(conn)  # a broken one is discarded and replaced by the pool
+        conn = self._get(pool, checked=True)
+        try:
+            return work(conn)
+        except CommitUnknown as exc:
+            self._raise(exc.error, " (the outcome of its commit is unknown)")
+        except (self._pg.Error, StatementFailed) as exc:
+            self._raise(exc)
+        finally:
+            pool.putconn(conn)
+
+    def _raise(self, exc: BaseException, note: str = "") -> NoReturn:
+        if isinstance(exc, self._pools.PoolClosed):
+            raise StoreUnavailable(f"{self.url}: the store is closed") from exc
+        raise StoreUnavailable(f"{self.url}: {message(exc)}{note}") from exc
+
+    def close(self, last: Callable[[Any], None] | None = None) -> None:
+        """Run ``last`` on a connection if the pool is open (best effort), then close it."""
+        with self._lock:
+            self.closed = True
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if last is not None:
+            try:
+                conn = pool.getconn(timeout=self.timeout)
+            except self._pg.Error:
+                conn = None
+            if conn is not None:
+                try:
+                    last(conn)
+                except self._pg.Error:
+                    pass
+                finally:
+                    pool.putconn(conn)
+        pool.close()
+
+    # ------------------------------------------------------------------ the hot path
+
+    def exec_prepared(
+        self, conn: Any, name: bytes, sql: bytes, params: Sequence[bytes | None], expect: str = ""
+    ) -> Any:
+        """Run statement ``name`` (``sql``, prepared on this connection on first use) with
+        text parameters, through libpq directly (``Connection.pgconn``, psycopg's documented
+        low-level interface): one round trip, as ``conn.execute`` would, with about 100 µs
+        less Python per call, which is most of what a process spends per reservation. The
+        result, or ``None`` when the statement raised SQLSTATE ``expect``; any other error
+        raises :class:`StatementFailed`."""
+        pgconn = conn.pgconn
+        prepared = self._prepared.get(conn)
+        if prepared is None:
+            prepared = self._prepared[conn] = set()
+        for attempt in (1, 2):
+            if name not in prepared:
+                res = pgconn.prepare(name, sql)
+                if res.status != self._ok and res.error_field(self._sqlstate) != b"42P05":
+                    self._failed(res)  # (42P05: it was prepared already)
+                prepared.add(name)
+            res = pgconn.exec_prepared(name, params)
+            if res.status == self._rows:
+                return res
+            state = (res.error_field(self._sqlstate) or b"").decode()
+            if state == expect:
+                return None
+            if state == "26000" and attempt == 1:  # the server forgot it (DISCARD ALL)
+                prepared.discard(name)
+                continue
+            self._failed(res)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _failed(res: Any) -> NoReturn:
+        text = res.error_message.decode(errors="replace")
+        if text.startswith(("ERROR:", "FATAL:")):
+            text = text.split(":", 1)[1]
+        raise StatementFailed(" ".join(text.split()) or "the statement failed")

@@ -1,0 +1,98 @@
+"""The PostgreSQL store's schema: its version, creation and in-place upgrade.
+
+Run once per store, by its first operation, on a connection of its own (see
+:mod:`.postgres`, "Schema versions and upgrades"). The SQL is in ``sql/schema.sql``,
+``sql/postgres_upgrade_2.sql``, ``sql/postgres_functions.sql`` and ``sql/postgres.sql``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.store._statements import POSTGRES, functions_digest, read_sql
+
+__all__ = ["SCHEMA_VERSION", "chain_lock", "create_schema", "current_schema", "quote_ident"]
+
+# PostgreSQL's schema version, recorded in ag_meta (SQLite's is _rows.SCHEMA_VERSION, 1).
+# 1: the tables of sql/schema.sql, every append chained at once under the head row's lock.
+# 2: adds ag_audit_outbox and ag_audit.src (sql/postgres_upgrade_2.sql): the hot path
+#    appends to the outbox and ag_chain_pending chains in batches. Version 1 is upgraded.
+SCHEMA_VERSION = 2
+
+
+def quote_ident(ident: str) -> str:
+    """``ident`` as a quoted SQL identifier."""
+    return '"' + ident.replace('"', '""') + '"'
+
+
+def chain_lock(schema: str) -> int:
+    """The advisory lock key (a signed 64-bit integer) of ``schema``'s audit chain."""
+    digest = hashlib.sha256(f"agent_guardrails:audit:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def current_schema(conn: Any, url: str) -> str:
+    """The connection's current schema (for a URL without ``?schema=``)."""
+    row = conn.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        raise ConfigurationError(
+            f"{url}: the connection has no current schema (search_path); "
+            "add ?schema=NAME to the URL"
+        )
+    return str(row[0])
+
+
+def create_schema(
+    conn: Any, url: str, schema: str, fill: Mapping[str, str], q: Mapping[str, str]
+) -> None:
+    """Create the schema, tables and functions if they are missing or out of date.
+
+    ``ag_meta`` holds the schema version (:data:`SCHEMA_VERSION`) and the functions'
+    digest (:func:`~._statements.functions_digest`), so a new release upgrades the tables
+    and replaces the functions the first time it uses an existing database, in one
+    transaction, under an advisory lock taken for this schema (processes starting at the
+    same time do not race). A release that knows an older version refuses the database.
+    ``fill`` has the quoted schema (``s``), the table prefix (``p``) and the chain lock's
+    key (``lock``); ``q`` the rendered statements of ``sql/postgres.sql``.
+    """
+    digest = functions_digest()
+    if _schema_state(conn, url, schema, fill, q) == (SCHEMA_VERSION, digest):
+        return
+    with conn.transaction():
+        conn.execute(q["lock_schema"], (f"agent_guardrails:{schema}",))
+        if conn.execute(q["schema_exists"], (schema,)).fetchone() is None:
+            conn.execute(f"CREATE SCHEMA {fill['s']}")
+        version, functions = _schema_state(conn, url, schema, fill, q)
+        if version != SCHEMA_VERSION:
+            # Every statement is idempotent: a new database gets version 1's tables and
+            # then version 2's additions; a version 1 database gets the additions.
+            for statement in POSTGRES.schema(fill["p"]):
+                conn.execute(statement)
+            conn.execute(POSTGRES.render(read_sql("postgres_upgrade_2.sql"), fill))
+        if functions != digest or version != SCHEMA_VERSION:
+            # Executed as it is, without parameters: no placeholder conversion.
+            text = read_sql("postgres_functions.sql")
+            for key, value in fill.items():
+                text = text.replace("{" + key + "}", value)
+            conn.execute(text)
+        conn.execute(q["put_meta"], (str(SCHEMA_VERSION), digest))
+
+
+def _schema_state(
+    conn: Any, url: str, schema: str, fill: Mapping[str, str], q: Mapping[str, str]
+) -> tuple[int | None, str | None]:
+    """The schema version and functions digest recorded in ``ag_meta`` (None: absent)."""
+    found = conn.execute(q["meta_exists"], (f"{fill['p']}meta",)).fetchone()
+    if found is None or found[0] is None:
+        return None, None
+    meta = dict(conn.execute(q["read_meta"]).fetchall())
+    version = int(meta["schema_version"]) if "schema_version" in meta else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"{url} (schema {schema}) was written by a newer agent-guardrails "
+            f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade agent-guardrails"
+        )
+    return version, meta.get("functions")

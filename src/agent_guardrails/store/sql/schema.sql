@@ -1,0 +1,90 @@
+-- The tables of the SQL stores, the same for SQLite and PostgreSQL (schema version 1; what
+-- each table holds is described in store/_rows.py). Every statement is idempotent.
+-- Placeholders filled in per dialect (store/_statements.py): {p} the table prefix (ag_ or
+-- "schema".ag_), {serial} an auto-numbered primary key, {seq_pk} the audit log's key,
+-- {without_rowid} SQLite's WITHOUT ROWID for tables keyed by text, {genesis} the hash
+-- before the first audit record.
+
+CREATE TABLE IF NOT EXISTS {p}meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {p}counters (
+    key TEXT PRIMARY KEY,
+    used DOUBLE PRECISION NOT NULL,
+    lim DOUBLE PRECISION NOT NULL,
+    expires_at BIGINT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+){without_rowid};
+CREATE INDEX IF NOT EXISTS ag_counters_expires ON {p}counters (expires_at);
+CREATE TABLE IF NOT EXISTS {p}calls (
+    key TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    charges TEXT NOT NULL,
+    result TEXT,
+    updated_at DOUBLE PRECISION NOT NULL
+){without_rowid};
+CREATE INDEX IF NOT EXISTS ag_calls_started ON {p}calls (updated_at) WHERE state = 'started';
+CREATE TABLE IF NOT EXISTS {p}levels (
+    dial_key TEXT PRIMARY KEY,
+    level INTEGER NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {p}level_history (
+    id {serial},
+    scope_key TEXT NOT NULL,
+    old_level INTEGER,
+    new_level INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    changed_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ag_level_history_scope ON {p}level_history (scope_key, id);
+CREATE TABLE IF NOT EXISTS {p}kill_switches (
+    id {serial},
+    scope_key TEXT NOT NULL UNIQUE,
+    engaged BOOLEAN NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    changed_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {p}packs (
+    id {serial},
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    source TEXT NOT NULL,
+    active BOOLEAN NOT NULL,
+    applied_by TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (name, version)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ag_packs_one_active ON {p}packs (active) WHERE active;
+CREATE TABLE IF NOT EXISTS {p}outcomes (
+    id {serial},
+    entity TEXT NOT NULL,
+    cohort TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    scope_key TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ag_outcomes_metric ON {p}outcomes (metric, at);
+CREATE TABLE IF NOT EXISTS {p}audit (
+    seq {seq_pk},
+    ts DOUBLE PRECISION NOT NULL,
+    kind TEXT NOT NULL,
+    call_key TEXT,
+    data TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    dedupe TEXT UNIQUE
+);
+CREATE TABLE IF NOT EXISTS {p}audit_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL,
+    prev TEXT
+);
+INSERT INTO {p}audit_head (id, seq, hash) VALUES (1, 0, '{genesis}') ON CONFLICT DO NOTHING;
