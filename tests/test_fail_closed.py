@@ -132,3 +132,32 @@ def test_constructing_guardrails_against_a_dead_store_does_not_raise() -> None:
     result = guard.run(CallRequest("t", "crm.tag", {}, Scope()), body([]))
     assert isinstance(result, dict)
     assert result["reasons"] == ["store_unavailable"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:1/test?connect_timeout=2",
+        pytest.param("sqlite:////nonexistent-dir-for-agent-guardrails/x.db", id="sqlite"),
+    ],
+    ids=["postgres-unreachable", "sqlite-missing-dir"],
+)
+def test_an_unreachable_store_at_construction_still_lets_fail_open_calls_run(url: str) -> None:
+    """Building the guard never fails on an unreachable PostgreSQL (it connects on first
+    use): fail_open reads run and say so, the rest is denied naming the store error."""
+    if url.startswith("sqlite"):
+        from agent_guardrails.errors import ConfigurationError
+
+        with pytest.raises(ConfigurationError, match="does not exist"):  # a config error
+            Guardrails(PolicyPack.from_yaml(PACK), store=url)
+        return
+    pytest.importorskip("psycopg_pool")
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store=url)
+    runs: list[str] = []
+    assert guard.run(CallRequest("lookup", "crm.lookup", {}), body(runs)) == "ok"
+    denied = guard.run(CallRequest("tag", "crm.tag", {}), body(runs))
+    assert runs == ["ran"]
+    assert isinstance(denied, dict)
+    assert denied["reasons"] == ["store_unavailable"]
+    assert "127.0.0.1" in denied["message"]
+    assert guard.outbox.pending > 0  # the records wait for the store
