@@ -43,6 +43,7 @@ from agent_guardrails import _compat
 from agent_guardrails.adapters.task_interrupts import for_task
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest
+from agent_guardrails.pipeline.effects import Flow
 from agent_guardrails.pipeline.scoping import NO_SOURCES, ScopeSources, scope_values
 from agent_guardrails.store.base import Store
 
@@ -237,10 +238,12 @@ def interrupt_asker(
     """An asker that pauses the graph with ``interrupt()`` and returns the human's answer.
 
     Inside a checkpointed task it asks through the task's
-    :class:`~agent_guardrails.task_interrupts.TaskInterrupts`, so several guarded calls of one
-    task (a ``ToolNode`` running an AI message's calls) each get their own answer."""
+    :class:`~agent_guardrails.adapters.task_interrupts.TaskInterrupts`, so several guarded
+    calls of one task (a ``ToolNode`` running an AI message's calls) each get their own
+    answer. The asker is a flow (its slot log's store I/O is yielded to the pipeline's
+    driver), so an async graph never blocks its loop while asking."""
 
-    def ask(request: ApprovalRequest) -> ApprovalAnswer:
+    def ask(request: ApprovalRequest) -> Flow[ApprovalAnswer]:
         payload = approval_payload(request, tool_call_id)
         task = for_task(config, store, slot_schema)
         if task is None:
@@ -250,7 +253,7 @@ def interrupt_asker(
         else:
             # A call in doubt asks afresh: the answer its first run got is not reused.
             again = "in_doubt" in request.reasons
-            decision = task.answer(
+            decision = yield from task.answer(
                 f"{request.call_key}#{'in_doubt' if again else 'ask'}",
                 payload,
                 {

@@ -61,7 +61,8 @@ from langgraph.types import interrupt
 
 from agent_guardrails import _compat
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.store.base import AuditEvent, Store
+from agent_guardrails.pipeline.effects import Flow, Pause, StoreOp
+from agent_guardrails.store.base import AuditEvent, AuditRecord, Store
 
 __all__ = ["TaskInterrupts", "for_task"]
 
@@ -131,6 +132,7 @@ class TaskInterrupts:
         self._answers: dict[int, Any] = {}
         self._raised: tuple[Any, ...] | None = None  # the interrupts raised in this run
         self._failed: BaseException | None = None
+        self._claiming: str | None = None  # the ask recording its slot now
 
     def ordinal(self, name: str) -> int:
         """How many calls named ``name`` arrived in this run before this one."""
@@ -139,55 +141,103 @@ class TaskInterrupts:
             self._ordinals[name] = n + 1
             return n
 
-    def answer(self, ask: str, payload: Any, record: Mapping[str, Any]) -> Any:
+    def answer(self, ask: str, payload: Any, record: Mapping[str, Any]) -> Flow[Any]:
         """The answer to ``ask`` (``call key#generation``), or raise the interrupt that puts
         ``payload`` to a human. ``record`` is what the slot's audit record keeps: ``tool``
         and ``allowed`` (decisions), from which the answer's type is built, and
-        ``call_key``."""
-        with self._lock:
-            if not self._loaded:
-                self._load()
-            if self._failed is not None:
-                raise self._failed
-            mine = [s for s, owner in enumerate(self._owners) if owner == ask]
-            if mine and mine[-1] in self._answers:
-                return self._answers[mine[-1]]
-            slot = len(self._answers)  # the first slot without an answer
-            other_open = slot < len(self._owners) and self._owners[slot] != ask
-            if other_open and self._raised is None and not _in_event_loop():
-                # Another call's question is open: give that call, most likely on another
-                # thread of this task, a moment to put it again.
-                self._lock.wait_for(lambda: self._raised is not None, _OWNER_WAIT)
-            if self._raised is not None:  # one new question per run: this one waits
-                raise QuestionPending(self._raised)
-            if slot == len(self._owners):
-                self._owners.append(ask)
-                self._revisions.append(0)
-                self._claim(slot, ask, record)
-            elif self._owners[slot] != ask:  # its call no longer asks: this one takes over
-                self._owners[slot] = ask
-                self._claim(slot, ask, record)
-            try:
-                value = interrupt(payload, response_schema=self._schema(record))
-            except GraphInterrupt as exc:
-                self._raised = tuple(exc.args[0])  # the interrupts, not the traceback
+        ``call_key``. A flow: its store reads and writes are yielded (see
+        :mod:`agent_guardrails.pipeline.effects`), never done while the lock is held, so an
+        async ``ToolNode`` never blocks its event loop."""
+        if not self._loaded:
+            logged = yield from self._read_log()
+            with self._lock:
+                if not self._loaded:
+                    self._install(*logged)
+        while True:
+            with self._lock:
+                if self._failed is not None:
+                    raise self._failed
+                mine = [s for s, owner in enumerate(self._owners) if owner == ask]
+                if mine and mine[-1] in self._answers:
+                    return self._answers[mine[-1]]
+                if self._claiming is None:
+                    claim = self._claim(ask)
+                    if claim is None:  # this ask holds the open slot already: put it again
+                        return self._raise(payload, record, len(self._answers))
+                    self._claiming = ask
+                    break
+                if not _in_event_loop():  # another thread is recording its question
+                    self._lock.wait_for(lambda: self._claiming is None, _OWNER_WAIT)
+                    continue
+            yield Pause()  # another call of this task (same loop) is recording its question
+        slot, revision = claim
+        try:
+            # The slot's record is written before its question is raised.
+            yield StoreOp("append_audit", self._slot_event(slot, revision, ask, record))
+            with self._lock:
+                return self._raise(payload, record, slot)
+        finally:
+            with self._lock:
+                self._claiming = None
                 self._lock.notify_all()
-                raise
-            self._answers[slot] = value  # answered at once (a resume not aimed at an id)
-            return value
 
-    def _load(self) -> None:
-        """Read the slot log, then every logged slot's answer, in slot order."""
+    def _claim(self, ask: str) -> tuple[int, int] | None:
+        """Under the lock: the slot (and its record's revision) ``ask`` takes for a new
+        question, or ``None`` when it holds the open slot already. Raises
+        :class:`QuestionPending` when another call's question goes first."""
+        slot = len(self._answers)  # the first slot without an answer
+        other_open = slot < len(self._owners) and self._owners[slot] != ask
+        if other_open and self._raised is None and not _in_event_loop():
+            # Another call's question is open: give that call, most likely on another
+            # thread of this task, a moment to put it again.
+            self._lock.wait_for(lambda: self._raised is not None, _OWNER_WAIT)
+        if self._raised is not None:  # one new question per run: this one waits
+            raise QuestionPending(self._raised)
+        if slot == len(self._owners):
+            self._owners.append(ask)
+            self._revisions.append(0)
+        elif self._owners[slot] != ask:  # its call no longer asks: this one takes over
+            self._owners[slot] = ask
+        else:
+            return None
+        revision = self._revisions[slot]
+        self._revisions[slot] = revision + 1
+        return slot, revision
+
+    def _raise(self, payload: Any, record: Mapping[str, Any], slot: int) -> Any:
+        """Under the lock: put the question (LangGraph answers at once when a resume value
+        waits for this position)."""
+        try:
+            value = interrupt(payload, response_schema=self._schema(record))
+        except GraphInterrupt as exc:
+            self._raised = tuple(exc.args[0])  # the interrupts, not the traceback
+            self._lock.notify_all()
+            raise
+        self._answers[slot] = value  # answered at once (a resume not aimed at an id)
+        return value
+
+    def _read_log(self) -> Flow[tuple[list[Mapping[str, Any]], list[int]]]:
+        """The slot log: each slot's latest record and its next revision number."""
         logged: list[Mapping[str, Any]] = []
+        revisions: list[int] = []
         while True:
             revision, latest, slot = 0, None, len(logged)
-            while (found := self.store.find_audit(self._dedupe(slot, revision))) is not None:
+            while True:
+                found: AuditRecord | None = yield StoreOp(
+                    "find_audit", self._dedupe(slot, revision)
+                )
+                if found is None:
+                    break
                 latest, revision = found.data, revision + 1
             if latest is None:
-                break
+                return logged, revisions
             logged.append(latest)
-            self._owners.append(str(latest["ask"]))
-            self._revisions.append(revision)
+            revisions.append(revision)
+
+    def _install(self, logged: list[Mapping[str, Any]], revisions: list[int]) -> None:
+        """Under the lock: take the log, then every logged slot's answer, in slot order."""
+        self._owners = [str(data["ask"]) for data in logged]
+        self._revisions = list(revisions)
         self._loaded = True
         for slot, data in enumerate(logged):
             try:
@@ -198,16 +248,14 @@ class TaskInterrupts:
                 self._failed = exc
                 return
 
-    def _claim(self, slot: int, ask: str, record: Mapping[str, Any]) -> None:
-        revision = self._revisions[slot]
-        self._revisions[slot] = revision + 1
-        self.store.append_audit(
-            AuditEvent(
-                "approval.slot",
-                {**record, "ask": ask, "slot": slot, "revision": revision, "task": self._task},
-                str(record.get("call_key") or ""),
-                self._dedupe(slot, revision),
-            )
+    def _slot_event(
+        self, slot: int, revision: int, ask: str, record: Mapping[str, Any]
+    ) -> AuditEvent:
+        return AuditEvent(
+            "approval.slot",
+            {**record, "ask": ask, "slot": slot, "revision": revision, "task": self._task},
+            str(record.get("call_key") or ""),
+            self._dedupe(slot, revision),
         )
 
     def _dedupe(self, slot: int, revision: int) -> str:

@@ -21,20 +21,22 @@ validators, caps), only the approval being waived, and a cap breach the edit cau
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from agent_guardrails.engine.decision import Decision, DecisionKind
 from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.pipeline import events
-from agent_guardrails.pipeline.effects import Flow, Invoke, StoreOp
+from agent_guardrails.pipeline.effects import Await, Flow, StoreOp
 from agent_guardrails.pipeline.flow import (
     GOES_AHEAD,
     Decided,
     decide,
     halted_meanwhile,
     hold,
+    offline,
     release,
     rescoped,
 )
@@ -101,8 +103,9 @@ class ApprovalAnswer:
             raise ValueError("an 'edit' answer needs edited_args (the arguments to run with)")
 
 
-Approver: TypeAlias = Callable[[ApprovalRequest], ApprovalAnswer]
-"""Called synchronously with a request; returns the human's answer."""
+Approver: TypeAlias = Callable[[ApprovalRequest], "ApprovalAnswer | Awaitable[ApprovalAnswer]"]
+"""Called with a request; returns the human's answer (an ``async`` approver works with the
+async API: ``guard.arun``, ``ainvoke``)."""
 
 
 class ScriptedApprover:
@@ -145,7 +148,10 @@ def approval(
     asked = g.clock()
     asker = (lambda _ask: answer) if answer is not None else (call.ask or g.approver)
     try:
-        given = (yield Invoke(asker, ask)) if asker is not None else None
+        given = (yield from _answer_of(asker, ask)) if asker is not None else None
+    except StoreUnavailable as exc:  # asking needs the store (a graph's slot log): fail closed
+        yield from release(g, key, "approval.unavailable", {"reason": str(exc)})
+        return call, offline(decision, call.request, exc)
     except BaseException as exc:
         # A graph interrupt puts the question to a human: record it, unless the call only
         # waits behind another call's question (it is put in a later run).
@@ -241,6 +247,17 @@ def edited(
 
 
 # ---------------------------------------------------------------------------- pieces
+
+
+def _answer_of(asker: Callable[[ApprovalRequest], Any], ask: ApprovalRequest) -> Flow[Any]:
+    """Ask: an approver returns its answer, a graph's asker is a flow (its store I/O goes
+    through the driver), an async approver an awaitable (awaited by the async driver)."""
+    produced = asker(ask)
+    if isinstance(produced, Generator):
+        return (yield from produced)
+    if inspect.isawaitable(produced):
+        return (yield Await(produced))
+    return produced
 
 
 def request_for(

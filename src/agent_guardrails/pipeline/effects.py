@@ -23,11 +23,12 @@ it happened, exactly as a direct call would.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
-__all__ = ["Effect", "Flow", "Invoke", "StoreOp", "adrive", "drive"]
+__all__ = ["Await", "Effect", "Flow", "Invoke", "Pause", "StoreOp", "adrive", "drive"]
 
 T = TypeVar("T")
 
@@ -89,6 +90,41 @@ class Invoke(Effect):
         if inspect.isawaitable(result):
             return await result
         return result
+
+
+class Pause(Effect):
+    """Let other coroutines on the loop run (async); nothing to do in sync code, where
+    other threads run anyway."""
+
+    __slots__ = ()
+
+    def run(self, store: Any) -> Any:
+        return None
+
+    async def arun(self, store: Any) -> Any:
+        await asyncio.sleep(0)
+
+
+class Await(Effect):
+    """An awaitable (an async approver's answer): awaited by the async driver; the sync
+    driver cannot, and says so."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.awaitable = awaitable
+
+    def run(self, store: Any) -> Any:
+        close = getattr(self.awaitable, "close", None)
+        if close is not None:
+            close()  # never awaited: close it so Python does not warn
+        raise TypeError(
+            "an async function was given where the sync API runs (an async approver or "
+            "simulate function): use guard.arun() / ainvoke, or make it a plain function"
+        )
+
+    async def arun(self, store: Any) -> Any:
+        return await self.awaitable
 
 
 def drive(flow: Flow[T], store: Any) -> T:

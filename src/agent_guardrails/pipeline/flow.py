@@ -116,6 +116,9 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
         now = g.clock()
         charges = _charges(request, pack, now)
         try:
+            if not live.bootstrapped:  # built inside an event loop, or the store was down
+                yield from live.bootstrap(live.first)
+                continue
             snap: Snapshot = yield StoreOp(
                 "snapshot",
                 dial_key=pack.lookup.dial_key(request.scope),

@@ -19,6 +19,7 @@ approver, telemetry, the outbox) and runs the pipeline
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import time
@@ -131,10 +132,13 @@ class Guardrails:
             pack, content, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
         self.live = LivePolicy(pack, self.telemetry.use_pack)
-        # Without the store, calls fail closed and say why; the first one that reaches it
+        # Bootstrap the store now, unless this runs inside an event loop (a graph module a
+        # LangGraph server imports): store I/O would block it, so the first call does it.
+        # Without the store, calls fail closed and say why; the first that reaches it
         # bootstraps it.
-        with contextlib.suppress(StoreUnavailable):
-            drive(self.live.bootstrap(pack), self.store)
+        if not _in_event_loop():
+            with contextlib.suppress(StoreUnavailable):
+                drive(self.live.bootstrap(pack), self.store)
         _OPEN.add(self)
 
     # ------------------------------------------------------------------ state
@@ -448,6 +452,14 @@ class Guardrails:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def raise_if_halted(guard: Guardrails, request: CallRequest, result: object) -> None:

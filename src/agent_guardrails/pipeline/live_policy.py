@@ -33,9 +33,10 @@ _KEEP = 16  # loaded versions kept, by digest
 class LivePolicy:
     """The pack calls are decided under, following the store's active version."""
 
-    __slots__ = ("_changed", "_loaded", "_lock", "bootstrapped", "digest", "pack")
+    __slots__ = ("_changed", "_loaded", "_lock", "bootstrapped", "digest", "first", "pack")
 
     def __init__(self, pack: PolicyPack, changed: Callable[[PolicyPack], None]) -> None:
+        self.first = pack  # the constructor's pack, which bootstraps the store
         self.pack = pack
         self.digest = pack.digest
         self.bootstrapped = False
@@ -67,11 +68,8 @@ class LivePolicy:
         not the one in hand. True when the pack changed (the caller decides again)."""
         if active == self.digest:
             return False
-        if active is None:  # an empty store (it was down when we started): bootstrap it
-            if self.bootstrapped:
-                return False
-            yield from self.bootstrap(self.pack)
-            return self.digest != active
+        if active is None:  # no active pack (someone emptied the store): keep the one in hand
+            return False
         pack = self._loaded.get(active)
         if pack is None:
             pv: PackVersion | None = yield StoreOp("active_pack")
