@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from blockbuster import blockbuster_ctx
 
 from agent_guardrails import Guardrails, PolicyPack
 from agent_guardrails.store import MemoryStore
@@ -72,3 +73,14 @@ def every_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         schema = f"ag_test_{uuid.uuid4().hex[:12]}"
         yield with_schema(pg_base(), schema)
         pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_on_the_loop() -> Iterator[None]:
+    """Every test runs with ``blockbuster`` active (the detector ``langgraph dev`` runs):
+    a blocking call (sqlite3, a socket, file I/O, ``time.sleep``, a contended lock) made on
+    an event loop's thread with agent_guardrails code on the stack raises ``BlockingError``,
+    so every async test of the adapters and the pipeline fails if our code blocks its loop.
+    Sync code (no running loop on its thread) is not affected."""
+    with blockbuster_ctx(scanned_modules=["agent_guardrails"]):
+        yield

@@ -38,7 +38,7 @@ from agent_guardrails import _compat
 from agent_guardrails.engine.decision import CallRequest
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.pipeline.events import args_digest
-from agent_guardrails.pipeline.guardrails import Guardrails, raise_if_halted
+from agent_guardrails.pipeline.guardrails import Guardrails
 from agent_guardrails.pipeline.results import GuardrailResult
 from agent_guardrails.pipeline.scoping import NO_SOURCES, ScopeSources
 from agent_guardrails.policy.scope import DIMENSIONS, Scope
@@ -332,7 +332,7 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
             if _adapter_active.get():
                 return await fn(*args, **kwargs)
             guard, req, graph = prepared(args, kwargs)
-            result = await guard.arun(
+            return await guard.arun(
                 req,
                 body,
                 simulate=simulate,
@@ -340,10 +340,8 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
                 call_key=graph.key,
                 ask=graph.ask,
                 sources=sources(graph),
+                in_graph=graph.key is not None,
             )
-            if graph.key is not None:  # in a graph: honour kill_switch.on_halt
-                raise_if_halted(guard, req, result)
-            return result
 
         wrapper: Callable[..., Any] = async_wrapper
     else:
@@ -353,7 +351,7 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
             if _adapter_active.get():
                 return fn(*args, **kwargs)
             guard, req, graph = prepared(args, kwargs)
-            result = guard.run(
+            return guard.run(
                 req,
                 body,
                 simulate=simulate,
@@ -361,10 +359,8 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
                 call_key=graph.key,
                 ask=graph.ask,
                 sources=sources(graph),
+                in_graph=graph.key is not None,
             )
-            if graph.key is not None:  # in a graph: honour kill_switch.on_halt
-                raise_if_halted(guard, req, result)
-            return result
 
         wrapper = sync_wrapper
     # What adapters that guard the call themselves (the middleware) read from the tool.

@@ -67,7 +67,7 @@ from agent_guardrails.adapters.tools import binding, unmapped_action
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
 from agent_guardrails.pipeline.flow import GuardedCall
-from agent_guardrails.pipeline.guardrails import Guardrails, raise_if_halted
+from agent_guardrails.pipeline.guardrails import Guardrails
 from agent_guardrails.pipeline.results import refusal_message, tool_message
 from agent_guardrails.pipeline.scoping import ScopeSources
 from agent_guardrails.policy.levels import AutonomyLevel
@@ -279,6 +279,7 @@ class GuardNode:
             simulate=bound.simulate,
             ask=interrupt_asker(call_id, getattr(runtime, "context", None), config, guard.store),
             raise_on_deny=False,
+            in_graph=True,
         )
         level = carried.get("level")
         approved_by = carried.get("approved_by")
@@ -307,7 +308,6 @@ class GuardNode:
         call.body = lambda args: handler(with_args(clean, args))
         with inside_adapter():
             result = self.guardrails.execute(call, decision)
-        raise_if_halted(self.guardrails, call.request, result)  # else the model gets the halt
         return _as_message(result, clean)
 
     async def _arun(self, request: ToolCallRequest, handler: Any) -> Any:
@@ -318,7 +318,6 @@ class GuardNode:
         call.body = lambda args: handler(with_args(clean, args))
         with inside_adapter():
             result = await self.guardrails.aexecute(call, decision)
-        raise_if_halted(self.guardrails, call.request, result)  # else the model gets the halt
         return _as_message(result, clean)
 
 

@@ -51,7 +51,7 @@ from agent_guardrails.adapters.graph import (
 from agent_guardrails.adapters.tools import binding, unmapped_action
 from agent_guardrails.engine.decision import CallRequest
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.pipeline.guardrails import Guardrails, raise_if_halted
+from agent_guardrails.pipeline.guardrails import Guardrails
 from agent_guardrails.pipeline.results import (
     GuardrailResult,
     is_result,
@@ -135,6 +135,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
                 ask=p.ask,
                 raise_on_deny=False,
                 sources=p.sources,
+                in_graph=True,
             )
         return self._message(request, p.call, result)
 
@@ -176,6 +177,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
                 ask=p.ask,
                 raise_on_deny=False,
                 sources=p.sources,
+                in_graph=True,
             )
         return self._message(request, p.call, result)
 
@@ -211,7 +213,6 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
     def _refusal(
         self, request: ToolCallRequest, call: CallRequest, result: GuardrailResult
     ) -> ToolResult:
-        raise_if_halted(self.guardrails, call, result)
         tool_call = request.tool_call
         message = refusal_message(result, tool_call.get("id") or "", tool_call["name"])
         if result["status"] == "halted" and self.end_on_halt:

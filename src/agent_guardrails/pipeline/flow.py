@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from agent_guardrails.engine import rules
 from agent_guardrails.engine.charges import CostError, call_cost, charges_for
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
-from agent_guardrails.errors import StoreUnavailable
+from agent_guardrails.errors import KillSwitchEngaged, StoreUnavailable
 from agent_guardrails.pipeline import events
 from agent_guardrails.pipeline.effects import Effect, Flow, Invoke, StoreOp
 from agent_guardrails.pipeline.outbox import write
@@ -74,6 +74,7 @@ class GuardedCall:
     rerun: bool = False  # a human approved running again a call that was in doubt
     retried: bool = False  # decided once more after finding its key taken
     runs_later: bool = False  # decided here, run by another node: reserve, do not start
+    in_graph: bool = False  # in a LangGraph run: a halt raises where the pack says on_halt: raise
 
     @property
     def keyed(self) -> bool:
@@ -297,8 +298,12 @@ def run(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
 def refuse(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
     """A call whose body does not run: the draft (at Assist), or the refusal as a
     :class:`~agent_guardrails.pipeline.results.GuardrailResult`, or the typed error when
-    the caller asked for exceptions (never for a human's ``respond``)."""
+    the caller asked for exceptions (never for a human's ``respond``). In a graph, a
+    kill-switch halt raises ``KillSwitchEngaged`` where the pack says ``on_halt: raise``."""
     call.span.ended(decision)
+    halted = decision.kind is DecisionKind.HALT and call.in_graph
+    if halted and g.policy.kill_switch.on_halt == "raise":
+        raise KillSwitchEngaged(decision)
     result = result_for(decision)
     if decision.kind is DecisionKind.SIMULATE:
         args = call.request.args

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent_guardrails.engine.decision import CallRequest, Decision
-from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged, StoreUnavailable
+from agent_guardrails.errors import ConfigurationError, StoreUnavailable
 from agent_guardrails.pipeline import batch, spending
 from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest, Approver
 from agent_guardrails.pipeline.effects import Flow, adrive, drive
@@ -46,7 +46,7 @@ from agent_guardrails.pipeline.flow import (
 )
 from agent_guardrails.pipeline.live_policy import LivePolicy
 from agent_guardrails.pipeline.outbox import Outbox
-from agent_guardrails.pipeline.results import GuardrailResult, is_result
+from agent_guardrails.pipeline.results import GuardrailResult
 from agent_guardrails.pipeline.scoping import ScopeResolver, ScopeSources, using_scope
 from agent_guardrails.pipeline.spending import report_cost
 from agent_guardrails.policy.levels import AutonomyLevel
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
-__all__ = ["Guardrails", "raise_if_halted", "report_cost"]
+__all__ = ["Guardrails", "report_cost"]
 
 R = TypeVar("R")
 
@@ -165,6 +165,7 @@ class Guardrails:
         ask: Asker | None = None,
         raise_on_deny: bool | None = None,
         runs_later: bool = False,
+        in_graph: bool = False,
     ) -> GuardedCall:
         """A call ready for the pipeline, its scope resolved (:mod:`~.scoping`). Without
         ``sources``, the request's own scope counts as the run's context."""
@@ -185,6 +186,7 @@ class Guardrails:
             ask=ask,
             raise_on_deny=raise_on_deny,
             runs_later=runs_later,
+            in_graph=in_graph,
         )
 
     def run(
@@ -197,13 +199,15 @@ class Guardrails:
         raise_on_deny: bool | None = None,
         ask: Asker | None = None,
         sources: ScopeSources | None = None,
+        in_graph: bool = False,
     ) -> R | GuardrailResult:
         """Run one call: decide, maybe ask a human, then run ``body(args)`` or refuse.
 
         ``call_key`` identifies the call across retries and resumes (adapters derive it
         from the graph's thread, namespace and tool call id); ``ask`` replaces the
         ``approver`` for this call (adapters pass a LangGraph interrupt); ``sources`` are
-        the run context's and the tool's declared scope values."""
+        the run context's and the tool's declared scope values; ``in_graph`` (adapters in a
+        LangGraph run): a halt raises where the pack says ``kill_switch: {on_halt: raise}``."""
         call = self.prepare(
             request,
             call_key=call_key,
@@ -212,6 +216,7 @@ class Guardrails:
             simulate=simulate,
             ask=ask,
             raise_on_deny=raise_on_deny,
+            in_graph=in_graph,
         )
         with self.telemetry.call(call.request, call_key) as span:
             call.span = span
@@ -229,6 +234,7 @@ class Guardrails:
         raise_on_deny: bool | None = None,
         ask: Asker | None = None,
         sources: ScopeSources | None = None,
+        in_graph: bool = False,
     ) -> R | GuardrailResult:
         """The async twin of :meth:`run` (the same pipeline under the async driver)."""
         call = self.prepare(
@@ -239,6 +245,7 @@ class Guardrails:
             simulate=simulate,
             ask=ask,
             raise_on_deny=raise_on_deny,
+            in_graph=in_graph,
         )
         with self.telemetry.call(call.request, call_key) as span:
             call.span = span
@@ -460,18 +467,6 @@ def _in_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def raise_if_halted(guard: Guardrails, request: CallRequest, result: object) -> None:
-    """For adapters in a graph: a call the kill-switch halted raises ``KillSwitchEngaged``
-    where the pack says ``kill_switch: {on_halt: raise}``; otherwise nothing happens and the
-    adapter returns the halted result."""
-    if (
-        guard.policy.kill_switch.on_halt == "raise"
-        and is_result(result)
-        and result["status"] == "halted"
-    ):
-        raise KillSwitchEngaged(guard.check(request))
 
 
 _OPEN: weakref.WeakSet[Guardrails] = weakref.WeakSet()
