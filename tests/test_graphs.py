@@ -376,7 +376,7 @@ def test_an_answer_that_does_not_hold_is_refused_in_a_hand_built_graph(
         config = CFG  # nobody is named in the resuming caller's context
     out = g.invoke(Command(resume={pending.id: answer}), config, version="v2")
     body = json.loads(str(results(out)["k1"].content))
-    expected = "approval_expired" if case == "expired" else "approver_not_authorized"
+    expected = "approval_expired" if case == "expired" else "approver_unknown"
     assert body["reasons"] == [expected]
     assert runs == []
     assert sum(guard.store.counters("budget:").values()) == 0

@@ -10,18 +10,18 @@
   store named by ``AGENT_GUARDRAILS_STORE`` (default: ``.agent_guardrails/served.db`` next to
   this file), the same variable the ``agent-guardrails`` CLI reads.
 - The server supplies the checkpointer: the graph is compiled without one.
-- ``ApproverFromAuthUser`` makes the server's authenticated user (``dev_auth.py``) the
-  approver the guardrails check, whatever the client put in its request.
+- The approver of a resume is the server's authenticated user (``dev_auth.py``): the
+  library reads ``configurable["langgraph_auth_user"]``, never what a client put in its
+  request.
 - The tools write what they did to the server's store (namespace ``("outbox", thread_id)``),
   where a client can read it back: ``POST /store/items/search``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,8 +33,6 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
-from langgraph.prebuilt.tool_node import ToolCallRequest
-from langgraph.types import Command
 
 from agent_guardrails import Guardrails, PolicyPack
 from agent_guardrails.middleware import GuardrailsMiddleware
@@ -156,101 +154,13 @@ async def tag_contact(contact: str, tag: str, runtime: ToolRuntime) -> str:
     return f"tagged {contact} {tag}"
 
 
-# ---------------------------------------------------------------------------- approver
-
-
-def approver_from(user: object) -> dict[str, Any] | None:
-    """The library's approver (``{"id", "roles"}``) for the server's authenticated user:
-    its ``identity``, and its ``roles`` field if it has one, else its ``permissions``.
-    ``None`` without a user or for one the server did not authenticate (Studio's
-    ``langgraph-studio-user`` in ``langgraph dev``)."""
-    if user is None or _field(user, "is_authenticated") is False:
-        return None
-    identity = _field(user, "identity")
-    if not identity:
-        return None
-    roles = _field(user, "roles") or _field(user, "permissions") or ()
-    return {"id": str(identity), "roles": [str(r) for r in roles]}
-
-
-def _field(user: object, name: str) -> Any:
-    if isinstance(user, Mapping):
-        return user.get(name)
-    return getattr(user, name, None)
-
-
-class ApproverFromAuthUser(AgentMiddleware):
-    """Put the server's authenticated user where agent-guardrails reads the approver.
-
-    agent-guardrails reads the approver from the run's ``context`` or ``configurable``
-    under ``approver``; a LangGraph server puts the user its auth handler authenticated
-    under ``configurable["langgraph_auth_user"]``, which clients cannot set. This wrapper
-    replaces whatever ``approver`` a client sent (in ``config`` or ``context``) with that
-    user, or removes it when the run has no authenticated user, so a resume is judged by who
-    made the request and nothing else. List it before ``GuardrailsMiddleware``."""
-
-    def wrap_tool_call(
-        self,
-        request: ToolCallRequest,
-        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
-    ) -> ToolMessage | Command[Any]:
-        return handler(with_auth_approver(request))
-
-    def awrap_tool_call(
-        self,
-        request: ToolCallRequest,
-        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
-    ) -> Coroutine[Any, Any, ToolMessage | Command[Any]]:
-        # A plain function returning a coroutine, as GuardrailsMiddleware.awrap_tool_call
-        # does: LangChain runs an ``async def`` hook's tracing wrapper on a worker thread.
-        return _awaited(handler(with_auth_approver(request)))
-
-
-async def _awaited(result: Awaitable[T]) -> T:
-    return await result
-
-
-def with_auth_approver(request: ToolCallRequest) -> ToolCallRequest:
-    """``request`` whose runtime ``context`` and ``config`` name the authenticated user as
-    the approver (and no one else)."""
-    runtime = request.runtime
-    if not isinstance(runtime, ToolRuntime):  # outside a graph
-        return request
-    config = runtime.config
-    configurable = dict(config.get("configurable") or {})
-    approver = approver_from(configurable.get(AUTH_USER))
-    _set(configurable, approver)
-    # The server's context is a dict (the request's context, else a copy of its
-    # configurable). agent-guardrails reads it before configurable: replace a client's
-    # approver there; otherwise leave it as it is (create_agent without a context schema
-    # warns when it carries anything).
-    context = runtime.context
-    if isinstance(context, Mapping) and "approver" in context:
-        context = _set(dict(context), approver)
-    elif hasattr(context, "approver"):
-        raise TypeError(
-            f"{type(context).__name__} has an approver field, which agent-guardrails would "
-            "read before the authenticated user: remove it from the context schema"
-        )
-    new_runtime = dataclasses.replace(
-        runtime, config={**config, "configurable": configurable}, context=context
-    )
-    return dataclasses.replace(request, runtime=new_runtime)
-
-
-def _set(values: dict[str, Any], approver: dict[str, Any] | None) -> dict[str, Any]:
-    values.pop("approver", None)
-    if approver is not None:
-        values["approver"] = approver
-    return values
-
-
 # ---------------------------------------------------------------------------- the graph
 
 guard = Guardrails(PolicyPack.from_yaml(PACK), store=store_url())
 
+# The approver of a resume is the user the server authenticated (dev_auth.py): the library
+# reads configurable["langgraph_auth_user"], which clients cannot set.
 middleware: list[AgentMiddleware[Any, Any, Any]] = [
-    ApproverFromAuthUser(),  # first: the outer wrapper, so the guardrails see its approver
     GuardrailsMiddleware(guard, actions={"send_email": "email.send", "tag_contact": "crm.tag"}),
 ]
 

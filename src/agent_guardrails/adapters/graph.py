@@ -151,8 +151,23 @@ def run_sources(
 def approver_identity(
     context: object, config: Mapping[str, Any] | None
 ) -> tuple[str, tuple[str, ...]]:
-    """``(id, roles)`` of the human resuming the run, from context or ``configurable``."""
-    configurable = (config or {}).get("configurable") or {}
+    """``(id, roles)`` of the human resuming the run.
+
+    On a LangGraph server with custom auth, the user it authenticated for the resuming
+    request (``configurable["langgraph_auth_user"]``: its ``identity``, and its ``roles``
+    field or else its ``permissions``) is the only source: a client cannot name itself
+    approver in the request's context or config. A user the server did not authenticate
+    (LangGraph Studio's user, when a deployment has custom auth) approves nothing. Without
+    a server user (the server has no custom auth, or no server at all), the approver comes
+    from the run's ``context`` or ``configurable`` under ``approver``:
+    ``{"id": "ana", "roles": ["marketing_ops"]}``."""
+    user = _compat.auth_user(config)
+    if user is not None:
+        if not _lookup(user, "is_authenticated"):
+            return "", ()
+        roles = _lookup(user, "roles") or _lookup(user, "permissions") or ()
+        return str(_lookup(user, "identity") or ""), _roles(roles)
+    configurable = _compat.configurable(config)
     for source in (context, configurable):
         if source is None:
             continue
@@ -160,13 +175,16 @@ def approver_identity(
         if who is None:
             continue
         ident = _lookup(who, "id") or _lookup(who, "name")
-        roles = _lookup(who, "roles") or ()
-        if not isinstance(roles, list | tuple):
-            raise ConfigurationError(
-                "approver roles must be a list, e.g. {'id': 'ana', 'roles': ['marketing_ops']}"
-            )
-        return str(ident or ""), tuple(str(r) for r in roles)
+        return str(ident or ""), _roles(_lookup(who, "roles") or ())
     return "", ()
+
+
+def _roles(roles: object) -> tuple[str, ...]:
+    if not isinstance(roles, list | tuple):
+        raise ConfigurationError(
+            "approver roles must be a list, e.g. {'id': 'ana', 'roles': ['marketing_ops']}"
+        )
+    return tuple(str(r) for r in roles)
 
 
 def approval_payload(request: ApprovalRequest, tool_call_id: str) -> GuardrailsApprovalRequest:

@@ -331,6 +331,13 @@ def check_answer(g: Guardrails, request: ApprovalRequest, answer: ApprovalAnswer
             f"decision_not_allowed: {answer.type!r} is not allowed for {request.action}; "
             f"allowed: {', '.join(request.allowed_decisions)}"
         )
+    if request.roles and not answer.by and not answer.roles:
+        return (
+            f"approver_unknown: the answer carries no approver; {request.action} needs one "
+            f"of {list(request.roles)}: resume as an authenticated user of the LangGraph "
+            "server (custom auth), or put {'approver': {'id': ..., 'roles': [...]}} in the "
+            "resuming run's context or configurable"
+        )
     if request.roles and not set(answer.roles) & set(request.roles):
         return (
             f"approver_not_authorized: {answer.by or 'the approver'} has roles "
