@@ -203,6 +203,9 @@ def _drive(g: Any, first: Any, verdicts: dict[str, str], is_async: bool, thread:
     cfg = {"configurable": {"thread_id": thread}}
     ops = {"configurable": {"thread_id": thread, "approver": {"id": "ana", "roles": ["ops"]}}}
 
+    # A loop per run, torn down after it: a question never ends a run while a sibling call's
+    # body is still going (it would be cancelled mid-body, in doubt, and asked again).
+
     def invoke(value: Any, config: Any) -> Any:
         if is_async:
             return asyncio.run(g.ainvoke(value, config, version="v2"))

@@ -74,12 +74,13 @@ class _InGraph:
     """What a ``@guarded`` call learns from the LangGraph run it is in (if any): its stable
     key, an interrupt-based asker and the run's scope values."""
 
-    __slots__ = ("ask", "key", "sources")
+    __slots__ = ("ask", "key", "sources", "task")
 
-    def __init__(self, key: str | None, ask: Any, sources: ScopeSources) -> None:
+    def __init__(self, key: str | None, ask: Any, sources: ScopeSources, task: Any = None) -> None:
         self.key = key
         self.ask = ask
         self.sources = sources
+        self.task = task  # the ToolNode task's shared interrupts
 
 
 _OUTSIDE = _InGraph(None, None, NO_SOURCES)
@@ -113,7 +114,7 @@ def _in_graph(
     key = call_key(config, name if n == 0 else f"{name}#{n}")
     if key is None:
         return _InGraph(None, None, sources)
-    return _InGraph(key, interrupt_asker("", None, config, guard.store), sources)
+    return _InGraph(key, interrupt_asker("", None, config, guard.store), sources, task)
 
 
 def set_default_guardrails(guard: Guardrails | None) -> None:
@@ -332,9 +333,15 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
             if _adapter_active.get():
                 return await fn(*args, **kwargs)
             guard, req, graph = prepared(args, kwargs)
+            task = graph.task
+
+            async def tracked(arguments: Mapping[str, Any]) -> Any:
+                with task.body():
+                    return await body(arguments)
+
             return await guard.arun(
                 req,
-                body,
+                body if task is None else tracked,
                 simulate=simulate,
                 raise_on_deny=spec.raise_on_deny,
                 call_key=graph.key,
@@ -351,9 +358,15 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
             if _adapter_active.get():
                 return fn(*args, **kwargs)
             guard, req, graph = prepared(args, kwargs)
+            task = graph.task
+
+            def tracked(arguments: Mapping[str, Any]) -> Any:
+                with task.body():
+                    return body(arguments)
+
             return guard.run(
                 req,
-                body,
+                body if task is None else tracked,
                 simulate=simulate,
                 raise_on_deny=spec.raise_on_deny,
                 call_key=graph.key,

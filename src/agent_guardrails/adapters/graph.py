@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, Any, Literal, Union, cast
 
 from langchain.agents.middleware.human_in_the_loop import (
@@ -40,7 +41,7 @@ from pydantic import Discriminator, create_model
 from typing_extensions import TypedDict
 
 from agent_guardrails import _compat
-from agent_guardrails.adapters.task_interrupts import for_task
+from agent_guardrails.adapters.task_interrupts import TaskInterrupts, for_task
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest
 from agent_guardrails.pipeline.effects import Flow
@@ -57,6 +58,8 @@ __all__ = [
     "interrupt_asker",
     "run_scope",
     "run_sources",
+    "running",
+    "task_of",
     "with_args",
 ]
 
@@ -91,6 +94,16 @@ def with_args(request: ToolCallRequest, args: Mapping[str, Any]) -> ToolCallRequ
     if args is request.tool_call.get("args"):
         return request
     return request.override(tool_call={**request.tool_call, "args": dict(args)})
+
+
+def task_of(config: Mapping[str, Any] | None, store: Store) -> TaskInterrupts | None:
+    """The interrupts shared by the calls of the LangGraph task ``config`` belongs to."""
+    return for_task(config, store, slot_schema)
+
+
+def running(task: TaskInterrupts | None) -> AbstractContextManager[None]:
+    """Around a tool body: tells the task a body runs (``nullcontext`` outside a task)."""
+    return task.body() if task is not None else nullcontext()
 
 
 def current_config() -> Mapping[str, Any] | None:

@@ -46,8 +46,11 @@ from agent_guardrails.adapters.graph import (
     current_config,
     interrupt_asker,
     run_scope,
+    running,
+    task_of,
     with_args,
 )
+from agent_guardrails.adapters.task_interrupts import TaskInterrupts
 from agent_guardrails.adapters.tools import binding, unmapped_action
 from agent_guardrails.engine.decision import CallRequest
 from agent_guardrails.errors import ConfigurationError
@@ -75,6 +78,7 @@ class _Prepared:
     ask: Any
     simulate: Any
     sources: ScopeSources
+    task: TaskInterrupts | None  # the ToolNode task's shared interrupts, if in one
 
 
 class GuardrailsState(AgentState[Any]):
@@ -124,7 +128,8 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             return handler(request)
 
         def body(args: Mapping[str, Any]) -> ToolResult:
-            return handler(with_args(request, args))
+            with running(p.task):
+                return handler(with_args(request, args))
 
         with inside_adapter():
             result = self.guardrails.run(
@@ -166,7 +171,8 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             return await handler(request)
 
         async def body(args: Mapping[str, Any]) -> ToolResult:
-            return await handler(with_args(request, args))
+            with running(p.task):
+                return await handler(with_args(request, args))
 
         with inside_adapter():
             result = await self.guardrails.arun(
@@ -200,6 +206,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             interrupt_asker(call_id, context, config, self.guardrails.store),
             bound.simulate,
             ScopeSources(run_scope(context, config), bound.declared),
+            task_of(config, self.guardrails.store),
         )
 
     def _message(self, request: ToolCallRequest, call: CallRequest, result: object) -> ToolResult:

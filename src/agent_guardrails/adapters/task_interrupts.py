@@ -52,8 +52,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from langgraph.errors import GraphInterrupt
@@ -67,6 +69,7 @@ from agent_guardrails.store.base import AuditEvent, AuditRecord, Store
 __all__ = ["TaskInterrupts", "for_task"]
 
 _OWNER_WAIT = 1.0  # seconds a call waits for the owner of the open question to raise it
+_BODY_WAIT = 60.0  # seconds a new question waits for the task's running tool bodies
 # Task run (the function LangGraph makes with each run's scratchpad) -> attempt (the
 # interrupt counter, new on each retry under a RetryPolicy; kept so its id stays unique).
 _registry: weakref.WeakKeyDictionary[
@@ -133,6 +136,21 @@ class TaskInterrupts:
         self._raised: tuple[Any, ...] | None = None  # the interrupts raised in this run
         self._failed: BaseException | None = None
         self._claiming: str | None = None  # the ask recording its slot now
+        self._bodies = 0  # calls of this task running their tool body now
+
+    @contextmanager
+    def body(self) -> Iterator[None]:
+        """Around a tool body of this task: a new question waits for running bodies to end,
+        so a run never ends (on its question) while a sibling call's body is still going
+        (on an async ToolNode, LangGraph would leave it running detached from the run)."""
+        with self._lock:
+            self._bodies += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._bodies -= 1
+                self._lock.notify_all()
 
     def ordinal(self, name: str) -> int:
         """How many calls named ``name`` arrived in this run before this one."""
@@ -172,6 +190,7 @@ class TaskInterrupts:
             yield Pause()  # another call of this task (same loop) is recording its question
         slot, revision = claim
         try:
+            yield from self._quiet()
             # The slot's record is written before its question is raised.
             yield StoreOp("append_audit", self._slot_event(slot, revision, ask, record))
             with self._lock:
@@ -180,6 +199,18 @@ class TaskInterrupts:
             with self._lock:
                 self._claiming = None
                 self._lock.notify_all()
+
+    def _quiet(self) -> Flow[None]:
+        """Wait (at most ``_BODY_WAIT`` seconds) until no call of this task runs its body."""
+        deadline = time.monotonic() + _BODY_WAIT
+        while True:
+            with self._lock:
+                if self._bodies == 0 or time.monotonic() > deadline:
+                    return
+                if not _in_event_loop():
+                    self._lock.wait_for(lambda: self._bodies == 0, _BODY_WAIT)
+                    return
+            yield Pause()
 
     def _claim(self, ask: str) -> tuple[int, int] | None:
         """Under the lock: the slot (and its record's revision) ``ask`` takes for a new

@@ -139,6 +139,9 @@ def drive(flow: Flow[T], store: Any) -> T:
         send = error = None
         try:
             send = effect.run(store)
+        except GeneratorExit:
+            flow.close()
+            raise
         except BaseException as exc:  # thrown back into the flow where it asked
             error = exc
 
@@ -155,5 +158,8 @@ async def adrive(flow: Flow[T], store: Any) -> T:
         send = error = None
         try:
             send = await effect.arun(store)
+        except GeneratorExit:  # the coroutine is being closed: close the flow, no more I/O
+            flow.close()
+            raise
         except BaseException as exc:
             error = exc

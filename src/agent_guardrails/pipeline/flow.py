@@ -28,6 +28,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from langchain_core.messages import ToolMessage
+from langgraph.errors import GraphBubbleUp
+
 from agent_guardrails.engine import rules
 from agent_guardrails.engine.charges import CostError, call_cost, charges_for
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
@@ -270,8 +273,18 @@ def run(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
     ok, result, error = True, None, None
     try:
         result = yield RunBody(call.body, call.request.args, cell)
-    except BaseException as exc:
+    except GraphBubbleUp:
+        # The tool paused the graph itself (its own interrupt): not an outcome. What it
+        # held is released; LangGraph runs it again from the start on resume.
+        call.span.ran(time.perf_counter() - t0, ok=False, result=None, cost=None)
+        yield from release(g, call.key, "execution.paused", {"reason": "the tool interrupted"})
+        raise
+    except Exception as exc:
         ok, error = False, exc
+    # Anything else (KeyboardInterrupt, a cancelled task, SystemExit) leaves the call started:
+    # it is in doubt, and the next run asks a human instead of running it again.
+    if ok and isinstance(result, ToolMessage) and result.status == "error":
+        ok = False  # a ToolNode that handles tool errors hands the failure back as a message
     call.span.ran(time.perf_counter() - t0, ok=ok, result=result, cost=cell.amount)
     actual = cell.amount if ok else None
     cost = decision.cost if actual is None else actual
