@@ -53,21 +53,34 @@ _current: contextvars.ContextVar[Guardrails | None] = contextvars.ContextVar(
     "agent_guardrails_current", default=None
 )
 _default: list[Guardrails] = []
-_adapter_active: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "agent_guardrails_adapter_active", default=False
+_guarded_by_adapter: contextvars.ContextVar[object] = contextvars.ContextVar(
+    "agent_guardrails_guarded_by_adapter", default=None
 )
 
 
 @contextmanager
-def inside_adapter() -> Iterator[None]:
-    """Mark code run by an adapter that already guards the call (the middleware, the
-    guarded ``ToolNode``): ``@guarded`` tools inside run their body directly, so a call is
-    guarded once, not twice."""
-    token = _adapter_active.set(True)
+def inside_adapter(tool: object) -> Iterator[None]:
+    """Mark the tool an adapter is running and already guards (the middleware, a guarded
+    ``ToolNode``, a guard node's tools node): its own ``@guarded`` function runs its body
+    directly, so the call is guarded once. Only that function: a ``@guarded`` function the
+    body calls in turn is guarded as any other call."""
+    token = _guarded_by_adapter.set(tool)
     try:
         yield
     finally:
-        _adapter_active.reset(token)
+        _guarded_by_adapter.reset(token)
+
+
+def _passed_by_adapter(wrapper: object) -> bool:
+    """True when an adapter already guards this call of ``wrapper`` (see
+    :func:`inside_adapter`); the mark is cleared for what the body calls."""
+    tool = _guarded_by_adapter.get()
+    if tool is None:
+        return False
+    if getattr(tool, "func", None) is wrapper or getattr(tool, "coroutine", None) is wrapper:
+        _guarded_by_adapter.set(None)  # this context only: nested calls are guarded
+        return True
+    return False
 
 
 class _InGraph:
@@ -330,7 +343,7 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if _adapter_active.get():
+            if _passed_by_adapter(async_wrapper):
                 return await fn(*args, **kwargs)
             guard, req, graph = prepared(args, kwargs)
             task = graph.task
@@ -355,7 +368,7 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
 
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if _adapter_active.get():
+            if _passed_by_adapter(sync_wrapper):
                 return fn(*args, **kwargs)
             guard, req, graph = prepared(args, kwargs)
             task = graph.task

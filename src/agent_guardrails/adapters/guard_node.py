@@ -306,7 +306,7 @@ class GuardNode:
             return let
         call, decision, clean = let
         call.body = lambda args: handler(with_args(clean, args))
-        with inside_adapter():
+        with inside_adapter(request.tool):
             result = self.guardrails.execute(call, decision)
         return _as_message(result, clean)
 
@@ -316,7 +316,7 @@ class GuardNode:
             return let
         call, decision, clean = let
         call.body = lambda args: handler(with_args(clean, args))
-        with inside_adapter():
+        with inside_adapter(request.tool):
             result = await self.guardrails.aexecute(call, decision)
         return _as_message(result, clean)
 

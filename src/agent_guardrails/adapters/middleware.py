@@ -131,7 +131,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             with running(p.task):
                 return handler(with_args(request, args))
 
-        with inside_adapter():
+        with inside_adapter(request.tool):
             result = self.guardrails.run(
                 p.call,
                 body,
@@ -174,7 +174,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             with running(p.task):
                 return await handler(with_args(request, args))
 
-        with inside_adapter():
+        with inside_adapter(request.tool):
             result = await self.guardrails.arun(
                 p.call,
                 body,

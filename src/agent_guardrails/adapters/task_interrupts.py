@@ -51,6 +51,7 @@ gets which number does not matter.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 import weakref
@@ -76,6 +77,10 @@ _registry: weakref.WeakKeyDictionary[
     Callable[..., Any], dict[int, tuple[object, TaskInterrupts]]
 ] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
+# The task whose tool body the current thread or coroutine is in, and how deep.
+_inside: contextvars.ContextVar[tuple[TaskInterrupts, int] | None] = contextvars.ContextVar(
+    "agent_guardrails_inside_body", default=None
+)
 
 
 Schema = Callable[[Mapping[str, Any]], Any]
@@ -142,12 +147,18 @@ class TaskInterrupts:
     def body(self) -> Iterator[None]:
         """Around a tool body of this task: a new question waits for running bodies to end,
         so a run never ends (on its question) while a sibling call's body is still going
-        (on an async ToolNode, LangGraph would leave it running detached from the run)."""
+        (on an async ToolNode, LangGraph would leave it running detached from the run). A
+        question asked from inside a body (a ``@guarded`` function the tool calls) does not
+        wait for the body it is in."""
+        outer = _inside.get()
+        depth = outer[1] if outer is not None and outer[0] is self else 0
+        token = _inside.set((self, depth + 1))
         with self._lock:
             self._bodies += 1
         try:
             yield
         finally:
+            _inside.reset(token)
             with self._lock:
                 self._bodies -= 1
                 self._lock.notify_all()
@@ -201,14 +212,17 @@ class TaskInterrupts:
                 self._lock.notify_all()
 
     def _quiet(self) -> Flow[None]:
-        """Wait (at most ``_BODY_WAIT`` seconds) until no call of this task runs its body."""
+        """Wait (at most ``_BODY_WAIT`` seconds) until no other call of this task runs its
+        body (a question asked from inside a body does not wait for that body)."""
+        inside = _inside.get()
+        own = inside[1] if inside is not None and inside[0] is self else 0
         deadline = time.monotonic() + _BODY_WAIT
         while True:
             with self._lock:
-                if self._bodies == 0 or time.monotonic() > deadline:
+                if self._bodies <= own or time.monotonic() > deadline:
                     return
                 if not _in_event_loop():
-                    self._lock.wait_for(lambda: self._bodies == 0, _BODY_WAIT)
+                    self._lock.wait_for(lambda: self._bodies <= own, _BODY_WAIT)
                     return
             yield Pause()
 
