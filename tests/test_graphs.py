@@ -541,3 +541,26 @@ def test_guarded_tools_of_one_node_must_share_a_store() -> None:
     calls = ai(("tag_one", {"contact": "a"}, "k1"), ("tag_other", {"contact": "b"}, "k2"))
     with pytest.raises(ConfigurationError, match="same store"):
         g.invoke(calls, CFG)
+
+
+def test_a_guarded_tool_with_an_injected_runtime_asks_and_runs_once(guard: Guardrails) -> None:
+    """LangChain injects ``runtime``: the guard neither keys, binds nor shows it (a runtime
+    in the interrupt payload cannot be checkpointed), and the body still gets it."""
+    from langchain.tools import ToolRuntime
+
+    runs: list[str] = []
+
+    @tool
+    @guarded(action="email.send", guardrails=guard)
+    def send_email(to: str, runtime: ToolRuntime) -> str:
+        """Send."""
+        runs.append(f"{to} {runtime.tool_call_id}")
+        return f"sent {to}"
+
+    g = graph(ToolNode([send_email]))
+    first = g.invoke(ai(("send_email", {"to": "c1"}, "k1")), CFG, version="v2")
+    (pending,) = first.interrupts
+    assert pending.value["args"] == {"to": "c1"}
+    out = g.invoke(Command(resume={pending.id: {"type": "approve"}}), OPS, version="v2")
+    assert results(out)["k1"].content == "sent c1"
+    assert runs == ["c1 k1"]

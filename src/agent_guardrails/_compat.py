@@ -17,19 +17,26 @@ moves one of these, this module is the one to change.
   node uses the same form.
 - ``langchain_core.runnables.config.var_child_runnable_config``: the context variable
   holding the current run's config (a cheap "are we inside a run?" check).
+- ``langchain_core.tools.base._is_injected_arg_type``: which parameters of a tool function
+  LangChain injects (``ToolRuntime``, ``InjectedState``, ``InjectedToolCallId`` ...) rather
+  than the model filling them.
 """
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.runnables.config import var_child_runnable_config
+from langchain_core.tools.base import _is_injected_arg_type
 
 __all__ = [
     "AUTH_USER",
     "SCRATCHPAD",
     "auth_user",
+    "injected_params",
     "configurable",
     "runtime_context",
     "scratchpad",
@@ -75,3 +82,19 @@ def auth_user(config: Mapping[str, Any] | None) -> Any:
 def tool_call_send_payload(tool_call: Mapping[str, Any], state: Any) -> dict[str, Any]:
     """What a ``Send`` to a ``ToolNode`` carries for one tool call."""
     return {"__type": "tool_call_with_context", "tool_call": tool_call, "state": state}
+
+
+def injected_params(fn: Any) -> frozenset[str]:
+    """The parameters of ``fn`` LangChain injects when it runs the function as a tool (a
+    ``ToolRuntime``, ``InjectedState`` ...): not the model's arguments, so not what a
+    guard decides on, binds approvals to, or shows a human."""
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # unresolvable annotations: look at the raw ones
+        hints = dict(getattr(fn, "__annotations__", {}) or {})
+    names = inspect.signature(fn).parameters
+    return frozenset(
+        name
+        for name in names
+        if name in hints and not isinstance(hints[name], str) and _is_injected_arg_type(hints[name])
+    )

@@ -305,6 +305,7 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
         raise ConfigurationError(f"{tool_name} is already @guarded; apply @guarded once")
     binder = _Binder(fn)
     declared = spec.scope
+    injected = _compat.injected_params(fn)  # LangChain's: not the model's arguments
 
     if binder.plain:
 
@@ -325,14 +326,25 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
 
     def prepared(
         args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Guardrails, CallRequest, _InGraph]:
+    ) -> tuple[Guardrails, CallRequest, _InGraph, Callable[[Mapping[str, Any]], Any]]:
+        """The call as the guardrails see it: the model's arguments, without what LangChain
+        injects (a ``ToolRuntime`` ...), which the body still gets."""
         try:
             arguments = binder.bind(args, kwargs)
         except TypeError as exc:
             raise TypeError(f"{tool_name}: {exc}") from None
+        run: Callable[[Mapping[str, Any]], Any] = body
+        if injected:
+            hidden = {k: arguments.pop(k) for k in injected if k in arguments}
+
+            def with_hidden(visible: Mapping[str, Any]) -> Any:
+                return body({**visible, **hidden})
+
+            run = with_hidden
+
         guard = _resolve(spec.guardrails)
         graph = _in_graph(guard, tool_name, arguments, declared)
-        return guard, CallRequest(tool_name, spec.action, arguments, _GLOBAL), graph
+        return guard, CallRequest(tool_name, spec.action, arguments, _GLOBAL), graph, run
 
     outside = ScopeSources({}, declared) if declared else NO_SOURCES  # one per tool
 
@@ -345,16 +357,16 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             if _passed_by_adapter(async_wrapper):
                 return await fn(*args, **kwargs)
-            guard, req, graph = prepared(args, kwargs)
+            guard, req, graph, run = prepared(args, kwargs)
             task = graph.task
 
             async def tracked(arguments: Mapping[str, Any]) -> Any:
                 with task.body():
-                    return await body(arguments)
+                    return await run(arguments)
 
             return await guard.arun(
                 req,
-                body if task is None else tracked,
+                run if task is None else tracked,
                 simulate=simulate,
                 raise_on_deny=spec.raise_on_deny,
                 call_key=graph.key,
@@ -370,16 +382,16 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             if _passed_by_adapter(sync_wrapper):
                 return fn(*args, **kwargs)
-            guard, req, graph = prepared(args, kwargs)
+            guard, req, graph, run = prepared(args, kwargs)
             task = graph.task
 
             def tracked(arguments: Mapping[str, Any]) -> Any:
                 with task.body():
-                    return body(arguments)
+                    return run(arguments)
 
             return guard.run(
                 req,
-                body if task is None else tracked,
+                run if task is None else tracked,
                 simulate=simulate,
                 raise_on_deny=spec.raise_on_deny,
                 call_key=graph.key,
