@@ -9,6 +9,7 @@ import time
 from typing import Annotated, Any
 
 import pytest
+from langchain.tools import ToolRuntime
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -546,8 +547,6 @@ def test_guarded_tools_of_one_node_must_share_a_store() -> None:
 def test_a_guarded_tool_with_an_injected_runtime_asks_and_runs_once(guard: Guardrails) -> None:
     """LangChain injects ``runtime``: the guard neither keys, binds nor shows it (a runtime
     in the interrupt payload cannot be checkpointed), and the body still gets it."""
-    from langchain.tools import ToolRuntime
-
     runs: list[str] = []
 
     @tool
