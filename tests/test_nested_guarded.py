@@ -62,7 +62,9 @@ def test_a_guarded_function_called_by_a_tool_body_asks_for_its_own_approval(adap
         builder.add_edge("tools", END)
         builder.add_edge("model", END)
     else:
-        tools = ToolNode([tool]) if adapter == "plain ToolNode" else guarded_tool_node([tool], guard)
+        tools = (
+            ToolNode([tool]) if adapter == "plain ToolNode" else guarded_tool_node([tool], guard)
+        )
         builder.add_node("tools", tools)
         builder.add_edge(START, "tools")
         builder.add_edge("tools", END)
