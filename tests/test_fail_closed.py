@@ -161,3 +161,36 @@ def test_an_unreachable_store_at_construction_still_lets_fail_open_calls_run(url
     assert denied["reasons"] == ["store_unavailable"]
     assert "127.0.0.1" in denied["message"]
     assert guard.outbox.pending > 0  # the records wait for the store
+
+
+def test_records_decided_while_the_store_is_down_are_written_in_order_when_it_is_back(
+    guard: Guardrails, store: FlakyStore
+) -> None:
+    store.down = True
+    for i in range(3):
+        guard.run(CallRequest(f"lookup{i}", "crm.lookup", {}), body([]), call_key=f"t|n|k{i}")
+    assert guard.outbox.pending == 9
+    store.down = False
+    guard.run(CallRequest("lookup3", "crm.lookup", {}), body([]), call_key="t|n|k3")
+    assert guard.outbox.pending == 0
+    written = [(r.call_key, r.kind) for r in store.audit_records() if r.call_key]
+    expected = [
+        (f"t|n|k{i}", kind)
+        for i in range(4)
+        for kind in ("decision", "execution.started", "execution.finished")
+    ]
+    assert written == expected
+    assert store.verify_audit().ok
+
+
+def test_a_guard_dropped_with_records_waiting_writes_them(store: FlakyStore) -> None:
+    import gc
+
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store=store)
+    store.down = True
+    guard.run(CallRequest("lookup", "crm.lookup", {}), body([]), call_key="t|n|gone")
+    store.down = False
+    del guard
+    gc.collect()
+    kinds = [r.kind for r in store.audit_records() if r.call_key == "t|n|gone"]
+    assert kinds == ["decision", "execution.started", "execution.finished"]

@@ -26,6 +26,7 @@ __all__ = [
     "GuardrailError",
     "KillSwitchEngaged",
     "PolicyError",
+    "PackUnloadable",
     "PolicyProblem",
     "StoreUnavailable",
     "ValidatorFailed",
@@ -67,7 +68,17 @@ class PolicyError(GuardrailError, ValueError):
 
 
 class StoreUnavailable(GuardrailError):
-    """The store could not be reached or failed; guarded calls fail closed."""
+    """The store could not be reached or failed; guarded calls fail closed. ``reason`` is
+    the code their decisions carry."""
+
+    reason = "store_unavailable"
+
+
+class PackUnloadable(StoreUnavailable):
+    """The store's active pack cannot be loaded in this process (a validator it has not
+    registered): calls fail closed with reason ``pack_unloadable``."""
+
+    reason = "pack_unloadable"
 
 
 class CallInDoubt(GuardrailError):

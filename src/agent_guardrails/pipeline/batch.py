@@ -68,7 +68,7 @@ def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decis
     ahead = [
         i
         for i, d in enumerate(decided)
-        if d.decision.kind in GOES_AHEAD and "store_unavailable" not in d.decision.reasons
+        if d.decision.kind in GOES_AHEAD and "fail_open" not in d.decision.reasons
     ]
     out = [d.decision for d in decided]
     # A breach that asks a human (on_cap_exceeded: approve) is held on its own, over the cap.
@@ -102,7 +102,7 @@ def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decis
         if i in held or i in single:
             continue
         audit = StoreOp("append_audit", events.decision_event(decision, call.key))
-        if "store_unavailable" in decision.reasons and decision.kind is DecisionKind.ALLOW:
+        if "fail_open" in decision.reasons and decision.kind is DecisionKind.ALLOW:
             g.outbox.keep(audit)  # fail_open without the store: recorded when it is back
         else:
             yield from write(audit, g.outbox)

@@ -206,7 +206,7 @@ def hold(g: Guardrails, call: GuardedCall, decided: Decided) -> Flow[Decision]:
             StoreOp("append_audit", events.decision_event(decision, key, trace)), g.outbox
         )
         return decision
-    if "store_unavailable" in decision.reasons:  # fail_open without the store: record later
+    if "fail_open" in decision.reasons:  # fail_open without the store: record it later
         g.outbox.keep(StoreOp("append_audit", events.decision_event(decision, key, trace)))
         return decision
     starts = decision.kind is DecisionKind.ALLOW and not call.runs_later
@@ -249,7 +249,7 @@ def run(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
     never run silently."""
     if not call.started:
         start = events.started_event(call.request, call.key)
-        if "store_unavailable" in decision.reasons:  # fail_open: record it later
+        if "fail_open" in decision.reasons:  # allowed without the store: record it later
             g.outbox.keep(StoreOp("append_audit", start))
         else:
             try:
@@ -378,15 +378,15 @@ def halted_meanwhile(
 def store_down(
     pack: PolicyPack, request: CallRequest, exc: StoreUnavailable, now: float
 ) -> Decision:
-    """Fail closed: without the store only ``fail_open`` actions with no caps and no
-    approval run, and the decision says so."""
+    """Fail closed: without the store (or its active pack) only ``fail_open`` actions with
+    no caps and no approval run, and the decision says so."""
     decision = rules.decide(
         request, pack, level=pack.initial_level(request.scope), used={}, now=now
     )
     if decision.kind is DecisionKind.ALLOW and decision.fail_open and not decision.charges:
         return replace(
             decision,
-            reasons=("store_unavailable", "fail_open"),
+            reasons=(exc.reason, "fail_open"),
             message=f"allowed without the store (fail_open): {exc}",
         )
     if decision.kind in (DecisionKind.SIMULATE, DecisionKind.DENY):
@@ -395,11 +395,12 @@ def store_down(
 
 
 def offline(decision: Decision, request: CallRequest, exc: StoreUnavailable) -> Decision:
+    what = "the store is unavailable" if exc.reason == "store_unavailable" else "no usable pack"
     return replace(
         decision,
         kind=DecisionKind.DENY,
-        reasons=("store_unavailable",),
-        message=f"denied: the store is unavailable ({exc}); {request.action} fails closed",
+        reasons=(exc.reason,),
+        message=f"denied: {what} ({exc}); {request.action} fails closed",
         extra={},
     )
 

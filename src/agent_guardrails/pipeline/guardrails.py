@@ -20,8 +20,8 @@ approver, telemetry, the outbox) and runs the pipeline
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
+import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -139,7 +139,9 @@ class Guardrails:
         if not _in_event_loop():
             with contextlib.suppress(StoreUnavailable):
                 drive(self.live.bootstrap(pack), self.store)
-        _OPEN.add(self)
+        # What waits in the outbox is written when this object is closed, dropped or the
+        # interpreter exits (a warning counts what still cannot be written).
+        self._finalizer = weakref.finalize(self, _write_what_waits, self.outbox, self.store)
 
     # ------------------------------------------------------------------ state
 
@@ -447,10 +449,9 @@ class Guardrails:
 
     def close(self) -> None:
         """Write what waits in the outbox (a warning counts what cannot be written), then
-        close the store if this object opened it. Also called at interpreter exit."""
-        self.flush()
-        self.outbox.warn_if_pending(self.store.url)
-        _OPEN.discard(self)
+        close the store if this object opened it. Also done when the object is dropped and
+        at interpreter exit (then without closing the store)."""
+        self._finalizer()
         if self._owns_store:
             self.store.close()
 
@@ -469,16 +470,11 @@ def _in_event_loop() -> bool:
     return True
 
 
-_OPEN: weakref.WeakSet[Guardrails] = weakref.WeakSet()
-
-
-def _flush_at_exit() -> None:
-    for guard in list(_OPEN):
-        try:
-            guard.flush()
-            guard.outbox.warn_if_pending(guard.store.url)
-        except Exception:
-            pass
-
-
-atexit.register(_flush_at_exit)
+def _write_what_waits(outbox: Outbox, store: Store) -> None:
+    """The last write of a guard's outbox (on close, when dropped, at exit)."""
+    try:
+        if outbox.pending:
+            drive(outbox.flush(), store)
+        outbox.warn_if_pending(store.url)
+    except Exception:  # best effort: never raise from a finalizer
+        logging.getLogger("agent_guardrails").exception("writing the outbox failed")

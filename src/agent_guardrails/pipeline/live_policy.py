@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from agent_guardrails.errors import PolicyError, StoreUnavailable
+from agent_guardrails.errors import PackUnloadable, PolicyError
 from agent_guardrails.pipeline.effects import Flow, StoreOp
 from agent_guardrails.policy.pack import PolicyPack
 from agent_guardrails.store.base import PackVersion
@@ -33,7 +33,16 @@ _KEEP = 16  # loaded versions kept, by digest
 class LivePolicy:
     """The pack calls are decided under, following the store's active version."""
 
-    __slots__ = ("_changed", "_loaded", "_lock", "bootstrapped", "digest", "first", "pack")
+    __slots__ = (
+        "_broken",
+        "_changed",
+        "_loaded",
+        "_lock",
+        "bootstrapped",
+        "digest",
+        "first",
+        "pack",
+    )
 
     def __init__(self, pack: PolicyPack, changed: Callable[[PolicyPack], None]) -> None:
         self.first = pack  # the constructor's pack, which bootstraps the store
@@ -42,6 +51,7 @@ class LivePolicy:
         self.bootstrapped = False
         self._changed = changed
         self._loaded: dict[str, PolicyPack] = {self.digest: pack}
+        self._broken: dict[str, PackUnloadable] = {}  # versions that failed to load, by digest
         self._lock = threading.Lock()
 
     def bootstrap(self, first: PolicyPack) -> Flow[None]:
@@ -71,6 +81,8 @@ class LivePolicy:
         if active is None:  # no active pack (someone emptied the store): keep the one in hand
             return False
         pack = self._loaded.get(active)
+        if active in self._broken:  # loaded and refused before: not parsed on every call
+            raise self._broken[active]
         if pack is None:
             pv: PackVersion | None = yield StoreOp("active_pack")
             if pv is None:
@@ -86,11 +98,14 @@ class LivePolicy:
         try:
             pack = PolicyPack.from_yaml(pv.source, registry=self.pack.registry)
         except PolicyError as exc:
-            raise StoreUnavailable(
+            broken = PackUnloadable(
                 f"the store's active pack {pv.name} version {pv.version} cannot be loaded "
                 f"here ({exc.problems[0] if exc.problems else exc}); register its validators "
                 "in this process or roll the pack back"
-            ) from None
+            )
+            with self._lock:
+                self._broken[pv.digest] = broken
+            raise broken from None
         with self._lock:
             if len(self._loaded) >= _KEEP:
                 self._loaded.clear()
