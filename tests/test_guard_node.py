@@ -408,3 +408,21 @@ def test_the_batch_shows_the_expiry_that_is_enforced() -> None:
     out = h.graph.invoke(Command(resume={"decisions": [{"type": "approve"}]}), OPS, version="v2")
     assert json.loads(str(tool_results(out)["c0"].content))["reasons"] == ["approval_expired"]
     assert h.runs == []
+
+
+def test_a_pack_applied_after_the_guard_node_decided_stales_the_call() -> None:
+    """The guard node decided (and held) under v3; v4 is applied while the graph waits
+    before its tools node: the calls do not run under the old decision."""
+    from agent_guardrails.ops import apply_pack
+
+    first = turn(("tag_contact", {"contact": "a"}), ("tag_contact", {"contact": "b"}))
+    h = Harness(first, AIMessage(content="done"), interrupt_before=["tools"])
+    h.start()
+    apply_pack(h.guard.store, PACK.replace("version: 3", "version: 4"), by="ana")
+    out = h.graph.invoke(None, CFG, version="v2")
+    assert h.runs == []
+    results = tool_results(out)
+    assert {tuple(json.loads(str(results[c].content))["reasons"]) for c in ("c0", "c1")} == {
+        ("approval_stale",)
+    }
+    assert sum(h.guard.store.counters("budget:").values()) == 0  # the holds were released

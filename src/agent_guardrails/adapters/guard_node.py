@@ -65,12 +65,11 @@ from agent_guardrails.adapters.graph import (
 )
 from agent_guardrails.adapters.tools import binding, unmapped_action
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
-from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
+from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.pipeline.flow import GuardedCall
 from agent_guardrails.pipeline.guardrails import Guardrails
 from agent_guardrails.pipeline.results import refusal_message, tool_message
 from agent_guardrails.pipeline.scoping import ScopeSources
-from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.scope import Scope
 
 __all__ = ["GuardNode"]
@@ -149,29 +148,19 @@ class GuardNode:
                     simulate=bound.simulate,
                     raise_on_deny=False,
                     runs_later=True,
+                    in_graph=True,
                 )
             )
         decisions = guard.decide_batch(calls)
-        halted = next((d for d in decisions if d.kind is DecisionKind.HALT), None)
-        if halted is not None:
-            return self._halt(calls, decisions, halted)
+        if any(d.kind is DecisionKind.HALT for d in decisions):
+            return self._halt(calls, decisions)
         outcomes = self._approvals(calls, decisions, context, config)
 
         replies: list[ToolMessage] = []
         sends: list[Send] = []
         for tool_call, (call, decision) in zip(last.tool_calls, outcomes, strict=True):
             if decision.kind is DecisionKind.ALLOW:
-                carried = {
-                    "key": call.key,
-                    "action": call.request.action,
-                    "cost": decision.cost,
-                    "currency": decision.currency,
-                    "level": int(decision.level),
-                    "reasons": list(decision.reasons),
-                    "scope": call.request.scope.as_dict(),
-                    "approved_by": decision.extra.get("approved_by"),
-                    "budget_left": decision.budget_left,
-                }
+                carried = guard.carry(call, decision)
                 sent = {**tool_call, "args": dict(call.request.args), _KEY: carried}
                 sends.append(Send(self.tools_node, _compat.tool_call_send_payload(sent, state)))
             else:
@@ -179,20 +168,15 @@ class GuardNode:
                 replies.append(refusal_message(result, call.request.call_id, call.request.tool))
         return Command(update={"messages": replies}, goto=sends or [self.model_node])
 
-    def _halt(
-        self, calls: list[GuardedCall], decisions: list[Decision], halted: Decision
-    ) -> Command[Any]:
-        """A kill-switch halted the turn (the pipeline stopped the whole batch): the run
-        ends with the pack's message, or raises ``KillSwitchEngaged`` (``on_halt: raise``)."""
+    def _halt(self, calls: list[GuardedCall], decisions: list[Decision]) -> Command[Any]:
+        """A kill-switch halted the turn (the pipeline stopped the whole batch, or raised
+        where the pack says ``on_halt: raise``): the run ends with the pack's message."""
         guard = self.guardrails
-        policy = guard.policy.kill_switch
-        if policy.on_halt == "raise":
-            raise KillSwitchEngaged(halted)
         replies = [
             refusal_message(guard.refusal(call, decision), call.request.call_id, call.request.tool)
             for call, decision in zip(calls, decisions, strict=True)
         ]
-        end = AIMessage(content=policy.message)
+        end = AIMessage(content=guard.policy.kill_switch.message)
         return Command(update={"messages": [*replies, end]}, goto="__end__")
 
     def _approvals(
@@ -281,23 +265,7 @@ class GuardNode:
             raise_on_deny=False,
             in_graph=True,
         )
-        level = carried.get("level")
-        approved_by = carried.get("approved_by")
-        decision = Decision(
-            DecisionKind.ALLOW,
-            tuple(carried.get("reasons") or ("allowed",)),
-            "allowed by the guard node",
-            call.request.action,
-            call.request.tool,
-            AutonomyLevel(level) if isinstance(level, int) else policy.initial_level(scope),
-            call.request.scope,
-            policy.name,
-            policy.version,
-            cost=carried["cost"],
-            currency=str(carried.get("currency") or policy.defaults.currency),
-            budget_left=carried.get("budget_left"),
-            extra={"approved_by": approved_by} if approved_by else {},
-        )
+        decision = guard.carried(carried, call)
         return call, decision, clean
 
     def _run(self, request: ToolCallRequest, handler: Any) -> Any:

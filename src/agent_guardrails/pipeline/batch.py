@@ -22,12 +22,12 @@ that runs is traced in the tools node, linked to the span that asked for approva
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from agent_guardrails.engine.decision import Decision, DecisionKind
-from agent_guardrails.errors import StoreUnavailable
+from agent_guardrails.errors import KillSwitchEngaged, StoreUnavailable
 from agent_guardrails.pipeline import events
 from agent_guardrails.pipeline.approvals import (
     ApprovalAnswer,
@@ -51,12 +51,22 @@ from agent_guardrails.pipeline.flow import (
     run,
 )
 from agent_guardrails.pipeline.outbox import write
+from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.store.base import ReserveResult
 
 if TYPE_CHECKING:
     from agent_guardrails.pipeline.guardrails import Guardrails
 
-__all__ = ["approval_request", "decide_batch", "resolve", "run_decided", "trace_stops", "withdraw"]
+__all__ = [
+    "approval_request",
+    "carried",
+    "carry",
+    "decide_batch",
+    "resolve",
+    "run_decided",
+    "trace_stops",
+    "withdraw",
+]
 
 
 def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decision]]:
@@ -112,6 +122,9 @@ def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decis
             if decision.kind in GOES_AHEAD:
                 yield from withdraw(g, call.key, "halt")
                 out[i] = _stopped_by(decision, halted)
+        if calls[0].in_graph and g.policy.kill_switch.on_halt == "raise":
+            yield from trace_stops(g, calls, out)
+            raise KillSwitchEngaged(halted)
     yield from trace_stops(g, calls, out)
     return out
 
@@ -171,9 +184,54 @@ def withdraw(g: Guardrails, key: str, reason: str) -> Flow[None]:
     yield from release(g, key, "reservation.released", {"reason": reason})
 
 
+def carry(g: Guardrails, call: GuardedCall, decision: Decision) -> dict[str, Any]:
+    """What a call the guard node lets through carries to the tools node (JSON, in the
+    ``Send``): its key, scope and decision, and the pack it was decided under."""
+    return {
+        "key": call.key,
+        "action": call.request.action,
+        "cost": decision.cost,
+        "currency": decision.currency,
+        "level": int(decision.level),
+        "reasons": list(decision.reasons),
+        "scope": call.request.scope.as_dict(),
+        "approved_by": decision.extra.get("approved_by"),
+        "budget_left": decision.budget_left,
+        "pack": decision.pack,
+        "pack_version": decision.pack_version,
+        "pack_digest": g.live.digest,
+    }
+
+
+def carried(g: Guardrails, data: Mapping[str, Any], call: GuardedCall) -> Decision:
+    """The guard node's decision, back from what :func:`carry` sent."""
+    pack = g.policy
+    level = data.get("level")
+    approved_by = data.get("approved_by")
+    return Decision(
+        DecisionKind.ALLOW,
+        tuple(data.get("reasons") or ("allowed",)),
+        "allowed by the guard node",
+        call.request.action,
+        call.request.tool,
+        AutonomyLevel(level) if isinstance(level, int) else pack.initial_level(call.request.scope),
+        call.request.scope,
+        str(data.get("pack") or pack.name),
+        str(data.get("pack_version") or pack.version),
+        cost=float(data.get("cost") or 0.0),
+        currency=str(data.get("currency") or pack.defaults.currency),
+        budget_left=data.get("budget_left"),
+        extra={"approved_by": approved_by, "pack_digest": data.get("pack_digest")}
+        if approved_by
+        else {"pack_digest": data.get("pack_digest")},
+    )
+
+
 def run_decided(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
     """The tools node: run a call the guard node let through (once), unless a kill-switch
-    was engaged since; a call in doubt is decided again and asked about."""
+    was engaged since or the pack changed version (then what was decided, and maybe
+    approved, no longer binds: ``approval_stale``); a call in doubt is decided again and
+    asked about."""
     reasons = decision.reasons
     approved = "approved" in reasons or "edited" in reasons
     call.span.decided(decision, call.key, resumed=approved)
@@ -185,7 +243,10 @@ def run_decided(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[An
             first.data if first is not None else None,
             g.clock() - first.ts if first is not None else None,
         )
-    halted = yield from halted_meanwhile(g, call, decision, held_only=True)
+    digest = decision.extra.get("pack_digest")
+    halted = yield from halted_meanwhile(
+        g, call, decision, held_only=True, pack_digest=str(digest) if digest else None
+    )
     if halted is not None:
         return (yield from refuse(g, call, halted))
     return (yield from run(g, call, decision))

@@ -343,12 +343,19 @@ def release(g: Guardrails, key: str, kind: str, data: Mapping[str, Any]) -> Flow
 
 
 def halted_meanwhile(
-    g: Guardrails, call: GuardedCall, decision: Decision, *, held_only: bool = False
+    g: Guardrails,
+    call: GuardedCall,
+    decision: Decision,
+    *,
+    held_only: bool = False,
+    pack_digest: str | None = None,
 ) -> Flow[Decision | None]:
     """The kill-switch wins even over a human's answer, or over a guard node's decision
     made a step earlier: look again just before running. ``held_only``: a key that already
     started or ended is left to :func:`run` (it replays, or is in doubt). An unreachable
-    store is left to :func:`run` too, which fails closed."""
+    store is left to :func:`run` too, which fails closed. With ``pack_digest`` (the pack a
+    guard node decided under), a pack applied or rolled back since stales the decision
+    (``approval_stale``): what was decided, and maybe approved, no longer binds."""
     try:
         snap: Snapshot = yield StoreOp("snapshot", dial_key="", counter_keys=(), call_key=call.key)
     except StoreUnavailable:
@@ -357,19 +364,46 @@ def halted_meanwhile(
         return None
     for switch in snap.kill_switches:
         if switch.matches(call.request.scope):
-            yield from release(g, call.key, "reservation.released", {"reason": "halt"})
-            halted = replace(
-                decision,
-                kind=DecisionKind.HALT,
-                reasons=(f"kill_switch:{switch.key}",),
-                message=f"halted: the kill-switch for {switch.key} was engaged after "
-                "the call was decided and before it could run",
-                extra={},
+            return (
+                yield from _stop_held(
+                    g,
+                    call,
+                    decision,
+                    DecisionKind.HALT,
+                    f"kill_switch:{switch.key}",
+                    f"halted: the kill-switch for {switch.key} was engaged after the call was "
+                    "decided and before it could run",
+                )
             )
-            audit = events.decision_event(halted, call.key, tag="halt")
-            yield from write(StoreOp("append_audit", audit), g.outbox)
-            return halted
+    if pack_digest is not None and snap.pack is not None and snap.pack != pack_digest:
+        return (
+            yield from _stop_held(
+                g,
+                call,
+                decision,
+                DecisionKind.DENY,
+                "approval_stale",
+                "denied: approval_stale: the pack changed version after the call was decided "
+                "(and maybe approved); make the call again to decide it under the new version",
+            )
+        )
     return None
+
+
+def _stop_held(
+    g: Guardrails,
+    call: GuardedCall,
+    decision: Decision,
+    kind: DecisionKind,
+    reason: str,
+    message: str,
+) -> Flow[Decision]:
+    """Stop a call decided earlier: release what it holds, record why."""
+    yield from release(g, call.key, "reservation.released", {"reason": reason})
+    stopped = replace(decision, kind=kind, reasons=(reason,), message=message, extra={})
+    audit = events.decision_event(stopped, call.key, tag="halt")
+    yield from write(StoreOp("append_audit", audit), g.outbox)
+    return stopped
 
 
 # ---------------------------------------------------------------------------- decisions

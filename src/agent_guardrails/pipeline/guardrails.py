@@ -308,6 +308,14 @@ class Guardrails:
         result: GuardrailResult = drive(refuse(self, call, decision), self.store)
         return result
 
+    def carry(self, call: GuardedCall, decision: Decision) -> dict[str, Any]:
+        """What a call a guard node lets through carries to its tools node."""
+        return batch.carry(self, call, decision)
+
+    def carried(self, data: Mapping[str, Any], call: GuardedCall) -> Decision:
+        """The guard node's decision, in the tools node."""
+        return batch.carried(self, data, call)
+
     def withdraw(self, key: str, reason: str) -> None:
         drive(batch.withdraw(self, key, reason), self.store)
 
