@@ -19,7 +19,7 @@
   the answer against before saving it: a malformed answer is refused with a
   ``pydantic.ValidationError`` and the call stays pending.
   Inside a task, calls ask through the task's slot log
-  (:mod:`agent_guardrails.task_interrupts`), so calls sharing a task get their own answers.
+  (:mod:`agent_guardrails.adapters.task_interrupts`), so calls sharing a task get their own answers.
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ class GuardNode:
         for i, answer in zip(waiting, answers, strict=True):
             raw = answer if isinstance(answer, Mapping) else answer.model_dump()
             call, decision = outcomes[i]
-            outcomes[i] = guard.resolve(call, decision, to_answer(raw, by, roles))
+            outcomes[i] = guard.apply_answer(call, decision, to_answer(raw, by, roles))
         return outcomes
 
     # ------------------------------------------------------------------ the tools node

@@ -8,7 +8,7 @@ Each tool call is decided, reserved, audited and, where the pack says so, paused
 human with a LangGraph interrupt (LangChain's per-call ``ToolApprovalRequest`` dialect,
 extended with a ``guardrails`` field; resume with ``Command(resume={interrupt_id:
 {"type": "approve"}})``). Calls that do not run come back to the model as a ``ToolMessage``
-whose content is the JSON :class:`~agent_guardrails.results.GuardrailResult`.
+whose content is the JSON :class:`~agent_guardrails.pipeline.results.GuardrailResult`.
 
 Which action a tool performs: the ``actions`` mapping given here, else the tool's
 ``@guarded(action=...)``, else ``tool.metadata["guardrails_action"]``, else the tool's name
@@ -236,8 +236,6 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         stop = self._stop(request)
         if stop is not None:
             return stop
-        if not self.guardrails.policy.model_prices:  # model spend is not priced: no checks
-            return handler(request)
         scope, key = self._model_scope()
         stopped = self.guardrails.model_check(scope)
         if stopped is not None:
@@ -267,8 +265,6 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         stop = self._stop(request)
         if stop is not None:
             return stop
-        if not self.guardrails.policy.model_prices:  # model spend is not priced: no checks
-            return await handler(request)
         scope, key = self._model_scope()
         stopped = await self.guardrails.amodel_check(scope)
         if stopped is not None:

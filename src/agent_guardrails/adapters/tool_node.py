@@ -11,7 +11,7 @@ raises ``KillSwitchEngaged`` where the pack says ``kill_switch: {on_halt: raise}
 
 Several calls of one AI message run in this node's one task and share its interrupts,
 which LangGraph answers by position; they ask through the task's slot log
-(:mod:`agent_guardrails.task_interrupts`), one question per run, so each answer reaches the
+(:mod:`agent_guardrails.adapters.task_interrupts`), one question per run, so each answer reaches the
 call it was asked about. Tools in this node must not call ``interrupt()`` themselves.
 """
 

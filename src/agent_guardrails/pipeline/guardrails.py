@@ -295,7 +295,7 @@ class Guardrails:
     def approval_request(self, call: GuardedCall, decision: Decision) -> ApprovalRequest:
         return drive(batch.approval_request(self, call, decision), self.store)
 
-    def resolve(
+    def apply_answer(
         self, call: GuardedCall, decision: Decision, answer: ApprovalAnswer
     ) -> tuple[GuardedCall, Decision]:
         """Apply a human's answer to a call of a batch waiting for approval."""

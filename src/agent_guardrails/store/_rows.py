@@ -11,12 +11,12 @@ starts with ``ag_``; PostgreSQL puts them in one schema, see :mod:`.postgres`):
     replaces them when it first opens the database.
 ``ag_counters(key, used, lim, expires_at, updated_at)``
     The ledger: one row per budget or exposure counter, keyed by :attr:`Charge.key
-    <agent_guardrails.decision.Charge.key>`. The key already names the window bucket
-    (``budget:daily|USD@1704240000``; see :mod:`agent_guardrails.windows`), so a new bucket is
-    a new row starting from zero and nothing is ever reset. ``used`` is what is spent or held
-    (double precision), ``lim`` the last limit checked against it, ``expires_at`` the bucket's
-    end in Unix seconds: a row whose ``expires_at`` has passed can be deleted by a cleanup
-    job without changing any decision.
+    <agent_guardrails.engine.decision.Charge.key>`. The key already names the window
+    bucket (``budget:daily|USD@1704240000``; see :mod:`agent_guardrails.policy.windows`), so a
+    new bucket is a new row starting from zero and nothing is ever reset. ``used`` is what is
+    spent or held (double precision), ``lim`` the last limit checked against it,
+    ``expires_at`` the bucket's end in Unix seconds: a row whose ``expires_at`` has passed
+    can be deleted by a cleanup job without changing any decision.
 ``ag_calls(key, state, charges, result, updated_at)``
     One row per call idempotency key: ``reserved`` -> ``started`` -> ``finished`` |
     ``failed``, or ``released``. ``charges`` is the JSON list of the charges held (so
