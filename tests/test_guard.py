@@ -22,6 +22,7 @@ from agent_guardrails import (
     ExposureExceeded,
     Guardrails,
     KillSwitchEngaged,
+    PolicyPack,
     Scope,
     ScriptedApprover,
     ValidatorFailed,
@@ -745,3 +746,23 @@ def test_an_async_simulate_function_is_awaited(memory_guard: GuardFactory) -> No
     assert isinstance(result, dict)
     assert result["status"] == "simulated"
     assert result["draft"] == "draft for c1"
+
+
+def test_an_answer_binds_to_the_arguments_it_was_asked_about() -> None:
+    """A call asked about with some arguments and answered after they changed (a resumed
+    node whose checkpoint was edited, say) is refused as stale; nothing runs."""
+    pack = PolicyPack.from_yaml(
+        pack_text("defaults: {level: execute}\nactions:\n  email.send: {sensitive: true}\n")
+    )
+    guard = Guardrails(pack, store="memory://")
+    runs: list[Mapping[str, Any]] = []
+    key = "thread|ns|call-7"
+    first = guard.run(CallRequest("send", "email.send", {"to": "a"}), runs.append, call_key=key)
+    assert isinstance(first, dict)
+    assert first["status"] == "pending_approval"  # asked (no approver here); question recorded
+    guard.approver = ScriptedApprover({"email.send": ApprovalAnswer("approve", by="ana")})
+    second = guard.run(CallRequest("send", "email.send", {"to": "b"}), runs.append, call_key=key)
+    assert isinstance(second, dict)
+    assert second["reasons"] == ["approval_stale"]
+    assert "arguments changed" in second["message"]
+    assert runs == []
