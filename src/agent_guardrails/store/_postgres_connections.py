@@ -26,7 +26,12 @@ from typing import Any, NoReturn, TypeVar
 
 from agent_guardrails.errors import StoreUnavailable
 
-__all__ = ["CommitUnknown", "PostgresConnections", "StatementFailed", "transaction"]
+__all__ = [
+    "CommitUnknown",
+    "PostgresConnections",
+    "StatementFailed",
+    "transaction",
+]
 
 T = TypeVar("T")
 # Pools a forked child inherited: never used nor closed there (closing would end the
@@ -61,9 +66,26 @@ def transaction(conn: Any, body: Callable[[], T]) -> T:
     return result
 
 
+def no_connection(url: str, timeout: float, pool_max: int) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"{url}: no connection within {timeout:g} s: the server cannot be reached, or all "
+        f"{pool_max} of the pool's connections are busy (raise ?pool_max=)"
+    )
+
+
 def message(exc: BaseException) -> str:
     """A driver error's message on one line."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def raise_unavailable(url: str, pools: Any, exc: BaseException, note: str = "") -> NoReturn:
+    """Raise ``StoreUnavailable`` for driver error ``exc``."""
+    if isinstance(exc, pools.PoolClosed):
+        raise StoreUnavailable(f"{url}: the store is closed") from exc
+    raise StoreUnavailable(f"{url}: {message(exc)}{note}") from exc
+
+
+_UNKNOWN = " (the outcome of its commit is unknown)"
 
 
 class PostgresConnections:
@@ -78,11 +100,13 @@ class PostgresConnections:
         pool_max: int,
         timeout: float,
         setup: Callable[[Any], None],
+        ready: Callable[[], bool] = lambda: False,
     ) -> None:
         import psycopg
         import psycopg_pool
 
         self.url = url  # redacted
+        self._ready = ready
         self._pg: Any = psycopg
         self._pools: Any = psycopg_pool
         self._conninfo = conninfo
@@ -134,19 +158,25 @@ class PostgresConnections:
             raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
         return conn
 
+    @property
+    def opened(self) -> bool:
+        """Whether the pool is open (some operation has used it)."""
+        return self._pool is not None
+
     def _open(self) -> Any:
-        """The pool, opened (after ``setup``) by the first call, once."""
+        """The pool, opened (after ``setup``, unless ``ready()``) by the first call, once."""
         with self._lock:
             if self.closed:
                 raise StoreUnavailable(f"{self.url}: the store is closed")
             if self._pool is None:
-                conn = self._connect()
-                try:
-                    self._setup(conn)
-                except self._pg.Error as exc:
-                    raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
-                finally:
-                    conn.close()
+                if not self._ready():
+                    conn = self._connect()
+                    try:
+                        self._setup(conn)
+                    except self._pg.Error as exc:
+                        raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
+                    finally:
+                        conn.close()
                 pool = self._pools.ConnectionPool(
                     self._conninfo,
                     kwargs={"autocommit": True, "client_encoding": "UTF8"},
@@ -180,11 +210,7 @@ class PostgresConnections:
             try:
                 conn = pool.getconn(timeout)
             except self._pools.PoolTimeout:
-                raise StoreUnavailable(
-                    f"{self.url}: no connection within {self.timeout:g} s: the server cannot "
-                    f"be reached, or all {self._max} of the pool's connections are busy "
-                    "(raise ?pool_max=)"
-                ) from None
+                raise no_connection(self.url, self.timeout, self._max) from None
             except self._pools.PoolClosed:
                 raise StoreUnavailable(f"{self.url}: the store is closed") from None
             if not checked:
@@ -207,7 +233,7 @@ class PostgresConnections:
         try:
             return work(conn)
         except CommitUnknown as exc:
-            self._raise(exc.error, " (the outcome of its commit is unknown)")
+            self._raise(exc.error, _UNKNOWN)
         except (self._pg.Error, StatementFailed) as exc:
             if not (retry and conn.closed):
                 self._raise(exc)
@@ -217,16 +243,14 @@ class PostgresConnections:
         try:
             return work(conn)
         except CommitUnknown as exc:
-            self._raise(exc.error, " (the outcome of its commit is unknown)")
+            self._raise(exc.error, _UNKNOWN)
         except (self._pg.Error, StatementFailed) as exc:
             self._raise(exc)
         finally:
             pool.putconn(conn)
 
     def _raise(self, exc: BaseException, note: str = "") -> NoReturn:
-        if isinstance(exc, self._pools.PoolClosed):
-            raise StoreUnavailable(f"{self.url}: the store is closed") from exc
-        raise StoreUnavailable(f"{self.url}: {message(exc)}{note}") from exc
+        raise_unavailable(self.url, self._pools, exc, note)
 
     def close(self, last: Callable[[Any], None] | None = None) -> None:
         """Run ``last`` on a connection if the pool is open (best effort), then close it."""

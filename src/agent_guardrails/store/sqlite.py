@@ -58,10 +58,11 @@ from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError, StoreUnavailable
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import _rows
-from agent_guardrails.store._operators import SQLOperations, Tx
+from agent_guardrails.store._operators import SQLOperations
 from agent_guardrails.store._rows import EPS, SCHEMA_VERSION
 from agent_guardrails.store._sqlite_connections import HINT, SQLiteConnections, parse_sqlite_url
 from agent_guardrails.store._statements import SQLITE, statements
+from agent_guardrails.store._steps import ALL, ONE, Step, drive, just
 from agent_guardrails.store.base import (
     AuditEvent,
     AuditRecord,
@@ -110,30 +111,15 @@ def _end_held(
     return str(row[0])
 
 
-class _Tx:
-    """A transaction of the shared steps (:class:`._operators.Tx`) on SQLite."""
+class _Append:
+    """SQLite's audit append, as an effect of a shared step (:meth:`SQLiteStore._append_step`):
+    done by :meth:`SQLiteStore._append_all` in the step's write transaction."""
 
-    __slots__ = ("db", "store")
+    __slots__ = ("event", "ts")
 
-    def __init__(self, db: sqlite3.Connection, store: SQLiteStore) -> None:
-        self.db = db
-        self.store = store
-
-    def one(self, name: str, args: Sequence[Any] = ()) -> Sequence[Any] | None:
-        row: Sequence[Any] | None = self.db.execute(_SQL[name], args).fetchone()
-        return row
-
-    def all(self, name: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        return list(self.db.execute(_SQL[name], args).fetchall())
-
-    def run(self, name: str, args: Sequence[Any] = ()) -> None:
-        self.db.execute(_SQL[name], args)
-
-    def append(self, event: AuditEvent, ts: float) -> AuditRecord | None:
-        return self.store._append_all(self.db, (event,), ts)[0]
-
-    def chain(self, *, strict: bool = True) -> bool:
-        return False  # every record is chained when it is written
+    def __init__(self, event: AuditEvent, ts: float) -> None:
+        self.event = event
+        self.ts = ts
 
 
 class SQLiteStore(SQLOperations):
@@ -151,6 +137,7 @@ class SQLiteStore(SQLOperations):
     """
 
     _no_limit = SQLITE.no_limit
+    _sql = _SQL
 
     def __init__(self, url: str, *, queue_writers: bool = True) -> None:
         self.url = url
@@ -173,13 +160,31 @@ class SQLiteStore(SQLOperations):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _read(self, step: Callable[[Tx], T]) -> T:
+    def _read(self, step: Callable[[], Step[T]]) -> T:
         with self._conns.read() as db:
-            return step(_Tx(db, self))
+            return drive(step(), functools.partial(self._perform, db))
 
-    def _write(self, step: Callable[[Tx], T], *, serialise: bool = True) -> T:
+    def _write(self, step: Callable[[], Step[T]], *, serialise: bool = True) -> T:
         with self._conns.write() as db:  # the write lock serialises every write
-            return step(_Tx(db, self))
+            return drive(step(), functools.partial(self._perform, db))
+
+    def _perform(self, db: sqlite3.Connection, effect: Any) -> Any:
+        """Do one effect of a shared step (:mod:`._steps`) on ``db``."""
+        if type(effect) is _Append:
+            return self._append_all(db, (effect.event,), effect.ts)[0]
+        cur = db.execute(effect.sql, effect.args)
+        if effect.fetch == ONE:
+            return cur.fetchone()
+        if effect.fetch == ALL:
+            return cur.fetchall()
+        return None
+
+    def _append_step(self, event: AuditEvent, ts: float) -> Step[AuditRecord | None]:
+        record: AuditRecord | None = yield _Append(event, ts)
+        return record
+
+    def _chain_step(self, *, strict: bool = True) -> Step[bool]:
+        return just(False)  # every record is chained when it is written
 
     def _create_schema(self) -> None:
         with self._conns.write() as db:
