@@ -27,12 +27,23 @@ How it keeps the contract:
   so under contention the lock sits idle while writers sleep and some wait for seconds
   (unfair, and past Python's default 5 s timeout); the kernel lock hands over at once and
   keeps the worst wait near the queue's length times one transaction. The lock is held only
-  around the store's own short transactions, never around a tool. SQLite's busy timeout
-  (``?timeout=``, 30 s) still bounds the wait for writers that do not take the lock file
-  (other tools, other versions). One caveat: a process *stopped* (SIGSTOP, a debugger)
-  while it holds the lock file stalls the other writers until it resumes or dies; a killed
-  process releases it at once. ``SQLiteStore(url, queue_writers=False)`` relies on the busy
-  timeout alone. Where ``fcntl`` does not exist (Windows) only the busy timeout applies.
+  around the store's own short transactions, never around a tool. ``SQLiteStore(url,
+  queue_writers=False)`` relies on SQLite's busy timeout alone. Where ``fcntl`` does not
+  exist (Windows) only the busy timeout applies.
+- **A writer waits at most ``timeout`` seconds** (``?timeout=``, 30 by default) in all, for
+  the lock file and then for ``BEGIN IMMEDIATE`` (writers that do not queue on the lock
+  file: other tools, other versions), and then raises
+  :class:`~agent_guardrails.errors.StoreUnavailable` saying the database is locked by
+  another writer, how long it waited and the timeout: the guard turns that into a
+  fail-closed decision. ``flock`` itself cannot time out, so the writers of one process
+  queue on a thread lock (with the deadline), the first of them tries the lock file
+  without waiting, and if another process holds it, one *taker* thread per store waits in
+  ``flock`` on the writers' behalf (the kernel still hands the lock over at once) while the
+  writer waits for it with the deadline (:class:`._sqlite_connections.WriterLock`). A
+  writer that gives up leaves the taker waiting; the taker hands the lock to the next
+  writer of the process, or releases it at once if none is waiting. So a process *stopped*
+  (SIGSTOP, a debugger) while it holds the lock file costs each writer its timeout, where
+  it used to stall every writer until it resumed; a killed process releases it at once.
 - **The audit chain** is appended in the writing transaction: read the head row, hash,
   insert, update the head. The write lock serialises appends, so the chain has no gaps.
 - **The snapshot** is one ``SELECT`` (a ``UNION ALL`` of the level, the engaged
