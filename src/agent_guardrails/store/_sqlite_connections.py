@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["HINT", "PerThread", "SQLiteConnections", "WriterLock", "parse_sqlite_url"]
 
 C = TypeVar("C")
+T = TypeVar("T")
 HINT = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
 
@@ -315,6 +316,9 @@ class SQLiteConnections:
             except OSError as exc:
                 raise StoreUnavailable(f"{url}: writer lock file: {exc}") from exc
         self._conns: PerThread[sqlite3.Connection] = PerThread(self._connect, _close_db)
+        # The deadline of the operation this thread runs for an async caller (set by
+        # within(): its wait started when it was called, not when a thread picked it up).
+        self._deadline = threading.local()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -349,6 +353,15 @@ class SQLiteConnections:
         except RuntimeError as exc:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
 
+    def within(self, deadline: float, work: Callable[[], T]) -> T:
+        """``work()`` on this thread, its writes waiting for the database until ``deadline``
+        (``time.monotonic()``) instead of ``timeout`` seconds from when they start."""
+        self._deadline.value = deadline
+        try:
+            return work()
+        finally:
+            self._deadline.value = None
+
     def _locked(self, waited: float) -> StoreUnavailable:
         where = f" (queued on {self._writers.path})" if self._writers is not None else ""
         return StoreUnavailable(
@@ -361,12 +374,14 @@ class SQLiteConnections:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction, after the writers' lock: committed on
         success, rolled back on error. Waits for the database at most ``timeout`` seconds
-        in all, then raises
+        in all (or until this thread's :meth:`within` deadline), then raises
         :class:`StoreUnavailable` saying it is locked by another writer."""
         db = self.db()
         writers = self._writers
+        deadline: float | None = getattr(self._deadline, "value", None)
         began = time.monotonic()
-        deadline = began + self.timeout
+        if deadline is None:
+            deadline = began + self.timeout
         if writers is not None and not writers.acquire(deadline):
             raise self._locked(time.monotonic() - began)
         try:

@@ -52,23 +52,39 @@ How it keeps the contract:
 - **Numbers**: a charge, ``actual_cost`` or outcome that is not a finite number
   (:func:`~agent_guardrails.store.base.check_finite`) is refused before any transaction.
 
+**Async** (``await store.areserve(...)`` and every other ``a<name>``, from
+:class:`~._offload.OffloadedAsync`): each async method runs the sync one on the store's own
+threads, one *writer* thread for the writes and two *reader* threads for the reads, created
+on first use (a store used only synchronously has none), and awaits it
+(``loop.run_in_executor``). The event loop never touches ``sqlite3``, the lock file or a
+lock; a call that waits for the write lock waits on the writer thread, and its deadline
+(``timeout``) counts from when it was called, not from when the thread got to it, so a
+held lock costs every queued call one timeout at most, not one each in turn. Reads do not
+queue behind a write that waits for the lock (WAL readers never wait for the writer). The
+async path is the sync code, so it keeps the contract the same way; what a cancelled
+caller had asked for still completes on the thread (its idempotency key makes a retry
+safe). ``aclose()`` waits for the threads and closes the connections off the loop.
+
 Errors from SQLite (locked past the timeout, disk full, not a database) raise
 :class:`~agent_guardrails.errors.StoreUnavailable` naming the file and the error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError, StoreUnavailable
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import _rows
+from agent_guardrails.store._offload import OffloadedAsync
 from agent_guardrails.store._operators import SQLOperations
 from agent_guardrails.store._rows import EPS, SCHEMA_VERSION
 from agent_guardrails.store._sqlite_connections import HINT, SQLiteConnections, parse_sqlite_url
@@ -88,6 +104,8 @@ from agent_guardrails.store.base import (
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 _HELD = ("reserved", "started", "finished")  # a key in these states replays
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # older SQLite: SELECT, then UPDATE
 _SQL = statements(SQLITE, {"p": "ag_"}, "operators.sql", "sqlite.sql")
@@ -133,7 +151,7 @@ class _Append:
         self.ts = ts
 
 
-class SQLiteStore(SQLOperations):
+class SQLiteStore(SQLOperations, OffloadedAsync):
     """A :class:`~agent_guardrails.store.base.Store` in one SQLite file (WAL mode).
 
     >>> import tempfile, pathlib
@@ -149,6 +167,10 @@ class SQLiteStore(SQLOperations):
 
     _no_limit = SQLITE.no_limit
     _sql = _SQL
+    #: The store's own threads for async callers (see the module docstring): writes run on
+    #: ``WRITERS`` of them, reads on ``READERS`` others.
+    WRITERS = 1
+    READERS = 2
 
     def __init__(self, url: str, *, queue_writers: bool = True) -> None:
         self.url = url
@@ -163,10 +185,13 @@ class SQLiteStore(SQLOperations):
             raise ConfigurationError(f"cannot open {url}: {self.path!r} is a directory")
         self._conns = SQLiteConnections(url, self.path, self.timeout, queue_writers=queue_writers)
         self._scopes: dict[str, Scope] = {}
+        # Threads start on first use only: a store used only synchronously has none.
+        self._writer = ThreadPoolExecutor(self.WRITERS, "agent-guardrails-sqlite-write")
+        self._readers = ThreadPoolExecutor(self.READERS, "agent-guardrails-sqlite-read")
         try:
             self._create_schema()
         except BaseException:
-            self._conns.close()
+            self.close()
             raise
 
     # ------------------------------------------------------------------ plumbing
@@ -420,7 +445,35 @@ class SQLiteStore(SQLOperations):
             return self._append_all(db, (event,), now)[0]
 
     def close(self) -> None:
+        """Close the store: wait for what its threads are doing, then close every
+        connection (another call raises ``StoreUnavailable``: closed)."""
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
         self._conns.close()
+
+    # ------------------------------------------------------------------ async
+
+    async def _offload(
+        self, write: bool, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """``method`` on one of the store's threads, awaited. The wait for the database
+        counts from now (``within``), however long the call queues for a thread."""
+        deadline = time.monotonic() + self.timeout
+        work = functools.partial(
+            self._conns.within, deadline, functools.partial(method, *args, **kwargs)
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer if write else self._readers, work)
+        except RuntimeError as exc:
+            if "shutdown" in str(exc):  # the executor's: cannot schedule after shutdown
+                raise StoreUnavailable(f"{self.url}: the store is closed") from None
+            raise
+
+    async def aclose(self) -> None:
+        """:meth:`close`, on a thread of the loop's default executor: it waits for the
+        store's threads and closes files."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
