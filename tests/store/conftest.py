@@ -111,8 +111,6 @@ def open_api(api: str, request: pytest.FixtureRequest) -> Iterator[StoreFactory]
         loop = request.getfixturevalue("event_loop_thread")
 
     def make(url: str) -> Store:
-        if loop is not None and url.startswith("postgres"):
-            pytest.skip("PostgreSQL's async API comes with the next commit")
         store = open_store(url)
         handle = store if loop is None else cast(Store, AsyncHandle(store, loop))
         opened.append(handle)

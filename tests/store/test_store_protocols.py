@@ -84,10 +84,6 @@ def test_each_async_protocol_is_its_sync_twin_awaited() -> None:
 
 
 def test_every_backend_is_every_protocol(store_url: str, open_stores: StoreFactory) -> None:
-    if store_url.startswith("postgres"):
-        import pytest
-
-        pytest.skip("PostgreSQL's async API comes with the next commit")
     store = open_stores(store_url)
     assert isinstance(store, Store)
     assert isinstance(store, AsyncStore)

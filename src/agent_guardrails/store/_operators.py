@@ -9,6 +9,11 @@ maps their rows (:mod:`._rows`), nothing else. A store supplies the connection h
 transaction, and the store's own :meth:`SQLOperations._append_step` and
 :meth:`SQLOperations._chain_step` append audit records the store's way (SQLite chains each
 record at once; PostgreSQL through its outbox).
+
+:class:`AsyncSQLOperations` adds the async twins (``aget_level``, ...), each the same step
+run by :meth:`AsyncSQLOperations._aread` or :meth:`AsyncSQLOperations._awrite`: PostgreSQL
+awaits the step's statements on its async connections. (SQLite runs the sync methods on its
+own threads instead; see :mod:`.sqlite`.)
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from agent_guardrails.store.base import (
     pack_conflict,
 )
 
-__all__ = ["SQLOperations"]
+__all__ = ["AsyncSQLOperations", "SQLOperations"]
 
 T = TypeVar("T")
 Row = Sequence[Any]
@@ -286,3 +291,85 @@ class SQLOperations:
 
     def verify_audit(self) -> VerifyResult:
         return self._read(self._verify_audit_step)
+
+
+class AsyncSQLOperations(SQLOperations):
+    """:class:`SQLOperations` and their async twins: the same steps, awaited."""
+
+    async def _aread(self, step: Callable[[], Step[T]]) -> T:
+        """:meth:`SQLOperations._read`, awaited."""
+        raise NotImplementedError
+
+    async def _awrite(self, step: Callable[[], Step[T]], *, serialise: bool = True) -> T:
+        """:meth:`SQLOperations._write`, awaited."""
+        raise NotImplementedError
+
+    async def acall_record(self, call_key: str) -> CallRecord | None:
+        return await self._aread(lambda: self._call_record_step(call_key))
+
+    async def ain_doubt(self) -> list[CallRecord]:
+        return await self._aread(self._in_doubt_step)
+
+    async def acounters(self, prefix: str = "") -> dict[str, float]:
+        return await self._aread(lambda: self._counters_step(prefix))
+
+    async def aget_level(self, dial_key: str) -> int | None:
+        return await self._aread(lambda: self._get_level_step(dial_key))
+
+    async def aset_level(
+        self,
+        dial_key: str,
+        level: int,
+        *,
+        by: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> LevelChange:
+        return await self._awrite(
+            lambda: self._set_level_step(dial_key, level, by, reason, evidence)
+        )
+
+    async def alevel_history(self, dial_key: str | None = None) -> list[LevelChange]:
+        return await self._aread(lambda: self._level_history_step(dial_key))
+
+    async def aset_kill_switch(
+        self, scope: Scope, engaged: bool, *, by: str, reason: str
+    ) -> KillSwitch:
+        return await self._awrite(lambda: self._set_kill_switch_step(scope, engaged, by, reason))
+
+    async def akill_switches(self) -> list[KillSwitch]:
+        return await self._aread(self._kill_switches_step)
+
+    async def asave_pack(
+        self, name: str, version: str, digest: str, source: str, *, by: str
+    ) -> PackVersion:
+        return await self._awrite(lambda: self._save_pack_step(name, version, digest, source, by))
+
+    async def aactivate_pack(
+        self, name: str, version: str, *, by: str, reason: str = ""
+    ) -> PackVersion:
+        return await self._awrite(lambda: self._activate_pack_step(name, version, by, reason))
+
+    async def aactive_pack(self) -> PackVersion | None:
+        return await self._aread(self._active_pack_step)
+
+    async def apack_versions(self, name: str | None = None) -> list[PackVersion]:
+        return await self._aread(lambda: self._pack_versions_step(name))
+
+    async def arecord_outcome(self, outcome: Outcome) -> None:
+        check_finite(outcome.value, "outcome value", negative_ok=True)
+        await self._awrite(lambda: self._record_outcome_step(outcome), serialise=False)
+
+    async def aoutcomes(self, *, metric: str | None = None, since: float = 0.0) -> list[Outcome]:
+        return await self._aread(lambda: self._outcomes_step(metric, since))
+
+    async def aaudit_records(
+        self, *, after: int = 0, limit: int | None = None
+    ) -> list[AuditRecord]:
+        return await self._aread(lambda: self._audit_records_step(after, limit))
+
+    async def afind_audit(self, dedupe: str) -> AuditRecord | None:
+        return await self._aread(lambda: self._find_audit_step(dedupe))
+
+    async def averify_audit(self) -> VerifyResult:
+        return await self._aread(self._verify_audit_step)

@@ -149,6 +149,34 @@ How it keeps the contract:
   lock, held until each commit is flushed, like a plain ``UPDATE`` of one row; over many
   budgets, by CPU. Every record is written twice (outbox, then log), off the hot locks.
 
+**Async** (``await store.areserve(...)`` and every other ``a<name>``): native, through
+psycopg's async connections and ``psycopg_pool.AsyncConnectionPool`` (the same
+``pool_min``/``pool_max``, ``connect_timeout`` and settings as the sync pool), opened by
+the first async operation, lazily, after the same schema setup if the sync side has not
+done it. The rules are the sync ones: a broken connection is discarded and the operation
+retried once on a fresh one, a failed ``COMMIT`` of an operator step is not retried, a
+pool with no free connection for ``connect_timeout`` seconds raises ``StoreUnavailable``.
+Waiting for a row lock held by another transaction, for the chain lock or for a pooled
+connection happens on the server or in the pool, awaited: the event loop goes on.
+
+Nothing is written twice: every operation is one *step* (:mod:`._steps`), a generator that
+yields the statements it needs, gets their rows back and decides what they mean (which
+error is a denial, when to take the general path, when to chain); the schema setup is one
+too (:mod:`._postgres_schema`). The sync driver runs a step with ``conn.execute`` and the
+hot path's statements through libpq (:meth:`._postgres_connections.PostgresConnections
+.exec_prepared`, as before); the async driver awaits ``conn.execute`` (the hot path's
+statements with ``prepare=True``, the same SQL and the same text parameters). The ``.sql``
+files are read on a worker thread before the first async operation (file I/O, once per
+process).
+
+One store object serves both: ``close()`` closes the sync pool and every async one (each on
+its own event loop), ``aclose()`` the same from async code (the sync pool on a worker
+thread), both after chaining what the store left waiting. An async pool belongs to the
+event loop that opened it: a store used from several loops (``asyncio.run`` more than once,
+loops in several threads) has one pool per loop; one whose loop has been closed is let go
+(its idle connections are closed) when the next pool opens, or by ``close()``. Call
+``await store.aclose()`` before a loop ends to close its connections cleanly.
+
 Errors from the server or the network raise
 :class:`~agent_guardrails.errors.StoreUnavailable` with the driver's message. Passwords are
 never included: ``store.url`` has them replaced by ``***``.
@@ -156,8 +184,10 @@ never included: ``store.url`` has them replaced by ``***``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import re
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -167,8 +197,13 @@ from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import _rows
-from agent_guardrails.store._operators import SQLOperations
-from agent_guardrails.store._postgres_connections import PostgresConnections, transaction
+from agent_guardrails.store._operators import AsyncSQLOperations
+from agent_guardrails.store._postgres_connections import (
+    AsyncPostgresConnections,
+    PostgresConnections,
+    atransaction,
+    transaction,
+)
 from agent_guardrails.store._postgres_schema import (
     SCHEMA_VERSION,
     chain_lock,
@@ -176,7 +211,7 @@ from agent_guardrails.store._postgres_schema import (
     current_schema,
     quote_ident,
 )
-from agent_guardrails.store._statements import POSTGRES, statements
+from agent_guardrails.store._statements import POSTGRES, preload, statements
 from agent_guardrails.store._steps import (
     ALL,
     ONE,
@@ -184,6 +219,7 @@ from agent_guardrails.store._steps import (
     Statement,
     Step,
     Transaction,
+    adrive,
     drive,
 )
 from agent_guardrails.store.base import (
@@ -204,10 +240,21 @@ _TAMPERED = "GR002"  # raised by ag_chain_pending: the head row is missing or be
 _GENERAL = "GR003"  # raised by ag_reserve's fast path: run the general path
 # The hot-path statements prepared on each pooled connection (sql/postgres.sql, hot_*).
 _RESERVE1, _START, _SETTLE = b"ag_reserve1", b"ag_start", b"ag_settle"
+_DOLLAR = re.compile(r"\$\d+")
 
 
-class PostgresStore(SQLOperations):
-    """A :class:`~agent_guardrails.store.base.Store` in a PostgreSQL database.
+def _text(value: Any) -> bytes | None:
+    """A value psycopg parsed, back in libpq's text format (what the sync hot path sees)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    return str(value).encode()
+
+
+class PostgresStore(AsyncSQLOperations):
+    """A :class:`~agent_guardrails.store.base.Store` (and
+    :class:`~agent_guardrails.store.base.AsyncStore`) in a PostgreSQL database.
 
     Constructing one never connects (see the module docstring):
 
@@ -252,11 +299,20 @@ class PostgresStore(SQLOperations):
             setup=lambda conn: self._drive(conn, self._setup_step()),
             ready=lambda: self._ready,
         )
+        self._aconns = AsyncPostgresConnections(
+            self.url,
+            o.conninfo,
+            pool_min=o.pool_min,
+            pool_max=o.pool_max,
+            timeout=o.connect_timeout,
+            setup=self._asetup,
+            ready=lambda: self._ready,
+        )
 
     # ------------------------------------------------------------------ first use
 
     def _setup_step(self) -> Step[None]:
-        """On the first operation, on a connection of its own: find the
+        """On the first operation (sync or async), on a connection of its own: find the
         schema, render the statements for it, and create or upgrade it
         (:mod:`._postgres_schema`)."""
         schema = self.options.schema
@@ -270,9 +326,17 @@ class PostgresStore(SQLOperations):
             _START: q["hot_start"].encode(),
             _SETTLE: q["hot_settle"].encode(),
         }
+        # The async driver runs the same statements through psycopg (prepared there too).
+        ahot = {name: _DOLLAR.sub("%s", sql.decode()) for name, sql in hot.items()}
         yield from create_schema(self.url, schema, fill, q)
-        self.schema, self._q, self._sql, self._hot = schema, q, q, hot
+        self.schema, self._q, self._sql, self._hot, self._ahot = schema, q, q, hot, ahot
         self._ready = True
+
+    async def _asetup(self, conn: Any) -> None:
+        """:meth:`_setup_step` on an async connection; the SQL files are read first, on a
+        worker thread (file I/O, once per process)."""
+        await asyncio.to_thread(preload)
+        await self._adrive(conn, self._setup_step())
 
     # ------------------------------------------------------------------ the drivers
 
@@ -298,18 +362,58 @@ class PostgresStore(SQLOperations):
                 return self._drive(conn, body)
         return transaction(conn, lambda: self._drive(conn, body))
 
+    async def _aperform(self, conn: Any, effect: Any) -> Any:
+        """Do one effect of a step on async connection ``conn``: as :meth:`_perform`."""
+        kind = type(effect)
+        if kind is Hot:
+            params = [None if p is None else p.decode() for p in effect.params]
+            try:
+                cur = await conn.execute(self._ahot[effect.name], params, prepare=True)
+            except self._pg.Error as exc:
+                if effect.expect and getattr(exc, "sqlstate", None) == effect.expect:
+                    return None
+                raise
+            row = await cur.fetchone()
+            return (_text(row[0]),)
+        if kind is Statement:
+            if effect.args is None:
+                cur = await conn.execute(effect.sql)
+            else:
+                cur = await conn.execute(effect.sql, effect.args)
+            if effect.fetch == ONE:
+                return await cur.fetchone()
+            return await cur.fetchall() if effect.fetch == ALL else None
+        body = effect.body
+        if effect.keyed:
+            async with conn.transaction():
+                return await self._adrive(conn, body)
+        return await atransaction(conn, lambda: self._adrive(conn, body))
+
     def _drive(self, conn: Any, step: Step[T]) -> T:
         return drive(step, functools.partial(self._perform, conn))
+
+    async def _adrive(self, conn: Any, step: Step[T]) -> T:
+        return await adrive(step, functools.partial(self._aperform, conn))
 
     def _run_step(self, step: Callable[[], Step[T]]) -> T:
         """``step()`` on a pooled connection (made again if the operation is retried)."""
         return self._conns.run(lambda conn: self._drive(conn, step()))
 
+    async def _arun_step(self, step: Callable[[], Step[T]]) -> T:
+        """:meth:`_run_step`, awaited on this event loop's async pool."""
+        return await self._aconns.run(lambda conn: self._adrive(conn, step()))
+
     def _read(self, step: Callable[[], Step[T]]) -> T:
         return self._run_step(step)
 
+    async def _aread(self, step: Callable[[], Step[T]]) -> T:
+        return await self._arun_step(step)
+
     def _write(self, step: Callable[[], Step[T]], *, serialise: bool = True) -> T:
         return self._run_step(lambda: self._write_step(step, serialise))
+
+    async def _awrite(self, step: Callable[[], Step[T]], *, serialise: bool = True) -> T:
+        return await self._arun_step(lambda: self._write_step(step, serialise))
 
     def _write_step(self, step: Callable[[], Step[T]], serialise: bool) -> Step[T]:
         """A client transaction; ``serialise`` takes the chain lock first, for steps that
@@ -630,14 +734,84 @@ class PostgresStore(SQLOperations):
         return self._run_step(lambda: self._append_audit_step(event))
 
     def close(self) -> None:
-        """Chain what this store left waiting (best effort), then close the pool."""
+        """Chain what this store left waiting (best effort), then close the pools: the
+        sync one, and the async ones (each on its event loop)."""
         last = None
         if self._unchained and self._conns.opened:
             last = self._chain_now
         self._conns.close(last)
+        self._aconns.close(self._achain_now if self._unchained else None)
+
+    # ------------------------------------------------------------------ hot path: async
+
+    async def asnapshot(
+        self, *, dial_key: str, counter_keys: Sequence[str], call_key: str
+    ) -> Snapshot:
+        keys = list(counter_keys)
+        return await self._arun_step(lambda: self._snapshot_step(dial_key, keys, call_key))
+
+    async def areserve(
+        self,
+        call_key: str,
+        charges: Sequence[Charge],
+        *,
+        audit: AuditEvent | None = None,
+        force: bool = False,
+        now: float | None = None,
+        start: AuditEvent | None = None,
+    ) -> ReserveResult:
+        step = self._reserve_one(call_key, charges, audit, force, now, start)
+        return await self._arun_step(step)
+
+    async def areserve_many(
+        self,
+        items: Sequence[tuple[str, Sequence[Charge]]],
+        *,
+        audit: Sequence[AuditEvent] = (),
+        force: bool = False,
+        now: float | None = None,
+    ) -> ReserveResult:
+        return await self._arun_step(self._reserve_batch(items, audit, force, now))
+
+    async def astart(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
+        return await self._arun_step(lambda: self._start_step(call_key, audit))
+
+    async def afinish(
+        self,
+        call_key: str,
+        *,
+        ok: bool,
+        actual_cost: float | None = None,
+        result: str | None = None,
+        audit: AuditEvent | None = None,
+    ) -> None:
+        if actual_cost is not None:
+            check_finite(actual_cost, "actual_cost")
+        await self._arun_step(
+            lambda: self._settle_step(call_key, ok, False, actual_cost, result, audit)
+        )
+
+    async def arelease(self, call_key: str, *, audit: AuditEvent | None = None) -> None:
+        await self._arun_step(lambda: self._settle_step(call_key, False, True, None, None, audit))
+
+    async def aappend_audit(self, event: AuditEvent) -> AuditRecord | None:
+        return await self._arun_step(lambda: self._append_audit_step(event))
 
     def _chain_now(self, conn: Any) -> None:
         self._drive(conn, self._chain_all_step())
+
+    async def _achain_now(self, conn: Any) -> None:
+        await self._adrive(conn, self._chain_all_step())
+
+    async def aclose(self) -> None:
+        """:meth:`close`, awaited: this loop's async pool is closed here (after chaining
+        what the store left waiting), the sync pool on a worker thread (closing it joins
+        its threads)."""
+        await self._aconns.aclose(self._achain_now if self._unchained else None)
+        last = None
+        if self._unchained and self._conns.opened:
+            last = self._chain_now
+        await asyncio.to_thread(self._conns.close, last)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
