@@ -23,7 +23,9 @@ benchmark rows pay about 20 ns per operation for that). When another thread hold
 at that moment (a sync caller, or an async call already handed to a thread) the loop does
 not wait for it: the call runs in the loop's default executor instead, and is awaited. So
 the loop never blocks on the lock (``blockbuster`` flags a contended ``Lock.acquire``), and
-an uncontended call costs a coroutine and one lock operation more than the sync one.
+an uncontended call costs a coroutine and one lock operation more than the sync one
+(``benchmarks/store.py --only async``: 11-12 µs for a snapshot, reserve and finish, against
+9-10 µs sync).
 """
 
 from __future__ import annotations

@@ -177,6 +177,12 @@ loops in several threads) has one pool per loop; one whose loop has been closed 
 (its idle connections are closed) when the next pool opens, or by ``close()``. Call
 ``await store.aclose()`` before a loop ends to close its connections cleanly.
 
+Measured (``python benchmarks/store.py --only async``, 2-core machine, server on the same
+machine, 3 runs): one call (``snapshot`` + ``reserve`` with its records + ``finish``) takes
+1,065-1,099 µs awaited against 945-964 µs on the sync API (``execute(prepare=True)`` costs a
+little more Python than the libpq fast path), and 200 coroutines on one loop make
+1,630-1,740 calls/s with the default ``pool_max=10``, the loop's lag p99 1.5-1.8 ms.
+
 Errors from the server or the network raise
 :class:`~agent_guardrails.errors.StoreUnavailable` with the driver's message. Passwords are
 never included: ``store.url`` has them replaced by ``***``.

@@ -54,16 +54,43 @@ How it keeps the contract:
 
 **Async** (``await store.areserve(...)`` and every other ``a<name>``, from
 :class:`~._offload.OffloadedAsync`): each async method runs the sync one on the store's own
-threads, one *writer* thread for the writes and two *reader* threads for the reads, created
-on first use (a store used only synchronously has none), and awaits it
-(``loop.run_in_executor``). The event loop never touches ``sqlite3``, the lock file or a
-lock; a call that waits for the write lock waits on the writer thread, and its deadline
-(``timeout``) counts from when it was called, not from when the thread got to it, so a
-held lock costs every queued call one timeout at most, not one each in turn. Reads do not
-queue behind a write that waits for the lock (WAL readers never wait for the writer). The
-async path is the sync code, so it keeps the contract the same way; what a cancelled
-caller had asked for still completes on the thread (its idempotency key makes a retry
-safe). ``aclose()`` waits for the threads and closes the connections off the loop.
+*store thread* and awaits it (``loop.run_in_executor``); the thread starts on first use (a
+store used only synchronously has none). The event loop never touches ``sqlite3``, the lock
+file or a lock: a call that waits for the write lock waits on the store thread, and its
+deadline (``timeout``) counts from when it was called, not from when the thread got to it,
+so a held lock costs every queued call one timeout at most, not one each in turn. While the
+store thread has been busy with one operation for more than :attr:`SQLiteStore.STALLED`
+(20 ms: waiting for a lock held elsewhere, most likely), reads go to two spare reader
+threads instead, so snapshots still answer (WAL readers never wait for the writer). The
+async path is the sync code, so it keeps the contract the same way; what a cancelled caller
+had asked for still completes on the thread (its idempotency key makes a retry safe).
+``aclose()`` waits for the threads and closes the connections off the loop.
+
+Chosen by measurement (``python benchmarks/store.py --only async --seconds 8``, 2-core
+machine, one process; a call = ``snapshot`` + ``reserve`` with its decision and start
+records + ``finish`` with its record; "calls/s" with 200 coroutines on one loop; the
+range of 3 runs, every option measured in each run):
+
+============================================  ===========  ===========  ============
+async bridge                                  µs per call  calls/s      loop lag p99
+============================================  ===========  ===========  ============
+sync API, one thread (reference)              157-167      -            -
+store thread + spare readers (chosen)         616-658      1,677-1,856  0.7-0.8 ms
+store threads, 1 writer + 2 readers           542-588      1,475-1,631  0.9-3.1 ms
+store threads, a pool of 4                    399-649      1,416-1,977  1.2-6.7 ms
+aiosqlite, the same SQL                       2,086-2,152  445-505      0.5-0.6 ms
+============================================  ===========  ===========  ============
+
+aiosqlite hands every *statement* to its connection's thread and back (a reservation is
+about ten of them, and a hand-off costs about 100 µs on this machine), where the store
+thread takes each *operation* in one hand-off: aiosqlite was 3.3x slower per call and gave
+3.4-3.7x fewer calls per second; it would also need the SQL steps written a second time, in
+async. Among thread layouts, one thread for every operation gave the most calls per second
+in two runs of three (median 1,693 against 1,578 and 1,481) and the lowest, steadiest lag
+(the other layouts' threads contend for the GIL), for about 10% more latency per call than
+separate writer and readers; the spare readers keep its one
+drawback, reads queued behind a write that waits for a lock, to the first 20 ms. What is
+left between the async and the sync API is the three hand-offs per call.
 
 Errors from SQLite (locked past the timeout, disk full, not a database) raise
 :class:`~agent_guardrails.errors.StoreUnavailable` naming the file and the error.
@@ -167,10 +194,11 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
 
     _no_limit = SQLITE.no_limit
     _sql = _SQL
-    #: The store's own threads for async callers (see the module docstring): writes run on
-    #: ``WRITERS`` of them, reads on ``READERS`` others.
-    WRITERS = 1
-    READERS = 2
+    #: Async callers' reads go to the spare reader threads (``SPARE_READERS`` of them)
+    #: while the store thread has been busy with one operation for longer than this many
+    #: seconds (waiting for the write lock, most likely); see the module docstring.
+    STALLED = 0.02
+    SPARE_READERS = 2
 
     def __init__(self, url: str, *, queue_writers: bool = True) -> None:
         self.url = url
@@ -186,8 +214,9 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         self._conns = SQLiteConnections(url, self.path, self.timeout, queue_writers=queue_writers)
         self._scopes: dict[str, Scope] = {}
         # Threads start on first use only: a store used only synchronously has none.
-        self._writer = ThreadPoolExecutor(self.WRITERS, "agent-guardrails-sqlite-write")
-        self._readers = ThreadPoolExecutor(self.READERS, "agent-guardrails-sqlite-read")
+        self._thread = ThreadPoolExecutor(1, "agent-guardrails-sqlite")
+        self._spare = ThreadPoolExecutor(self.SPARE_READERS, "agent-guardrails-sqlite-read")
+        self._busy_since: float | None = None  # when the store thread's operation began
         try:
             self._create_schema()
         except BaseException:
@@ -447,24 +476,41 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
     def close(self) -> None:
         """Close the store: wait for what its threads are doing, then close every
         connection (another call raises ``StoreUnavailable``: closed)."""
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
+        self._thread.shutdown(wait=True)
+        self._spare.shutdown(wait=True)
         self._conns.close()
 
     # ------------------------------------------------------------------ async
 
+    def _executor(self, write: bool) -> ThreadPoolExecutor:
+        """The store thread; for a read, a spare reader if the store thread is stalled."""
+        since = self._busy_since
+        if write or since is None or time.monotonic() - since < self.STALLED:
+            return self._thread
+        return self._spare
+
+    def _on_store_thread(self, deadline: float, call: Callable[[], R]) -> R:
+        self._busy_since = time.monotonic()
+        try:
+            return self._conns.within(deadline, call)
+        finally:
+            self._busy_since = None
+
     async def _offload(
         self, write: bool, method: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        """``method`` on one of the store's threads, awaited. The wait for the database
-        counts from now (``within``), however long the call queues for a thread."""
+        """``method`` on the store's thread (or a spare reader), awaited. The wait for the
+        database counts from now (``within``), however long the call queues."""
         deadline = time.monotonic() + self.timeout
-        work = functools.partial(
-            self._conns.within, deadline, functools.partial(method, *args, **kwargs)
-        )
+        call = functools.partial(method, *args, **kwargs)
+        executor = self._executor(write)
+        if executor is self._thread:
+            work = functools.partial(self._on_store_thread, deadline, call)
+        else:
+            work = functools.partial(self._conns.within, deadline, call)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._writer if write else self._readers, work)
+            return await loop.run_in_executor(executor, work)
         except RuntimeError as exc:
             if "shutdown" in str(exc):  # the executor's: cannot schedule after shutdown
                 raise StoreUnavailable(f"{self.url}: the store is closed") from None
