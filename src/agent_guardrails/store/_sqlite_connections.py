@@ -215,15 +215,29 @@ class WriterLock:
 
     def acquire(self, deadline: float) -> bool:
         """Take the writers' lock by ``deadline`` (``time.monotonic()``); False if not."""
-        if not self._queue.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+        queue = self._queue
+        if not queue.acquire(False) and not queue.acquire(
+            timeout=max(deadline - time.monotonic(), 0.0)
+        ):
             return False
+        if not self._taking:  # the common case: no taker at work, try the file at once
+            # (The taker clears _taking only after it let go of the file, and only a writer
+            # holding the queue, as this one does, can set it.)
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                pass
+            except BaseException:
+                queue.release()
+                raise
         try:
             if self._take_file(deadline):
                 return True
         except BaseException:
-            self._queue.release()
+            queue.release()
             raise
-        self._queue.release()
+        queue.release()
         return False
 
     def release(self) -> None:
@@ -233,14 +247,9 @@ class WriterLock:
             self._queue.release()
 
     def _take_file(self, deadline: float) -> bool:
-        fd = self._file.fileno()
+        """The file is taken by another process: have the taker wait for it."""
         with self._cond:
             if not self._taking:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return True
-                except BlockingIOError:
-                    pass
                 self._taking = True
                 if self._taker is None:
                     self._taker = threading.Thread(
@@ -280,13 +289,13 @@ class WriterLock:
             except OSError as exc:
                 error = exc
             with cond:
-                self._taking = False
                 if error is not None:
                     self._error = error
                 elif self._want:
                     self._got = True
-                else:  # the writer gave up: let the others in (under the condition, so no
-                    fcntl.flock(fd, fcntl.LOCK_UN)  # writer of ours takes it meanwhile)
+                else:  # the writer gave up: let the others in, before _taking is cleared
+                    fcntl.flock(fd, fcntl.LOCK_UN)  # (see acquire())
+                self._taking = False
                 cond.notify_all()
 
     def close(self) -> None:
@@ -386,9 +395,9 @@ class SQLiteConnections:
             raise self._locked(time.monotonic() - began)
         try:
             # SQLite's busy handler waits for writers that do not queue on the lock file;
-            # when this call has waited already, only for what is left of its time.
+            # when this call has waited already (over 50 ms), only for what is left.
             left = deadline - time.monotonic()
-            short = left * 1000 < self._busy_ms - 1
+            short = self.timeout - left > 0.05
             try:
                 if short:
                     db.execute(f"PRAGMA busy_timeout = {max(int(left * 1000), 0)}")
