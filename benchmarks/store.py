@@ -454,7 +454,7 @@ class AsyncRow:
 def _measure_async(
     only: set[str], seconds: float, tmp: Path, pg: str | None, tag: str
 ) -> list[AsyncRow]:
-    from concurrent.futures import ThreadPoolExecutor
+    from agent_guardrails.store._offload import StoreThreads
 
     rows: list[AsyncRow] = []
 
@@ -474,7 +474,7 @@ def _measure_async(
             store: Any = open_store(url)
             if how.startswith("store threads, 4 shared"):
                 store._thread.shutdown()
-                store._thread = ThreadPoolExecutor(4, "bench-shared")
+                store._thread = StoreThreads(4, "bench-shared", url)
             elif how.startswith("store threads, 1 writer + 2 readers"):
                 store._executor = lambda write, s=store: s._thread if write else s._spare
             latency, throughput, lag = await _async_figures(

@@ -320,3 +320,62 @@ def test_an_unreachable_server_fails_async_calls_quickly(event_loop_thread: Loop
         event_loop_thread.run(store.asnapshot(dial_key="w", counter_keys=[], call_key="k"))
     assert time.perf_counter() - began < 5
     event_loop_thread.run(store.aclose())
+
+
+def test_store_threads_hand_work_over_and_fail_it_once_closed() -> None:
+    """SQLite's hand-off (``StoreThreads``): results and errors come back to the awaiting
+    coroutine; shutting down finishes the work queued so far, and work handed over after
+    fails with StoreUnavailable instead of hanging; a reply to a loop that was closed
+    meanwhile does not kill a thread."""
+    from agent_guardrails.store._offload import StoreThreads
+
+    threads = StoreThreads(1, "test-store-thread", "test://")
+    release = threading.Event()
+
+    def boom() -> int:
+        raise ValueError("boom")
+
+    async def scenario() -> tuple[int, str, list[Any]]:
+        ok = await threads.run(lambda: 42)
+        try:
+            await threads.run(boom)
+            error = ""
+        except ValueError as exc:
+            error = str(exc)
+        blocker = asyncio.ensure_future(threads.run(lambda: release.wait(10)))
+        queued = [asyncio.ensure_future(threads.run(lambda: 1)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(asyncio.to_thread(threads.shutdown))
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(threads.run(lambda: 2))
+        release.set()
+        await closing
+        results = await asyncio.gather(blocker, *queued, late, return_exceptions=True)
+        return ok, error, results
+
+    with watched_loop() as loop:
+        ok, error, results = loop.run(scenario())
+    assert (ok, error) == (42, "boom")
+    assert results[:4] == [True, 1, 1, 1]  # queued before the shutdown: done
+    assert isinstance(results[4], StoreUnavailable), results
+
+    # A caller whose loop is gone by the time the answer comes back.
+    again = StoreThreads(1, "test-store-thread-2", "test://")
+    gate = threading.Event()
+
+    pending: list[asyncio.Future[Any]] = []
+
+    async def leave() -> None:
+        pending.append(asyncio.ensure_future(again.run(lambda: gate.wait(10))))
+        await asyncio.sleep(0.05)
+
+    dead = asyncio.new_event_loop()
+    dead.run_until_complete(leave())
+    for task in asyncio.all_tasks(dead):
+        task.cancel()
+    dead.run_until_complete(asyncio.sleep(0))
+    dead.close()
+    gate.set()
+    with watched_loop() as loop:
+        assert loop.run(again.run(lambda: "still serving")) == "still serving"
+    again.shutdown()

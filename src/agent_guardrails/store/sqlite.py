@@ -54,8 +54,10 @@ How it keeps the contract:
 
 **Async** (``await store.areserve(...)`` and every other ``a<name>``, from
 :class:`~._offload.OffloadedAsync`): each async method runs the sync one on the store's own
-*store thread* and awaits it (``loop.run_in_executor``); the thread starts on first use (a
-store used only synchronously has none). The event loop never touches ``sqlite3``, the lock
+*store thread* and awaits it (:class:`~._offload.StoreThreads`: a queue to the thread and
+``loop.call_soon_threadsafe`` back, about 40% cheaper per round trip than
+``loop.run_in_executor``); the thread starts on first use (a store used only synchronously
+has none). The event loop never touches ``sqlite3``, the lock
 file or a lock: a call that waits for the write lock waits on the store thread, and its
 deadline (``timeout``) counts from when it was called, not from when the thread got to it,
 so a held lock costs every queued call one timeout at most, not one each in turn. While the
@@ -74,23 +76,24 @@ range of 3 runs, every option measured in each run):
 ============================================  ===========  ===========  ============
 async bridge                                  µs per call  calls/s      loop lag p99
 ============================================  ===========  ===========  ============
-sync API, one thread (reference)              157-167      -            -
-store thread + spare readers (chosen)         616-658      1,677-1,856  0.7-0.8 ms
-store threads, 1 writer + 2 readers           542-588      1,475-1,631  0.9-3.1 ms
-store threads, a pool of 4                    399-649      1,416-1,977  1.2-6.7 ms
-aiosqlite, the same SQL                       2,086-2,152  445-505      0.5-0.6 ms
+sync API, one thread (reference)              172-184      -            -
+store thread + spare readers (chosen)         597-621      2,050-2,146  0.8-0.9 ms
+store threads, 1 writer + 2 readers           539-561      1,668-1,843  0.9-1.1 ms
+store threads, a pool of 4                    508-512      1,647-1,731  1.8-2.5 ms
+aiosqlite, the same SQL                       2,142-2,447  398-429      0.3 ms
 ============================================  ===========  ===========  ============
 
 aiosqlite hands every *statement* to its connection's thread and back (a reservation is
-about ten of them, and a hand-off costs about 100 µs on this machine), where the store
-thread takes each *operation* in one hand-off: aiosqlite was 3.3x slower per call and gave
-3.4-3.7x fewer calls per second; it would also need the SQL steps written a second time, in
-async. Among thread layouts, one thread for every operation gave the most calls per second
-in two runs of three (median 1,693 against 1,578 and 1,481) and the lowest, steadiest lag
-(the other layouts' threads contend for the GIL), for about 10% more latency per call than
-separate writer and readers; the spare readers keep its one
-drawback, reads queued behind a write that waits for a lock, to the first 20 ms. What is
-left between the async and the sync API is the three hand-offs per call.
+about ten of them), where the store thread takes each *operation* in one hand-off:
+aiosqlite was 3.6x slower per call and gave 5x fewer calls per second; it would also need
+the SQL steps written a second time, in async. Among thread layouts (all with the same
+hand-off), one thread for every operation gave the most calls per second in every run
+(median 2,066 against 1,689 for a writer and two readers, +22%) with the lowest lag (more
+threads contend for the GIL), for about 10% more time per call when calls come one at a
+time; the spare readers keep its one drawback, reads queued behind a write that waits for
+a lock, to the first 20 ms. What is left between the async and the sync API is the three
+hand-offs per call (a round trip through ``StoreThreads`` costs about 50 µs here, through
+``loop.run_in_executor`` about 90 µs).
 
 Errors from SQLite (locked past the timeout, disk full, not a database) raise
 :class:`~agent_guardrails.errors.StoreUnavailable` naming the file and the error.
@@ -104,14 +107,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError, StoreUnavailable
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import _rows
-from agent_guardrails.store._offload import OffloadedAsync
+from agent_guardrails.store._offload import OffloadedAsync, StoreThreads
 from agent_guardrails.store._operators import SQLOperations
 from agent_guardrails.store._rows import EPS, SCHEMA_VERSION
 from agent_guardrails.store._sqlite_connections import HINT, SQLiteConnections, parse_sqlite_url
@@ -214,8 +216,8 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         self._conns = SQLiteConnections(url, self.path, self.timeout, queue_writers=queue_writers)
         self._scopes: dict[str, Scope] = {}
         # Threads start on first use only: a store used only synchronously has none.
-        self._thread = ThreadPoolExecutor(1, "agent-guardrails-sqlite")
-        self._spare = ThreadPoolExecutor(self.SPARE_READERS, "agent-guardrails-sqlite-read")
+        self._thread = StoreThreads(1, "agent-guardrails-sqlite", url)
+        self._spare = StoreThreads(self.SPARE_READERS, "agent-guardrails-sqlite-read", url)
         self._busy_since: float | None = None  # when the store thread's operation began
         try:
             self._create_schema()
@@ -476,13 +478,13 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
     def close(self) -> None:
         """Close the store: wait for what its threads are doing, then close every
         connection (another call raises ``StoreUnavailable``: closed)."""
-        self._thread.shutdown(wait=True)
-        self._spare.shutdown(wait=True)
+        self._thread.shutdown()
+        self._spare.shutdown()
         self._conns.close()
 
     # ------------------------------------------------------------------ async
 
-    def _executor(self, write: bool) -> ThreadPoolExecutor:
+    def _executor(self, write: bool) -> StoreThreads:
         """The store thread; for a read, a spare reader if the store thread is stalled."""
         since = self._busy_since
         if write or since is None or time.monotonic() - since < self.STALLED:
@@ -508,13 +510,7 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
             work = functools.partial(self._on_store_thread, deadline, call)
         else:
             work = functools.partial(self._conns.within, deadline, call)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(executor, work)
-        except RuntimeError as exc:
-            if "shutdown" in str(exc):  # the executor's: cannot schedule after shutdown
-                raise StoreUnavailable(f"{self.url}: the store is closed") from None
-            raise
+        return await executor.run(work)
 
     async def aclose(self) -> None:
         """:meth:`close`, on a thread of the loop's default executor: it waits for the
