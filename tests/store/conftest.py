@@ -6,6 +6,13 @@ PostgreSQL. The PostgreSQL server
 comes from ``AGENT_GUARDRAILS_TEST_POSTGRES`` (CI: ``postgresql://postgres@127.0.0.1:5432/test``);
 without it the PostgreSQL parameters are skipped with that reason.
 
+Sync and async: the ``store`` and ``durable`` fixtures (and ``open_api``) come in two
+flavours, ``sync`` (the store itself) and ``async`` (an
+:class:`~tests.store.async_helpers.AsyncHandle`: the same method names, each run as the
+store's async twin, ``a<name>``, on an event loop with ``blockbuster`` active). So every
+contract test runs through both APIs on every backend, and any blocking call the async path
+makes on the loop fails it.
+
 PostgreSQL isolation: every test gets a schema of its own, ``ag_test_<random>``, through the
 store URL's ``?schema=`` option (``PostgresStore`` creates it on open); the fixture drops it,
 ``CASCADE``, when the test ends. Tests never touch the database's other schemas.
@@ -16,10 +23,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from agent_guardrails.store import Store, open_store
+from tests.store.async_helpers import AsyncHandle, LoopThread, watched_loop
 from tests.store.store_helpers import StoreFactory, pg_base, pg_execute, with_schema
 
 ALL = ["memory", "sqlite", "sqlite-3.34", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -79,10 +88,44 @@ def open_stores() -> Iterator[StoreFactory]:
 
 
 @pytest.fixture
-def store(store_url: str, open_stores: StoreFactory) -> Store:
-    return open_stores(store_url)
+def event_loop_thread() -> Iterator[LoopThread]:
+    """An event loop in a thread of its own, with blocking detection on
+    (:func:`~tests.store.async_helpers.watched_loop`)."""
+    with watched_loop() as loop:
+        yield loop
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> str:
+    """``sync`` or ``async``: which of the store's APIs a test drives."""
+    return str(request.param)
 
 
 @pytest.fixture
-def durable(durable_url: str, open_stores: StoreFactory) -> Store:
-    return open_stores(durable_url)
+def open_api(api: str, request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
+    """``open_api(url)``: a store, or its async handle (per ``api``), closed at the end
+    (the async one with ``aclose()``, on the loop)."""
+    opened: list[Store] = []
+    loop: LoopThread | None = None
+    if api == "async":
+        loop = request.getfixturevalue("event_loop_thread")
+
+    def make(url: str) -> Store:
+        store = open_store(url)
+        handle = store if loop is None else cast(Store, AsyncHandle(store, loop))
+        opened.append(handle)
+        return handle
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(store_url: str, open_api: StoreFactory) -> Store:
+    return open_api(store_url)
+
+
+@pytest.fixture
+def durable(durable_url: str, open_api: StoreFactory) -> Store:
+    return open_api(durable_url)

@@ -695,9 +695,9 @@ def test_threads_charging_many_counters_in_any_order_never_deadlock(store: Store
 
 
 def test_a_reopened_store_has_everything_and_the_chain_continues(
-    durable_url: str, open_stores: StoreFactory
+    durable_url: str, open_api: StoreFactory
 ) -> None:
-    first = open_stores(durable_url)
+    first = open_api(durable_url)
     assert first.reserve("k1", [budget(3.0)], audit=event("decision", "k1", "k1:d")).ok
     assert first.start("k1")
     first.set_level("workflow=w", 1, by="ana", reason="r")
@@ -707,7 +707,7 @@ def test_a_reopened_store_has_everything_and_the_chain_continues(
     first.record_outcome(Outcome("e", "agent", "m", 1.0, 5.0))
     first.close()
 
-    again = open_stores(durable_url)
+    again = open_api(durable_url)
     assert again.counters() == {budget(1).key: 3.0}
     assert [r.key for r in again.in_doubt()] == ["k1"]
     assert again.get_level("workflow=w") == 1
@@ -723,10 +723,10 @@ def test_a_reopened_store_has_everything_and_the_chain_continues(
 
 
 def test_two_handles_on_one_database_see_each_other(
-    durable_url: str, open_stores: StoreFactory
+    durable_url: str, open_api: StoreFactory
 ) -> None:
-    a = open_stores(durable_url)
-    b = open_stores(durable_url)
+    a = open_api(durable_url)
+    b = open_api(durable_url)
     a.set_kill_switch(Scope(agent="mailer"), True, by="ops", reason="incident")
     assert b.snapshot(dial_key="x", counter_keys=[], call_key="k").kill_switches == (
         Scope(agent="mailer"),

@@ -46,9 +46,9 @@ def test_the_pack_digest_comes_with_the_rest_of_the_snapshot(store: Store) -> No
 
 
 def test_a_second_handle_sees_the_other_handles_activation(
-    durable_url: str, open_stores: StoreFactory
+    durable_url: str, open_api: StoreFactory
 ) -> None:
-    worker, operator = open_stores(durable_url), open_stores(durable_url)
+    worker, operator = open_api(durable_url), open_api(durable_url)
     assert _pack(worker) is None
     operator.save_pack("marketing", "1", "digest-1", "x", by="ana")
     operator.activate_pack("marketing", "1", by="ana")

@@ -141,12 +141,12 @@ CASES: list[tuple[Callable[[Run], None], int, str]] = [
 )
 def test_tampering_is_detected(
     durable_url: str,
-    open_stores: StoreFactory,
+    open_api: StoreFactory,
     tamper: Callable[[Run], None],
     first_bad: int,
     problem: str,
 ) -> None:
-    store = open_stores(durable_url)
+    store = open_api(durable_url)
     _log(store)
     tamper(raw_sql(durable_url))
     result = store.verify_audit()
@@ -157,11 +157,11 @@ def test_tampering_is_detected(
 
 
 def test_appending_after_the_head_row_was_deleted_fails_closed(
-    durable_url: str, open_stores: StoreFactory
+    durable_url: str, open_api: StoreFactory
 ) -> None:
     from agent_guardrails.errors import StoreUnavailable
 
-    store = open_stores(durable_url)
+    store = open_api(durable_url)
     _log(store)
     delete_head(raw_sql(durable_url))
     with pytest.raises(StoreUnavailable, match="chain head"):

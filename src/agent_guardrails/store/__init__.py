@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.store.base import (
+    AsyncAuditLog,
+    AsyncDials,
+    AsyncLedger,
+    AsyncOutcomeLog,
+    AsyncPackRegistry,
+    AsyncStore,
     AuditLog,
     Dials,
     Ledger,
@@ -15,6 +21,12 @@ from agent_guardrails.store.memory import MemoryStore
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "AsyncAuditLog",
+    "AsyncDials",
+    "AsyncLedger",
+    "AsyncOutcomeLog",
+    "AsyncPackRegistry",
+    "AsyncStore",
     "AuditLog",
     "Dials",
     "Ledger",
@@ -30,6 +42,9 @@ DEFAULT_STORE_URL = "sqlite:///agent_guardrails.db"
 
 def open_store(url: str | None = None) -> Store:
     """Open the store named by ``url``.
+
+    Every store returned is also an :class:`AsyncStore` (``await store.areserve(...)``,
+    ...), usable from sync and async code at once.
 
     ``memory://`` keeps everything in this process. ``sqlite:///relative.db`` or
     ``sqlite:////absolute/path.db`` is the embedded default (opened, and its tables

@@ -2,12 +2,18 @@
 
 :class:`SQLOperations` implements :class:`~.base.Dials`, :class:`~.base.PackRegistry`,
 :class:`~.base.OutcomeLog`, the reads of :class:`~.base.AuditLog` and the operator reads of
-:class:`~.base.Ledger` once, over the shared statements of ``sql/operators.sql``. A store
-supplies the connection handling: :meth:`SQLOperations._read` and :meth:`SQLOperations._write`
-run a step (a function of a :class:`Tx`) in a read or a write transaction, and the
-:class:`Tx` they hand it runs named statements and appends audit records the store's way
-(SQLite chains each record at once; PostgreSQL through its outbox). Each step is its
-statements and their row mapping (:mod:`._rows`), nothing else.
+:class:`~.base.Ledger` once, over the shared statements of ``sql/operators.sql``. Each
+operation is a *step* (:mod:`._steps`): a generator that yields the statements it needs and
+maps their rows (:mod:`._rows`), nothing else. A store supplies the connection handling:
+:meth:`SQLOperations._read` and :meth:`SQLOperations._write` run a step in a read or a write
+transaction, and the store's own :meth:`SQLOperations._append_step` and
+:meth:`SQLOperations._chain_step` append audit records the store's way (SQLite chains each
+record at once; PostgreSQL through its outbox).
+
+:class:`AsyncSQLOperations` adds the async twins (``aget_level``, ...), each the same step
+run by :meth:`AsyncSQLOperations._aread` or :meth:`AsyncSQLOperations._awrite`: PostgreSQL
+awaits the step's statements on its async connections. (SQLite runs the sync methods on its
+own threads instead; see :mod:`.sqlite`.)
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import _rows
+from agent_guardrails.store._steps import ALL, ONE, RUN, Statement, Step
 from agent_guardrails.store.base import (
     AuditEvent,
     AuditRecord,
@@ -35,36 +42,10 @@ from agent_guardrails.store.base import (
     pack_conflict,
 )
 
-__all__ = ["SQLOperations", "Tx"]
+__all__ = ["AsyncSQLOperations", "SQLOperations"]
 
 T = TypeVar("T")
 Row = Sequence[Any]
-
-
-class Tx(Protocol):
-    """One transaction of a SQL store, as the shared steps see it."""
-
-    def one(self, name: str, args: Sequence[Any] = ()) -> Row | None:
-        """Run statement ``name``; its first row, if any."""
-        ...
-
-    def all(self, name: str, args: Sequence[Any] = ()) -> list[Row]:
-        """Run statement ``name``; every row."""
-        ...
-
-    def run(self, name: str, args: Sequence[Any] = ()) -> None:
-        """Run statement ``name`` for its effect."""
-        ...
-
-    def append(self, event: AuditEvent, ts: float) -> AuditRecord | None:
-        """Append ``event`` to the audit log in this transaction."""
-        ...
-
-    def chain(self, *, strict: bool = True) -> bool:
-        """Before the log is read: chain records still waiting to be (PostgreSQL's outbox).
-        True if that can have changed what the log holds. ``strict=False``: a damaged head
-        leaves them waiting instead of raising (for verification, which names the damage)."""
-        ...
 
 
 class SQLOperations:
@@ -74,35 +55,110 @@ class SQLOperations:
     _no_limit: int | None = -1
     #: ``Scope.parse`` cache for kill-switch rows (the same few keys, read on every call).
     _scopes: dict[str, Scope]
+    #: The store's statements by name (rendered for its dialect and tables).
+    _sql: Mapping[str, str]
 
-    def _read(self, step: Callable[[Tx], T]) -> T:
-        """Run ``step`` in a read transaction (one consistent view)."""
+    def _read(self, step: Callable[[], Step[T]]) -> T:
+        """Run the step ``step()`` makes in a read transaction (one consistent view). A
+        store that retries an operation makes the step again."""
         raise NotImplementedError
 
-    def _write(self, step: Callable[[Tx], T], *, serialise: bool = True) -> T:
-        """Run ``step`` in a write transaction. ``serialise``: the step reads and then
+    def _write(self, step: Callable[[], Step[T]], *, serialise: bool = True) -> T:
+        """Run ``step()`` in a write transaction. ``serialise``: the step reads and then
         writes what it read (and appends an audit record), so it must not interleave with
         another such step (SQLite: always so; PostgreSQL: takes the chain lock first)."""
         raise NotImplementedError
 
+    def _append_step(self, event: AuditEvent, ts: float) -> Step[AuditRecord | None]:
+        """Append ``event`` to the audit log in the step's transaction."""
+        raise NotImplementedError
+
+    def _chain_step(self, *, strict: bool = True) -> Step[bool]:
+        """Before the log is read: chain records still waiting to be (PostgreSQL's outbox).
+        True if that can have changed what the log holds. ``strict=False``: a damaged head
+        leaves them waiting instead of raising (for verification, which names the damage)."""
+        raise NotImplementedError
+
+    def _one(self, name: str, args: Sequence[Any] = ()) -> Statement:
+        return Statement(self._sql[name], args, ONE)
+
+    def _all(self, name: str, args: Sequence[Any] = ()) -> Statement:
+        return Statement(self._sql[name], args, ALL)
+
+    def _run(self, name: str, args: Sequence[Any] = ()) -> Statement:
+        return Statement(self._sql[name], args, RUN)
+
     # ------------------------------------------------------------------ ledger reads
 
-    def call_record(self, call_key: str) -> CallRecord | None:
-        row = self._read(lambda tx: tx.one("call_record", (call_key,)))
+    def _call_record_step(self, call_key: str) -> Step[CallRecord | None]:
+        row = yield self._one("call_record", (call_key,))
         return _rows.call_record(row) if row is not None else None
 
+    def _in_doubt_step(self) -> Step[list[CallRecord]]:
+        rows = yield self._all("in_doubt")
+        return [_rows.call_record(r) for r in rows]
+
+    def _counters_step(self, prefix: str) -> Step[dict[str, float]]:
+        rows = yield self._all("counters", (len(prefix), prefix))
+        return {str(k): float(v) for k, v in rows}
+
+    def call_record(self, call_key: str) -> CallRecord | None:
+        return self._read(lambda: self._call_record_step(call_key))
+
     def in_doubt(self) -> list[CallRecord]:
-        return [_rows.call_record(r) for r in self._read(lambda tx: tx.all("in_doubt"))]
+        return self._read(self._in_doubt_step)
 
     def counters(self, prefix: str = "") -> dict[str, float]:
-        rows = self._read(lambda tx: tx.all("counters", (len(prefix), prefix)))
-        return {str(k): float(v) for k, v in rows}
+        return self._read(lambda: self._counters_step(prefix))
 
     # ------------------------------------------------------------------ dials
 
-    def get_level(self, dial_key: str) -> int | None:
-        row = self._read(lambda tx: tx.one("get_level", (dial_key,)))
+    def _get_level_step(self, dial_key: str) -> Step[int | None]:
+        row = yield self._one("get_level", (dial_key,))
         return int(row[0]) if row is not None else None
+
+    def _set_level_step(
+        self,
+        dial_key: str,
+        level: int,
+        by: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None,
+    ) -> Step[LevelChange]:
+        now = time.time()
+        old = yield from self._get_level_step(dial_key)
+        change = LevelChange(dial_key, old, level, by, reason, dict(evidence or {}), now)
+        yield self._run("put_level", (dial_key, level, now))
+        yield self._run(
+            "add_level_history",
+            (dial_key, old, level, by, reason, canonical_json(change.evidence), now),
+        )
+        yield from self._append_step(AuditEvent("level.changed", level_data(change)), now)
+        return change
+
+    def _level_history_step(self, dial_key: str | None) -> Step[list[LevelChange]]:
+        if dial_key is None:
+            rows = yield self._all("level_history")
+        else:
+            rows = yield self._all("level_history_of", (dial_key,))
+        return [_rows.level_change(r) for r in rows]
+
+    def _set_kill_switch_step(
+        self, scope: Scope, engaged: bool, by: str, reason: str
+    ) -> Step[KillSwitch]:
+        now = time.time()
+        yield self._run("put_kill_switch", (scope.key, engaged, by, reason, now))
+        kind = "kill_switch.engaged" if engaged else "kill_switch.released"
+        event = AuditEvent(kind, {"scope": scope.key, "by": by, "reason": reason})
+        yield from self._append_step(event, now)
+        return KillSwitch(scope, engaged, by, reason, now)
+
+    def _kill_switches_step(self) -> Step[list[KillSwitch]]:
+        rows = yield self._all("kill_switches")
+        return [_rows.kill_switch(r, self._scopes) for r in rows]
+
+    def get_level(self, dial_key: str) -> int | None:
+        return self._read(lambda: self._get_level_step(dial_key))
 
     def set_level(
         self,
@@ -113,136 +169,207 @@ class SQLOperations:
         reason: str,
         evidence: Mapping[str, Any] | None = None,
     ) -> LevelChange:
-        def step(tx: Tx) -> LevelChange:
-            now = time.time()
-            row = tx.one("get_level", (dial_key,))
-            old = int(row[0]) if row is not None else None
-            change = LevelChange(dial_key, old, level, by, reason, dict(evidence or {}), now)
-            tx.run("put_level", (dial_key, level, now))
-            tx.run(
-                "add_level_history",
-                (dial_key, old, level, by, reason, canonical_json(change.evidence), now),
-            )
-            tx.append(AuditEvent("level.changed", level_data(change)), now)
-            return change
-
-        return self._write(step)
+        return self._write(lambda: self._set_level_step(dial_key, level, by, reason, evidence))
 
     def level_history(self, dial_key: str | None = None) -> list[LevelChange]:
-        if dial_key is None:
-            rows = self._read(lambda tx: tx.all("level_history"))
-        else:
-            rows = self._read(lambda tx: tx.all("level_history_of", (dial_key,)))
-        return [_rows.level_change(r) for r in rows]
+        return self._read(lambda: self._level_history_step(dial_key))
 
     def set_kill_switch(self, scope: Scope, engaged: bool, *, by: str, reason: str) -> KillSwitch:
-        def step(tx: Tx) -> KillSwitch:
-            now = time.time()
-            tx.run("put_kill_switch", (scope.key, engaged, by, reason, now))
-            kind = "kill_switch.engaged" if engaged else "kill_switch.released"
-            tx.append(AuditEvent(kind, {"scope": scope.key, "by": by, "reason": reason}), now)
-            return KillSwitch(scope, engaged, by, reason, now)
-
-        return self._write(step)
+        return self._write(lambda: self._set_kill_switch_step(scope, engaged, by, reason))
 
     def kill_switches(self) -> list[KillSwitch]:
-        rows = self._read(lambda tx: tx.all("kill_switches"))
-        return [_rows.kill_switch(r, self._scopes) for r in rows]
+        return self._read(self._kill_switches_step)
 
     # ------------------------------------------------------------------ packs
+
+    def _save_pack_step(
+        self, name: str, version: str, digest: str, source: str, by: str
+    ) -> Step[PackVersion]:
+        now = time.time()
+        row = yield self._one("find_pack", (name, version))
+        if row is not None:
+            existing = _rows.pack_version(row[1:])
+            if existing.digest != digest:
+                raise pack_conflict(name, version)
+            return existing
+        yield self._run("add_pack", (name, version, digest, source, by, now))
+        data = {"name": name, "version": version, "digest": digest, "by": by}
+        yield from self._append_step(AuditEvent("pack.saved", data), now)
+        return PackVersion(name, version, digest, source, False, by, now)
+
+    def _activate_pack_step(
+        self, name: str, version: str, by: str, reason: str
+    ) -> Step[PackVersion]:
+        now = time.time()
+        row = yield self._one("find_pack", (name, version))
+        if row is None:
+            raise ConfigurationError(
+                f"no stored version {version} of pack {name}; apply it first "
+                "('agent-guardrails policy apply FILE')"
+            )
+        yield self._run("deactivate_other_packs", (row[0],))
+        yield self._run("activate_pack", (row[0],))
+        data = {"name": name, "version": version, "by": by, "reason": reason}
+        yield from self._append_step(AuditEvent("pack.activated", data), now)
+        return replace(_rows.pack_version(row[1:]), active=True)
+
+    def _active_pack_step(self) -> Step[PackVersion | None]:
+        row = yield self._one("active_pack")
+        return _rows.pack_version(row) if row is not None else None
+
+    def _pack_versions_step(self, name: str | None) -> Step[list[PackVersion]]:
+        if name is None:
+            rows = yield self._all("pack_versions")
+        else:
+            rows = yield self._all("pack_versions_of", (name,))
+        return [_rows.pack_version(r) for r in rows]
 
     def save_pack(
         self, name: str, version: str, digest: str, source: str, *, by: str
     ) -> PackVersion:
-        def step(tx: Tx) -> PackVersion:
-            now = time.time()
-            row = tx.one("find_pack", (name, version))
-            if row is not None:
-                existing = _rows.pack_version(row[1:])
-                if existing.digest != digest:
-                    raise pack_conflict(name, version)
-                return existing
-            tx.run("add_pack", (name, version, digest, source, by, now))
-            data = {"name": name, "version": version, "digest": digest, "by": by}
-            tx.append(AuditEvent("pack.saved", data), now)
-            return PackVersion(name, version, digest, source, False, by, now)
-
-        return self._write(step)
+        return self._write(lambda: self._save_pack_step(name, version, digest, source, by))
 
     def activate_pack(self, name: str, version: str, *, by: str, reason: str = "") -> PackVersion:
-        def step(tx: Tx) -> PackVersion:
-            now = time.time()
-            row = tx.one("find_pack", (name, version))
-            if row is None:
-                raise ConfigurationError(
-                    f"no stored version {version} of pack {name}; apply it first "
-                    "('agent-guardrails policy apply FILE')"
-                )
-            tx.run("deactivate_other_packs", (row[0],))
-            tx.run("activate_pack", (row[0],))
-            data = {"name": name, "version": version, "by": by, "reason": reason}
-            tx.append(AuditEvent("pack.activated", data), now)
-            return replace(_rows.pack_version(row[1:]), active=True)
-
-        return self._write(step)
+        return self._write(lambda: self._activate_pack_step(name, version, by, reason))
 
     def active_pack(self) -> PackVersion | None:
-        row = self._read(lambda tx: tx.one("active_pack"))
-        return _rows.pack_version(row) if row is not None else None
+        return self._read(self._active_pack_step)
 
     def pack_versions(self, name: str | None = None) -> list[PackVersion]:
-        if name is None:
-            rows = self._read(lambda tx: tx.all("pack_versions"))
-        else:
-            rows = self._read(lambda tx: tx.all("pack_versions_of", (name,)))
-        return [_rows.pack_version(r) for r in rows]
+        return self._read(lambda: self._pack_versions_step(name))
 
     # ------------------------------------------------------------------ outcomes
 
+    def _record_outcome_step(self, outcome: Outcome) -> Step[None]:
+        o = outcome
+        now = time.time()
+        yield self._run(
+            "add_outcome",
+            (o.entity, o.cohort, o.metric, float(o.value), float(o.at), o.scope_key),
+        )
+        yield from self._append_step(_rows.outcome_event(outcome), now)
+
+    def _outcomes_step(self, metric: str | None, since: float) -> Step[list[Outcome]]:
+        if metric is None:
+            rows = yield self._all("outcomes", (float(since),))
+        else:
+            rows = yield self._all("outcomes_of", (float(since), metric))
+        return [_rows.outcome(r) for r in rows]
+
     def record_outcome(self, outcome: Outcome) -> None:
         check_finite(outcome.value, "outcome value", negative_ok=True)
-        o = outcome
-        args = (o.entity, o.cohort, o.metric, float(o.value), float(o.at), o.scope_key)
-
-        def step(tx: Tx) -> None:
-            now = time.time()
-            tx.run("add_outcome", args)
-            tx.append(_rows.outcome_event(outcome), now)
-
-        self._write(step, serialise=False)
+        self._write(lambda: self._record_outcome_step(outcome), serialise=False)
 
     def outcomes(self, *, metric: str | None = None, since: float = 0.0) -> list[Outcome]:
-        if metric is None:
-            rows = self._read(lambda tx: tx.all("outcomes", (float(since),)))
-        else:
-            rows = self._read(lambda tx: tx.all("outcomes_of", (float(since), metric)))
-        return [_rows.outcome(r) for r in rows]
+        return self._read(lambda: self._outcomes_step(metric, since))
 
     # ------------------------------------------------------------------ audit reads
 
-    def audit_records(self, *, after: int = 0, limit: int | None = None) -> list[AuditRecord]:
+    def _audit_records_step(self, after: int, limit: int | None) -> Step[list[AuditRecord]]:
         bound = self._no_limit if limit is None else limit
+        yield from self._chain_step()
+        rows = yield self._all("audit_records", (after, bound))
+        return [_rows.audit_record(r) for r in rows]
 
-        def step(tx: Tx) -> list[Row]:
-            tx.chain()
-            return tx.all("audit_records", (after, bound))
-
-        return [_rows.audit_record(r) for r in self._read(step)]
-
-    def find_audit(self, dedupe: str) -> AuditRecord | None:
-        def step(tx: Tx) -> Row | None:
-            row = tx.one("find_audit", (dedupe,))
-            # Chained records never change: only a record still waiting can be it.
-            if row is None and tx.chain():
-                row = tx.one("find_audit", (dedupe,))
-            return row
-
-        row = self._read(step)
+    def _find_audit_step(self, dedupe: str) -> Step[AuditRecord | None]:
+        row = yield self._one("find_audit", (dedupe,))
+        # Chained records never change: only a record still waiting can be it.
+        if row is None and (yield from self._chain_step()):
+            row = yield self._one("find_audit", (dedupe,))
         return None if row is None else _rows.audit_record(row)
 
-    def verify_audit(self) -> VerifyResult:
-        def step(tx: Tx) -> list[Row]:
-            tx.chain(strict=False)
-            return tx.all("verify_audit")
+    def _verify_audit_step(self) -> Step[VerifyResult]:
+        yield from self._chain_step(strict=False)
+        rows = yield self._all("verify_audit")
+        return _rows.verify_head_rows(rows)
 
-        return _rows.verify_head_rows(self._read(step))
+    def audit_records(self, *, after: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        return self._read(lambda: self._audit_records_step(after, limit))
+
+    def find_audit(self, dedupe: str) -> AuditRecord | None:
+        return self._read(lambda: self._find_audit_step(dedupe))
+
+    def verify_audit(self) -> VerifyResult:
+        return self._read(self._verify_audit_step)
+
+
+class AsyncSQLOperations(SQLOperations):
+    """:class:`SQLOperations` and their async twins: the same steps, awaited."""
+
+    async def _aread(self, step: Callable[[], Step[T]]) -> T:
+        """:meth:`SQLOperations._read`, awaited."""
+        raise NotImplementedError
+
+    async def _awrite(self, step: Callable[[], Step[T]], *, serialise: bool = True) -> T:
+        """:meth:`SQLOperations._write`, awaited."""
+        raise NotImplementedError
+
+    async def acall_record(self, call_key: str) -> CallRecord | None:
+        return await self._aread(lambda: self._call_record_step(call_key))
+
+    async def ain_doubt(self) -> list[CallRecord]:
+        return await self._aread(self._in_doubt_step)
+
+    async def acounters(self, prefix: str = "") -> dict[str, float]:
+        return await self._aread(lambda: self._counters_step(prefix))
+
+    async def aget_level(self, dial_key: str) -> int | None:
+        return await self._aread(lambda: self._get_level_step(dial_key))
+
+    async def aset_level(
+        self,
+        dial_key: str,
+        level: int,
+        *,
+        by: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> LevelChange:
+        return await self._awrite(
+            lambda: self._set_level_step(dial_key, level, by, reason, evidence)
+        )
+
+    async def alevel_history(self, dial_key: str | None = None) -> list[LevelChange]:
+        return await self._aread(lambda: self._level_history_step(dial_key))
+
+    async def aset_kill_switch(
+        self, scope: Scope, engaged: bool, *, by: str, reason: str
+    ) -> KillSwitch:
+        return await self._awrite(lambda: self._set_kill_switch_step(scope, engaged, by, reason))
+
+    async def akill_switches(self) -> list[KillSwitch]:
+        return await self._aread(self._kill_switches_step)
+
+    async def asave_pack(
+        self, name: str, version: str, digest: str, source: str, *, by: str
+    ) -> PackVersion:
+        return await self._awrite(lambda: self._save_pack_step(name, version, digest, source, by))
+
+    async def aactivate_pack(
+        self, name: str, version: str, *, by: str, reason: str = ""
+    ) -> PackVersion:
+        return await self._awrite(lambda: self._activate_pack_step(name, version, by, reason))
+
+    async def aactive_pack(self) -> PackVersion | None:
+        return await self._aread(self._active_pack_step)
+
+    async def apack_versions(self, name: str | None = None) -> list[PackVersion]:
+        return await self._aread(lambda: self._pack_versions_step(name))
+
+    async def arecord_outcome(self, outcome: Outcome) -> None:
+        check_finite(outcome.value, "outcome value", negative_ok=True)
+        await self._awrite(lambda: self._record_outcome_step(outcome), serialise=False)
+
+    async def aoutcomes(self, *, metric: str | None = None, since: float = 0.0) -> list[Outcome]:
+        return await self._aread(lambda: self._outcomes_step(metric, since))
+
+    async def aaudit_records(
+        self, *, after: int = 0, limit: int | None = None
+    ) -> list[AuditRecord]:
+        return await self._aread(lambda: self._audit_records_step(after, limit))
+
+    async def afind_audit(self, dedupe: str) -> AuditRecord | None:
+        return await self._aread(lambda: self._find_audit_step(dedupe))
+
+    async def averify_audit(self) -> VerifyResult:
+        return await self._aread(self._verify_audit_step)

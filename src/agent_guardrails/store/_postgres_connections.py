@@ -1,5 +1,6 @@
 """The PostgreSQL store's connections: a ``psycopg_pool`` pool opened on first use, the retry
-rule, fork safety, and the hot path's prepared statements run through libpq.
+rule, fork safety, and the hot path's prepared statements run through libpq; and the same
+for async callers (:class:`AsyncPostgresConnections`, ``psycopg_pool.AsyncConnectionPool``).
 
 See :mod:`.postgres` ("Connections") for what the store promises; this module keeps it:
 
@@ -13,20 +14,38 @@ See :mod:`.postgres` ("Connections") for what the store promises; this module ke
   A write whose ``COMMIT`` itself failed (:class:`CommitUnknown`) is not retried.
 - Every other driver error, and a pool that has no connection for ``timeout`` seconds,
   raises :class:`~agent_guardrails.errors.StoreUnavailable` with the redacted URL.
+
+:class:`AsyncPostgresConnections` keeps the same rules with psycopg's async connections:
+:meth:`AsyncPostgresConnections.run` awaits ``work(connection)``, the first call on an
+event loop opens that loop's ``AsyncConnectionPool`` (after ``setup``, unless the sync side
+has done it), a broken connection is replaced and the operation retried once, and errors
+raise the same :class:`StoreUnavailable`. An async pool belongs to the event loop that
+opened it (its connections and workers live on that loop): a store used from several loops
+(``asyncio.run`` called more than once, or loops in several threads) opens one pool per
+loop, each sized ``pool_min``/``pool_max``, and forgets the pool of a loop that was closed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from agent_guardrails.errors import StoreUnavailable
 
-__all__ = ["CommitUnknown", "PostgresConnections", "StatementFailed", "transaction"]
+__all__ = [
+    "AsyncPostgresConnections",
+    "CommitUnknown",
+    "PostgresConnections",
+    "StatementFailed",
+    "atransaction",
+    "transaction",
+]
 
 T = TypeVar("T")
 # Pools a forked child inherited: never used nor closed there (closing would end the
@@ -61,9 +80,40 @@ def transaction(conn: Any, body: Callable[[], T]) -> T:
     return result
 
 
+async def atransaction(conn: Any, body: Callable[[], Awaitable[T]]) -> T:
+    """:func:`transaction`, on an async connection."""
+    committing = False
+    try:
+        async with conn.transaction():
+            result = await body()
+            committing = True
+    except Exception as exc:
+        if committing:
+            raise CommitUnknown(exc) from exc
+        raise
+    return result
+
+
+def no_connection(url: str, timeout: float, pool_max: int) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"{url}: no connection within {timeout:g} s: the server cannot be reached, or all "
+        f"{pool_max} of the pool's connections are busy (raise ?pool_max=)"
+    )
+
+
 def message(exc: BaseException) -> str:
     """A driver error's message on one line."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def raise_unavailable(url: str, pools: Any, exc: BaseException, note: str = "") -> NoReturn:
+    """Raise ``StoreUnavailable`` for driver error ``exc``."""
+    if isinstance(exc, pools.PoolClosed):
+        raise StoreUnavailable(f"{url}: the store is closed") from exc
+    raise StoreUnavailable(f"{url}: {message(exc)}{note}") from exc
+
+
+_UNKNOWN = " (the outcome of its commit is unknown)"
 
 
 class PostgresConnections:
@@ -78,11 +128,13 @@ class PostgresConnections:
         pool_max: int,
         timeout: float,
         setup: Callable[[Any], None],
+        ready: Callable[[], bool] = lambda: False,
     ) -> None:
         import psycopg
         import psycopg_pool
 
         self.url = url  # redacted
+        self._ready = ready
         self._pg: Any = psycopg
         self._pools: Any = psycopg_pool
         self._conninfo = conninfo
@@ -134,19 +186,25 @@ class PostgresConnections:
             raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
         return conn
 
+    @property
+    def opened(self) -> bool:
+        """Whether the pool is open (some operation has used it)."""
+        return self._pool is not None
+
     def _open(self) -> Any:
-        """The pool, opened (after ``setup``) by the first call, once."""
+        """The pool, opened (after ``setup``, unless ``ready()``) by the first call, once."""
         with self._lock:
             if self.closed:
                 raise StoreUnavailable(f"{self.url}: the store is closed")
             if self._pool is None:
-                conn = self._connect()
-                try:
-                    self._setup(conn)
-                except self._pg.Error as exc:
-                    raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
-                finally:
-                    conn.close()
+                if not self._ready():
+                    conn = self._connect()
+                    try:
+                        self._setup(conn)
+                    except self._pg.Error as exc:
+                        raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
+                    finally:
+                        conn.close()
                 pool = self._pools.ConnectionPool(
                     self._conninfo,
                     kwargs={"autocommit": True, "client_encoding": "UTF8"},
@@ -180,11 +238,7 @@ class PostgresConnections:
             try:
                 conn = pool.getconn(timeout)
             except self._pools.PoolTimeout:
-                raise StoreUnavailable(
-                    f"{self.url}: no connection within {self.timeout:g} s: the server cannot "
-                    f"be reached, or all {self._max} of the pool's connections are busy "
-                    "(raise ?pool_max=)"
-                ) from None
+                raise no_connection(self.url, self.timeout, self._max) from None
             except self._pools.PoolClosed:
                 raise StoreUnavailable(f"{self.url}: the store is closed") from None
             if not checked:
@@ -207,7 +261,7 @@ class PostgresConnections:
         try:
             return work(conn)
         except CommitUnknown as exc:
-            self._raise(exc.error, " (the outcome of its commit is unknown)")
+            self._raise(exc.error, _UNKNOWN)
         except (self._pg.Error, StatementFailed) as exc:
             if not (retry and conn.closed):
                 self._raise(exc)
@@ -217,16 +271,14 @@ class PostgresConnections:
         try:
             return work(conn)
         except CommitUnknown as exc:
-            self._raise(exc.error, " (the outcome of its commit is unknown)")
+            self._raise(exc.error, _UNKNOWN)
         except (self._pg.Error, StatementFailed) as exc:
             self._raise(exc)
         finally:
             pool.putconn(conn)
 
     def _raise(self, exc: BaseException, note: str = "") -> NoReturn:
-        if isinstance(exc, self._pools.PoolClosed):
-            raise StoreUnavailable(f"{self.url}: the store is closed") from exc
-        raise StoreUnavailable(f"{self.url}: {message(exc)}{note}") from exc
+        raise_unavailable(self.url, self._pools, exc, note)
 
     def close(self, last: Callable[[Any], None] | None = None) -> None:
         """Run ``last`` on a connection if the pool is open (best effort), then close it."""
@@ -288,3 +340,238 @@ class PostgresConnections:
         if text.startswith(("ERROR:", "FATAL:")):
             text = text.split(":", 1)[1]
         raise StatementFailed(" ".join(text.split()) or "the statement failed")
+
+
+# ---------------------------------------------------------------------------- async
+
+
+class AsyncPostgresConnections:
+    """The async pools of one store (one per event loop); see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        conninfo: str,
+        *,
+        pool_min: int,
+        pool_max: int,
+        timeout: float,
+        setup: Callable[[Any], Awaitable[None]],
+        ready: Callable[[], bool],
+    ) -> None:
+        import psycopg
+        import psycopg_pool
+
+        self.url = url  # redacted
+        self._pg: Any = psycopg
+        self._pools: Any = psycopg_pool
+        self._conninfo = conninfo
+        self._min, self._max, self.timeout = pool_min, pool_max, timeout
+        self._setup = setup
+        self._ready = ready
+        # Pools and their opening locks, by event loop. Touched only by the loop they
+        # belong to, except by close() (and a dict operation is atomic).
+        self._by_loop: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._opening: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self.closed = False
+        if hasattr(os, "register_at_fork"):
+            me = weakref.ref(self)
+
+            def forked() -> None:
+                conns = me()
+                if conns is not None:
+                    _ABANDONED.extend(conns._by_loop.values())
+                    conns._by_loop = {}
+                    conns._opening = {}
+
+            os.register_at_fork(after_in_child=forked)
+
+    @property
+    def opened(self) -> bool:
+        """Whether some event loop's pool is open."""
+        return bool(self._by_loop)
+
+    @staticmethod
+    async def _configure(conn: Any) -> None:
+        # Timestamps must come back exactly as written: they are hashed into the chain.
+        await conn.execute("SET extra_float_digits = 3")
+
+    async def _connect(self) -> Any:
+        """A connection of its own, outside the pool (for ``setup``)."""
+        try:
+            conn = await self._pg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, client_encoding="UTF8"
+            )
+        except self._pg.Error as exc:
+            raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
+        try:
+            await self._configure(conn)
+        except self._pg.Error as exc:
+            await conn.close()
+            raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
+        return conn
+
+    async def _open(self) -> Any:
+        """This event loop's pool, opened (after ``setup``, unless ``ready()``) by its first
+        call, once."""
+        loop = asyncio.get_running_loop()
+        lock = self._opening.get(loop)
+        if lock is None:
+            lock = self._opening.setdefault(loop, asyncio.Lock())
+        async with lock:
+            if self.closed:
+                raise StoreUnavailable(f"{self.url}: the store is closed")
+            pool = self._by_loop.get(loop)
+            if pool is not None:
+                return pool
+            for other in [lp for lp in self._by_loop if lp.is_closed()]:
+                # Its loop is gone (asyncio.run ended without aclose()): let it go.
+                self._opening.pop(other, None)
+                gone = self._by_loop.pop(other, None)
+                if gone is not None:
+                    self._close_elsewhere(other, gone, None)
+            if not self._ready():
+                conn = await self._connect()
+                try:
+                    await self._setup(conn)
+                except self._pg.Error as exc:
+                    raise StoreUnavailable(f"{self.url}: {message(exc)}") from exc
+                finally:
+                    await conn.close()
+            pool = self._pools.AsyncConnectionPool(
+                self._conninfo,
+                kwargs={"autocommit": True, "client_encoding": "UTF8"},
+                min_size=self._min,
+                max_size=self._max,
+                configure=self._configure,
+                timeout=self.timeout,
+                name="agent-guardrails-async",
+                num_workers=2,
+                open=False,
+            )
+            await pool.open()
+            if self._min:
+                try:
+                    await pool.wait(timeout=self.timeout)
+                except self._pools.PoolTimeout:
+                    await pool.close()
+                    raise StoreUnavailable(
+                        f"{self.url}: no connection within {self.timeout:g} s"
+                    ) from None
+            self._by_loop[loop] = pool
+            return pool
+
+    async def _get(self, pool: Any, *, checked: bool = False) -> Any:
+        """A connection from ``pool``; ``checked``: one that answered an empty query."""
+        deadline = time.monotonic() + self.timeout
+        timeout = self.timeout
+        while True:
+            try:
+                conn = await pool.getconn(timeout)
+            except self._pools.PoolTimeout:
+                raise no_connection(self.url, self.timeout, self._max) from None
+            except self._pools.PoolClosed:
+                raise StoreUnavailable(f"{self.url}: the store is closed") from None
+            if not checked:
+                return conn
+            try:
+                await pool.check_connection(conn)
+                return conn
+            except self._pg.Error:
+                await pool.putconn(conn)  # broken: the pool replaces it
+            timeout = max(deadline - time.monotonic(), 0.001)
+
+    async def run(self, work: Callable[[Any], Awaitable[T]], *, retry: bool = True) -> T:
+        """:meth:`PostgresConnections.run`, awaited: ``await work(connection)`` on a
+        pooled connection, retried once on a fresh one if the connection broke."""
+        pool = self._by_loop.get(asyncio.get_running_loop())
+        if pool is None:
+            pool = await self._open()
+        conn = await self._get(pool)
+        try:
+            return await work(conn)
+        except CommitUnknown as exc:
+            raise_unavailable(self.url, self._pools, exc.error, _UNKNOWN)
+        except (self._pg.Error, StatementFailed) as exc:
+            if not (retry and conn.closed):
+                raise_unavailable(self.url, self._pools, exc)
+        finally:
+            await pool.putconn(conn)  # a broken one is discarded and replaced by the pool
+        conn = await self._get(pool, checked=True)
+        try:
+            return await work(conn)
+        except CommitUnknown as exc:
+            raise_unavailable(self.url, self._pools, exc.error, _UNKNOWN)
+        except (self._pg.Error, StatementFailed) as exc:
+            raise_unavailable(self.url, self._pools, exc)
+        finally:
+            await pool.putconn(conn)
+
+    async def _close_pool(self, pool: Any, last: Callable[[Any], Awaitable[None]] | None) -> None:
+        if last is not None:
+            try:
+                conn = await pool.getconn(timeout=self.timeout)
+            except self._pg.Error:
+                conn = None
+            except self._pools.PoolTimeout:
+                conn = None
+            if conn is not None:
+                try:
+                    await last(conn)
+                except self._pg.Error:
+                    pass
+                finally:
+                    await pool.putconn(conn)
+        await pool.close()
+
+    def _take(self) -> list[tuple[asyncio.AbstractEventLoop, Any]]:
+        self.closed = True
+        pools = list(self._by_loop.items())
+        self._by_loop = {}
+        self._opening = {}
+        return pools
+
+    async def aclose(self, last: Callable[[Any], Awaitable[None]] | None = None) -> None:
+        """Close every pool: this loop's here (``last`` first, on one of its connections,
+        best effort), the others' on their own loops."""
+        current = asyncio.get_running_loop()
+        for loop, pool in self._take():
+            if loop is current:
+                await self._close_pool(pool, last)
+            else:
+                await asyncio.to_thread(self._close_elsewhere, loop, pool, last)
+
+    def close(self, last: Callable[[Any], Awaitable[None]] | None = None) -> None:
+        """Close every pool, from sync code: each on its own loop."""
+        for loop, pool in self._take():
+            self._close_elsewhere(loop, pool, last)
+
+    def _close_elsewhere(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pool: Any,
+        last: Callable[[Any], Awaitable[None]] | None,
+    ) -> None:
+        """Close ``pool`` of ``loop`` from a thread not running ``loop``, or schedule it if
+        this thread runs it (a sync ``close()`` called from async code)."""
+        if loop.is_closed():
+            # Nothing can await on that loop any more: close its idle connections' sockets
+            # (libpq's PQfinish, no waiting), and let the rest go with the pool.
+            for conn in list(getattr(pool, "_pool", ())):
+                with contextlib.suppress(Exception):
+                    conn.pgconn.finish()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task = loop.create_task(self._close_pool(pool, last))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        elif loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._close_pool(pool, last), loop)
+            future.result(timeout=self.timeout + 10)
+        else:
+            loop.run_until_complete(self._close_pool(pool, last))

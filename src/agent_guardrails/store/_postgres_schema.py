@@ -1,7 +1,8 @@
 """The PostgreSQL store's schema: its version, creation and in-place upgrade.
 
-Run once per store, by its first operation, on a connection of its own (see
-:mod:`.postgres`, "Schema versions and upgrades"). The SQL is in ``sql/schema.sql``,
+Run once per store, by its first operation (sync or async), on a connection of its own (see
+:mod:`.postgres`, "Schema versions and upgrades"). Written as steps (:mod:`._steps`), so the
+sync and the async connections run the same setup. The SQL is in ``sql/schema.sql``,
 ``sql/postgres_upgrade_2.sql``, ``sql/postgres_functions.sql`` and ``sql/postgres.sql``.
 """
 
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any
 
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.store._statements import POSTGRES, functions_digest, read_sql
+from agent_guardrails.store._steps import ALL, ONE, Statement, Step, Transaction
 
 __all__ = ["SCHEMA_VERSION", "chain_lock", "create_schema", "current_schema", "quote_ident"]
 
@@ -34,9 +35,9 @@ def chain_lock(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def current_schema(conn: Any, url: str) -> str:
+def current_schema(url: str) -> Step[str]:
     """The connection's current schema (for a URL without ``?schema=``)."""
-    row = conn.execute("SELECT current_schema()").fetchone()
+    row = yield Statement("SELECT current_schema()", None, ONE)
     if row is None or row[0] is None:
         raise ConfigurationError(
             f"{url}: the connection has no current schema (search_path); "
@@ -46,8 +47,8 @@ def current_schema(conn: Any, url: str) -> str:
 
 
 def create_schema(
-    conn: Any, url: str, schema: str, fill: Mapping[str, str], q: Mapping[str, str]
-) -> None:
+    url: str, schema: str, fill: Mapping[str, str], q: Mapping[str, str]
+) -> Step[None]:
     """Create the schema, tables and functions if they are missing or out of date.
 
     ``ag_meta`` holds the schema version (:data:`SCHEMA_VERSION`) and the functions'
@@ -59,36 +60,42 @@ def create_schema(
     key (``lock``); ``q`` the rendered statements of ``sql/postgres.sql``.
     """
     digest = functions_digest()
-    if _schema_state(conn, url, schema, fill, q) == (SCHEMA_VERSION, digest):
+    if (yield from _schema_state(url, schema, fill, q)) == (SCHEMA_VERSION, digest):
         return
-    with conn.transaction():
-        conn.execute(q["lock_schema"], (f"agent_guardrails:{schema}",))
-        if conn.execute(q["schema_exists"], (schema,)).fetchone() is None:
-            conn.execute(f"CREATE SCHEMA {fill['s']}")
-        version, functions = _schema_state(conn, url, schema, fill, q)
-        if version != SCHEMA_VERSION:
-            # Every statement is idempotent: a new database gets version 1's tables and
-            # then version 2's additions; a version 1 database gets the additions.
-            for statement in POSTGRES.schema(fill["p"]):
-                conn.execute(statement)
-            conn.execute(POSTGRES.render(read_sql("postgres_upgrade_2.sql"), fill))
-        if functions != digest or version != SCHEMA_VERSION:
-            # Executed as it is, without parameters: no placeholder conversion.
-            text = read_sql("postgres_functions.sql")
-            for key, value in fill.items():
-                text = text.replace("{" + key + "}", value)
-            conn.execute(text)
-        conn.execute(q["put_meta"], (str(SCHEMA_VERSION), digest))
+    yield Transaction(_create(url, schema, fill, q, digest))
+
+
+def _create(
+    url: str, schema: str, fill: Mapping[str, str], q: Mapping[str, str], digest: str
+) -> Step[None]:
+    """:func:`create_schema`'s transaction."""
+    yield Statement(q["lock_schema"], (f"agent_guardrails:{schema}",))
+    if (yield Statement(q["schema_exists"], (schema,), ONE)) is None:
+        yield Statement(f"CREATE SCHEMA {fill['s']}", None)
+    version, functions = yield from _schema_state(url, schema, fill, q)
+    if version != SCHEMA_VERSION:
+        # Every statement is idempotent: a new database gets version 1's tables and
+        # then version 2's additions; a version 1 database gets the additions.
+        for statement in POSTGRES.schema(fill["p"]):
+            yield Statement(statement, None)
+        yield Statement(POSTGRES.render(read_sql("postgres_upgrade_2.sql"), fill), None)
+    if functions != digest or version != SCHEMA_VERSION:
+        # Executed as it is, without parameters: no placeholder conversion.
+        text = read_sql("postgres_functions.sql")
+        for key, value in fill.items():
+            text = text.replace("{" + key + "}", value)
+        yield Statement(text, None)
+    yield Statement(q["put_meta"], (str(SCHEMA_VERSION), digest))
 
 
 def _schema_state(
-    conn: Any, url: str, schema: str, fill: Mapping[str, str], q: Mapping[str, str]
-) -> tuple[int | None, str | None]:
+    url: str, schema: str, fill: Mapping[str, str], q: Mapping[str, str]
+) -> Step[tuple[int | None, str | None]]:
     """The schema version and functions digest recorded in ``ag_meta`` (None: absent)."""
-    found = conn.execute(q["meta_exists"], (f"{fill['p']}meta",)).fetchone()
+    found = yield Statement(q["meta_exists"], (f"{fill['p']}meta",), ONE)
     if found is None or found[0] is None:
         return None, None
-    meta = dict(conn.execute(q["read_meta"]).fetchall())
+    meta = dict((yield Statement(q["read_meta"], (), ALL)))
     version = int(meta["schema_version"]) if "schema_version" in meta else None
     if version is not None and version > SCHEMA_VERSION:
         raise ConfigurationError(

@@ -1,5 +1,6 @@
 """The SQLite store's connections: its URL, one connection per thread, the writers' queue
-and the read and write transactions. See :mod:`.sqlite` for why each is the way it is."""
+(bounded in time) and the read and write transactions. See :mod:`.sqlite` for why each is
+the way it is."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Generic, TypeVar
@@ -19,9 +21,10 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HINT", "PerThread", "SQLiteConnections", "parse_sqlite_url"]
+__all__ = ["HINT", "PerThread", "SQLiteConnections", "WriterLock", "parse_sqlite_url"]
 
 C = TypeVar("C")
+T = TypeVar("T")
 HINT = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
 
@@ -160,24 +163,151 @@ class PerThread(Generic[C]):
                 self._close(conn)
 
 
-# ---------------------------------------------------------------------------- connections
+# ---------------------------------------------------------------------------- writers' lock
 
 
-class _Conn:
-    """One thread's connection and its handle on the writers' lock file."""
+class WriterLock:
+    """The writers' queue of one store in this process, bounded in time.
 
-    __slots__ = ("db", "lockfile")
+    Writers queue first on a thread lock (this process's writers), then the one at its
+    head takes the lock file (``flock``, the queue across processes) on the store's one
+    handle on it. The first try does not wait (``LOCK_NB``): the common case costs one
+    system call. If another process holds the file, waiting is handed to the store's
+    *taker* thread, which sits in the blocking ``flock`` (so the kernel hands the lock
+    over the moment it is released, as before) while the writer waits for it on a
+    condition with a deadline. A writer whose deadline passes gives up
+    (:meth:`acquire` returns False); the taker keeps waiting, and hands the file lock to
+    whichever writer of this process is waiting when it gets it, or releases it at once
+    if none is. So a holder that never lets go (a process stopped with SIGSTOP) costs each
+    writer its timeout, never more, and never leaves more than one thread waiting on it.
+    """
 
-    def __init__(self, db: sqlite3.Connection, lockfile: IO[bytes] | None) -> None:
-        self.db = db
-        self.lockfile = lockfile
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed by close()
+        self._queue = threading.Lock()  # this process's writers
+        self._cond = threading.Condition(threading.Lock())  # the taker's state, below
+        self._taking = False  # the taker is (or is about to be) in the blocking flock
+        self._want = False  # a writer is waiting for the taker
+        self._got = False  # the taker holds the file lock for the waiting writer
+        self._error: OSError | None = None
+        self._taker: threading.Thread | None = None
+        self._closed = False
+        if hasattr(os, "register_at_fork"):
+            me = weakref.ref(self)
+
+            def forked() -> None:
+                lock = me()
+                if lock is not None:
+                    lock._forget()
+
+            os.register_at_fork(after_in_child=forked)
+
+    def _forget(self) -> None:
+        """In a forked child: a handle of its own (the inherited one shares the parent's
+        lock), fresh state, no taker (threads do not survive ``fork``)."""
+        self._file = open(self.path, "ab")  # noqa: SIM115 - the parent's is left alone
+        self._queue = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._taking = self._want = self._got = False
+        self._error = None
+        self._taker = None
+
+    def acquire(self, deadline: float) -> bool:
+        """Take the writers' lock by ``deadline`` (``time.monotonic()``); False if not."""
+        queue = self._queue
+        if not queue.acquire(False) and not queue.acquire(
+            timeout=max(deadline - time.monotonic(), 0.0)
+        ):
+            return False
+        if not self._taking:  # the common case: no taker at work, try the file at once
+            # (The taker clears _taking only after it let go of the file, and only a writer
+            # holding the queue, as this one does, can set it.)
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                pass
+            except BaseException:
+                queue.release()
+                raise
+        try:
+            if self._take_file(deadline):
+                return True
+        except BaseException:
+            queue.release()
+            raise
+        queue.release()
+        return False
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+        finally:
+            self._queue.release()
+
+    def _take_file(self, deadline: float) -> bool:
+        """The file is taken by another process: have the taker wait for it."""
+        with self._cond:
+            if not self._taking:
+                self._taking = True
+                if self._taker is None:
+                    self._taker = threading.Thread(
+                        target=self._take_loop, name="agent-guardrails-sqlite-lock", daemon=True
+                    )
+                    self._taker.start()
+                self._cond.notify_all()
+            self._want = True
+            try:
+                while not self._got:
+                    if self._error is not None:
+                        error, self._error = self._error, None
+                        raise error
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                self._got = False
+                return True
+            finally:
+                self._want = False
+
+    def _take_loop(self) -> None:
+        """The taker thread: waits in ``flock`` whenever a writer asks it to."""
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._taking and not self._closed:
+                    cond.wait()
+                if self._closed and not self._taking:
+                    self._file.close()
+                    return
+                fd = self._file.fileno()
+            error: OSError | None = None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                error = exc
+            with cond:
+                if error is not None:
+                    self._error = error
+                elif self._want:
+                    self._got = True
+                else:  # the writer gave up: let the others in, before _taking is cleared
+                    fcntl.flock(fd, fcntl.LOCK_UN)  # (see acquire())
+                self._taking = False
+                cond.notify_all()
 
     def close(self) -> None:
-        try:
-            self.db.close()
-        finally:
-            if self.lockfile is not None:
-                self.lockfile.close()
+        with self._cond:
+            self._closed = True
+            if self._taker is not None:  # it closes the file when it is done waiting
+                self._cond.notify_all()
+                return
+        self._file.close()
+
+
+# ---------------------------------------------------------------------------- connections
 
 
 class SQLiteConnections:
@@ -187,10 +317,19 @@ class SQLiteConnections:
         self.url = url
         self.path = path
         self.timeout = timeout
-        self._lock_path = f"{path}-writer.lock" if queue_writers and fcntl is not None else None
-        self._conns: PerThread[_Conn] = PerThread(self._connect, _Conn.close)
+        self._busy_ms = int(timeout * 1000)
+        self._writers: WriterLock | None = None
+        if queue_writers and fcntl is not None:
+            try:
+                self._writers = WriterLock(f"{path}-writer.lock")
+            except OSError as exc:
+                raise StoreUnavailable(f"{url}: writer lock file: {exc}") from exc
+        self._conns: PerThread[sqlite3.Connection] = PerThread(self._connect, _close_db)
+        # The deadline of the operation this thread runs for an async caller (set by
+        # within(): its wait started when it was called, not when a thread picked it up).
+        self._deadline = threading.local()
 
-    def _connect(self) -> _Conn:
+    def _connect(self) -> sqlite3.Connection:
         try:
             db = sqlite3.connect(
                 self.path,
@@ -209,40 +348,70 @@ class SQLiteConnections:
                     "is the file on a network filesystem?"
                 )
             db.execute("PRAGMA synchronous = NORMAL")
-            lockfile = open(self._lock_path, "ab") if self._lock_path else None  # noqa: SIM115
         except BaseException as exc:
             db.close()
             if isinstance(exc, sqlite3.Error):
                 raise StoreUnavailable(f"{self.url}: {exc}") from exc
-            if isinstance(exc, OSError):
-                raise StoreUnavailable(f"{self.url}: writer lock file: {exc}") from exc
             raise
-        return _Conn(db, lockfile)
+        return db
 
     def db(self) -> sqlite3.Connection:
         """This thread's connection (opened on first use)."""
-        return self._conn().db
-
-    def _conn(self) -> _Conn:
         try:
             return self._conns.get()
         except RuntimeError as exc:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
 
+    def within(self, deadline: float, work: Callable[[], T]) -> T:
+        """``work()`` on this thread, its writes waiting for the database until ``deadline``
+        (``time.monotonic()``) instead of ``timeout`` seconds from when they start."""
+        self._deadline.value = deadline
+        try:
+            return work()
+        finally:
+            self._deadline.value = None
+
+    def _locked(self, waited: float) -> StoreUnavailable:
+        where = f" (queued on {self._writers.path})" if self._writers is not None else ""
+        return StoreUnavailable(
+            f"{self.url}: the database is locked by another writer: waited {waited:.3g} s "
+            f"for the write lock{where}, the URL's timeout is {self.timeout:g} s "
+            "(?timeout=SECONDS); is another process stuck in a write, or stopped?"
+        )
+
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction, after the writers' lock file: committed on
-        success, rolled back on error."""
-        conn = self._conn()
-        db = conn.db
-        lockfile = conn.lockfile
-        if lockfile is not None:
-            fcntl.flock(lockfile.fileno(), fcntl.LOCK_EX)
+        """A ``BEGIN IMMEDIATE`` transaction, after the writers' lock: committed on
+        success, rolled back on error. Waits for the database at most ``timeout`` seconds
+        in all (or until this thread's :meth:`within` deadline), then raises
+        :class:`StoreUnavailable` saying it is locked by another writer."""
+        db = self.db()
+        writers = self._writers
+        deadline: float | None = getattr(self._deadline, "value", None)
+        began = time.monotonic()
+        if deadline is None:
+            deadline = began + self.timeout
+        if writers is not None and not writers.acquire(deadline):
+            raise self._locked(time.monotonic() - began)
         try:
+            # SQLite's busy handler waits for writers that do not queue on the lock file;
+            # when this call has waited already (over 50 ms), only for what is left.
+            left = deadline - time.monotonic()
+            short = self.timeout - left > 0.05
             try:
+                if short:
+                    db.execute(f"PRAGMA busy_timeout = {max(int(left * 1000), 0)}")
                 db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise self._locked(time.monotonic() - began) from exc
+                raise StoreUnavailable(f"{self.url}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"{self.url}: {exc}") from exc
+            finally:
+                if short:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             try:
                 yield db
             except BaseException:
@@ -258,13 +427,13 @@ class SQLiteConnections:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
         finally:
-            if lockfile is not None:
-                fcntl.flock(lockfile.fileno(), fcntl.LOCK_UN)
+            if writers is not None:
+                writers.release()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees the same committed state."""
-        db = self._conn().db
+        db = self.db()
         try:
             db.execute("BEGIN")
             try:
@@ -276,3 +445,9 @@ class SQLiteConnections:
 
     def close(self) -> None:
         self._conns.close_all()
+        if self._writers is not None:
+            self._writers.close()
+
+
+def _close_db(db: sqlite3.Connection) -> None:
+    db.close()

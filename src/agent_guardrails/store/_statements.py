@@ -37,6 +37,7 @@ __all__ = [
     "SQLITE",
     "Dialect",
     "functions_digest",
+    "preload",
     "read_sql",
     "statements",
 ]
@@ -46,6 +47,14 @@ __all__ = [
 def read_sql(name: str) -> str:
     """The text of ``store/sql/<name>``, read once per process."""
     return resources.files("agent_guardrails.store").joinpath("sql", name).read_text("utf-8")
+
+
+def preload() -> None:
+    """Read every ``.sql`` file now (they are kept): file I/O that the async store does on a
+    worker thread before its first use, so that none happens on the event loop."""
+    for entry in resources.files("agent_guardrails.store").joinpath("sql").iterdir():
+        if entry.name.endswith(".sql"):
+            _parse(entry.name)
 
 
 def _without_comments(text: str) -> str:

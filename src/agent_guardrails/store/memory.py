@@ -13,19 +13,35 @@ The snapshot's pack digest is the active pack's, kept beside the pack list and r
 ``activate_pack``. Charges, ``actual_cost`` and outcome values are checked
 (:func:`~agent_guardrails.store.base.check_finite`) before the lock is taken: a NaN would
 otherwise make a counter NaN, and every later comparison with it false.
+
+**Async** (``await store.areserve(...)`` and every other ``a<name>``, from
+:class:`~._offload.OffloadedAsync`): the operations are a few dictionary steps under one
+short lock, with no I/O, so an async method runs the sync one right on the event loop,
+without a thread hop, *when the lock is free*: it takes the lock with a non-blocking
+``acquire``, and the sync method re-enters it (the lock is an ``RLock``; the memory store's
+benchmark rows pay about 20 ns per operation for that). When another thread holds the lock
+at that moment (a sync caller, or an async call already handed to a thread) the loop does
+not wait for it: the call runs in the loop's default executor instead, and is awaited. So
+the loop never blocks on the lock (``blockbuster`` flags a contended ``Lock.acquire``), and
+an uncontended call costs a coroutine and one lock operation more than the sync one
+(``benchmarks/store.py --only async``: 11-12 µs for a snapshot, reserve and finish, against
+9-10 µs sync).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.policy.scope import Scope
+from agent_guardrails.store._offload import OffloadedAsync
 from agent_guardrails.store.base import (
     GENESIS,
     AuditEvent,
@@ -49,17 +65,22 @@ from agent_guardrails.store.base import (
 
 __all__ = ["MemoryStore"]
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 _EPS = 1e-9
 _HOLDS = frozenset(("reserved", "started", "finished"))  # a key in these states replays
 _ENDED = frozenset(("finished", "failed", "released"))
 
 
-class MemoryStore:
-    """In-process store. Thread-safe; every operation holds one lock."""
+class MemoryStore(OffloadedAsync):
+    """In-process store. Thread-safe; every operation holds one lock. Async too: see the
+    module docstring."""
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
-        self._lock = threading.Lock()
+        # Re-entrant: an async method holds it (non-blocking acquire) around the sync one.
+        self._lock = threading.RLock()
         self._counters: dict[str, float] = {}
         self._calls: dict[str, CallRecord] = {}
         self._levels: dict[str, int] = {}
@@ -411,4 +432,22 @@ class MemoryStore:
             return verify_chain(list(self._chain()))
 
     def close(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ async
+
+    async def _offload(
+        self, write: bool, method: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``method`` on the loop if the lock is free now, else in the default executor."""
+        lock = self._lock
+        if lock.acquire(blocking=False):
+            try:
+                return method(*args, **kwargs)
+            finally:
+                lock.release()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(method, *args, **kwargs))
+
+    async def aclose(self) -> None:
         return None
