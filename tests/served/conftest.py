@@ -1,9 +1,6 @@
-"""One ``langgraph dev`` server per blocking mode, shared by the module's tests.
-
-``detect`` is what users run (blockbuster on, the default): today the library's async path
-does blocking SQLite I/O on the event loop, so every run there fails with ``BlockingError``
-(issue 18); its tests are strict xfails that accept only that failure. ``allow`` runs the
-server with ``--allow-blocking``, where the tests must pass."""
+"""One ``langgraph dev`` server, shared by the module's tests, run as users run it: with
+its blocking-call detector (blockbuster) on, so a blocking call our code makes on the event
+loop fails the run."""
 
 from __future__ import annotations
 
@@ -11,21 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.served._client import BlockingDetected
 from tests.served._server import Blocking, Server
 
-BLOCKING_BREAKS_RUNS = pytest.mark.xfail(
-    strict=True, raises=BlockingDetected, reason="async store I/O blocks the loop: issue 18"
-)
 
-
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("detect", marks=BLOCKING_BREAKS_RUNS, id="blocking-detected"),
-        pytest.param("allow", id="allow-blocking"),
-    ],
-)
+@pytest.fixture(scope="module", params=[pytest.param("detect", id="blocking-detected")])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:

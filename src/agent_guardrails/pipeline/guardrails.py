@@ -463,6 +463,21 @@ class Guardrails:
         if self._owns_store:
             self.store.close()
 
+    async def aclose(self) -> None:
+        """:meth:`close` for async code: the outbox and the store are written and closed
+        with async I/O."""
+        await self.aflush()
+        self.outbox.warn_if_pending(self.store.url)
+        self._finalizer.detach()
+        if self._owns_store:
+            await self.store.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> Guardrails:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     def __enter__(self) -> Guardrails:
         return self
 

@@ -86,6 +86,8 @@ def _model_charges(g: Guardrails, scope: Scope, cost: float, currency: str) -> l
 def model_check(g: Guardrails, scope: Scope) -> Flow[str | None]:
     """Before a model call: ``None`` to go ahead, else why not (a spent budget covering
     ``model.call``, or the store being unreachable while such a budget applies)."""
+    if not g.policy.model_prices:  # model spend is not priced: nothing to check
+        return None
     charges = _model_charges(g, scope, 0.0, g.policy.defaults.currency)
     if not charges:
         return None
