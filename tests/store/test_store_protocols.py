@@ -18,6 +18,7 @@ from agent_guardrails.store import (
     OutcomeLog,
     PackRegistry,
     Store,
+    async_protocols,
     base,
 )
 from tests.store.store_helpers import StoreFactory
@@ -80,7 +81,7 @@ def test_each_async_protocol_is_its_sync_twin_awaited() -> None:
     assert AsyncStore.__annotations__ == {"url": "str"}
     assert all(twin in AsyncStore.__mro__ for twin in ASYNC.values())
     for twin in ASYNC.values():
-        assert twin.__name__ in base.__all__
+        assert twin.__name__ in async_protocols.__all__
 
 
 def test_every_backend_is_every_protocol(store_url: str, open_stores: StoreFactory) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.store.base import (
+from agent_guardrails.store.async_protocols import (
     AsyncAuditLog,
     AsyncDials,
     AsyncLedger,
     AsyncOutcomeLog,
     AsyncPackRegistry,
     AsyncStore,
+)
+from agent_guardrails.store.base import (
     AuditLog,
     Dials,
     Ledger,

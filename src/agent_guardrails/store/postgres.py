@@ -27,172 +27,21 @@ steps and reads it shares with SQLite; the SQL is in ``sql/postgres.sql``,
 Every operation is one *step* (:mod:`._steps`): a generator that yields the statements it
 needs and decides what their rows and errors mean, run on a connection by a driver.
 
-**Connections.** Constructing the store (``PostgresStore(url)``, ``open_store(url)``)
-parses and checks the URL and nothing else: it never connects. The first operation creates
-or upgrades the schema (below) on a connection of its own, then opens the pool
-(``psycopg_pool.ConnectionPool``); it does so once, under a lock, and if the server cannot
-be reached then, that operation raises ``StoreUnavailable`` and the next one tries again.
-Each operation takes a connection from the pool and gives it back; an operation waits at
-most ``connect_timeout`` seconds for one (all ``pool_max`` busy, or the server down), then
-raises ``StoreUnavailable``. Connections are in autocommit mode. A child process made by
-``fork`` never uses its parent's pool: it opens its own on its first operation.
-
-**The retry rule.** A connection found broken (the server restarted, the backend was
-terminated, the network dropped it) is discarded, and the operation runs once more on a
-fresh connection (one that answers an empty query), so a server restart between two calls
-costs no call. Only a second failure, or any other error, raises ``StoreUnavailable``.
-This is safe because every hot-path step is keyed by the call's idempotency key and is one
-statement: if the first attempt committed and only its answer was lost, the retry sees
-the key's state instead of acting twice. A retried ``reserve`` then returns ``replay=True``
-(with ``started=False`` even if the first attempt started the call: the call record says
-``started``, so the pipeline treats it as in doubt and never runs it again); a retried
-``start`` returns False (the same: in doubt); a retried ``finish`` or ``release`` settles
-nothing twice. That is the safe side: a call that looks started or in doubt, never a
-double charge. An audit record that rode on such a step (or on ``append_audit``) is written
-again, and dropped when chained if it has a ``dedupe`` string (the pipeline's have); one
-without may appear twice. Operator steps (levels, kill-switches, packs, outcomes) run in a
-client transaction and are retried only when it failed before its ``COMMIT`` was sent; a
-failed ``COMMIT`` raises ``StoreUnavailable`` saying the outcome is unknown.
-
-**Schema versions and upgrades.** ``ag_meta`` records the schema version
-(:data:`SCHEMA_VERSION`, 2; SQLite keeps its own) and a digest of the text of
-``sql/postgres_functions.sql``. The first operation creates what is missing, under a
-transaction-scoped advisory lock so many processes may start on one database at once. A
-version 1 database (every append chained at once under the chain-head row's lock) is
-upgraded in place, in one transaction (``sql/postgres_upgrade_2.sql``): the outbox table
-and the ``ag_audit.src`` column are added (no rewrite, no data moved; its chain goes on
-from its head) and the functions replaced; functions whose digest differs are replaced
-(``CREATE OR REPLACE``) too. Workers of the previous release still running keep working on
-the upgraded database (the functions they call keep their signatures and now append
-through the outbox; only their operator steps, which lock the head row before the chain
-lock, can deadlock with chaining and fail), and a previous release refuses to *open* a
-version 2 database: restart old workers with the new release.
-
-How it keeps the contract:
-
-- **Numbers**: a charge, ``actual_cost`` or outcome that is not a finite number
-  (:func:`~agent_guardrails.store.base.check_finite`) is refused before any statement.
-- **The snapshot** is one ``SELECT``: the level, the engaged kill-switches, the counters,
-  the call's row and the active pack's digest (one sub-select on the packs' partial unique
-  index), so the pipeline can tell on every call whether the live policy changed.
-- **Durable commits.** ``synchronous_commit`` is left as the server has it (``on``): a
-  committed reservation or audit record survives a crash of the database server.
-- **Each hot-path step is one statement: one round trip, one transaction.** ``reserve``
-  (also with ``start=``, which marks the call started in the same step), ``start``,
-  ``finish`` and ``release`` call functions the store installs in its schema
-  (``ag_reserve1``, ``ag_start``, ``ag_settle``; ``sql/postgres_functions.sql``), prepared
-  once per pooled connection and run through libpq directly
-  (:meth:`~._postgres_connections.PostgresConnections.exec_prepared`): psycopg's ``execute``
-  cost about 100 µs of Python per call more, which on a small machine is CPU the database needs.
-  ``reserve_many`` and a reservation that leaves the fast path use ``ag_reserve``;
-  ``snapshot`` is one ``SELECT``. The functions run with ``plan_cache_mode =
-  force_generic_plan``: re-planning their statements on every call cost more than running
-  them.
-- **Reserving**: insert the call row (``ON CONFLICT``: a key already reserved, started or
-  finished is a replay and touches nothing else; a failed or released one reserves
-  again), put the audit records in the outbox, then one conditional ``UPDATE ... WHERE
-  used + amount <= limit`` per counter, in key order (code point order: ``COLLATE "C"``
-  wherever locks are taken), the last statements before the commit, so a hot counter row
-  stays locked for as short a time as possible. If a counter is new or a charge does not
-  fit, the function raises and the whole statement rolls back. The client then runs the
-  general path (``ag_reserve`` without its fast path): create the missing counter rows,
-  lock every counter ``FOR UPDATE`` in key order, check every charge against what the
-  batch wants of its counter, and raise ``GR001`` naming the first charge that does not
-  fit (the client turns that into ``ReserveResult(ok=False, breach=..., used=...)``), or
-  add the amounts. Nothing is ever read, decided in Python and written back.
-- **One audit chain, chained in batches.** Issue 3 measured the old design, where every
-  append locked one chain-head row until its commit was flushed: a second hot lock that
-  serialised every audited commit across all budgets (1.4-2.0k/s whatever the number of
-  budgets). Now the hot path only *inserts* its records into ``ag_audit_outbox`` (ordered
-  by an identity column; no hash, no shared lock), and ``ag_chain_pending`` moves them,
-  in id order, into ``ag_audit``: it numbers each record, hashes it with
-  :func:`~agent_guardrails.store.base.chain_hash`'s text
-  ``prev|seq|repr(ts)|kind|call_key|data`` (``repr(ts)`` and the canonical JSON computed
-  in Python when the record was written), advances ``ag_audit_head`` and deletes the rows
-  from the outbox, all in one transaction, under a transaction-scoped advisory lock (one
-  chainer at a time; the lock itself writes nothing). The chain stays one gap-free
-  sequence. Chaining happens
-
-  * after a store's own hot-path writes, at most every :attr:`PostgresStore.CHAIN_INTERVAL`
-    seconds per store and up to :attr:`PostgresStore.CHAIN_BATCH` records, only if no one
-    else is chaining (``pg_try_advisory_xact_lock``: nobody waits, and a failure there
-    never fails the write that triggered it);
-  * before the log is read: ``audit_records``, ``find_audit`` (when the record is not
-    chained yet), ``verify_audit`` and so ``agent-guardrails audit verify/export``;
-  * by ``append_audit`` and the operator steps (``set_level``, kill-switches, packs,
-    outcomes), which return or need their record: ``append_audit`` commits its record and
-    chains it at once when the lock is free, else waits for the lock, by when the holder
-    (or the next waiter) has chained every waiting record in one commit;
-  * when a store is closed, for what it left waiting.
-
-  Duplicates: the hot path does not check ``dedupe`` (the outbox has no unique index);
-  chaining inserts with ``ON CONFLICT (dedupe) DO NOTHING``, so the first record with a
-  ``dedupe`` string (in chain order, which is commit-then-id order) is kept and any later
-  one, from any process, is dropped before it gets a number. ``append_audit`` returns
-  ``None`` for such a duplicate. A record's position is fixed when it is chained: records
-  written by one thread keep their order; records committed concurrently by different
-  processes are chained in id order as far as they are visible, else in the next batch.
-- **Tamper evidence, honestly.** A chained record is as tamper-evident as before (edits,
-  deletions, insertions, reordering and a deleted or rewound head are detected and the
-  first bad record named, also while more records are chained after the damage). A
-  record still waiting in the outbox (normally for well under a second, and never when
-  the log is read: every read chains first) is *not*: editing or deleting it straight in
-  the database leaves no trace, and a forged row inserted there is chained like any other
-  (but cannot displace a recorded ``dedupe``). If the head row is missing or a record
-  was forged after it, chaining refuses (``GR002``): the hot path goes on and its records
-  wait in the outbox, ``append_audit`` fails closed naming the problem, and
-  ``verify_audit`` reports the damage, until an operator repairs the log.
-- **Locks** are always taken in the same order (call row, counter rows by key; the chain
-  lock only by chaining and operator steps, which take nothing the hot path holds first),
-  so two calls never deadlock. The hot path never waits for chaining.
-- **Throughput** (``python benchmarks/store.py``): one hot budget is bounded by its row
-  lock, held until each commit is flushed, like a plain ``UPDATE`` of one row; over many
-  budgets, by CPU. Every record is written twice (outbox, then log), off the hot locks.
-
-**Async** (``await store.areserve(...)`` and every other ``a<name>``): native, through
-psycopg's async connections and ``psycopg_pool.AsyncConnectionPool`` (the same
-``pool_min``/``pool_max``, ``connect_timeout`` and settings as the sync pool), opened by
-the first async operation, lazily, after the same schema setup if the sync side has not
-done it. The rules are the sync ones: a broken connection is discarded and the operation
-retried once on a fresh one, a failed ``COMMIT`` of an operator step is not retried, a
-pool with no free connection for ``connect_timeout`` seconds raises ``StoreUnavailable``.
-Waiting for a row lock held by another transaction, for the chain lock or for a pooled
-connection happens on the server or in the pool, awaited: the event loop goes on.
-
-Nothing is written twice: every operation is one *step* (:mod:`._steps`), a generator that
-yields the statements it needs, gets their rows back and decides what they mean (which
-error is a denial, when to take the general path, when to chain); the schema setup is one
-too (:mod:`._postgres_schema`). The sync driver runs a step with ``conn.execute`` and the
-hot path's statements through libpq (:meth:`._postgres_connections.PostgresConnections
-.exec_prepared`, as before); the async driver awaits ``conn.execute`` (the hot path's
-statements with ``prepare=True``, the same SQL and the same text parameters). The ``.sql``
-files are read on a worker thread before the first async operation (file I/O, once per
-process).
-
-One store object serves both: ``close()`` closes the sync pool and every async one (each on
-its own event loop), ``aclose()`` the same from async code (the sync pool on a worker
-thread), both after chaining what the store left waiting. An async pool belongs to the
-event loop that opened it: a store used from several loops (``asyncio.run`` more than once,
-loops in several threads) has one pool per loop; one whose loop has been closed is let go
-(its idle connections are closed) when the next pool opens, or by ``close()``. Call
-``await store.aclose()`` before a loop ends to close its connections cleanly.
-
-Measured (``python benchmarks/store.py --only async``, 2-core machine, server on the same
-machine, 3 runs): one call (``snapshot`` + ``reserve`` with its records + ``finish``) takes
-1,065-1,099 µs awaited against 945-964 µs on the sync API (``execute(prepare=True)`` costs a
-little more Python than the libpq fast path), and 200 coroutines on one loop make
-1,630-1,740 calls/s with the default ``pool_max=10``, the loop's lag p99 1.5-1.8 ms.
-
-Errors from the server or the network raise
-:class:`~agent_guardrails.errors.StoreUnavailable` with the driver's message. Passwords are
-never included: ``store.url`` has them replaced by ``***``.
+In short: construction never connects (the first operation sets up the schema and opens a
+``psycopg_pool`` pool); a broken connection is retried once on a fresh one; each hot-path
+step is one statement calling a function the store installs (``sql/postgres_functions.sql``);
+audit records go to an outbox in the hot path and are chained in batches (before every read
+of the log); async callers get the same steps on ``psycopg_pool.AsyncConnectionPool``. How
+each point of the contract is kept, the retry rule, schema upgrades, tamper evidence and the
+measurements: ``docs/postgres-store.md``. Errors from the server or the network raise
+:class:`~agent_guardrails.errors.StoreUnavailable` with the driver's message; passwords are
+never included (``store.url`` has them replaced by ``***``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import re
 import struct
 import time
@@ -207,9 +56,8 @@ from agent_guardrails.store._operators import AsyncSQLOperations
 from agent_guardrails.store._postgres_connections import (
     AsyncPostgresConnections,
     PostgresConnections,
-    atransaction,
-    transaction,
 )
+from agent_guardrails.store._postgres_drivers import PostgresDrivers
 from agent_guardrails.store._postgres_schema import (
     SCHEMA_VERSION,
     chain_lock,
@@ -219,14 +67,11 @@ from agent_guardrails.store._postgres_schema import (
 )
 from agent_guardrails.store._statements import POSTGRES, preload, statements
 from agent_guardrails.store._steps import (
-    ALL,
     ONE,
     Hot,
     Statement,
     Step,
     Transaction,
-    adrive,
-    drive,
 )
 from agent_guardrails.store.base import (
     AuditEvent,
@@ -249,16 +94,7 @@ _RESERVE1, _START, _SETTLE = b"ag_reserve1", b"ag_start", b"ag_settle"
 _DOLLAR = re.compile(r"\$\d+")
 
 
-def _text(value: Any) -> bytes | None:
-    """A value psycopg parsed, back in libpq's text format (what the sync hot path sees)."""
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, bool):
-        return b"t" if value else b"f"
-    return str(value).encode()
-
-
-class PostgresStore(AsyncSQLOperations):
+class PostgresStore(PostgresDrivers, AsyncSQLOperations):
     """A :class:`~agent_guardrails.store.base.Store` (and
     :class:`~agent_guardrails.store.base.AsyncStore`) in a PostgreSQL database.
 
@@ -343,95 +179,6 @@ class PostgresStore(AsyncSQLOperations):
         worker thread (file I/O, once per process)."""
         await asyncio.to_thread(preload)
         await self._adrive(conn, self._setup_step())
-
-    # ------------------------------------------------------------------ the drivers
-
-    def _perform(self, conn: Any, effect: Any) -> Any:
-        """Do one effect of a step (:mod:`._steps`) on sync connection ``conn``."""
-        kind = type(effect)
-        if kind is Hot:
-            res = self._conns.exec_prepared(
-                conn, effect.name, self._hot[effect.name], effect.params, effect.expect
-            )
-            return None if res is None else (res.get_value(0, 0),)
-        if kind is Statement:
-            if effect.args is None:
-                cur = conn.execute(effect.sql)
-            else:
-                cur = conn.execute(effect.sql, effect.args)
-            if effect.fetch == ONE:
-                return cur.fetchone()
-            return cur.fetchall() if effect.fetch == ALL else None
-        body = effect.body
-        if effect.keyed:  # (a failed COMMIT may be retried: the step is keyed)
-            with conn.transaction():
-                return self._drive(conn, body)
-        return transaction(conn, lambda: self._drive(conn, body))
-
-    async def _aperform(self, conn: Any, effect: Any) -> Any:
-        """Do one effect of a step on async connection ``conn``: as :meth:`_perform`."""
-        kind = type(effect)
-        if kind is Hot:
-            params = [None if p is None else p.decode() for p in effect.params]
-            try:
-                cur = await conn.execute(self._ahot[effect.name], params, prepare=True)
-            except self._pg.Error as exc:
-                if effect.expect and getattr(exc, "sqlstate", None) == effect.expect:
-                    return None
-                raise
-            row = await cur.fetchone()
-            return (_text(row[0]),)
-        if kind is Statement:
-            if effect.args is None:
-                cur = await conn.execute(effect.sql)
-            else:
-                cur = await conn.execute(effect.sql, effect.args)
-            if effect.fetch == ONE:
-                return await cur.fetchone()
-            return await cur.fetchall() if effect.fetch == ALL else None
-        body = effect.body
-        if effect.keyed:
-            async with conn.transaction():
-                return await self._adrive(conn, body)
-        return await atransaction(conn, lambda: self._adrive(conn, body))
-
-    def _drive(self, conn: Any, step: Step[T]) -> T:
-        return drive(step, functools.partial(self._perform, conn))
-
-    async def _adrive(self, conn: Any, step: Step[T]) -> T:
-        return await adrive(step, functools.partial(self._aperform, conn))
-
-    def _run_step(self, step: Callable[[], Step[T]]) -> T:
-        """``step()`` on a pooled connection (made again if the operation is retried)."""
-        return self._conns.run(lambda conn: self._drive(conn, step()))
-
-    async def _arun_step(self, step: Callable[[], Step[T]]) -> T:
-        """:meth:`_run_step`, awaited on this event loop's async pool."""
-        return await self._aconns.run(lambda conn: self._adrive(conn, step()))
-
-    def _read(self, step: Callable[[], Step[T]]) -> T:
-        return self._run_step(step)
-
-    async def _aread(self, step: Callable[[], Step[T]]) -> T:
-        return await self._arun_step(step)
-
-    def _write(self, step: Callable[[], Step[T]], *, serialise: bool = True) -> T:
-        return self._run_step(lambda: self._write_step(step, serialise))
-
-    async def _awrite(self, step: Callable[[], Step[T]], *, serialise: bool = True) -> T:
-        return await self._arun_step(lambda: self._write_step(step, serialise))
-
-    def _write_step(self, step: Callable[[], Step[T]], serialise: bool) -> Step[T]:
-        """A client transaction; ``serialise`` takes the chain lock first, for steps that
-        read, then write, then append (and chain) an audit record anyway."""
-
-        def body() -> Step[T]:
-            if serialise:
-                yield Statement(self._q["lock_chain"])
-            return (yield from step())
-
-        result: T = yield Transaction(body())
-        return result
 
     # ------------------------------------------------------------------ the audit chain
 
