@@ -138,7 +138,10 @@ def drive(flow: Flow[T], store: Any) -> T:
             return stop.value  # type: ignore[no-any-return]
         send = error = None
         try:
-            send = effect.run(store)
+            if effect.__class__ is StoreOp:  # the usual effect: call the store directly
+                send = getattr(store, effect.name)(*effect.args, **effect.kwargs)  # type: ignore[attr-defined]
+            else:
+                send = effect.run(store)
         except GeneratorExit:
             flow.close()
             raise
