@@ -138,8 +138,8 @@ def drive(flow: Flow[T], store: Any) -> T:
             return stop.value  # type: ignore[no-any-return]
         send = error = None
         try:
-            if effect.__class__ is StoreOp:  # the usual effect: call the store directly
-                send = getattr(store, effect.name)(*effect.args, **effect.kwargs)  # type: ignore[attr-defined]
+            if isinstance(effect, StoreOp):  # the usual effect: call the store directly
+                send = getattr(store, effect.name)(*effect.args, **effect.kwargs)
             else:
                 send = effect.run(store)
         except GeneratorExit:
