@@ -18,7 +18,12 @@ Configurations, each sync and async:
   above, whose tool hook also does, in raw SQL on the same kind of database, the two write
   transactions a guarded call needs (before the tool: hold the budget, mark the call
   started, append an audit row; after it: mark the call finished, append an audit row) and
-  nothing else.
+  nothing else. Its async hook runs the SQL right on the event loop, which blocks it;
+- async only, the floor of a durable guard that does not block the loop: the same two
+  transactions, each handed to one dedicated thread and awaited (a ``queue.SimpleQueue`` to
+  the thread, ``loop.call_soon_threadsafe`` back: the cheapest hand-off we know, two per
+  call). The async goal is measured against this floor, since the rule for async code is
+  that nothing blocks the event loop; the blocking floor is printed beside it.
 
 A scripted model asks for one tool call per turn, ``TURNS`` turns per run; the time per tool
 call is the run's time divided by ``TURNS``, best of many runs, the configurations taking
@@ -38,6 +43,7 @@ import argparse
 import asyncio
 import hashlib
 import itertools
+import queue
 import sqlite3
 import tempfile
 import threading
@@ -63,6 +69,7 @@ from agent_guardrails.middleware import GuardrailsMiddleware
 
 TURNS = 20
 FLOOR = "floor: 2 durable txns, raw SQL"
+FLOOR_OFF_LOOP = "floor, async off the loop"
 HOOKS = "pass-through tool + model hooks"
 MEMORY = "GuardrailsMiddleware (memory store)"
 ACTIONS = {"tag_contact": "crm.tag"}  # the tool -> the pack's action, for our middleware
@@ -203,6 +210,33 @@ class DurableFloor(PassThrough):
         return result
 
 
+class OffLoopFloor(DurableFloor):
+    """DurableFloor whose async hook awaits each transaction on one dedicated thread."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            loop, future, fn, arg = self.work.get()
+            result = fn() if arg is None else fn(arg)
+            loop.call_soon_threadsafe(future.set_result, result)
+
+    async def _off_loop(self, fn: Callable[..., Any], arg: Any = None) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.work.put((loop, future, fn, arg))
+        return await future
+
+    async def _awrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        key = await self._off_loop(self.before)
+        result = await handler(request)
+        await self._off_loop(self.after, key)
+        return result
+
+
 def builders(db: Path) -> dict[str, Callable[[], list[Any]]]:
     pack = PolicyPack.from_yaml(PACK)
     guard = Guardrails(pack, store=f"sqlite:///{db}")
@@ -211,6 +245,7 @@ def builders(db: Path) -> dict[str, Callable[[], list[Any]]]:
     traced = Guardrails(pack, store=f"sqlite:///{db}", tracer_provider=provider)
     in_memory = Guardrails(pack, store="memory://")
     floor = DurableFloor(db.with_name("floor.db"))
+    off_loop = OffLoopFloor(db.with_name("floor-off-loop.db"))
     return {
         "bare agent": lambda: [],
         "LangChain HITL + ToolCallLimit": lambda: [
@@ -222,6 +257,7 @@ def builders(db: Path) -> dict[str, Callable[[], list[Any]]]:
         MEMORY: lambda: [GuardrailsMiddleware(in_memory, actions=ACTIONS)],
         HOOKS: lambda: [PassThrough()],
         FLOOR: lambda: [floor],
+        FLOOR_OFF_LOOP: lambda: [off_loop],
     }
 
 
@@ -246,9 +282,10 @@ def main() -> None:
         configs = builders(Path(tmp) / "bench.db")
         for use_async in (False, True):
             mode = "async" if use_async else "sync"
-            times = dict.fromkeys(configs, float("inf"))
+            chosen = {k: v for k, v in configs.items() if use_async or k != FLOOR_OFF_LOOP}
+            times = dict.fromkeys(chosen, float("inf"))
             for _ in range(runs):
-                for name, build in configs.items():
+                for name, build in chosen.items():
                     times[name] = min(times[name], one_run(build, use_async=use_async))
             base = times["bare agent"]
             print(f"\n{mode}: time per tool call (best of {runs} runs of {TURNS} calls)")
@@ -257,14 +294,22 @@ def main() -> None:
                 print(f"{name:<38}{t * 1e3:>10.3f}ms{t / base:>8.2f}x{(t - base) * 1e6:>10.0f}us")
             ours = times["GuardrailsMiddleware (SQLite)"] - base
             theirs = times["LangChain HITL + ToolCallLimit"] - base
-            floor = times[FLOOR] - base
+            blocking_floor = times[FLOOR] - base
+            floor = times[FLOOR_OFF_LOOP] - base if use_async else blocking_floor
             hooks = times[HOOKS] - base
             memory = times[MEMORY] - base
             bound = memory + floor - hooks  # our pipeline + the least durable SQL
             to_floor, to_builtins = ours / floor, ours / theirs
+            which = "off-the-loop floor" if use_async else "durable floor"
             print(
-                f"ours adds {ours * 1e6:.0f} us per tool call: {to_floor:.2f}x the durable floor "
-                f"({floor * 1e6:.0f} us; goal <= 1.2x: {'met' if to_floor <= 1.2 else 'NOT met'}), "
+                f"ours adds {ours * 1e6:.0f} us per tool call: {to_floor:.2f}x the {which} "
+                f"({floor * 1e6:.0f} us; goal <= 1.2x: {'met' if to_floor <= 1.2 else 'NOT met'}"
+                + (
+                    f"; {ours / blocking_floor:.2f}x the floor that blocks the loop)"
+                    if use_async
+                    else ")"
+                )
+                + ", "
                 f"{to_builtins:.2f}x LangChain's HITL + ToolCallLimit ({theirs * 1e6:.0f} us; "
                 f"aim < 1x: {'met' if to_builtins < 1 else 'NOT met'})\n"
                 f"on the memory store ours adds {memory * 1e6:.0f} us; LangChain's calls of our "
