@@ -169,19 +169,11 @@ def test_level_set_respects_the_ceiling_and_keeps_history(
 ) -> None:
     v1, _ = packs
     run("policy", "apply", str(v1), "--by", "ana", "--store", store_url)
+    up = ("level", "set", "workflow=promo", "optimize", "--by", "board", "--reason", "minute 12")
+    code, _ = run(*up, "--store", store_url)
+    assert code == 2  # up without a passing gate (the pack declares none): refused
     changed = run_json(
-        "level",
-        "set",
-        "workflow=promo",
-        "optimize",
-        "--by",
-        "board",
-        "--reason",
-        "gate passed",
-        "--evidence",
-        '{"success_rate": 0.97}',
-        "--store",
-        store_url,
+        *up, "--override", "--evidence", '{"success_rate": 0.97}', "--store", store_url
     )
     assert (changed["old"], changed["new"]) == (None, 2)
     code, _ = run(
@@ -193,13 +185,14 @@ def test_level_set_respects_the_ceiling_and_keeps_history(
         "board",
         "--reason",
         "x",
+        "--override",
         "--store",
         store_url,
     )
-    assert code == 2  # above the ceiling: refused
+    assert code == 2  # above the ceiling: refused, even with --override
     history = run_json("level", "history", "--store", store_url)
     assert [(h["scope"], h["new"], h["evidence"]) for h in history] == [
-        ("workflow=promo", 2, {"success_rate": 0.97})
+        ("workflow=promo", 2, {"success_rate": 0.97, "override": True})
     ]
     guard = Guardrails(v1, store=store_url)
     assert int(guard.level_of(Scope(workflow="promo", region="eu"))) == 2

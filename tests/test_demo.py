@@ -20,8 +20,8 @@ def test_demo_walks_every_level_and_records_a_verified_audit_log(
     assert main(["demo"], out) == 0
     text = out.getvalue()
     sections = text.split("\n== ")
-    assert len(sections) == 6
-    assist, execute, optimize, orchestrate, kill = sections[1:]
+    assert len(sections) == 7
+    assist, execute, optimize, orchestrate, kill, earned = sections[1:]
     assert "SIMULATED" in assist
     assert "RAN" not in assist
     assert "validator_failed:banned_terms" in assist
@@ -33,6 +33,18 @@ def test_demo_walks_every_level_and_records_a_verified_audit_log(
     assert "launch_campaign    RAN" in orchestrate
     assert "HALTED     kill_switch:workflow=paid_media" in kill
     assert "agent: Stopped by a kill-switch" in kill
+    assert "gate execute -> optimize for workflow=newsletter: PROMOTE" in earned
+    assert "the lower bound clears 0.95" in earned
+    assert "maria (marketing ops lead) applied it: newsletter L1 -> L2" in earned
+    assert "DENIED (validator_failed:banned_terms)" in earned
+    assert "paid media is now L2 Optimize, by itself (agent-guardrails trip-wire" in earned
+    scorecard = tmp_path / "agent-guardrails-scorecard.html"
+    assert "scorecard of the week of" in earned
+    assert str(scorecard) in earned
+    html = scorecard.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert "<script" not in html
+    assert 'data-scope="workflow=paid_media"' in html
     assert "hash chain verified" in text
     # Drafts and refusals never reached the tools.
     assert not any("Guaranteed" in event for event in tools.OUTBOX.events)
@@ -40,4 +52,11 @@ def test_demo_walks_every_level_and_records_a_verified_audit_log(
 
     store = open_store("sqlite:///.agent_guardrails/demo.db")
     assert store.verify_audit().ok
-    assert store.get_level("workflow=paid_media") == 3
+    assert store.get_level("workflow=paid_media") == 2  # demoted by the trip-wire
+    assert store.get_level("workflow=newsletter") == 2  # promoted through its gate
+    promotion = store.level_history("workflow=newsletter")[-1]
+    assert promotion.by == "maria (marketing ops lead)"
+    evaluated = {
+        r.data["evaluation_id"] for r in store.audit_records() if r.kind == "gate.evaluated"
+    }
+    assert promotion.evidence["evaluation_id"] in evaluated

@@ -203,7 +203,9 @@ def test_checking_a_call_spends_nothing(
 ) -> None:
     store = MemoryStore()
     guard = Guardrails(pack, store=store, clock=lambda: NOON_WEDNESDAY)
-    guard.set_level(Scope(), min(level, pack.ceiling_for(CALL_SCOPE)), by="test", reason="setup")
+    guard.set_level(
+        Scope(), min(level, pack.ceiling_for(CALL_SCOPE)), by="test", reason="setup", override=True
+    )
     audit_before = len(store.audit_records())
     call = CallRequest("send", "email.send", {"to": to, "body": body}, CALL_SCOPE)
     decisions = [guard.check(call) for _ in range(checks)]

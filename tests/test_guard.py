@@ -438,7 +438,7 @@ def test_a_cap_breach_approved_at_optimize_runs_over_the_cap(memory_guard: Guard
     assert approver.seen[0].reasons == ("budget_exceeded", "approval_required:cap_exceeded")
     assert spent(guard) == 12.0  # approved exception: recorded past the limit
     # At Execute the same breach is a denial, and ads.spend (optimize) is only simulated.
-    guard.set_level(Scope(workflow="paid"), "execute", by="ana", reason="test")
+    guard.set_level(Scope(workflow="paid"), "execute", by="ana", reason="test", override=True)
     result = guard.run(call, body)
     assert isinstance(result, dict)
     assert result["status"] == "simulated"
@@ -662,8 +662,8 @@ def test_set_level_moves_the_dial_within_the_ceiling(memory_guard: GuardFactory)
     capped = Scope(workflow="capped", region="eu")
     assert guard.level_of(capped) is AutonomyLevel.EXECUTE
     with pytest.raises(ConfigurationError, match="above the ceiling L2 Optimize"):
-        guard.set_level(capped, 3, by="ana", reason="too far")
-    guard.set_level(capped, "assist", by="ana", reason="incident")
+        guard.set_level(capped, 3, by="ana", reason="too far", override=True)
+    guard.set_level(capped, "assist", by="ana", reason="incident", override=True)
     assert guard.level_of(capped) is AutonomyLevel.ASSIST
     assert guard.level_of(Scope(workflow="capped")) is AutonomyLevel.ASSIST  # the same dial
     result = guard.run(CallRequest("tag", "crm.tag", {}, capped), Tool())

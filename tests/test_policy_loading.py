@@ -407,6 +407,46 @@ ERRORS: list[tuple[str, str, int, str, str]] = [
         "'to' (execute) must be above 'from' (execute)",
     ),
     (
+        "gate-skips-a-level",
+        """
+        gates:
+          - {from: assist, to: optimize}
+        """,
+        4,
+        "gates[0]",
+        "one level at a time: 'to' must be the level right above 'from' (execute)",
+    ),
+    (
+        "gate-lift-without-kpi",
+        """
+        gates:
+          - {from: optimize, to: orchestrate, min_lift: 0.02}
+        """,
+        4,
+        "gates[0]",
+        "min_lift needs the KPI it is measured on: add lift_kpi",
+    ),
+    (
+        "gate-holdout-without-entity",
+        """
+        gates:
+          - {from: execute, to: optimize, holdout: 0.2}
+        """,
+        4,
+        "gates[0]",
+        "holdout and holdout_entity go together",
+    ),
+    (
+        "gate-confidence-one",
+        """
+        gates:
+          - {from: execute, to: optimize, confidence: 1.0}
+        """,
+        4,
+        "gates[0].confidence",
+        "less than 1",
+    ),
+    (
         "unknown-action-in-budget",
         """
         actions:

@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent_guardrails.gates import _svg, scorecard
-from agent_guardrails.gates._render import BLOCKS, EMPTY, GAP
-from agent_guardrails.gates.scorecard import (
+from agent_guardrails.ops import _scorecard_svg as _svg
+from agent_guardrails.ops import scorecard
+from agent_guardrails.ops._scorecard_render import BLOCKS, EMPTY, GAP
+from agent_guardrails.ops.scorecard import (
     Anomaly,
     Direction,
     Incident,

@@ -717,3 +717,40 @@ def test_p12_exactly_once_replay(env: Env) -> None:
     c.check(run.content("call-1") == "sent to c2", f"call-1 got {run.content('call-1')!r}")
     c.check(_spent(guard.store) == COST + 1, f"spent {_spent(guard.store)}, want {COST + 1}")
     c.verify()
+
+
+# ---------------------------------------------------------------------------- 12
+
+TRIP_WIRED = pack_text(
+    """
+defaults: {level: execute}
+actions:
+  crm.note:
+    risk: low
+    validators:
+      - banned_terms: {terms: [spam], fields: [contact]}
+gates:
+  - {from: assist, to: execute}
+"""
+)
+
+
+@MATRIX
+def test_p12_policy_violation_demotes(env: Env) -> None:
+    """A validator failing at Execute, where a gate leads into Execute, lowers the scope to
+    Assist in the same call (once, recorded as the trip-wire); the next call is a draft."""
+    guard = env.guard(TRIP_WIRED)
+    runs, c = Runs(), Checks()
+    agent = env.agent(guard, ["note_contact"], runs=runs)
+    with no_exception(c, "the run"):
+        run = agent.start("t1", ("note_contact", {"contact": "spam-1"}))
+    c.check(status_of(run, "call-0") == "denied", f"model got {run.content('call-0')!r}")
+    c.check(runs.count() == 0, "the violating call ran")
+    c.check(guard.store.get_level("global") == 0, "the scope was not lowered to Assist")
+    trips = records(guard.store, "trip_wire")
+    c.check(len(trips) == 1, f"trip-wire records: {trips}")
+    with no_exception(c, "the second run"):
+        run = agent.start("t2", ("note_contact", {"contact": "c-2"}))
+    c.check(status_of(run, "call-0") == "simulated", f"not a draft: {run.content('call-0')!r}")
+    c.check(runs.count() == 0, "a call ran at Assist after the demotion")
+    c.verify()

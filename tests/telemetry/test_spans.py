@@ -170,7 +170,7 @@ def test_budget_denial_is_an_error_with_the_reason_code(otel: Otel, clock: Clock
     guard = make_guard(otel, clock)
     request = req("move_budget", "budget.reallocate", {"amount": 50})
     guard.run(request, lambda a: "moved")  # level execute: optimize-kind is simulated
-    guard.set_level(Scope(), 2, by="test", reason="optimize")
+    guard.set_level(Scope(), 2, by="test", reason="optimize", override=True)
     out = guard.run(request, lambda a: "moved")
     assert out["status"] == "denied"  # type: ignore[index]
     span = otel.spans("execute_tool move_budget")[-1]
@@ -184,7 +184,7 @@ def test_budget_denial_is_an_error_with_the_reason_code(otel: Otel, clock: Clock
 
 def test_a_raised_denial_keeps_the_same_error_type(otel: Otel, clock: Clock) -> None:
     guard = make_guard(otel, clock, raise_on_deny=True)
-    guard.set_level(Scope(), 2, by="test", reason="optimize")
+    guard.set_level(Scope(), 2, by="test", reason="optimize", override=True)
     with pytest.raises(BudgetExceeded):
         guard.run(req("move_budget", "budget.reallocate", {"amount": 50}), lambda a: 1)
     a = attrs(only(otel, "execute_tool move_budget"))

@@ -131,6 +131,8 @@ class Decision:
     approval_timeout: float | None = None
     fail_open: bool = False
     extra: Mapping[str, Any] = _NO_EXTRA
+    cohort: str | None = None  # control or treatment, in a gate's experiment
+    cohort_entity: str | None = None  # a short hash of the entity the split hashed
 
     @property
     def allowed(self) -> bool:
@@ -157,7 +159,11 @@ class Decision:
                 {"name": v.name, "passed": v.passed, "message": v.message} for v in self.validators
             ],
             "approval_roles": list(self.approval_roles),
-        }
+        } | (
+            {}
+            if self.cohort is None
+            else {"cohort": self.cohort, "cohort_entity": self.cohort_entity}
+        )
 
 
 # ``Decision.message`` as a property over its slot. The slot holds the text, or, for a

@@ -13,7 +13,11 @@ a check fails (invalid pack, broken audit chain), 2 on usage or configuration er
     agent-guardrails status
     agent-guardrails kill workflow=paid_media --by ops --reason "spend anomaly"
     agent-guardrails unkill workflow=paid_media --by ops --reason "explained"
-    agent-guardrails level set workflow=newsletter optimize --by board --reason "gate passed"
+    agent-guardrails gates [SCOPE] [--json] [--dry-run] | --replay --since DATE
+    agent-guardrails gates promote workflow=newsletter --by board [--override --reason WHY]
+    agent-guardrails outcomes import revenue.csv
+    agent-guardrails scorecard --week 2026-11-30 --format html --out scorecard.html
+    agent-guardrails level set workflow=newsletter assist --by ops --reason "incident"
     agent-guardrails level history
     agent-guardrails audit tail | verify | export
     agent-guardrails traces agent-guardrails-trace.json [--trace ID]
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent_guardrails.errors import GuardrailError, PolicyError
+from agent_guardrails.ops import cli_autonomy
 from agent_guardrails.ops import operations as ops
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import DEFAULT_STORE_URL, Store, open_store
@@ -140,10 +145,17 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("level", help="0-3, L0-L3 or assist/execute/optimize/orchestrate")
     who(ls)
     ls.add_argument("--evidence", default=None, help="JSON object with the evidence")
+    ls.add_argument(
+        "--override",
+        action="store_true",
+        help="raise the level without a passing gate (--reason says why; it is audited)",
+    )
     store_opts(ls)
     lh = cmd(lsub, "history", _level_history, "every level change")
     lh.add_argument("scope", nargs="?")
     store_opts(lh)
+
+    cli_autonomy.register(sub, cmd, store_opts)
 
     audit = sub.add_parser("audit", help="read, verify and export the audit log")
     asub = audit.add_subparsers(title="audit commands", metavar="COMMAND")
@@ -392,6 +404,7 @@ def _level_set(args: argparse.Namespace, out: TextIO) -> int:
         by=args.by,
         reason=args.reason,
         evidence=evidence,
+        override=args.override,
     )
     if args.json:
         _emit_json(

@@ -118,9 +118,14 @@ def set_level(
     reason: str,
     evidence: dict[str, Any] | None = None,
     pack: PolicyPack | None = None,
+    override: bool = False,
 ) -> LevelChange:
     """Move the level dial of the rule governing ``scope`` in ``pack`` (default: the store's
-    active pack), within that rule's ceiling."""
+    active pack), within that rule's ceiling.
+
+    Down is always allowed. Up is allowed one level at a time through a passing gate (the
+    evaluation is recorded and named as evidence; see :class:`~agent_guardrails.ops.gates.Gates`),
+    or with ``override=True``, which records ``reason`` as the override's justification."""
     pack = pack if pack is not None else active_policy(store)
     new = AutonomyLevel.parse(level)
     ceiling = pack.ceiling_for(scope)
@@ -130,6 +135,28 @@ def set_level(
             f"{new.label} is above the ceiling {ceiling.label} for {dial.key}; "
             "raise the ceiling in a new pack version first"
         )
+    live = store.get_level(dial.key)
+    current = AutonomyLevel(live) if live is not None else pack.initial_level(dial)
+    evidence = dict(evidence or {})
+    if new > current and override:
+        if not reason.strip():
+            raise ValueError("an override needs a reason: why the gate is bypassed")
+        evidence["override"] = True
+    elif new > current:
+        from agent_guardrails.ops.gates import Gates
+
+        (e,) = Gates(store, pack).evaluations(dial.key)
+        if e.verdict.verdict != "promote" or new != current + 1:
+            why = (
+                "a promotion goes one level at a time"
+                if e.verdict.verdict == "promote"
+                else f"its gate does not pass ({e.verdict.verdict}): {e.verdict.explanation}"
+            )
+            raise ConfigurationError(
+                f"cannot raise {dial.key} from {current.label} to {new.label}: {why} "
+                "To raise it anyway, use --override (override=True) with a reason."
+            )
+        evidence.update(evaluation_id=e.id, audit_seq=e.audit_seq, verdict="promote")
     return store.set_level(dial.key, int(new), by=by, reason=reason, evidence=evidence)
 
 

@@ -51,6 +51,7 @@ from agent_guardrails.pipeline.flow import (
     run,
 )
 from agent_guardrails.pipeline.outbox import write
+from agent_guardrails.pipeline.trip_wires import trip
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.store.base import ReserveResult
 
@@ -116,6 +117,8 @@ def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decis
             g.outbox.keep(audit)  # fail_open without the store: recorded when it is back
         else:
             yield from write(audit, g.outbox)
+        if decision.validators:
+            yield from trip(g, call, decision)  # a policy violation lowers the level
     halted = next((d for d in out if d.kind is DecisionKind.HALT), None)
     if halted is not None:  # a kill-switch stops the whole turn: none of the batch runs
         for i, (call, decision) in enumerate(zip(calls, out, strict=True)):

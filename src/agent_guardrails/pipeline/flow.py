@@ -10,9 +10,12 @@ yields the store operations, the tool body and the human's answer it needs as
 - :func:`decide` reads what the store knows in one round trip (the live level, engaged
   kill-switches, the counters the call would move, the call's own record, the active pack)
   and asks the pure engine (:func:`agent_guardrails.engine.decide`): kill-switch, level,
-  validators, caps, approval, in that order;
+  validators, caps, approval, in that order; in a gate's experiment the call's cohort
+  (:mod:`~agent_guardrails.engine.cohorts`) decides whether it tries the next level;
 - :func:`hold` reserves what an allowed call (or one waiting for a human) needs, atomically,
-  with its decision record; an allowed call is marked started in the same store step;
+  with its decision record; an allowed call is marked started in the same store step; a
+  policy violation at level 1 or above trips the scope one level down
+  (:mod:`~agent_guardrails.pipeline.trip_wires`);
 - :func:`~agent_guardrails.pipeline.approvals.approval` asks a human; an edit is re-scoped
   and decided again in full;
 - :func:`run` runs the body once (never twice for one key), then commits the actual cost
@@ -33,6 +36,7 @@ from langgraph.errors import GraphBubbleUp
 
 from agent_guardrails.engine import rules
 from agent_guardrails.engine.charges import CostError, call_cost, charges_for
+from agent_guardrails.engine.cohorts import split
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import KillSwitchEngaged, StoreUnavailable
 from agent_guardrails.pipeline import events
@@ -41,6 +45,7 @@ from agent_guardrails.pipeline.outbox import write
 from agent_guardrails.pipeline.results import error_for, result_for
 from agent_guardrails.pipeline.scoping import ScopeSources
 from agent_guardrails.pipeline.spending import CostCell, current_cell
+from agent_guardrails.pipeline.trip_wires import trip
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack import PolicyPack
 from agent_guardrails.store.base import CallRecord, Snapshot
@@ -146,16 +151,19 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
     level = (
         AutonomyLevel(snap.level) if snap.level is not None else pack.initial_level(request.scope)
     )
+    trial = split(pack, request.scope, level, request.args) if pack.gates else None
     decision = rules.decide(
         request,
         pack,
-        level=level,
+        level=level if trial is None else trial.level,  # a treatment tries the next level
         used=used,
         kill_switches=snap.kill_switches,
         now=now,
         charges=charges,
         in_doubt=prior is not None and prior.state == "started",
     )
+    if trial is not None:
+        decision.cohort, decision.cohort_entity = trial.cohort, trial.entity
     resumed = (
         prior is not None
         and prior.state == "reserved"
@@ -205,6 +213,8 @@ def hold(g: Guardrails, call: GuardedCall, decided: Decided) -> Flow[Decision]:
         yield from write(
             StoreOp("append_audit", events.decision_event(decision, key, trace)), g.outbox
         )
+        if decision.validators:
+            yield from trip(g, call, decision)  # a policy violation lowers the level
         return decision
     if "fail_open" in decision.reasons:  # fail_open without the store: record it later
         g.outbox.keep(StoreOp("append_audit", events.decision_event(decision, key, trace)))

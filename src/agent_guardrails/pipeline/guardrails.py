@@ -413,8 +413,11 @@ class Guardrails:
         by: str,
         reason: str,
         evidence: Mapping[str, Any] | None = None,
+        override: bool = False,
     ) -> None:
-        """Move the level dial of the rule governing ``scope``, within the pack's ceiling."""
+        """Move the level dial of the rule governing ``scope``, within the pack's ceiling.
+        Raising it needs a passing gate, or ``override=True`` with a ``reason`` (see
+        :func:`agent_guardrails.ops.operations.set_level`)."""
         from agent_guardrails.ops.operations import set_level
 
         set_level(
@@ -425,6 +428,7 @@ class Guardrails:
             reason=reason,
             evidence=dict(evidence or {}),
             pack=self.policy,
+            override=override,
         )
 
     def level_of(self, scope: Scope) -> AutonomyLevel:

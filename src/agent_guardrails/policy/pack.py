@@ -181,12 +181,14 @@ class ApprovalRule(_Model):
 
     ``when: auto`` asks at levels 1-2 for sensitive or high-risk actions (and at any level
     for in-doubt calls); ``always`` asks at every level that runs the action, 3 included;
-    ``never`` does not ask.
+    ``never`` does not ask. ``sla``: how fast a human should answer (default: ``timeout``);
+    the gates' SLA adherence counts the answers given within it.
     """
 
     when: Literal["auto", "always", "never"] = "auto"
     roles: tuple[str, ...] = ()
     timeout: Duration = 86_400.0
+    sla: Duration | None = None
     allowed_decisions: tuple[DecisionType, ...] = ("approve", "edit", "reject", "respond")
 
 
@@ -266,19 +268,39 @@ class BudgetRule(_Model):
 
 
 class GateRule(_Model):
-    """Thresholds a scope must meet to be promoted from ``from`` to ``to`` (and, when
-    ``demote_below`` values are set, the floors under which it is demoted at once)."""
+    """The evidence a scope needs to be promoted from ``from`` to ``to``, and the floors
+    under which a scope at ``to`` is demoted at once (evaluated by
+    :func:`agent_guardrails.engine.gates.evaluate`; see docs/gates.md).
+
+    Every rate is judged on its interval at ``confidence``, never on its point value: a
+    minimum (``min_success_rate``, ``min_policy_pass_rate``, ``min_sla_adherence``) passes
+    when the interval's lower bound reaches it, a maximum (``max_escalation_rate``) when the
+    upper bound stays under it. ``min_policy_pass_rate: 1.0`` is a trip-wire: one failure
+    fails it, and ``min_samples`` clean calls prove the bound reported beside it.
+    ``min_lift`` is the least lift of KPI ``lift_kpi`` (treatment minus control, as the
+    application records it with ``record_outcome``) the interval must prove; ``holdout``
+    keeps that fraction of the entities named by argument ``holdout_entity`` at ``from``
+    as the control (a stable hash with ``salt`` decides, once and for good). Each of the
+    last ``consecutive_windows`` windows of ``window`` must pass; after a demotion, no
+    promotion for ``cooldown``."""
 
     scope: ScopeModel = ScopeModel()
     from_level: Level = Field(alias="from")
     to_level: Level = Field(alias="to")
     min_samples: int = Field(0, ge=0)
     window: Duration = 14 * 86_400.0
+    consecutive_windows: int = Field(1, ge=1, le=52)
+    confidence: float = Field(0.95, ge=0.5, lt=1)
+    cooldown: Duration = 7 * 86_400.0
     min_success_rate: float | None = Field(None, ge=0, le=1)
     min_policy_pass_rate: float | None = Field(None, ge=0, le=1)
     max_escalation_rate: float | None = Field(None, ge=0, le=1)
     min_sla_adherence: float | None = Field(None, ge=0, le=1)
     min_lift: float | None = None
+    lift_kpi: str | None = Field(None, min_length=1)
+    holdout: float | None = Field(None, gt=0, lt=1)
+    holdout_entity: str | None = Field(None, min_length=1)
+    salt: str = ""
     demote_below_success_rate: float | None = Field(None, ge=0, le=1)
     demote_below_policy_pass_rate: float | None = Field(None, ge=0, le=1)
 
@@ -288,6 +310,22 @@ class GateRule(_Model):
             raise ValueError(
                 f"a gate promotes upwards: 'to' ({self.to_level.name.lower()}) must be above "
                 f"'from' ({self.from_level.name.lower()})"
+            )
+        if self.to_level != self.from_level + 1:
+            raise ValueError(
+                "a gate promotes one level at a time: 'to' must be the level right above "
+                f"'from' ({AutonomyLevel(self.from_level + 1).name.lower()})"
+            )
+        if self.min_lift is not None and self.lift_kpi is None:
+            raise ValueError(
+                "min_lift needs the KPI it is measured on: add lift_kpi (the metric name the "
+                "application records with record_outcome, e.g. lift_kpi: revenue)"
+            )
+        if (self.holdout is None) != (self.holdout_entity is None):
+            raise ValueError(
+                "holdout and holdout_entity go together: holdout is the fraction kept at "
+                "'from' as the control, holdout_entity the argument naming the entity "
+                "(contact, account, campaign) the split hashes"
             )
         return self
 

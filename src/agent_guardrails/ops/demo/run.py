@@ -8,8 +8,11 @@ fresh SQLite store (the embedded default) and a SQLite checkpointer under
 
 Phases: Assist drafts; Execute runs low-risk steps and waits for approval on sends; Optimize
 reallocates budget within the weekly cap; Orchestrate launches a multi-step campaign; then a
-kill-switch stops the run. ``--model provider:name`` plays the agent with a real chat model
-(``langchain.chat_models.init_chat_model``) where one is configured.
+kill-switch stops the run. Last, a simulated week earns the newsletter a promotion through
+its gate, a policy violation demotes paid media by itself, and the weekly scorecard is
+written to ``agent-guardrails-scorecard.html`` (:mod:`.week`). ``--model provider:name``
+plays the agent with a real chat model (``langchain.chat_models.init_chat_model``) where
+one is configured.
 
 Traces: each phase is one trace (an ``invoke_agent campaign-bot`` span with a guarded
 ``execute_tool`` span per tool call). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they go to
@@ -46,6 +49,7 @@ from agent_guardrails.telemetry import TelemetrySetup, configure_telemetry
 from agent_guardrails.telemetry import attributes as A
 
 from . import tools
+from .week import earned_autonomy
 
 DEMO_DIR = Path(".agent_guardrails")
 DEMO_DB = DEMO_DIR / "demo.db"
@@ -232,7 +236,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
                     Scope(workflow="paid_media"),
                     "orchestrate",
                     by="governance-board",
-                    reason="gate optimize->orchestrate passed",
+                    reason="board decision: orchestrate the paid-media campaign this quarter",
+                    override=True,
                 )
                 say("   (the governance board moved paid_media to L3 Orchestrate)")
             model: Any = _model(args.model, phase)
@@ -253,6 +258,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
                 },
             ):
                 _run_phase(agent, guard, phase, thread, say)
+
+    say("\n== Earned autonomy: a week of evidence, a gate, a trip-wire, the scorecard")
+    earned_autonomy(guard.store, guard.policy, say, Path.cwd())
 
     say("\nWhat the tools actually did:")
     for event in tools.OUTBOX.events:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
-from agent_guardrails.gates._svg import (
+from agent_guardrails.ops._scorecard_svg import (
     forest_plot,
     frac,
     interval_chart,
@@ -19,7 +19,7 @@ from agent_guardrails.gates._svg import (
 )
 
 if TYPE_CHECKING:
-    from agent_guardrails.gates.scorecard import LiftLine, MetricLine, ScopeRow, Scorecard
+    from agent_guardrails.ops.scorecard import LiftLine, MetricLine, ScopeRow, Scorecard
 
 EMPTY = "No scopes had activity this week."
 HOW_TO_READ = (

@@ -27,8 +27,8 @@ from datetime import date, datetime
 from types import MappingProxyType, UnionType
 from typing import Any, Literal, cast, get_args, get_origin, get_type_hints
 
-from agent_guardrails.gates import _render
-from agent_guardrails.gates._render import summary_line
+from agent_guardrails.ops import _scorecard_render as _render
+from agent_guardrails.ops._scorecard_render import summary_line
 
 __all__ = [
     "Anomaly",

@@ -1,3 +1,0 @@
-"""Earned autonomy: outcomes, control cohorts, gate evaluation and the weekly scorecard."""
-
-__all__: list[str] = []

@@ -1,0 +1,548 @@
+"""Gates in operation: count what each scope did, judge it, record the verdict, demote at
+once on harm, and let a person apply a promotion.
+
+The evidence is what the pipeline already records, nothing more for an application to do:
+every call's ``decision`` (its scope, level, pack version and validator results),
+``approval.requested``/``approval.resolved`` (when a human was asked and answered),
+``execution.started``/``execution.finished``/``execution.failed`` (whether the tool ran and
+ended well), kill-switch and level changes, in the hash-chained audit log; plus the business
+KPIs the application records (:mod:`agent_guardrails.ops.outcomes`), each with its cohort
+and the scope's dial key. At Assist a run is a draft: a simulated call counts as a run that
+ended well (an application that judges its drafts records that as a KPI). :func:`tally`
+folds them into :class:`~agent_guardrails.engine.gates.Window` s and the pure
+:func:`~agent_guardrails.engine.gates.evaluate` judges them.
+
+Windows: a gate's ``window`` long, the last one ending now, ``consecutive_windows`` of them.
+A level change on the scope or a pack activation starts a new window: nothing before it
+counts. A call that started more than :data:`UNFINISHED_GRACE` seconds before the end of its
+window and recorded no end makes the window ``invalid`` (its outcome is unknown).
+
+Every evaluation made by :meth:`Gates.evaluate` with ``record=True`` is appended to the audit
+log (``gate.evaluated``, with its inputs, method and verdict; its id is the SHA-256 of that
+record's content); a demotion (``apply``) and a promotion (``promote``) name it as evidence.
+
+>>> from agent_guardrails.store import open_store
+>>> from agent_guardrails.ops.operations import apply_pack
+>>> store = open_store("memory://")
+>>> _ = apply_pack(store, '''
+... name: p
+... version: 1
+... levels: [{scope: {workflow: news}, level: assist, ceiling: optimize}]
+... gates: [{from: assist, to: execute, min_samples: 50, min_success_rate: 0.9}]
+... ''', by="ana")
+>>> [v.verdict for v in Gates(store).evaluate(record=False)]
+['hold']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from agent_guardrails.engine import gate_stats as stats
+from agent_guardrails.engine.gates import GateVerdict, Window, evaluate, gate_for
+from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.policy.levels import AutonomyLevel
+from agent_guardrails.policy.pack import GateRule, PolicyPack
+from agent_guardrails.policy.scope import Scope
+from agent_guardrails.store.base import AuditEvent, AuditRecord, LevelChange, Outcome, Store
+
+__all__ = ["AUTO_ACTOR", "UNFINISHED_GRACE", "Evaluation", "Evidence", "Gates", "replay", "tally"]
+
+AUTO_ACTOR = "agent-guardrails gates"
+"""Who a demotion applied by the gates is recorded as."""
+UNFINISHED_GRACE = 3600.0
+"""How long a call may run before a missing end makes its window untrustworthy."""
+
+_PAGE = 5000
+
+
+@dataclass(slots=True)
+class _Call:
+    """What the audit log says about one call."""
+
+    dial: str
+    level: int
+    at: float
+    seq: int
+    pack_version: str
+    sla: float
+    policy_failed: bool = False
+    escalated: bool = False
+    asked_at: float | None = None
+    answered_at: float | None = None
+    started_at: float | None = None
+    ended: bool | None = None  # None: no end recorded; True: finished; False: failed
+    cohort: str | None = None
+    entity: str | None = None
+
+
+@dataclass(slots=True)
+class _Log:
+    """The audit log, folded: calls by key, and the events that cut or trip windows."""
+
+    calls: dict[str, _Call] = field(default_factory=dict)
+    cuts: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    global_cuts: list[float] = field(default_factory=list)
+    kill_trips: list[tuple[float, int, Scope]] = field(default_factory=list)
+    demotions: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    levels: dict[str, list[tuple[float, int]]] = field(default_factory=lambda: defaultdict(list))
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Everything the gates read from a store, as it stood at ``now``."""
+
+    now: float
+    log: _Log
+    outcomes: list[Outcome]
+    chain_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """A recorded verdict: its id (the SHA-256 of what was recorded) and audit record."""
+
+    id: str
+    verdict: GateVerdict
+    audit_seq: int | None
+
+
+def tally(
+    records: Iterable[AuditRecord],
+    pack: PolicyPack,
+    *,
+    now: float,
+    outcomes: Sequence[Outcome] = (),
+    dials: Iterable[str] = (),
+) -> dict[str, list[Window]]:
+    """Each scope's windows (oldest first) as of ``now``, from the audit ``records`` and
+    the KPI ``outcomes``. Scopes: the dial keys calls were decided under or levels were set
+    on, plus ``dials``."""
+    return _tally(_fold([r for r in records if r.ts <= now], pack), pack, now, outcomes, dials)
+
+
+def _tally(
+    log: _Log, pack: PolicyPack, now: float, outcomes: Sequence[Outcome], dials: Iterable[str]
+) -> dict[str, list[Window]]:
+    by_dial: dict[str, list[_Call]] = defaultdict(list)
+    for call in log.calls.values():
+        by_dial[call.dial].append(call)
+    kpis: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        kpis[o.scope_key].append(o)
+    out: dict[str, list[Window]] = {}
+    for dial in sorted(set(log.levels) | set(by_dial) | set(dials)):
+        scope = Scope.parse(dial)
+        level = _level_at(log, dial, pack, now)
+        rule = gate_for(pack, scope, level, up=True) or gate_for(pack, scope, level, up=False)
+        spans = _spans(rule, log, dial, now)
+        out[dial] = [
+            _window(start, end, by_dial[dial], kpis[dial], rule, log, scope) for start, end in spans
+        ]
+    return out
+
+
+class Gates:
+    """The gates of one store, under its active pack (or ``pack``)."""
+
+    def __init__(
+        self,
+        store: Store,
+        pack: PolicyPack | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        if pack is None:
+            from agent_guardrails.ops.operations import active_policy
+
+            pack = active_policy(store)
+        self.pack = pack
+
+    def evaluate(
+        self, scope: str | None = None, *, now: float | None = None, record: bool = True
+    ) -> list[GateVerdict]:
+        """Every scope's verdict (or only ``scope``'s, a dial key or a ``dim=value`` form),
+        as of ``now``; with ``record``, each is appended to the audit log."""
+        return [e.verdict for e in self.evaluations(scope, now=now, record=record)]
+
+    def evaluations(
+        self, scope: str | None = None, *, now: float | None = None, record: bool = True
+    ) -> list[Evaluation]:
+        """Like :meth:`evaluate`, with each verdict's id and audit record number."""
+        evidence = self.read(self.clock() if now is None else now)
+        wanted = None if scope is None else self.pack.dial_scope(Scope.parse(scope)).key
+        return [
+            self._record(v, evidence.now) if record else _unrecorded(v)
+            for v in self.judge(evidence, () if wanted is None else (wanted,))
+            if wanted is None or v.scope == wanted
+        ]
+
+    def read(self, now: float) -> Evidence:
+        """What the gates read from the store, as it stood at ``now``."""
+        return Evidence(
+            now,
+            _fold((r for r in _read_audit(self.store) if r.ts <= now), self.pack),
+            [o for o in self.store.outcomes() if o.at <= now],
+            self.store.verify_audit().ok,
+        )
+
+    def judge(self, evidence: Evidence, dials: Iterable[str] = ()) -> list[GateVerdict]:
+        """The verdict of every scope in ``evidence`` (and of ``dials``)."""
+        windows = _tally(evidence.log, self.pack, evidence.now, evidence.outcomes, dials)
+        return [
+            self._judge(dial, series, evidence.log, evidence.now, evidence.chain_ok)
+            for dial, series in windows.items()
+        ]
+
+    def weekly(self, evidence: Evidence, dial: str, *, weeks: int) -> list[Window]:
+        """``dial``'s last ``weeks`` calendar-free weeks ending at ``evidence.now`` (oldest
+        first), uncut by level or pack changes: for reports, not for verdicts."""
+        scope = Scope.parse(dial)
+        level = _level_at(evidence.log, dial, self.pack, evidence.now)
+        rule = gate_for(self.pack, scope, level, up=True) or gate_for(
+            self.pack, scope, level, up=False
+        )
+        calls = [c for c in evidence.log.calls.values() if c.dial == dial]
+        kpis = [o for o in evidence.outcomes if o.scope_key == dial]
+        week = 7 * 86_400.0
+        return [
+            _window(
+                evidence.now - (i + 1) * week,
+                evidence.now - i * week,
+                calls,
+                kpis,
+                rule,
+                evidence.log,
+                scope,
+            )
+            for i in range(weeks - 1, -1, -1)
+        ]
+
+    def _judge(
+        self, dial: str, windows: list[Window], log: _Log, now: float, chain_ok: bool
+    ) -> GateVerdict:
+        scope = Scope.parse(dial)
+        level = _level_at(log, dial, self.pack, now)
+        up = gate_for(self.pack, scope, level, up=True)
+        down = gate_for(self.pack, scope, level, up=False)
+        cooldown = up.cooldown if up is not None else 0.0
+        cooling = any(now - at < cooldown for at in log.demotions.get(dial, ()))
+        with _span(dial, level) as done:
+            verdict = evaluate(
+                dial,
+                level,
+                windows,
+                up=up,
+                down=down,
+                ceiling=int(self.pack.ceiling_for(scope)),
+                chain_ok=chain_ok,
+                cooling=cooling,
+            )
+            done(verdict)
+        return verdict
+
+    def _record(self, verdict: GateVerdict, now: float) -> Evaluation:
+        data = {**verdict.as_dict(), "evaluated_at": now}
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        data["evaluation_id"] = digest
+        tag = f"gate.evaluated:{digest}"
+        rec = self.store.append_audit(AuditEvent("gate.evaluated", data, None, tag))
+        if rec is None:  # recorded before, or a store that numbers records lazily
+            rec = self.store.find_audit(tag)
+        return Evaluation(digest, verdict, rec.seq if rec is not None else None)
+
+    def apply(self, evaluations: Sequence[Evaluation] | None = None) -> list[LevelChange]:
+        """Apply every ``demote`` among ``evaluations`` (default: evaluate and record every
+        scope now): one level down, recorded as :data:`AUTO_ACTOR` with the evaluation as
+        evidence. Promotions are never applied here: see :meth:`promote`."""
+        changes = []
+        for e in self.evaluations() if evaluations is None else evaluations:
+            v = e.verdict
+            if v.verdict != "demote" or v.level <= AutonomyLevel.ASSIST:
+                continue
+            evidence = {
+                "evaluation_id": e.id,
+                "audit_seq": e.audit_seq,
+                "verdict": "demote",
+                "explanation": v.explanation,
+            }
+            reason = f"demoted by its gate: {', '.join(v.reasons)}"
+            changes.append(
+                self.store.set_level(
+                    v.scope, v.level - 1, by=AUTO_ACTOR, reason=reason, evidence=evidence
+                )
+            )
+        return changes
+
+    def promote(
+        self, scope: str, *, by: str, reason: str = "", override: bool = False
+    ) -> LevelChange:
+        """Raise ``scope`` one level, by a person (``by``), when its gate passes now (the
+        evaluation's id is recorded as evidence). ``override=True`` raises it without a
+        passing gate; ``reason`` is then required and recorded."""
+        if not by.strip():
+            raise ValueError("promote needs --by: the person applying the promotion")
+        (e,) = self.evaluations(scope) or (None,)
+        if e is None:
+            raise ConfigurationError(f"no scope {scope!r} to promote")
+        v = e.verdict
+        target = v.level + 1
+        if target > int(self.pack.ceiling_for(Scope.parse(v.scope))):
+            raise ConfigurationError(
+                f"{v.scope} is at its ceiling; raise the ceiling in a new pack version first"
+            )
+        if v.verdict != "promote" and not override:
+            raise ConfigurationError(
+                f"the gate of {v.scope} does not pass ({v.verdict}): {v.explanation} "
+                "To raise it anyway, pass --override with --reason."
+            )
+        if override and not reason.strip():
+            raise ValueError("an override needs --reason: why the gate is bypassed")
+        return self.store.set_level(
+            v.scope,
+            target,
+            by=by,
+            reason=reason or "gate passed",
+            evidence={
+                "evaluation_id": e.id,
+                "audit_seq": e.audit_seq,
+                "verdict": v.verdict,
+                "override": override,
+            },
+        )
+
+
+# ---------------------------------------------------------------------------- folding
+
+
+def _read_audit(store: Store) -> Iterable[AuditRecord]:
+    after = 0
+    while True:
+        page = store.audit_records(after=after, limit=_PAGE)
+        yield from page
+        if len(page) < _PAGE:
+            return
+        after = page[-1].seq
+
+
+def _fold(records: Iterable[AuditRecord], pack: PolicyPack) -> _Log:
+    log = _Log()
+    calls = log.calls
+    dial_of: dict[str, str] = {}
+    for r in records:
+        kind, data, key = r.kind, r.data, r.call_key
+        if kind == "decision" and key is not None:
+            failed = any(not v.get("passed", True) for v in data.get("validators", ()))
+            call = calls.get(key)
+            if call is None:
+                scope_key = json.dumps(data.get("scope", {}), sort_keys=True)
+                dial = dial_of.get(scope_key)
+                if dial is None:
+                    dial = pack.dial_scope(Scope.from_mapping(data.get("scope", {}))).key
+                    dial_of[scope_key] = dial
+                action = pack.action(str(data.get("action", "")))
+                rule = action.approval if action is not None else None
+                sla = (
+                    rule.sla
+                    if rule is not None and rule.sla is not None
+                    else (rule.timeout if rule is not None else 86_400.0)
+                )
+                call = calls[key] = _Call(
+                    dial,
+                    int(data.get("level", 0)),
+                    r.ts,
+                    r.seq,
+                    str(data.get("pack_version", "")),
+                    sla,
+                    cohort=data.get("cohort"),
+                    entity=data.get("cohort_entity"),
+                )
+            call.policy_failed = call.policy_failed or failed
+            kind_of = data.get("decision")
+            if kind_of == "require_approval":
+                call.escalated = True
+            elif kind_of == "simulate":  # at Assist a run is a draft, and a draft ended well
+                call.started_at, call.ended = r.ts, True
+        elif key is not None and key in calls:
+            call = calls[key]
+            if kind == "approval.requested":
+                asked = data.get("asked_at")
+                call.asked_at = float(asked) if isinstance(asked, int | float) else r.ts
+            elif kind == "approval.resolved" and call.answered_at is None:
+                call.answered_at = r.ts
+            elif kind == "execution.started":
+                call.started_at = r.ts
+            elif kind == "execution.finished":
+                call.ended = True
+            elif kind == "execution.failed" and call.ended is not True:
+                call.ended = False
+        elif kind in ("kill_switch.engaged",):
+            log.kill_trips.append((r.ts, r.seq, Scope.parse(str(data.get("scope", "")))))
+        elif kind == "level.changed":
+            dial = str(data.get("scope", ""))
+            old, new = data.get("old"), data.get("new")
+            log.cuts[dial].append(r.ts)
+            if isinstance(new, int):
+                if not isinstance(old, int):  # the dial's first move: from the pack's level
+                    old = _level_at(log, dial, pack, r.ts)
+                log.levels[dial].append((r.ts, new))
+                if new < old:
+                    log.demotions[dial].append(r.ts)
+        elif kind == "pack.activated":
+            log.global_cuts.append(r.ts)
+    return log
+
+
+def _level_at(log: _Log, dial: str, pack: PolicyPack, now: float) -> int:
+    """The scope's level at ``now``: its last recorded change, else the pack's level."""
+    changes = [level for at, level in log.levels.get(dial, ()) if at <= now]
+    return changes[-1] if changes else int(pack.initial_level(Scope.parse(dial)))
+
+
+def _spans(rule: GateRule | None, log: _Log, dial: str, now: float) -> list[tuple[float, float]]:
+    length = rule.window if rule is not None else 14 * 86_400.0
+    count = rule.consecutive_windows if rule is not None else 1
+    cuts = [*log.cuts.get(dial, ()), *log.global_cuts]
+    cut = max((c for c in cuts if c <= now), default=float("-inf"))
+    spans = []
+    for i in range(count - 1, -1, -1):
+        start, end = now - (i + 1) * length, now - i * length
+        if end <= cut:
+            continue  # before the last level or pack change: does not count
+        spans.append((max(start, cut), end))
+    return spans
+
+
+def _window(
+    start: float,
+    end: float,
+    calls: Sequence[_Call],
+    kpis: Sequence[Outcome],
+    rule: GateRule | None,
+    log: _Log,
+    scope: Scope,
+) -> Window:
+    decided = policy_failed = escalated = executed = succeeded = answered = within = 0
+    unattributed = 0
+    versions: set[str] = set()
+    violations: list[int] = []
+    for c in calls:
+        if not start <= c.at < end:
+            continue
+        decided += 1
+        versions.add(c.pack_version)
+        if c.policy_failed:
+            policy_failed += 1
+            if c.level >= AutonomyLevel.EXECUTE:
+                violations.append(c.seq)
+        escalated += c.escalated
+        if c.asked_at is not None and c.answered_at is not None:
+            answered += 1
+            within += c.answered_at - c.asked_at <= c.sla
+        if c.started_at is not None:
+            if c.ended is None:
+                unattributed += c.started_at < end - UNFINISHED_GRACE
+            else:
+                executed += 1
+                succeeded += c.ended
+    trips = tuple(seq for at, seq, s in log.kill_trips if start <= at < end and s.matches(scope))
+    control, treatment, kpi_c, kpi_t, expected = _cohorts(start, end, kpis, rule)
+    split: dict[str, set[str]] = {"control": set(), "treatment": set()}
+    for c in calls:
+        if start <= c.at < end and c.cohort in split and c.entity is not None:
+            split[c.cohort].add(c.entity)
+    if split["control"] or split["treatment"]:  # the split the pipeline made, by entity
+        control, treatment = len(split["control"]), len(split["treatment"])
+    return Window(
+        start,
+        end,
+        decided=decided,
+        policy_failed=policy_failed,
+        escalated=escalated,
+        executed=executed,
+        succeeded=succeeded,
+        answered=answered,
+        within_sla=within,
+        unattributed=unattributed,
+        pack_versions=frozenset(versions),
+        control=control,
+        treatment=treatment,
+        expected_treatment=expected,
+        kpi_control=kpi_c,
+        kpi_treatment=kpi_t,
+        violations=tuple(violations),
+        kill_trips=trips,
+    )
+
+
+def _cohorts(
+    start: float, end: float, kpis: Sequence[Outcome], rule: GateRule | None
+) -> tuple[int, int, stats.Moments | None, stats.Moments | None, float | None]:
+    if rule is None or rule.lift_kpi is None:
+        return 0, 0, None, None, None
+    entities: dict[str, set[str]] = {"control": set(), "treatment": set()}
+    values: dict[str, list[float]] = {"control": [], "treatment": []}
+    for o in kpis:
+        if o.metric != rule.lift_kpi or not start <= o.at < end or o.cohort not in values:
+            continue
+        entities[o.cohort].add(o.entity)
+        values[o.cohort].append(o.value)
+    expected = None if rule.holdout is None else 1.0 - rule.holdout
+    kc = stats.Moments.of(values["control"]) if values["control"] else None
+    kt = stats.Moments.of(values["treatment"]) if values["treatment"] else None
+    return len(entities["control"]), len(entities["treatment"]), kc, kt, expected
+
+
+def _unrecorded(verdict: GateVerdict) -> Evaluation:
+    data = json.dumps(verdict.as_dict(), sort_keys=True).encode()
+    return Evaluation(hashlib.sha256(data).hexdigest(), verdict, None)
+
+
+# ---------------------------------------------------------------------------- tracing
+
+
+@contextmanager
+def _span(dial: str, level: int) -> Iterator[Callable[[GateVerdict], None]]:
+    """A ``gate.evaluate`` span with the scope, the levels from/to and the verdict."""
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("agent_guardrails")
+    with tracer.start_as_current_span(
+        "gate.evaluate",
+        attributes={"agent_guardrails.scope": dial, "agent_guardrails.gate.level_from": level},
+    ) as span:
+
+        def done(verdict: GateVerdict) -> None:
+            to = verdict.to_level if verdict.verdict in ("promote", "demote") else level
+            span.set_attributes(
+                {
+                    "agent_guardrails.gate.verdict": verdict.verdict,
+                    "agent_guardrails.gate.level_to": level if to is None else to,
+                    "agent_guardrails.gate.reasons": list(verdict.reasons),
+                    "agent_guardrails.explanation": verdict.explanation,
+                }
+            )
+
+        yield done
+
+
+def replay(
+    store: Store, pack: PolicyPack, *, since: float, until: float, step: float = 7 * 86_400.0
+) -> list[tuple[float, list[GateVerdict]]]:
+    """What the gates would have decided at each ``step`` from ``since`` to ``until``,
+    from the audit log as it stood then (nothing is recorded or applied)."""
+    gates = Gates(store, pack)
+    out = []
+    at = since
+    while at <= until:
+        out.append((at, gates.evaluate(now=at, record=False)))
+        at += step
+    return out

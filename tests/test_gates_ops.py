@@ -1,0 +1,266 @@
+"""Gates in operation on every store: evidence from what the pipeline records, promotion by a
+person through a passing gate, demotion at once, cooldown, replay, and the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_guardrails import CallRequest, ConfigurationError, Guardrails, Scope
+from agent_guardrails.ops.cli import main
+from agent_guardrails.ops.gates import AUTO_ACTOR, Gates, tally
+from agent_guardrails.ops.operations import active_policy, apply_pack, set_level
+from agent_guardrails.pipeline.trip_wires import ACTOR as TRIP_WIRE
+from agent_guardrails.store import open_store
+from agent_guardrails.store.base import Outcome, Store
+
+PACK = """\
+name: gated
+version: "1"
+actions:
+  crm.tag: {risk: low}
+  email.send:
+    risk: low
+    validators:
+      - banned_terms: {terms: [free], fields: [body]}
+levels:
+  - {scope: {workflow: news}, level: execute, ceiling: optimize}
+  - {scope: {workflow: ads}, level: assist, ceiling: execute}
+gates:
+  - {from: execute, to: optimize, min_samples: 20, min_success_rate: 0.8,
+     min_policy_pass_rate: 1.0, cooldown: 7d}
+  - {from: assist, to: execute, min_samples: 5, min_success_rate: 0.5, cooldown: 7d}
+"""
+
+NEWS = Scope(workflow="news")
+ADS = Scope(workflow="ads")
+
+
+@pytest.fixture
+def store(every_store_url: str) -> Iterator[Store]:
+    s = open_store(every_store_url)
+    apply_pack(s, PACK, by="ana")
+    yield s
+    s.close()
+
+
+def calls(store: Store, scope: Scope, n: int, *, fail: int = 0, body: str = "hi") -> None:
+    guard = Guardrails(active_policy(store), store=store)
+    for i in range(n):
+
+        def run(args: Any, i: int = i) -> str:
+            if i < fail:
+                raise RuntimeError("the CRM said no")
+            return "ok"
+
+        action = "email.send" if body != "hi" else "crm.tag"
+        request = CallRequest("t", action, {"body": body}, scope)
+        with contextlib.suppress(RuntimeError):
+            guard.run(request, run)
+
+
+def later() -> float:
+    return time.time() + 1.0
+
+
+def test_evidence_comes_from_what_the_pipeline_records(store: Store) -> None:
+    calls(store, NEWS, 12, fail=2)
+    windows = tally(store.audit_records(), active_policy(store), now=later())
+    (w,) = windows["workflow=news"]
+    assert (w.decided, w.executed, w.succeeded, w.policy_failed) == (12, 12, 10, 0)
+    assert w.pack_versions == frozenset({"1"})
+    assert w.unattributed == 0
+    assert w.violations == ()
+
+
+def test_drafts_at_assist_count_as_runs(store: Store) -> None:
+    calls(store, ADS, 6)
+    (w,) = tally(store.audit_records(), active_policy(store), now=later())["workflow=ads"]
+    assert (w.decided, w.executed, w.succeeded) == (6, 6, 6)
+
+
+def test_a_passing_gate_lets_a_person_promote_with_the_evaluation_as_evidence(
+    store: Store,
+) -> None:
+    calls(store, NEWS, 25)
+    (v,) = Gates(store).evaluate("workflow=news")
+    assert v.verdict == "promote"
+    assert v.to_level == 2
+    change = Gates(store).promote("workflow=news", by="board")
+    assert (change.old_level, change.new_level, change.by) == (None, 2, "board")
+    evaluated = [r for r in store.audit_records() if r.kind == "gate.evaluated"]
+    assert change.evidence["evaluation_id"] == evaluated[-1].data["evaluation_id"]
+    assert evaluated[-1].data["verdict"] == "promote"
+    assert evaluated[-1].data["method"].startswith("rates: two-sided Wilson")
+
+
+def test_raising_a_level_without_a_passing_gate_needs_an_override(store: Store) -> None:
+    calls(store, NEWS, 3)  # too few runs: hold
+    pack = active_policy(store)
+    with pytest.raises(ConfigurationError, match=r"its gate does not pass \(hold\).*--override"):
+        set_level(store, NEWS, "optimize", by="ana", reason="feels right", pack=pack)
+    with pytest.raises(ConfigurationError, match="does not pass"):
+        Gates(store).promote("workflow=news", by="ana")
+    assert store.get_level("workflow=news") is None  # nothing changed
+    with pytest.raises(ValueError, match="needs a reason"):
+        set_level(store, NEWS, "optimize", by="ana", reason=" ", pack=pack, override=True)
+    change = set_level(
+        store, NEWS, "optimize", by="ana", reason="board minute 12", pack=pack, override=True
+    )
+    assert change.new_level == 2
+    assert change.evidence["override"] is True
+    # Down never needs a gate.
+    assert set_level(store, NEWS, "assist", by="ops", reason="incident", pack=pack).new_level == 0
+
+
+def test_a_policy_violation_demotes_in_the_call_then_cooldown_blocks_promotion(
+    store: Store,
+) -> None:
+    calls(store, NEWS, 25)
+    calls(store, NEWS, 1, body="free money")  # banned_terms fails at Execute
+    assert store.get_level("workflow=news") == 0
+    change = store.level_history("workflow=news")[-1]
+    assert (change.old_level, change.new_level, change.by) == (None, 0, TRIP_WIRE)
+    assert change.evidence["validators"] == ["banned_terms"]
+    (trip,) = [r for r in store.audit_records() if r.kind == "trip_wire"]
+    assert trip.data["call_key"] == change.evidence["call_key"]
+    # A level change starts a new window: the drafts that follow pass the assist gate, but
+    # the cooldown holds the promotion until it has run out.
+    calls(store, NEWS, 8)
+    (v,) = Gates(store).evaluate("workflow=news")
+    assert v.level == 0
+    assert (v.verdict, v.reasons) == ("hold", ("cooldown",))
+    (v,) = Gates(store).evaluate("workflow=news", now=time.time() + 8 * 86_400, record=False)
+    assert v.reasons != ("cooldown",)
+
+
+def test_a_scope_without_a_gate_into_its_level_keeps_its_level(store: Store) -> None:
+    text = PACK.replace('version: "1"', 'version: "2"').replace(
+        "  - {from: assist, to: execute, min_samples: 5, min_success_rate: 0.5, cooldown: 7d}\n",
+        "",
+    )
+    apply_pack(store, text, by="ana")
+    calls(store, NEWS, 1, body="free money")
+    assert store.get_level("workflow=news") is None
+    assert not [r for r in store.audit_records() if r.kind == "trip_wire"]
+
+
+def test_a_kill_switch_trip_is_demoted_by_the_gates_run(store: Store) -> None:
+    calls(store, NEWS, 5)
+    store.set_kill_switch(NEWS, True, by="ops", reason="spend anomaly")
+    gates = Gates(store)
+    (e,) = gates.evaluations("workflow=news")
+    assert (e.verdict.verdict, e.verdict.reasons) == ("demote", ("kill_switch_trip",))
+    (change,) = gates.apply([e])
+    assert (change.new_level, change.by) == (0, AUTO_ACTOR)
+    assert change.evidence["evaluation_id"] == e.id
+    assert e.audit_seq is not None
+    (record,) = [r for r in store.audit_records() if r.seq == e.audit_seq]
+    assert record.kind == "gate.evaluated"
+    assert record.data["evaluation_id"] == e.id
+
+
+def test_replay_is_deterministic_and_records_nothing(store: Store) -> None:
+    calls(store, NEWS, 25)
+    before = len(store.audit_records())
+    gates = Gates(store)
+    a = [v.as_dict() for v in gates.evaluate(now=later(), record=False)]
+    b = [v.as_dict() for v in gates.evaluate(now=later() + 0.0, record=False)]
+    assert [x["verdict"] for x in a] == [x["verdict"] for x in b]
+    past = gates.evaluate(now=time.time() - 3600, record=False)
+    assert all(v.verdict == "hold" for v in past)  # nothing had happened then
+    assert len(store.audit_records()) == before
+
+
+def test_a_broken_audit_chain_makes_every_verdict_invalid(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = open_store(url)
+    apply_pack(store, PACK, by="ana")
+    calls(store, NEWS, 25)
+    store.close()
+    with sqlite3.connect(tmp_path / "g.db") as db:
+        db.execute("UPDATE ag_audit SET data = replace(data, 'crm.tag', 'crm.xxx') WHERE seq = 5")
+    store = open_store(url)
+    (v,) = Gates(store).evaluate("workflow=news", record=False)
+    assert (v.verdict, v.reasons) == ("invalid", ("audit_chain_broken",))
+    store.close()
+
+
+def test_a_broken_split_is_invalid(store: Store) -> None:
+    text = PACK.replace('version: "1"', 'version: "2"').replace(
+        "min_policy_pass_rate: 1.0, cooldown: 7d}",
+        "min_policy_pass_rate: 1.0, cooldown: 7d,\n     min_lift: 0.0, lift_kpi: revenue,"
+        " holdout: 0.5, holdout_entity: contact}",
+    )
+    apply_pack(store, text, by="ana")
+    calls(store, NEWS, 25)
+    now = time.time()
+    for i in range(300):
+        cohort = "treatment" if i % 10 else "control"  # 90/10 where the pack says 50/50
+        store.record_outcome(
+            Outcome(f"c{i}", cohort, "revenue", float(i % 7), now, "workflow=news")
+        )
+    (v,) = Gates(store).evaluate("workflow=news", now=later(), record=False)
+    assert v.verdict == "invalid"
+    assert "sample_ratio_mismatch" in v.reasons
+    assert "exact binomial test" in v.explanation
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), out), out.getvalue()
+
+
+def test_cli_gates_promote_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = open_store(url)
+    apply_pack(store, PACK, by="ana")
+    calls(store, NEWS, 25)
+    calls(store, ADS, 2)
+    store.close()
+    code, text = cli("gates", "--store", url, "--json")
+    assert code == 0
+    data = json.loads(text)
+    verdicts = {v["scope"]: v for v in data["verdicts"]}
+    assert verdicts["workflow=news"]["verdict"] == "promote"
+    assert verdicts["workflow=ads"]["verdict"] == "hold"
+    assert verdicts["workflow=ads"]["more"] == 3
+    code, text = cli("gates", "workflow=ads", "--store", url)
+    assert code == 0
+    assert "HOLD (about 3 more)" in text
+    assert "3 more" in text
+    code, _ = cli(
+        "level", "set", "workflow=ads", "execute", "--by", "x", "--reason", "r", "--store", url
+    )
+    assert code == 2
+    assert "--override" in capsys.readouterr().err
+    code, text = cli("gates", "promote", "workflow=news", "--by", "board", "--store", url)
+    assert code == 0
+    assert "L1 -> L2 by board" in text
+    code, text = cli(
+        "gates",
+        "--replay",
+        "--since",
+        "2026-01-01",
+        "--until",
+        "2026-01-15",
+        "--store",
+        url,
+        "--json",
+    )
+    assert code == 0
+    assert len(json.loads(text)) == 3
+    code, _ = cli("gates", "--replay", "--store", url)
+    assert code == 2
+    assert "--since" in capsys.readouterr().err

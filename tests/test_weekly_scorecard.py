@@ -1,0 +1,118 @@
+"""The weekly scorecard built from a store: rows, incidents with audit ids, recommendations,
+and the CLI writing HTML, Markdown and JSON."""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+from agent_guardrails import CallRequest, Guardrails, Scope
+from agent_guardrails.ops import scorecard
+from agent_guardrails.ops.cli import main
+from agent_guardrails.ops.operations import active_policy, apply_pack
+from agent_guardrails.ops.weekly import weekly_scorecard
+from agent_guardrails.store import open_store
+from agent_guardrails.store.base import Store
+
+PACK = """\
+name: weekly
+version: "1"
+actions:
+  crm.tag: {risk: low}
+  page.publish:
+    risk: low
+    validators:
+      - banned_terms: {terms: [guaranteed], fields: [title]}
+levels:
+  - {scope: {workflow: news}, level: execute, ceiling: optimize}
+  - {scope: {workflow: ads}, level: optimize, ceiling: optimize}
+  - {scope: {workflow: idle}, level: execute, ceiling: optimize}
+gates:
+  - {from: execute, to: optimize, min_samples: 20, min_success_rate: 0.8}
+"""
+
+
+def work(store: Store) -> None:
+    guard = Guardrails(active_policy(store), store=store)
+    for i in range(30):
+        guard.run(CallRequest("tag", "crm.tag", {"n": i}, Scope(workflow="news")), lambda a: "ok")
+    bad = CallRequest("publish", "page.publish", {"title": "Guaranteed"}, Scope(workflow="ads"))
+    guard.run(bad, lambda a: "published")  # a violation at Optimize: the trip-wire fires
+    store.set_kill_switch(Scope(workflow="ads"), True, by="ops", reason="anomaly")
+
+
+def test_one_row_per_active_scope_with_incidents_and_recommendations() -> None:
+    store = open_store("memory://")
+    apply_pack(store, PACK, by="ana")
+    work(store)
+    card = weekly_scorecard(store, week=datetime.now(UTC).date())
+    rows = {r.scope: r for r in card.rows}
+    assert set(rows) == {"workflow=news", "workflow=ads"}  # idle did nothing
+    news, ads = rows["workflow=news"], rows["workflow=ads"]
+    assert (news.verdict, news.recommendation) == ("promote", "promote")
+    assert news.kpis["Runs"][-1].value == 30.0
+    assert [m.name for m in news.metrics] == ["success_rate"]
+    assert ads.level == 1
+    kinds = [i.kind for i in ads.incidents]
+    assert kinds == ["pack.activated", "trip_wire", "level.changed", "kill_switch.engaged"]
+    seqs = {r.seq: r.kind for r in store.audit_records()}
+    assert all(seqs[i.audit_seq] == i.kind for i in ads.incidents)
+    assert card.pack == "weekly v1"
+    assert scorecard.from_json(scorecard.to_json(card)) == card
+
+
+def test_a_week_with_nothing_is_an_empty_scorecard() -> None:
+    store = open_store("memory://")
+    apply_pack(store, PACK, by="ana")
+    work(store)
+    long_ago = (datetime.now(UTC) - timedelta(days=70)).date()
+    card = weekly_scorecard(store, week=long_ago)
+    assert card.rows == ()
+    assert "No scopes had activity this week" in scorecard.to_markdown(card)
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_the_cli_writes_each_format(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    store = open_store(url)
+    apply_pack(store, PACK, by="ana")
+    work(store)
+    store.close()
+    day = datetime.now(UTC).date().isoformat()
+    for fmt in ("html", "md", "json"):
+        out = io.StringIO()
+        target = tmp_path / f"card.{fmt}"
+        args = ["scorecard", "--week", day, "--format", fmt, "--out", str(target), "--store", url]
+        assert main(args, out) == 0
+        assert str(target) in out.getvalue()
+    html = (tmp_path / "card.html").read_text()
+    parser = _Tags()
+    parser.feed(html)
+    rows = [a["data-scope"] for t, a in parser.tags if t == "tr" and "data-scope" in a]
+    assert sorted(rows) == ["workflow=ads", "workflow=news"]
+    assert not [t for t, _ in parser.tags if t == "script"]
+    assert "http://" not in html and "https://" not in html
+    assert "| workflow=news |" in (tmp_path / "card.md").read_text()
+    card = scorecard.from_json((tmp_path / "card.json").read_text())
+    assert {r.scope for r in card.rows} == set(rows)
+    code = main(["scorecard", "--week", "last tuesday", "--store", url], io.StringIO())
+    assert code == 2
+
+
+def test_generated_at_is_the_time_given() -> None:
+    store = open_store("memory://")
+    apply_pack(store, PACK, by="ana")
+    now = time.time()
+    card = weekly_scorecard(store, now=now)
+    assert card.generated_at == datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
