@@ -103,7 +103,7 @@ def test_a_file_with_bad_rows_records_nothing_and_names_each(url: str, tmp_path:
         '{"metric": "revenue", "value": 2, "entity": "y", "at": "yesterday"}\n'
     )
     store = open_store(url)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="nothing recorded") as info:
         import_outcomes(store, bad)
     text = str(info.value)
     assert "5 bad row(s), nothing recorded" in text
@@ -115,5 +115,5 @@ def test_a_file_with_bad_rows_records_nothing_and_names_each(url: str, tmp_path:
     undecodable.write_bytes(b"metric,value,entity\nrevenue,1,caf\xe9\n")
     with pytest.raises(ValueError, match="not UTF-8 text"):
         import_outcomes(store, undecodable)
-    with pytest.raises(ValueError, match="use a .csv or .jsonl file"):
+    with pytest.raises(ValueError, match=r"use a \.csv or \.jsonl file"):
         import_outcomes(store, tmp_path / "x.xlsx")

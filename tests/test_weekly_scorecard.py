@@ -99,10 +99,11 @@ def test_the_cli_writes_each_format(tmp_path: Path) -> None:
     html = (tmp_path / "card.html").read_text()
     parser = _Tags()
     parser.feed(html)
-    rows = [a["data-scope"] for t, a in parser.tags if t == "tr" and "data-scope" in a]
+    rows = [str(a["data-scope"]) for t, a in parser.tags if t == "tr" and "data-scope" in a]
     assert sorted(rows) == ["workflow=ads", "workflow=news"]
     assert not [t for t, _ in parser.tags if t == "script"]
-    assert "http://" not in html and "https://" not in html
+    assert "http://" not in html
+    assert "https://" not in html
     assert "| workflow=news |" in (tmp_path / "card.md").read_text()
     card = scorecard.from_json((tmp_path / "card.json").read_text())
     assert {r.scope for r in card.rows} == set(rows)

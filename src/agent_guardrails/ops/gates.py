@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent_guardrails.engine import gate_stats as stats
 from agent_guardrails.engine.gates import GateVerdict, Window, evaluate, gate_for
@@ -336,17 +338,19 @@ def _read_audit(store: Store) -> Iterable[AuditRecord]:
 def _fold(records: Iterable[AuditRecord], pack: PolicyPack) -> _Log:
     log = _Log()
     calls = log.calls
-    dial_of: dict[str, str] = {}
+    dial_of: dict[tuple[Any, ...], str] = {}
     for r in records:
         kind, data, key = r.kind, r.data, r.call_key
         if kind == "decision" and key is not None:
-            failed = any(not v.get("passed", True) for v in data.get("validators", ()))
+            checks = data.get("validators") or ()
+            failed = bool(checks) and any(not v.get("passed", True) for v in checks)
             call = calls.get(key)
             if call is None:
-                scope_key = json.dumps(data.get("scope", {}), sort_keys=True)
+                scope = data.get("scope", {})
+                scope_key = tuple(sorted(scope.items()))
                 dial = dial_of.get(scope_key)
                 if dial is None:
-                    dial = pack.dial_scope(Scope.from_mapping(data.get("scope", {}))).key
+                    dial = pack.dial_scope(Scope.from_mapping(scope)).key
                     dial_of[scope_key] = dial
                 action = pack.action(str(data.get("action", "")))
                 rule = action.approval if action is not None else None
@@ -496,9 +500,16 @@ def _cohorts(
         entities[o.cohort].add(o.entity)
         values[o.cohort].append(o.value)
     expected = None if rule.holdout is None else 1.0 - rule.holdout
-    kc = stats.Moments.of(values["control"]) if values["control"] else None
-    kt = stats.Moments.of(values["treatment"]) if values["treatment"] else None
+    kc, kt = _moments(values["control"]), _moments(values["treatment"])
     return len(entities["control"]), len(entities["treatment"]), kc, kt, expected
+
+
+def _moments(values: list[float]) -> stats.Moments | None:
+    """Mean and sum of squared deviations in two passes (exact sums, one object)."""
+    if not values:
+        return None
+    mean = math.fsum(values) / len(values)
+    return stats.Moments(len(values), mean, math.fsum((x - mean) ** 2 for x in values))
 
 
 def _unrecorded(verdict: GateVerdict) -> Evaluation:

@@ -1,0 +1,211 @@
+"""Promotion gates: operating characteristics, and what evaluating a million outcomes costs.
+
+1. **Operating characteristics.** Scopes with a known true success rate run a simulated
+   number of calls per week; each week the gate (``min_success_rate`` with ``min_samples``,
+   95% Wilson bound) judges that week's window. Reported per true rate and weekly volume:
+   how often a week's verdict is a wrong ``promote`` (true rate at or below the threshold;
+   the goal is at most the declared alpha, 5% two-sided, so 2.5% on the side that promotes),
+   how many runs a truly good scope needs before its first ``promote``, and how many weeks a
+   truly bad scope at the next level takes to be demoted by its floor.
+2. **Cost.** Counting the evidence of N recorded calls (``tally`` over their decision,
+   started and finished audit records) and of N KPI outcomes (the lift's cohorts), against
+   a bare Python loop over the same records in the same run (the baseline), then the pure
+   verdict itself. Goal: one million outcomes in under a second.
+
+    .venv/bin/python benchmarks/gates.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent_guardrails.engine.gates import Window, evaluate
+from agent_guardrails.ops.gates import tally
+from agent_guardrails.policy.pack import GateRule, PolicyPack
+from agent_guardrails.store.base import AuditRecord, Outcome
+
+THRESHOLD = 0.95
+UP = GateRule.model_validate(
+    {"from": 1, "to": 2, "min_samples": 50, "min_success_rate": THRESHOLD, "window": "28d"}
+)
+DOWN = GateRule.model_validate({"from": 1, "to": 2, "demote_below_success_rate": 0.90})
+
+
+def binomial(rng: random.Random, n: int, p: float) -> int:
+    return sum(rng.random() < p for _ in range(n))
+
+
+def operating(weeks: int, trials: int, rng: random.Random) -> None:
+    print(
+        "1. operating characteristics: gate success >= 0.95 on the 95% Wilson lower bound, "
+        f"min 50 runs, a 4-week window judged every week for {weeks} weeks, {trials} scopes each"
+    )
+    print(
+        f"{'true rate':>9} {'runs/week':>9} {'wrong promote':>14} {'ever, in':>9} "
+        f"{'runs to promote (median)':>25}"
+    )
+    for volume in (25, 100, 400):
+        for p in (0.90, 0.93, 0.95, 0.97, 0.99):
+            looks = wrong = ever = 0
+            runs_to: list[int] = []
+            for _ in range(trials):
+                history: list[int] = []
+                for week in range(weeks):
+                    history.append(binomial(rng, volume, p))
+                    recent = history[-4:]
+                    n = volume * len(recent)
+                    w = Window(0.0, 1.0, decided=n, executed=n, succeeded=sum(recent))
+                    looks += 1
+                    if evaluate("s", 1, [w], up=UP).verdict != "promote":
+                        continue
+                    if p <= THRESHOLD:
+                        wrong += 1
+                        ever += 1
+                    else:
+                        runs_to.append((week + 1) * volume)
+                    break  # promoted: the scope leaves this gate
+            if p <= THRESHOLD:
+                per_look, ever_text, median = f"{wrong / looks:.2%}", f"{ever / trials:.1%}", "-"
+            else:
+                per_look, ever_text = "-", "-"
+                median = f"{statistics.median(runs_to):,.0f}" if runs_to else "never"
+                if len(runs_to) < trials:
+                    median += f" ({trials - len(runs_to)} never)"
+            print(f"{p:>9.2f} {volume:>9} {per_look:>14} {ever_text:>9} {median:>25}")
+    print(
+        "   wrong promote: share of weekly looks that promote a scope whose true rate is at or\n"
+        "   below 0.95 (goal: <= 2.5%, the one-sided alpha of a 95% interval); 'ever, in': share\n"
+        f"   of such scopes promoted at least once in {weeks} weekly looks (repeated looks add up)"
+    )
+    print()
+    print("   demotion floor 0.90 (interval's upper bound below it), judged weekly on that week")
+    for volume in (50, 200):
+        for p in (0.70, 0.80, 0.85):
+            weeks_to = []
+            for _ in range(trials):
+                for week in range(weeks):
+                    k = binomial(rng, volume, p)
+                    w = Window(0.0, 1.0, decided=volume, executed=volume, succeeded=k)
+                    if evaluate("s", 2, [w], down=DOWN).verdict == "demote":
+                        weeks_to.append(week + 1)
+                        break
+            shown = f"{statistics.median(weeks_to):.0f}" if weeks_to else "never"
+            print(
+                f"   true rate {p:.2f}, {volume} runs/week: median {shown} week(s), "
+                f"demoted in {len(weeks_to)} of {trials}"
+            )
+
+
+PACK = PolicyPack.from_yaml(
+    """
+name: bench
+version: "1"
+actions:
+  crm.tag: {risk: low}
+levels:
+  - {scope: {workflow: w}, level: execute, ceiling: optimize}
+gates:
+  - {from: execute, to: optimize, min_samples: 50, min_success_rate: 0.95,
+     min_lift: 0.0, lift_kpi: revenue}
+"""
+)
+
+
+def synthetic(n: int) -> tuple[list[AuditRecord], list[Outcome]]:
+    """``n`` calls as the pipeline records them (decision, started, finished) and ``n`` KPI
+    outcomes, all in one scope, within the last day."""
+    now = time.time()
+    records: list[AuditRecord] = []
+    seq = 0
+    decision_base = {
+        "decision": "allow",
+        "action": "crm.tag",
+        "tool": "tag",
+        "level": 1,
+        "scope": {"workflow": "w"},
+        "pack": "bench",
+        "pack_version": "1",
+        "validators": [],
+    }
+    for i in range(n):
+        key = f"k{i}"
+        at = now - 86_000 + i * (86_000 / n)
+        for kind, data in (
+            ("decision", decision_base),
+            ("execution.started", {"action": "crm.tag"}),
+            ("execution.finished" if i % 50 else "execution.failed", {"action": "crm.tag"}),
+        ):
+            seq += 1
+            records.append(AuditRecord(seq, at, kind, key, data, "", ""))
+    outcomes = [
+        Outcome(
+            f"e{i}",
+            "control" if i % 5 == 0 else "treatment",
+            "revenue",
+            float(i % 17),
+            now - 80_000 + i * (80_000 / n),
+            "workflow=w",
+        )
+        for i in range(n)
+    ]
+    return records, outcomes
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def cost(n: int) -> None:
+    print(f"2. cost of evaluating {n:,} recorded calls and {n:,} KPI outcomes (best of 3)")
+    records, outcomes = synthetic(n)
+    now = time.time() + 1
+
+    def bare() -> int:
+        count = 0
+        for r in records:
+            if r.kind == "execution.finished":
+                count += 1
+        for o in outcomes:
+            if o.cohort == "control":
+                count += 1
+        return count
+
+    windows = tally(records, PACK, now=now, outcomes=outcomes)["workflow=w"]
+    base = timed(bare)
+    counted = timed(lambda: tally(records, PACK, now=now, outcomes=outcomes))
+    verdict = timed(lambda: evaluate("workflow=w", 1, windows, up=PACK.gates[0]))
+    print(f"   bare loop over the records and outcomes   {base:8.3f} s   1.0x")
+    print(f"   tally: fold the audit log, count windows  {counted:8.3f} s   {counted / base:.1f}x")
+    print(f"   evaluate: the verdict from the counts     {verdict * 1e3:8.3f} ms")
+    per_million = (counted + verdict) * 1_000_000 / n
+    met = "met" if per_million < 1.0 else "NOT met"
+    print(f"   per million outcomes: {per_million:.2f} s (goal < 1 s: {met})")
+    w = windows[-1]
+    print(
+        f"   (counted {w.executed:,} runs, {w.succeeded:,} ended well; lift over "
+        f"{w.kpi_treatment.n if w.kpi_treatment else 0:,} treatment outcomes)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run, too short for figures")
+    args = parser.parse_args()
+    rng = random.Random(20261206)
+    operating(weeks=12 if args.quick else 26, trials=20 if args.quick else 200, rng=rng)
+    print()
+    cost(20_000 if args.quick else 1_000_000)
+
+
+if __name__ == "__main__":
+    main()
