@@ -32,7 +32,7 @@ over a million outcomes never sums a million terms.
 >>> print(wilson(93, 100))
 0.93 [0.86, 0.97]
 >>> runs_needed(93, 100, threshold=0.9)
-284
+285
 >>> round(zero_failure_upper(100), 4)
 0.0295
 >>> print(newcombe_difference(56, 70, 48, 80).format(4))
