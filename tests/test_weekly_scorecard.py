@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from agent_guardrails import CallRequest, Guardrails, Scope
 from agent_guardrails.ops import scorecard
 from agent_guardrails.ops.cli import main
@@ -117,3 +119,29 @@ def test_generated_at_is_the_time_given() -> None:
     now = time.time()
     card = weekly_scorecard(store, now=now)
     assert card.generated_at == datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_lift_over_control_reaches_the_scorecard() -> None:
+    from agent_guardrails.store.base import Outcome
+
+    text = PACK.replace('version: "1"', 'version: "2"').replace(
+        "min_samples: 20, min_success_rate: 0.8}",
+        "min_samples: 20, min_success_rate: 0.8,\n     min_lift: 0.05, lift_kpi: revenue}",
+    )
+    store = open_store("memory://")
+    apply_pack(store, text, by="ana")
+    work(store)
+    now = time.time()
+    for i in range(200):
+        cohort = "control" if i % 2 else "treatment"
+        value = (10.0 if cohort == "control" else 12.0) + (i % 7) * 0.1
+        store.record_outcome(Outcome(f"c{i}", cohort, "revenue", value, now, "workflow=news"))
+    card = weekly_scorecard(store, week=datetime.now(UTC).date(), now=now + 1)
+    (news,) = [r for r in card.rows if r.scope == "workflow=news"]
+    (line,) = news.lift
+    assert line.kpi == "revenue"
+    assert (line.n_control, line.n_treatment) == (100, 100)
+    assert 0.15 < line.low < line.estimate < line.high < 0.25  # +20% relative lift
+    assert news.kpis["revenue (mean)"][-1].value == pytest.approx(11.0 + 0.3, abs=0.05)
+    html = scorecard.to_html(card)
+    assert "forest" in html

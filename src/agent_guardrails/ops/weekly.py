@@ -121,6 +121,9 @@ def _row(
         "Success rate": series(lambda w: w.succeeded / w.executed if w.executed else None),
         "Escalation rate": series(lambda w: w.escalated / w.decided if w.decided else None),
     }
+    rule = gate_for(gates.pack, Scope.parse(v.scope), v.level, up=True)
+    if rule is not None and rule.lift_kpi is not None:
+        kpis[f"{rule.lift_kpi} (mean)"] = series(_kpi_mean)
     lift = [line for d, w in zip(labels, weeks, strict=True) if (line := _lift(gates, v, w, d))]
     recommendation, why = _recommend(v, week_records, rollback_possible)
     return ScopeRow(
@@ -141,6 +144,13 @@ def _row(
         recommendation_reason=why,
         evaluation_id=None,
     )
+
+
+def _kpi_mean(w: Window) -> float | None:
+    parts = [m for m in (w.kpi_control, w.kpi_treatment) if m is not None and m.n]
+    if not parts:
+        return None
+    return sum(m.mean * m.n for m in parts) / sum(m.n for m in parts)
 
 
 def _line(m: MetricResult) -> MetricLine:
