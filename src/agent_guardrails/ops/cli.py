@@ -16,6 +16,7 @@ a check fails (invalid pack, broken audit chain), 2 on usage or configuration er
     agent-guardrails gates [SCOPE] [--json] [--dry-run] | --replay --since DATE
     agent-guardrails gates promote workflow=newsletter --by board [--override --reason WHY]
     agent-guardrails outcomes import revenue.csv
+    agent-guardrails approvals [--json] | --sweep [--webhook URL --secret S]
     agent-guardrails scorecard --week 2026-11-30 --format html --out scorecard.html
     agent-guardrails level set workflow=newsletter assist --by ops --reason "incident"
     agent-guardrails level history
@@ -156,6 +157,21 @@ def _parser() -> argparse.ArgumentParser:
     store_opts(lh)
 
     cli_autonomy.register(sub, cmd, store_opts)
+
+    ap = cmd(sub, "approvals", _approvals, "what waits for a human; --sweep expires and warns")
+    ap.add_argument("--sweep", action="store_true", help="record expired questions, warn")
+    ap.add_argument("--warn-before", default="1h", help="warn this long before expiry (1h)")
+    ap.add_argument(
+        "--webhook",
+        default=os.environ.get("AGENT_GUARDRAILS_WEBHOOK_URL"),
+        help="--sweep: POST each notice here (env AGENT_GUARDRAILS_WEBHOOK_URL)",
+    )
+    ap.add_argument(
+        "--secret",
+        default=os.environ.get("AGENT_GUARDRAILS_WEBHOOK_SECRET"),
+        help="the webhook's HMAC secret (env AGENT_GUARDRAILS_WEBHOOK_SECRET)",
+    )
+    store_opts(ap)
 
     audit = sub.add_parser("audit", help="read, verify and export the audit log")
     asub = audit.add_subparsers(title="audit commands", metavar="COMMAND")
@@ -414,6 +430,64 @@ def _level_set(args: argparse.Namespace, out: TextIO) -> int:
         old = "-" if change.old_level is None else f"L{change.old_level}"
         out.write(f"level of {change.scope_key}: {old} -> L{change.new_level} by {change.by}\n")
     return 0
+
+
+def _approvals(args: argparse.Namespace, out: TextIO) -> int:
+    from agent_guardrails.ops.approvals import pending, sweep
+    from agent_guardrails.pipeline.notify import Notifier, Webhook
+    from agent_guardrails.policy.windows import parse_duration
+
+    store = _open(args)
+    if args.sweep:
+        notifiers: list[Notifier] = []
+        if args.webhook:
+            if not args.secret:
+                raise ValueError("--webhook needs --secret (or AGENT_GUARDRAILS_WEBHOOK_SECRET)")
+            notifiers.append(Webhook(args.webhook, args.secret))
+        expired, expiring = sweep(store, notifiers, warn_before=parse_duration(args.warn_before))
+        if args.json:
+            _emit_json(
+                out,
+                {
+                    "expired": [p.as_dict() for p in expired],
+                    "expiring": [p.as_dict() for p in expiring],
+                },
+            )
+        else:
+            out.write(f"{len(expired)} expired (recorded), {len(expiring)} expiring (warned)\n")
+        return 0
+    waiting = pending(store)
+    if args.json:
+        _emit_json(out, [p.as_dict() for p in waiting])
+        return 0
+    _table(
+        out,
+        ["asked", "tool", "action", "roles", "level", "cost", "age / timeout", "state", "thread"],
+        [
+            [
+                _when(p.asked_at),
+                p.tool,
+                p.action,
+                ", ".join(p.roles) or "anyone",
+                "-" if p.level is None else f"L{p.level}",
+                "-" if p.cost is None else f"{p.cost:g} {p.currency}",
+                f"{_span(p.age)} / {_span(p.timeout)}",
+                p.state,
+                p.thread_id or p.call_key,
+            ]
+            for p in waiting
+        ],
+    )
+    return 0
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86_400:.1f}d"
 
 
 def _level_history(args: argparse.Namespace, out: TextIO) -> int:

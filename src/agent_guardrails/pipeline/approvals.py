@@ -40,6 +40,7 @@ from agent_guardrails.pipeline.flow import (
     release,
     rescoped,
 )
+from agent_guardrails.pipeline.notify import ApprovalEvent, EventKind
 from agent_guardrails.pipeline.outbox import write
 from agent_guardrails.store.base import AuditRecord
 
@@ -182,6 +183,9 @@ def approval(
         "approval",
     )
     yield from write(StoreOp("append_audit", resolved_event), g.outbox)
+    g.notifications.send(
+        _event("answered", ask, asked_at or asked, given.type, given.by or None, problem)
+    )
     if problem is not None:
         yield from release(g, key, "approval.refused", {"reason": problem})
         code = problem.split(":", 1)[0]
@@ -320,6 +324,32 @@ def record_ask(
     audit = events.event("approval.requested", data, ask.call_key)
     yield from write(StoreOp("append_audit", audit), g.outbox)
     call.span.approval_requested(ask)
+    g.notifications.send(_event("raised", ask, asked_at))
+
+
+def _event(
+    kind: EventKind,
+    ask: ApprovalRequest,
+    asked_at: float,
+    answer: str | None = None,
+    by: str | None = None,
+    refused: str | None = None,
+) -> ApprovalEvent:
+    return ApprovalEvent(
+        kind,
+        ask.call_key,
+        ask.tool,
+        ask.action,
+        ask.roles,
+        ask.level,
+        ask.cost,
+        ask.currency,
+        asked_at,
+        ask.expires_at,
+        answer,
+        by,
+        refused,
+    )
 
 
 def check_answer(g: Guardrails, request: ApprovalRequest, answer: ApprovalAnswer) -> str | None:

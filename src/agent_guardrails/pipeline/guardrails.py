@@ -45,6 +45,7 @@ from agent_guardrails.pipeline.flow import (
     refuse,
 )
 from agent_guardrails.pipeline.live_policy import LivePolicy
+from agent_guardrails.pipeline.notify import Notifications, Notifier
 from agent_guardrails.pipeline.outbox import Outbox
 from agent_guardrails.pipeline.results import GuardrailResult
 from agent_guardrails.pipeline.scoping import ScopeResolver, ScopeSources, using_scope
@@ -93,6 +94,9 @@ class Guardrails:
             are recorded; the pack's personal-data fields are then hashed or dropped.
         hash_key: the HMAC key for hashing personal data (default:
             ``AGENT_GUARDRAILS_HASH_KEY``).
+        notifiers: called when a question is put to a human and when it is answered
+            (callables or :class:`~agent_guardrails.pipeline.notify.Webhook`), on a
+            thread of their own: a slow receiver never delays a call.
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class Guardrails:
         capture_content: bool | None = None,
         redact: Redactor | None = None,
         hash_key: str | bytes | None = None,
+        notifiers: Sequence[Notifier] = (),
     ) -> None:
         pack = policy if isinstance(policy, PolicyPack) else PolicyPack.from_yaml(policy)
         self._owns_store = store is None or isinstance(store, str)
@@ -118,6 +123,7 @@ class Guardrails:
         self.scoping = ScopeResolver(scope)
         self.clock = clock
         self.outbox = Outbox()
+        self.notifications = Notifications(notifiers)
         try:
             content = ContentPolicy.build(
                 capture=capture_content,
@@ -464,6 +470,7 @@ class Guardrails:
         close the store if this object opened it. Also done when the object is dropped and
         at interpreter exit (then without closing the store)."""
         self._finalizer()
+        self.notifications.close()
         if self._owns_store:
             self.store.close()
 
@@ -473,6 +480,7 @@ class Guardrails:
         await self.aflush()
         self.outbox.warn_if_pending(self.store.url)
         self._finalizer.detach()
+        await asyncio.to_thread(self.notifications.close)
         if self._owns_store:
             await self.store.aclose()  # type: ignore[attr-defined]
 

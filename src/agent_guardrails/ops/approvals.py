@@ -1,0 +1,187 @@
+"""The approvals inbox: what waits for a human, for whom, for how long; and the sweep that
+records expired questions and warns before they expire.
+
+    agent-guardrails approvals [--json]
+    agent-guardrails approvals --sweep [--warn-before 1h] [--webhook URL --secret S]
+
+A question waits from its ``approval.requested`` record until it is answered
+(``approval.resolved``), withdrawn (its hold released, the call halted or stale) or
+recorded as expired. Each row says what the call is (tool, action, level, estimated cost),
+who may answer (roles), its age against its timeout, and where to answer it (the thread
+and the call key; the graph's ``get_state(thread).interrupts`` has the interrupt ids).
+
+``sweep`` records each question past its expiry once (``approval.expired``) and notifies
+``expired``; a question within ``warn_before`` of its expiry is notified ``expiring`` once
+(``approval.expiring``). Run it from a scheduler (cron, a LangGraph cron job).
+
+>>> from agent_guardrails.store import open_store
+>>> [p.call_key for p in pending(open_store("memory://"))]
+[]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agent_guardrails.pipeline.notify import ApprovalEvent, Notifications, Notifier
+from agent_guardrails.store.base import AuditEvent, AuditRecord, Store
+
+__all__ = ["Pending", "pending", "sweep"]
+
+_CLOSING = frozenset(
+    {
+        "approval.resolved",
+        "approval.unavailable",
+        "approval.refused",
+        "approval.expired",
+        "reservation.released",
+        "execution.started",
+        "execution.finished",
+        "execution.failed",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One question waiting for a human."""
+
+    call_key: str
+    tool: str
+    action: str
+    roles: tuple[str, ...]
+    level: int | None
+    cost: float | None
+    currency: str
+    asked_at: float
+    expires_at: float
+    now: float
+    warned: bool  # an ``expiring`` notice went out
+
+    @property
+    def thread_id(self) -> str | None:
+        return self.call_key.split("|", 1)[0] if "|" in self.call_key else None
+
+    @property
+    def age(self) -> float:
+        return self.now - self.asked_at
+
+    @property
+    def timeout(self) -> float:
+        return self.expires_at - self.asked_at
+
+    @property
+    def state(self) -> Literal["waiting", "expired"]:
+        return "expired" if self.now > self.expires_at else "waiting"
+
+    def event(self, kind: Literal["expiring", "expired"]) -> ApprovalEvent:
+        return ApprovalEvent(
+            kind,
+            self.call_key,
+            self.tool,
+            self.action,
+            self.roles,
+            self.level or 0,
+            self.cost or 0.0,
+            self.currency,
+            self.asked_at,
+            self.expires_at,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "call_key": self.call_key,
+            "thread_id": self.thread_id,
+            "tool": self.tool,
+            "action": self.action,
+            "roles": list(self.roles),
+            "level": self.level,
+            "cost": self.cost,
+            "currency": self.currency,
+            "asked_at": self.asked_at,
+            "expires_at": self.expires_at,
+            "age_seconds": round(self.age, 3),
+            "timeout_seconds": round(self.timeout, 3),
+            "state": self.state,
+        }
+
+
+def pending(store: Store, *, now: float | None = None) -> list[Pending]:
+    """Every question still waiting (or past its expiry and not yet recorded as expired),
+    oldest first."""
+    return _pending(store.audit_records(), time.time() if now is None else now)
+
+
+def _pending(records: Iterable[AuditRecord], now: float) -> list[Pending]:
+    asked: dict[str, AuditRecord] = {}
+    decided: dict[str, AuditRecord] = {}
+    warned: set[str] = set()
+    for r in records:
+        key = r.call_key
+        if key is None:
+            continue
+        if r.kind == "decision":
+            decided.setdefault(key, r)
+        elif r.kind == "approval.requested":
+            asked[key] = r
+        elif r.kind == "approval.expiring":
+            warned.add(key)
+        elif r.kind in _CLOSING:
+            asked.pop(key, None)
+    out = []
+    for key, r in asked.items():
+        data: Any = r.data
+        d: Any = decided[key].data if key in decided else {}
+        asked_at = float(data.get("asked_at", r.ts))
+        out.append(
+            Pending(
+                key,
+                str(data.get("tool", d.get("tool", ""))),
+                str(d.get("action", "")),
+                tuple(data.get("roles", ())),
+                d.get("level"),
+                d.get("cost"),
+                str(d.get("currency", "")),
+                asked_at,
+                float(data.get("expires_at", asked_at)),
+                now,
+                key in warned,
+            )
+        )
+    return sorted(out, key=lambda p: p.asked_at)
+
+
+def sweep(
+    store: Store,
+    notifiers: Sequence[Notifier] = (),
+    *,
+    warn_before: float = 3600.0,
+    now: float | None = None,
+) -> tuple[list[Pending], list[Pending]]:
+    """Record and notify expired questions; warn about those expiring within
+    ``warn_before`` seconds (once each). Returns ``(expired, expiring)``."""
+    now = time.time() if now is None else now
+    hub = Notifications(notifiers)
+    expired, expiring = [], []
+    try:
+        for p in pending(store, now=now):
+            if p.state == "expired":
+                data = {"asked_at": p.asked_at, "expires_at": p.expires_at, "roles": list(p.roles)}
+                store.append_audit(
+                    AuditEvent("approval.expired", data, p.call_key, f"{p.call_key}:expired")
+                )
+                hub.send(p.event("expired"))
+                expired.append(p)
+            elif not p.warned and p.expires_at - now <= warn_before:
+                data = {"expires_at": p.expires_at}
+                store.append_audit(
+                    AuditEvent("approval.expiring", data, p.call_key, f"{p.call_key}:expiring")
+                )
+                hub.send(p.event("expiring"))
+                expiring.append(p)
+    finally:
+        hub.close()
+    return expired, expiring
