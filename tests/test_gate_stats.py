@@ -1,212 +1,647 @@
-"""The gates' statistics (agent_guardrails.engine.gate_stats), cross-checked against scipy
-(a test dependency only) on grids of inputs, with properties and bad input."""
+"""The statistics of promotion gates (agent_guardrails.engine.gate_stats) against scipy, exact
+rational arithmetic, published values and their own invariants. scipy is a test dependency
+only: the module itself is pure Python."""
 
 from __future__ import annotations
 
 import doctest
+import itertools
 import math
 import random
+import statistics
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import special
-from scipy import stats as ss
+from scipy import special, stats
 
-from agent_guardrails.engine import gate_stats as G
+from agent_guardrails.engine import gate_stats as gs
+from agent_guardrails.engine.gate_stats import (
+    Interval,
+    Moments,
+    binom_cdf,
+    binom_pmf,
+    binom_sf,
+    binom_test,
+    clopper_pearson,
+    newcombe_difference,
+    normal_cdf,
+    normal_ppf,
+    regularized_beta,
+    runs_needed,
+    runs_needed_zero_failures,
+    srm_check,
+    student_t_cdf,
+    student_t_ppf,
+    welch_difference,
+    wilson,
+    zero_failure_upper,
+)
 
-GRID_N = [1, 2, 3, 5, 10, 30, 59, 100, 1000, 100_000]
-CONFIDENCES = [0.8, 0.9, 0.95, 0.99]
-
-
-def ks(n: int) -> list[int]:
-    return sorted({0, 1, n // 3, n // 2, max(0, n - 1), n, int(n * 0.95)} & set(range(n + 1)))
-
-
-def test_the_module_examples_run() -> None:
-    assert doctest.testmod(G).failed == 0
-
-
-@pytest.mark.parametrize("n", GRID_N)
-def test_wilson_and_clopper_pearson_match_scipy(n: int) -> None:
-    for k in ks(n):
-        for c in CONFIDENCES:
-            test = ss.binomtest(k, n)
-            w, ref = G.wilson(k, n, c), test.proportion_ci(confidence_level=c, method="wilson")
-            assert w.estimate == pytest.approx(k / n)
-            assert w.low == pytest.approx(ref.low, abs=1e-12)
-            assert w.high == pytest.approx(ref.high, abs=1e-12)
-            cp, ref = G.clopper_pearson(k, n, c), test.proportion_ci(c, method="exact")
-            assert cp.low == pytest.approx(ref.low, abs=1e-10)
-            assert cp.high == pytest.approx(ref.high, abs=1e-10)
-
-
-@pytest.mark.parametrize("n", [*GRID_N, 10**6, 10**7])
-def test_the_exact_binomial_test_matches_scipy(n: int) -> None:
-    for k in ks(n):
-        for p in (0.001, 0.1, 0.5, 0.7, 0.9, 0.999):
-            ref = ss.binomtest(k, n, p).pvalue
-            got = G.binom_test(k, n, p)
-            if ref > 1e-12:
-                assert got == pytest.approx(ref, rel=1e-9)
-            else:
-                assert got == pytest.approx(ref, abs=1e-12)
+CONFIDENCES = [0.5, 0.8, 0.9, 0.95, 0.99, 0.999]
+SIZES = [1, 2, 3, 5, 10, 20, 50, 100, 1000, 12_345, 10**6, 10**7]
+DFS = [1.0, 1.5, 2.0, 5.0, 30.0, 1000.0, 1e6]
+slow_settings = settings(deadline=None, max_examples=150)
 
 
-def test_binomial_cdf_and_sf_match_scipy() -> None:
-    for n in (1, 7, 50, 1000, 10**6):
-        for k in ks(n):
-            for p in (0.0, 0.01, 0.3, 0.5, 0.99, 1.0):
-                assert G.binom_cdf(k, n, p) == pytest.approx(ss.binom.cdf(k, n, p), abs=1e-12)
-                assert G.binom_sf(k, n, p) == pytest.approx(ss.binom.sf(k, n, p), abs=1e-12)
-                assert G.binom_pmf(k, n, p) == pytest.approx(ss.binom.pmf(k, n, p), abs=1e-12)
+def close(ours: float, reference: Any, rel: float, tiny: float = 0.0) -> bool:
+    """``ours`` within ``rel`` of ``reference`` (relative), or within ``tiny`` (absolute)."""
+    return math.isclose(ours, float(reference), rel_tol=rel, abs_tol=tiny)
 
 
-def test_normal_and_student_t_match_scipy() -> None:
-    for q in (1e-12, 1e-6, 0.01, 0.3, 0.5, 0.8, 0.975, 0.999999, 1 - 1e-12):
-        assert G.normal_ppf(q) == pytest.approx(ss.norm.ppf(q), abs=1e-9)
-    for x in (-8.0, -1.5, 0.0, 0.3, 2.0, 7.5):
-        assert G.normal_cdf(x) == pytest.approx(ss.norm.cdf(x), abs=1e-14)
-    for df in (1, 1.5, 2, 5, 30, 1000, 1e6):
-        for q in (0.5, 0.9, 0.975, 0.995, 0.9999):
-            assert G.student_t_ppf(q, df) == pytest.approx(ss.t.ppf(q, df), rel=1e-9, abs=1e-12)
-        for x in (-4.0, -0.5, 0.0, 1.0, 3.0):
-            assert G.student_t_cdf(x, df) == pytest.approx(ss.t.cdf(x, df), abs=1e-12)
+def counts(n: int) -> list[int]:
+    """Success counts worth checking for ``n`` trials: the edges, the middle and a typical
+    high rate."""
+    return sorted(
+        {k for k in (0, 1, 2, n // 3, n // 2, (93 * n) // 100, n - 2, n - 1, n) if 0 <= k <= n}
+    )
+
+
+def test_the_module_doctests_run() -> None:
+    result = doctest.testmod(gs)
+    assert result.attempted >= 4
+    assert result.failed == 0
+
+
+# --- rates ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_wilson_matches_scipy(n: int) -> None:
+    for k in counts(n):
+        for confidence in CONFIDENCES:
+            ours = wilson(k, n, confidence)
+            theirs = stats.binomtest(k, n).proportion_ci(confidence, method="wilson")
+            assert ours.estimate == k / n
+            assert ours.confidence == confidence
+            assert close(ours.low, theirs.low, 1e-10, 1e-16), (k, n, confidence)
+            assert close(ours.high, theirs.high, 1e-10, 1e-16), (k, n, confidence)
+
+
+def test_wilson_with_no_trials_spans_everything() -> None:
+    assert wilson(0, 0) == Interval(0.0, 0.0, 1.0, 0.95)
+    assert clopper_pearson(0, 0, 0.9) == Interval(0.0, 0.0, 1.0, 0.9)
+
+
+def test_an_interval_prints_two_decimals_or_as_many_as_asked() -> None:
+    interval = wilson(93, 100)
+    assert str(interval) == "0.93 [0.86, 0.97]"
+    assert interval.format(4) == "0.9300 [0.8625, 0.9657]"
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 50, 100, 1000])
+def test_clopper_pearson_matches_scipy(n: int) -> None:
+    # scipy's beta quantile itself drifts by ~1e-9 at the edges; the defining equations
+    # below hold far tighter.
+    for k in counts(n):
+        for confidence in [0.8, 0.9, 0.95, 0.99]:
+            ours = clopper_pearson(k, n, confidence)
+            theirs = stats.binomtest(k, n).proportion_ci(confidence, method="exact")
+            assert ours.estimate == k / n
+            assert close(ours.low, theirs.low, 1e-8, 1e-300), (k, n, confidence)
+            assert close(ours.high, theirs.high, 1e-8, 1e-300), (k, n, confidence)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 10**5, 10**7, 10**9])
+@pytest.mark.parametrize("confidence", [0.5, 0.95, 0.999999, 1 - 1e-9])
+def test_clopper_pearson_solves_its_defining_equations(n: int, confidence: float) -> None:
+    """P[X >= k | low] = P[X <= k | high] = (1 - confidence) / 2, checked with scipy's
+    incomplete beta where the bound is below 1/2 (above, a double cannot resolve it better
+    than 1e-16 absolute, and the mirrored count checks it)."""
+    tail = (1 - confidence) / 2
+    for k in counts(n):
+        ours = clopper_pearson(k, n, confidence)
+        mirror = clopper_pearson(n - k, n, confidence)
+        assert ours.low == pytest.approx(1 - mirror.high, rel=1e-15, abs=1e-16)
+        assert ours.high == pytest.approx(1 - mirror.low, rel=1e-15, abs=1e-16)
+        if k > 0 and ours.low <= 0.5:
+            assert close(special.betainc(k, n - k + 1, ours.low), tail, 1e-9), (k, n)
+        if k < n and ours.high <= 0.5:
+            assert close(special.betaincc(k + 1, n - k, ours.high), tail, 1e-9), (k, n)
+
+
+@pytest.mark.parametrize("n", [1, 3, 30, 1000, 10**7])
+def test_clopper_pearson_closed_forms_at_the_edges(n: int) -> None:
+    tail = 0.025
+    assert clopper_pearson(0, n).high == pytest.approx(-math.expm1(math.log(tail) / n), rel=1e-12)
+    assert clopper_pearson(1, n).low == pytest.approx(-math.expm1(math.log1p(-tail) / n), rel=1e-12)
+    assert clopper_pearson(n, n).low == pytest.approx(math.exp(math.log(tail) / n), rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 10, 100, 299, 10**4, 10**7])
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_zero_failures_prove_about_three_over_n(n: int, confidence: float) -> None:
+    bound = zero_failure_upper(n, confidence)
+    assert math.exp(n * math.log1p(-bound)) == pytest.approx(1 - confidence, rel=1e-12)
+    if n <= 10**4:  # scipy's beta quantile drifts beyond that
+        assert bound == pytest.approx(float(stats.beta.ppf(confidence, 1, n)), rel=1e-9)
+    if confidence == 0.95 and n >= 100:
+        assert bound == pytest.approx(3 / n, rel=0.02)
+
+
+def test_zero_failure_upper_with_no_trials_is_one() -> None:
+    assert zero_failure_upper(0) == 1.0
+
+
+@pytest.mark.parametrize("max_rate", [0.5, 0.1, 0.05, 0.01, 0.003, 1e-4, 1e-7])
+@pytest.mark.parametrize("n", [0, 10, 250, 10**6])
+def test_runs_needed_zero_failures_is_minimal(max_rate: float, n: int) -> None:
+    more = runs_needed_zero_failures(n, max_rate=max_rate)
+    assert zero_failure_upper(n + more) <= max_rate
+    if more > 0:
+        assert zero_failure_upper(n + more - 1) > max_rate
+
+
+def test_runs_needed_zero_failures_examples() -> None:
+    assert runs_needed_zero_failures(0, max_rate=0.01) == 299  # the rule of three
+    assert runs_needed_zero_failures(100, max_rate=0.01) == 199
+    assert runs_needed_zero_failures(500, max_rate=0.01) == 0
+    assert runs_needed_zero_failures(5, max_rate=1.0) == 0
+
+
+# --- the exact binomial test ----------------------------------------------------------------
+
+
+def binom_test_cases() -> list[tuple[int, int, float]]:
+    cases = []
+    for n in [1, 2, 3, 7, 10, 33, 100, 1000, 12_345, 10**5, 10**6, 10**7]:
+        for p in [1e-9, 1e-6, 1e-3, 0.01, 0.1, 0.25, 1 / 3, 0.5, 0.7, 0.99, 1 - 1e-6]:
+            mean, sd = n * p, math.sqrt(n * p * (1 - p))
+            mode = math.floor((n + 1) * p)
+            ks = {0, 1, n - 1, n, mode, math.ceil(mean), round(mean + 0.5 * sd)}
+            ks |= {round(mean + z * sd) for z in (-40, -5, -2, 2, 5, 40)}
+            cases += [(k, n, p) for k in sorted(ks) if 0 <= k <= n]
+    return cases
+
+
+def test_binom_test_matches_scipy() -> None:
+    cases = binom_test_cases()
+    assert len(cases) > 800
+    for k, n, p in cases:
+        theirs = float(stats.binomtest(k, n, p).pvalue)
+        # at n = 10**7, p = 1e-6 scipy's own binom.cdf is ~1e-10 off (ours matches mpmath)
+        tiny = 1e-12 if theirs < 1e-3 else 0.0
+        assert close(binom_test(k, n, p), theirs, 1e-9, tiny), (k, n, p)
+
+
+def test_binom_test_at_the_edges_of_p() -> None:
+    assert binom_test(0, 10, 0.0) == 1.0
+    assert binom_test(3, 10, 0.0) == 0.0
+    assert binom_test(10, 10, 1.0) == 1.0
+    assert binom_test(9, 10, 1.0) == 0.0
+    assert binom_test(0, 0, 0.3) == 1.0
+    assert binom_test(5, 10, 0.5) == 1.0
+
+
+def test_binom_test_over_ten_million_trials_sums_no_terms() -> None:
+    """O(log n) by construction: a bisection on the pmf and two incomplete betas."""
+    n = 10**7
+    for k in (0, 4_990_000, 5_000_000, 5_003_000, n):
+        assert 0.0 <= binom_test(k, n, 0.5) <= 1.0
+    assert binom_test(5_003_000, n, 0.5) == pytest.approx(
+        float(stats.binomtest(5_003_000, n, 0.5).pvalue), rel=1e-9
+    )
+
+
+@pytest.mark.parametrize("n", [2, 17, 60])
+@pytest.mark.parametrize("p", [0.001, 0.3, 0.5, 0.85])
+def test_binomial_distribution_against_exact_fractions(n: int, p: float) -> None:
+    exact_p = Fraction(p)
+    pmf = [math.comb(n, k) * exact_p**k * (1 - exact_p) ** (n - k) for k in range(n + 1)]
+    for k in range(n + 1):
+        below = sum(pmf[: k + 1], Fraction(0))
+        assert close(binom_pmf(k, n, p), pmf[k], 1e-12, 1e-300), k
+        assert close(binom_cdf(k, n, p), below, 1e-12, 1e-300), k
+        assert close(binom_sf(k, n, p), 1 - below, 1e-12, 1e-300), k
+
+
+@pytest.mark.parametrize("n", [1, 10, 1000, 10**5, 10**7])
+@pytest.mark.parametrize("p", [1e-9, 1e-4, 0.01, 0.3, 0.5, 0.77, 0.999, 1 - 1e-9])
+def test_binomial_distribution_matches_scipy(n: int, p: float) -> None:
+    mean = n * p
+    for k in sorted(
+        {0, 1, n // 2, int(mean), min(n, int(mean) + 3), max(0, int(mean) - 3), n - 1, n}
+    ):
+        for ours, theirs in [
+            (binom_pmf(k, n, p), stats.binom.pmf(k, n, p)),
+            (binom_cdf(k, n, p), stats.binom.cdf(k, n, p)),
+            (binom_sf(k, n, p), stats.binom.sf(k, n, p)),
+        ]:
+            assert close(ours, theirs, 1e-9, 1e-290), (k, n, p)
+
+
+def test_binomial_distribution_at_the_edges_of_p() -> None:
+    assert (binom_pmf(0, 5, 0.0), binom_pmf(1, 5, 0.0), binom_pmf(5, 5, 1.0)) == (1.0, 0.0, 1.0)
+    assert (binom_cdf(0, 5, 0.0), binom_sf(0, 5, 0.0)) == (1.0, 0.0)
+    assert (binom_cdf(4, 5, 1.0), binom_sf(4, 5, 1.0)) == (0.0, 1.0)
+    assert (binom_cdf(5, 5, 0.3), binom_sf(5, 5, 0.3)) == (1.0, 0.0)
+
+
+# --- special functions ----------------------------------------------------------------------
+
+
+def test_normal_ppf_matches_scipy() -> None:
+    lower = [10.0**-e for e in range(1, 13)] + [10.0**-e for e in (50, 100, 300)]
+    qs = lower + [1 - q for q in lower[:12]] + [i / 100 for i in range(1, 100)]
+    for q in qs:
+        assert close(normal_ppf(q), stats.norm.ppf(q), 1e-13, 1e-15), q
+    assert normal_ppf(0.5) == 0.0
+
+
+def test_normal_cdf_matches_scipy() -> None:
+    for x in [-38.0, -20.0, -8.5, -3.0, -1.0, -1e-8, 0.0, 0.3, 1.96, 5.0, 9.0]:
+        assert close(normal_cdf(x), stats.norm.cdf(x), 1e-12, 1e-300), x
+
+
+@pytest.mark.parametrize("df", DFS)
+def test_student_t_matches_scipy(df: float) -> None:
+    for q in [1e-12, 1e-8, 1e-4, 0.001, 0.025, 0.1, 0.3, 0.49, 0.5, 0.7, 0.975, 0.999, 1 - 1e-8]:
+        assert close(student_t_ppf(q, df), stats.t.ppf(q, df), 1e-10, 1e-15), q
+    for x in [-1e6, -30.0, -3.0, -1.0, -0.1, 0.0, 0.1, 1.0, 2.0, 5.0, 40.0, 1e8]:
+        assert close(student_t_cdf(x, df), stats.t.cdf(x, df), 1e-10, 1e-300), x
+
+
+def test_student_t_ppf_inverts_student_t_cdf() -> None:
+    for df in [0.5, *DFS]:
+        for q in [1e-6, 0.05, 0.5, 0.8, 0.975]:
+            assert student_t_cdf(student_t_ppf(q, df), df) == pytest.approx(q, rel=1e-10)
+
+
+@pytest.mark.parametrize("q", [1e-300, 1e-200, 1e-100, 1e-20, 1e-5, 0.2])
+def test_student_t_far_in_the_tail_against_closed_forms(q: float) -> None:
+    """df = 1 (Cauchy) and df = 2 have closed forms; past t ~ 1e145 the quantile comes from
+    the tail's power law, since df / (df + t^2) no longer fits in a double."""
+    assert student_t_ppf(q, 1.0) == pytest.approx(-1 / math.tan(math.pi * q), rel=1e-12)
+    assert student_t_ppf(q, 2.0) == pytest.approx((2 * q - 1) / math.sqrt(2 * q * (1 - q)))
+    for df in (0.5, 3.0, 30.0):
+        t = student_t_ppf(q, df)
+        if df == 0.5 and q < 1e-150:
+            assert t == -math.inf  # about -q**-2: beyond the largest double
+        else:
+            assert student_t_cdf(t, df) == pytest.approx(q, rel=1e-12)
+
+
+@pytest.mark.parametrize("t", [1e3, 1e50, 1e160, 1e250])
+def test_student_t_cdf_far_in_the_tail_against_closed_forms(t: float) -> None:
+    assert student_t_cdf(-t, 1.0) == pytest.approx(math.atan(1 / t) / math.pi, rel=1e-12)
+    root = math.sqrt(2 + t * t) if t < 1e150 else t
+    assert student_t_cdf(-t, 2.0) == pytest.approx(1 / (root * (root + t)), rel=1e-12)
 
 
 def test_regularized_beta_matches_scipy() -> None:
+    rng = random.Random(20240103)
+    for _ in range(2000):
+        a, b = math.exp(rng.uniform(-1, 14)), math.exp(rng.uniform(-1, 14))
+        if rng.random() < 0.5:  # near the mean, where the two tails meet
+            x = min(1.0, a / (a + b) * math.exp(rng.gauss(0, 0.01)))
+        else:
+            x = rng.random()
+        ours, reference = regularized_beta(a, b, x), float(special.betainc(a, b, x))
+        if reference < 1e-250:  # scipy underflows (to 0, or a few % off) this deep
+            assert ours < 1e-240
+        else:
+            assert close(ours, reference, 1e-10), (a, b, x)
+        assert regularized_beta(a, b, x) + regularized_beta(b, a, 1 - x) == pytest.approx(1.0)
+    assert regularized_beta(2.0, 3.0, 0.0) == 0.0
+    assert regularized_beta(2.0, 3.0, 1.0) == 1.0
+    assert regularized_beta(1.0, 1.0, 0.25) == pytest.approx(0.25, rel=1e-15)
+
+
+# --- differences ----------------------------------------------------------------------------
+
+# Newcombe (1998), Table II, method 10 (hybrid score), to four decimals.
+NEWCOMBE_TABLE_II = [
+    ((56, 70, 48, 80), (0.0524, 0.3339)),
+    ((9, 10, 3, 10), (0.1705, 0.8090)),
+    ((6, 7, 2, 7), (0.0582, 0.8062)),
+    ((5, 56, 0, 29), (-0.0381, 0.1926)),
+    ((0, 10, 0, 20), (-0.1611, 0.2775)),
+    ((10, 10, 0, 20), (0.6791, 1.0000)),
+    ((10, 10, 0, 10), (0.6075, 1.0000)),
+]
+
+
+@pytest.mark.parametrize(("counts_", "published"), NEWCOMBE_TABLE_II)
+def test_newcombe_reproduces_his_table(
+    counts_: tuple[int, int, int, int], published: tuple[float, float]
+) -> None:
+    interval = newcombe_difference(*counts_)
+    assert (round(interval.low, 4), round(interval.high, 4)) == published
+
+
+def test_newcombe_is_the_two_scipy_wilson_intervals_combined() -> None:
     rng = random.Random(7)
-    for _ in range(400):
-        a, b = math.exp(rng.uniform(-2, 9)), math.exp(rng.uniform(-2, 9))
-        x = rng.random()
-        assert G.regularized_beta(a, b, x) == pytest.approx(special.betainc(a, b, x), abs=1e-12)
-
-
-def test_welch_difference_matches_scipy() -> None:
-    rng = random.Random(11)
-    for _ in range(60):
-        xs = [rng.gauss(3, 2) for _ in range(rng.randint(2, 80))]
-        ys = [rng.gauss(2, 1) for _ in range(rng.randint(2, 80))]
-        got = G.welch_difference(G.Moments.of(xs), G.Moments.of(ys), 0.95)
-        ref = ss.ttest_ind(xs, ys, equal_var=False).confidence_interval(0.95)
-        assert got.low == pytest.approx(ref.low, abs=1e-10)
-        assert got.high == pytest.approx(ref.high, abs=1e-10)
-
-
-def test_newcombe_difference_is_built_from_scipys_wilson_intervals() -> None:
-    for x1, n1, x2, n2 in [(56, 70, 48, 80), (9, 10, 3, 10), (0, 20, 0, 30), (30, 30, 1, 40)]:
-        got = G.newcombe_difference(x1, n1, x2, n2, 0.95)
-        a = ss.binomtest(x1, n1).proportion_ci(0.95, method="wilson")
-        b = ss.binomtest(x2, n2).proportion_ci(0.95, method="wilson")
+    for _ in range(300):
+        n1, n2 = rng.choice([1, 5, 30, 400, 10**6]), rng.choice([1, 7, 50, 900, 10**5])
+        x1, x2 = rng.randint(0, n1), rng.randint(0, n2)
+        confidence = rng.choice(CONFIDENCES)
+        w1 = stats.binomtest(x1, n1).proportion_ci(confidence, method="wilson")
+        w2 = stats.binomtest(x2, n2).proportion_ci(confidence, method="wilson")
         p1, p2 = x1 / n1, x2 / n2
-        low = p1 - p2 - math.sqrt((p1 - a.low) ** 2 + (b.high - p2) ** 2)
-        high = p1 - p2 + math.sqrt((a.high - p1) ** 2 + (p2 - b.low) ** 2)
-        assert got.low == pytest.approx(low, abs=1e-12)
-        assert got.high == pytest.approx(high, abs=1e-12)
-    published = G.newcombe_difference(56, 70, 48, 80, 0.95)  # Newcombe 1998, table II
-    assert (round(published.low, 4), round(published.high, 4)) == (0.0524, 0.3339)
+        low = p1 - p2 - math.sqrt((p1 - w1.low) ** 2 + (w2.high - p2) ** 2)
+        high = p1 - p2 + math.sqrt((w1.high - p1) ** 2 + (p2 - w2.low) ** 2)
+        ours = newcombe_difference(x1, n1, x2, n2, confidence)
+        assert ours.estimate == p1 - p2
+        assert close(ours.low, low, 1e-9, 1e-12), (x1, n1, x2, n2)
+        assert close(ours.high, high, 1e-9, 1e-12), (x1, n1, x2, n2)
 
 
-def test_zero_failures_prove_about_three_over_n() -> None:
-    assert G.zero_failure_upper(59, 0.95) < 0.05 < G.zero_failure_upper(58, 0.95)
-    assert G.zero_failure_upper(0) == 1.0
-    ref = ss.binomtest(0, 300).proportion_ci(0.90, method="exact").high  # one-sided 95%
-    assert G.zero_failure_upper(300, 0.95) == pytest.approx(ref, rel=1e-9)
-    more = G.runs_needed_zero_failures(20, max_rate=0.05)
-    assert more == 39
-    assert G.zero_failure_upper(20 + more) <= 0.05
+def test_newcombe_with_an_empty_side_could_be_anything() -> None:
+    assert newcombe_difference(3, 10, 0, 0) == Interval(0.0, -1.0, 1.0, 0.95)
 
 
-def _wilson_low_real(k: float, n: float, confidence: float = 0.95) -> float:
-    z = ss.norm.ppf(0.5 + confidence / 2)
-    p = k / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return float((centre - spread) / (1 + z * z / n))
+@pytest.mark.parametrize("seed", range(12))
+def test_welch_matches_scipy(seed: int) -> None:
+    rng = random.Random(seed)
+    n_a, n_b = rng.choice([2, 3, 10, 200]), rng.choice([2, 5, 40, 1000])
+    a = [rng.gauss(10.0, rng.choice([0.1, 1.0, 30.0])) for _ in range(n_a)]
+    b = [rng.gauss(9.5, rng.choice([0.1, 2.0, 5.0])) for _ in range(n_b)]
+    confidence = rng.choice([0.8, 0.9, 0.95, 0.99])
+    ours = welch_difference(Moments.of(a), Moments.of(b), confidence)
+
+    va, vb = statistics.variance(a) / n_a, statistics.variance(b) / n_b
+    df = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(va + vb)
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    assert ours.estimate == pytest.approx(difference, rel=1e-12)
+    assert ours.low == pytest.approx(difference - half, rel=1e-9)
+    assert ours.high == pytest.approx(difference + half, rel=1e-9)
+
+    theirs = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    assert ours.low == pytest.approx(float(theirs.low), rel=1e-9)
+    assert ours.high == pytest.approx(float(theirs.high), rel=1e-9)
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    n=st.integers(min_value=1, max_value=5000),
-    rate=st.floats(min_value=0.5, max_value=1.0),
-    threshold=st.floats(min_value=0.5, max_value=0.99),
-)
-def test_runs_needed_is_the_least_that_gets_there(n: int, rate: float, threshold: float) -> None:
-    k = round(rate * n)
-    more = G.runs_needed(k, n, threshold=threshold)
-    if more is None:
-        assert k / n < threshold or k / n == threshold or _wilson_low_real(k, n) < threshold
-        return
-    if more == 0:
-        assert G.wilson(k, n).low >= threshold - 1e-12
-        return
-    p = k / n
-    assert _wilson_low_real(p * (n + more), n + more) >= threshold - 1e-9
-    assert _wilson_low_real(p * (n + more - 1), n + more - 1) < threshold + 1e-9
+def test_welch_of_two_constant_samples_is_a_point() -> None:
+    interval = welch_difference(Moments.of([3.0, 3.0, 3.0]), Moments.of([1.0, 1.0]))
+    assert (interval.estimate, interval.low, interval.high) == (2.0, 2.0, 2.0)
 
 
-@settings(max_examples=200, deadline=None)
-@given(k=st.integers(min_value=0, max_value=2000), extra=st.integers(min_value=0, max_value=2000))
-def test_intervals_contain_the_estimate_and_stay_in_range(k: int, extra: int) -> None:
-    n = k + extra
-    if n == 0:
-        assert G.wilson(0, 0) == G.Interval(0.0, 0.0, 1.0, 0.95)
-        return
-    for interval in (G.wilson(k, n), G.clopper_pearson(k, n)):
-        assert 0.0 <= interval.low <= interval.estimate <= interval.high <= 1.0
+def test_welch_with_one_constant_sample_uses_the_other() -> None:
+    a, b = [1.0, 2.0, 4.0, 7.0], [0.0, 0.0, 0.0]
+    interval = welch_difference(Moments.of(a), Moments.of(b), 0.9)
+    half = float(stats.t.ppf(0.95, len(a) - 1)) * math.sqrt(statistics.variance(a) / len(a))
+    assert interval.low == pytest.approx(3.5 - half, rel=1e-9)
+    assert interval.high == pytest.approx(3.5 + half, rel=1e-9)
 
 
-@settings(max_examples=100, deadline=None)
-@given(
-    a=st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=50),
-    b=st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=50),
-)
-def test_merged_moments_equal_the_moments_of_both(a: list[float], b: list[float]) -> None:
-    merged = G.Moments.of(a).merge(G.Moments.of(b))
-    whole = G.Moments.of(a + b)
+# --- moments --------------------------------------------------------------------------------
+
+
+def test_moments_of_values() -> None:
+    values = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]
+    moments = Moments.of(values)
+    assert moments.n == 8
+    assert moments.mean == 5.0
+    assert moments.variance == pytest.approx(statistics.variance(values), rel=1e-15)
+    assert moments.std_error == pytest.approx(math.sqrt(statistics.variance(values) / 8))
+    assert Moments.from_sums(8, sum(values), sum(v * v for v in values)) == moments
+    assert Moments.of([]) == Moments(0, 0.0, 0.0) == Moments.from_sums(0, 0.0, 0.0)
+    assert Moments.of([3.0]).variance == 0.0 == Moments.of([3.0]).std_error
+
+
+def test_moments_add_returns_new_moments() -> None:
+    before = Moments.of([1.0, 2.0])
+    after = before.add(3.0)
+    assert before == Moments.of([1.0, 2.0])
+    assert after == Moments.of([1.0, 2.0, 3.0])
+
+
+def test_moments_from_sums_keeps_a_large_mean_when_the_sums_allow() -> None:
+    values = [1e6 + 0.1 * i for i in range(11)]
+    moments = Moments.from_sums(11, math.fsum(values), math.fsum(v * v for v in values))
+    assert moments.mean == pytest.approx(statistics.fmean(values), rel=1e-15)
+    assert moments.variance == pytest.approx(statistics.variance(values), rel=1e-3)
+    assert Moments.from_sums(1, 5.0, 25.0) == Moments(1, 5.0, 0.0)
+
+
+finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@slow_settings
+@given(st.lists(finite, max_size=40), st.lists(finite, max_size=40))
+def test_merged_moments_are_the_moments_of_both(left: list[float], right: list[float]) -> None:
+    merged = Moments.of(left).merge(Moments.of(right))
+    whole = Moments.of(left + right)
+    scale = max((abs(v) for v in left + right), default=0.0) + 1.0
     assert merged.n == whole.n
-    assert merged.mean == pytest.approx(whole.mean, rel=1e-9, abs=1e-6)
-    assert merged.m2 == pytest.approx(whole.m2, rel=1e-9, abs=1e-3)
+    assert math.isclose(merged.mean, whole.mean, rel_tol=1e-9, abs_tol=1e-12 * scale)
+    assert math.isclose(merged.m2, whole.m2, rel_tol=1e-9, abs_tol=1e-12 * whole.n * scale**2)
+
+
+# --- invariants -----------------------------------------------------------------------------
+
+confidences = st.floats(0.5, 0.999999)
+
+
+@st.composite
+def successes_and_trials(draw: st.DrawFn, max_n: int = 10**9) -> tuple[int, int]:
+    n = draw(st.integers(0, max_n))
+    return draw(st.integers(0, n)), n
+
+
+@slow_settings
+@given(successes_and_trials(), confidences)
+def test_rate_intervals_hold_the_estimate_inside_zero_one(
+    counted: tuple[int, int], confidence: float
+) -> None:
+    k, n = counted
+    for interval in (wilson(k, n, confidence), clopper_pearson(k, n, confidence)):
+        assert 0.0 <= interval.low <= interval.estimate <= interval.high <= 1.0
+        if n > 0:
+            assert interval.estimate == k / n
+
+
+@slow_settings
+@given(successes_and_trials(), successes_and_trials(), confidences)
+def test_newcombe_holds_the_difference(
+    first: tuple[int, int], second: tuple[int, int], confidence: float
+) -> None:
+    interval = newcombe_difference(*first, *second, confidence)
+    assert -1.0 <= interval.low <= interval.estimate <= interval.high <= 1.0
+
+
+@settings(deadline=None)
+@given(st.integers(1, 1000), st.integers(1, 1000), confidences)
+def test_wilson_low_rises_with_n_at_a_fixed_rate(k: int, n: int, confidence: float) -> None:
+    k, n = min(k, n), max(k, n)
+    lows = [wilson(k * j, n * j, confidence).low for j in range(1, 40)]
+    assert all(later >= earlier - 1e-15 for earlier, later in itertools.pairwise(lows))
+
+
+def wilson_real(successes: float, n: float, confidence: float) -> tuple[float, float]:
+    """The Wilson bounds written out from the formula, for real-valued counts."""
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(max(0.0, p * (1 - p)) / n + z * z / (4 * n * n))
+    return center - half, center + half
+
+
+def meets(
+    k: int, n: int, more: int, threshold: float, confidence: float, bound: str, slack: float
+) -> bool:
+    """Whether the bound after ``more`` runs at the observed rate clears the threshold, give
+    or take ``slack`` (so that the test does not hinge on the last bit)."""
+    low, high = wilson_real(k * (n + more) / n, n + more, confidence)
+    return low >= threshold - slack if bound == "low" else high <= threshold + slack
+
+
+@slow_settings
+@given(
+    successes_and_trials(max_n=10**6),
+    st.floats(0.0, 1.0),
+    confidences,
+    st.sampled_from(["low", "high"]),
+)
+def test_runs_needed_is_the_least_that_clears_the_threshold(
+    counted: tuple[int, int], threshold: float, confidence: float, bound: str
+) -> None:
+    k, n = counted
+    side: Any = bound
+    more = runs_needed(k, n, threshold=threshold, confidence=confidence, bound=side)
+    if n == 0:
+        assert more is None
+    elif more is None:
+        impossible = k / n <= threshold if bound == "low" else k / n >= threshold
+        assert impossible or not meets(k, n, 10**9, threshold, confidence, bound, -1e-12)
+    else:
+        assert meets(k, n, more, threshold, confidence, bound, 1e-12)
+        if more > 0:
+            assert not meets(k, n, more - 1, threshold, confidence, bound, -1e-12)
+
+
+def test_runs_needed_examples() -> None:
+    assert runs_needed(94, 100, threshold=0.95) is None  # the bound only approaches 0.94
+    assert runs_needed(96, 100, threshold=0.95) == 1725
+    assert runs_needed(99, 100, threshold=0.95) == 15
+    assert runs_needed(99, 100, threshold=0.9) == 0
+    assert runs_needed(2, 100, threshold=0.05, bound="high") == 103
+    assert runs_needed(50, 100, threshold=0.49) == 9500
+    assert runs_needed(5, 100, threshold=0.05, bound="high") is None
+    assert runs_needed(0, 0, threshold=0.5) is None
+    assert runs_needed(0, 10, threshold=0.0) == 0
+    assert runs_needed(10, 10, threshold=1.0) is None
+    assert runs_needed(50, 100, threshold=0.4999999) is None  # beyond 10**9 more runs
+
+
+# --- sample-ratio mismatch ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("control", "treatment", "expected"),
+    [
+        (500, 500, 0.5),
+        (5_000, 5_300, 0.5),
+        (821_588, 815_482, 0.5),
+        (9_000, 1_100, 0.1),
+        (10, 0, 0.2),
+        (0, 3, 0.5),
+        (4_000_000, 1_002_000, 0.2),
+    ],
+)
+def test_srm_check_is_scipy_binomtest(control: int, treatment: int, expected: float) -> None:
+    result = srm_check(control, treatment, expected)
+    total = control + treatment
+    theirs = float(stats.binomtest(treatment, total, expected).pvalue)
+    assert close(result.p_value, theirs, 1e-9, 1e-12)
+    assert result.mismatch == (theirs < 0.001)
+    assert result.observed_treatment == treatment / total
+    assert result.expected_treatment == expected
+
+
+def test_srm_check_flags_a_skewed_split() -> None:
+    assert srm_check(821_588, 815_482, 0.5).mismatch
+    assert not srm_check(5_000, 5_050, 0.5).mismatch
+    assert srm_check(5_000, 5_050, 0.5, alpha=0.7).mismatch
+    assert srm_check(0, 0, 0.5) == gs.SrmResult(1.0, False, 0.0, 0.5)
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+NAN, INF = math.nan, math.inf
+BAD_CALLS: list[tuple[str, Callable[[], object], str]] = [
+    ("float count", lambda: wilson(1.0, 10), "successes must be an int"),  # type: ignore[arg-type]
+    ("bool count", lambda: wilson(True, 10), "successes must be an int"),
+    ("negative n", lambda: wilson(0, -1), "n must be >= 0"),
+    ("negative successes", lambda: clopper_pearson(-1, 10), "successes must be >= 0"),
+    ("successes > n", lambda: wilson(11, 10), "successes must be <= n"),
+    ("confidence 1", lambda: wilson(5, 10, 1.0), "confidence must be strictly between"),
+    ("confidence 0", lambda: clopper_pearson(5, 10, 0.0), "confidence must be strictly"),
+    ("confidence nan", lambda: wilson(5, 10, NAN), "confidence must be finite"),
+    ("confidence bool", lambda: wilson(5, 10, True), "confidence must be a real number"),
+    ("p nan", lambda: binom_test(3, 10, NAN), "p must be finite"),
+    ("p inf", lambda: binom_test(3, 10, INF), "p must be finite"),
+    ("p above 1", lambda: binom_test(3, 10, 1.5), "p must be between 0 and 1"),
+    ("k > n", lambda: binom_pmf(11, 10, 0.5), "k must be <= n"),
+    ("k bool", lambda: binom_cdf(False, 10, 0.5), "k must be an int"),
+    ("n negative", lambda: binom_sf(0, -3, 0.5), "n must be >= 0"),
+    ("q zero", lambda: normal_ppf(0.0), "q must be strictly between 0 and 1"),
+    ("q one", lambda: student_t_ppf(1.0, 3.0), "q must be strictly between 0 and 1"),
+    ("x nan", lambda: normal_cdf(NAN), "x must be finite"),
+    ("x inf", lambda: student_t_cdf(INF, 3.0), "x must be finite"),
+    ("df zero", lambda: student_t_ppf(0.5, 0.0), "df must be > 0"),
+    ("df inf", lambda: student_t_cdf(1.0, INF), "df must be finite"),
+    ("beta a", lambda: regularized_beta(0.0, 1.0, 0.5), "a must be > 0"),
+    ("beta b nan", lambda: regularized_beta(1.0, NAN, 0.5), "b must be finite"),
+    ("beta x", lambda: regularized_beta(1.0, 1.0, 1.5), "x must be between 0 and 1"),
+    ("zero-failure n", lambda: zero_failure_upper(-1), "n must be >= 0"),
+    ("zero-failure confidence", lambda: zero_failure_upper(10, 1.0), "confidence"),
+    ("newcombe x1 > n1", lambda: newcombe_difference(5, 4, 1, 2), "x1 must be <= n1"),
+    ("newcombe n2", lambda: newcombe_difference(1, 4, 1, -2), "n2 must be >= 0"),
+    ("moments n", lambda: Moments(-1, 0.0, 0.0), "n must be >= 0"),
+    ("moments mean", lambda: Moments(2, NAN, 0.0), "mean must be finite"),
+    ("moments m2", lambda: Moments(2, 0.0, -1.0), "m2 must be >= 0"),
+    ("moments m2 of one", lambda: Moments(1, 0.0, 1.0), "m2 must be 0.0 when n <= 1"),
+    ("moments of nan", lambda: Moments.of([1.0, NAN]), "value must be finite"),
+    ("moments add inf", lambda: Moments.of([1.0]).add(INF), "value must be finite"),
+    (
+        "inconsistent sums",
+        lambda: Moments.from_sums(2, 10.0, 1.0),
+        "total_of_squares .* must be >= total",
+    ),
+    ("sums of nothing", lambda: Moments.from_sums(0, 1.0, 1.0), "must be 0.0 when n == 0"),
+    ("welch n", lambda: welch_difference(Moments.of([1.0]), Moments.of([1.0, 2.0])), "a.n"),
+    ("runs threshold", lambda: runs_needed(5, 10, threshold=1.5), "threshold must be between"),
+    ("runs threshold nan", lambda: runs_needed(5, 10, threshold=NAN), "threshold must be"),
+    ("runs bound", lambda: runs_needed(5, 10, threshold=0.5, bound="mid"), "bound must be"),  # type: ignore[arg-type]
+    ("runs max_rate", lambda: runs_needed_zero_failures(10, max_rate=0.0), "max_rate must be"),
+    ("runs max_rate < 0", lambda: runs_needed_zero_failures(10, max_rate=-0.1), "max_rate"),
+    ("srm expected", lambda: srm_check(10, 10, 1.0), "expected_treatment must be strictly"),
+    ("srm alpha", lambda: srm_check(10, 10, 0.5, alpha=0.0), "alpha must be strictly"),
+    ("srm control", lambda: srm_check(-1, 10, 0.5), "control must be >= 0"),
+    ("interval order", lambda: Interval(0.5, 0.6, 0.4, 0.95), "low must be <= high"),
+    ("interval nan", lambda: Interval(NAN, 0.0, 1.0, 0.95), "estimate must be finite"),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"), [(c, m) for _, c, m in BAD_CALLS], ids=[name for name, _, _ in BAD_CALLS]
+)
+def test_bad_input_is_refused_with_a_reason(call: Callable[[], object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 def test_relative_lift_covers_the_true_lift_about_as_often_as_it_says() -> None:
     rng = random.Random(5)
     covered, trials = 0, 400
     for _ in range(trials):
-        control = G.Moments.of([rng.expovariate(1 / 10.0) for _ in range(400)])
-        treatment = G.Moments.of([rng.expovariate(1 / 11.0) for _ in range(400)])
-        ci = G.relative_lift(treatment, control, 0.95)
+        control = gs.Moments.of([rng.expovariate(1 / 10.0) for _ in range(400)])
+        treatment = gs.Moments.of([rng.expovariate(1 / 11.0) for _ in range(400)])
+        ci = gs.relative_lift(treatment, control, 0.95)
         covered += ci.low <= 0.1 <= ci.high
     assert 0.92 <= covered / trials <= 0.98  # the true lift is +10%
 
 
-def test_the_split_check_flags_only_real_mismatches() -> None:
-    assert not G.srm_check(203, 797, 0.8).mismatch
-    flagged = G.srm_check(500, 500, 0.9)
-    assert flagged.mismatch
-    assert flagged.p_value < 1e-100
-    assert (
-        G.srm_check(0, 0, 0.5) == G.SrmResult(1.0, False, 0.0, 0.5)
-        or not G.srm_check(0, 0, 0.5).mismatch
-    )
-
-
-@pytest.mark.parametrize(
-    ("call", "text"),
-    [
-        (lambda: G.wilson(5, 3), "successes"),
-        (lambda: G.wilson(-1, 3), "successes"),
-        (lambda: G.wilson(True, 3), "successes"),
-        (lambda: G.wilson(1, 3, 1.0), "confidence"),
-        (lambda: G.wilson(1, 3, float("nan")), "confidence"),
-        (lambda: G.binom_test(1, 3, float("inf")), "p"),
-        (lambda: G.runs_needed(1, 3, threshold=1.5), "threshold"),
-        (lambda: G.srm_check(1, 3, 1.0), "expected_treatment"),
-        (lambda: G.welch_difference(G.Moments.of([1.0]), G.Moments.of([1.0, 2.0])), "must be >= 2"),
-        (lambda: G.relative_lift(G.Moments.of([1.0, 2.0]), G.Moments.of([-1.0, -2.0])), "positive"),
-        (lambda: G.Moments.of([1.0, float("nan")]), "finite"),
-    ],
-)
-def test_bad_input_is_refused_with_the_argument_named(call: object, text: str) -> None:
-    with pytest.raises(ValueError, match=text):
-        call()  # type: ignore[operator]
+def test_relative_lift_refuses_what_it_cannot_judge() -> None:
+    two = gs.Moments.of([1.0, 2.0])
+    with pytest.raises(ValueError, match="control mean must be positive"):
+        gs.relative_lift(two, gs.Moments.of([-1.0, -2.0]))
+    with pytest.raises(ValueError, match="n >= 2"):
+        gs.relative_lift(gs.Moments.of([1.0]), two)
+    flat = gs.relative_lift(gs.Moments.of([2.0, 2.0]), gs.Moments.of([1.0, 1.0]))
+    assert (flat.low, flat.estimate, flat.high) == (1.0, 1.0, 1.0)

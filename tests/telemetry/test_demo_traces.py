@@ -43,9 +43,11 @@ def test_the_demo_writes_a_trace_file_jaegers_ui_opens(demo_run: tuple[Path, str
     validate_jaeger_trace_file(document)
     traces = document["data"]
     assert len(traces) == 5  # one per phase
+    names = set()
     for trace in traces:
         (root,) = [s for s in trace["spans"] if not s["references"]]
-        assert root["operationName"] == "invoke_agent campaign-bot"
+        assert root["operationName"].startswith("invoke_agent campaign-bot · ")
+        names.add(root["operationName"])
         assert trace["processes"][root["processID"]]["serviceName"] == "agent-guardrails-demo"
         for span in trace["spans"]:
             if span is not root:
@@ -54,6 +56,7 @@ def test_the_demo_writes_a_trace_file_jaegers_ui_opens(demo_run: tuple[Path, str
                     "traceID": trace["traceID"],
                     "spanID": root["spanID"],
                 }
+    assert len(names) == 5  # each trace's title says which phase it is
 
 
 def test_every_decision_kind_and_each_approval_link_is_in_the_file(
@@ -86,7 +89,7 @@ def test_traces_command_prints_the_run_as_a_tree(demo_run: tuple[Path, str]) -> 
     assert main(["traces", str(path)], out) == 0
     text = out.getvalue()
     assert text.count("trace ") >= 5
-    assert "  invoke_agent campaign-bot" in text
+    assert "  invoke_agent campaign-bot · L1 Execute (newsletter)" in text
     assert "    execute_tool send_email" in text
     assert "approve by ana" in text
     assert "* approval.requested" in text

@@ -34,6 +34,7 @@ from agent_guardrails import (
 from agent_guardrails.adapters.middleware import GuardrailsMiddleware
 from agent_guardrails.store import MemoryStore
 from agent_guardrails.telemetry import attributes as A
+from agent_guardrails.telemetry.spans import iso
 from tests.conftest import Clock
 from tests.telemetry.conftest import Otel
 
@@ -134,8 +135,11 @@ def test_allowed_call_is_an_execute_tool_span_with_genai_and_guardrail_attribute
     assert a[A.LEVEL] == 1
     assert (a[A.ACTION], a[A.RISK]) == ("crm.tag", "low")
     assert a[A.SCOPE] == "agent=campaign-bot"
+    assert a[A.SCOPE + ".agent"] == "campaign-bot"  # one attribute per dimension too
+    assert (a[A.CALL_OUTCOME], a[A.LEVEL_NAME]) == ("ran", "execute")
+    assert a[A.EXPLANATION] == "Allowed: crm.tag at L1 Execute (2.00 USD left in budget)."
     assert (a[A.PACK_NAME], a[A.PACK_VERSION]) == ("traced", "7")
-    assert (a[A.COST_AMOUNT], a[A.COST_CURRENCY]) == (1.0, "USD")
+    assert (a[A.COST_ESTIMATED], a[A.COST_CHARGED], a[A.COST_CURRENCY]) == (1.0, 1.0, "USD")
     assert a[A.BUDGET_LEFT] == 2.0
     assert a[A.DECISION_LATENCY] >= 0
     assert A.ERROR_TYPE not in a
@@ -150,7 +154,8 @@ def test_actual_cost_reported_by_the_body_replaces_the_estimate(otel: Otel, cloc
         return "ok"
 
     guard.run(req("tag_contact", "crm.tag", {}), body)
-    assert attrs(only(otel, "execute_tool tag_contact"))[A.COST_AMOUNT] == 0.25
+    a = attrs(only(otel, "execute_tool tag_contact"))
+    assert (a[A.COST_ESTIMATED], a[A.COST_CHARGED]) == (1.0, 0.25)
 
 
 def test_simulated_call_at_assist_is_recorded_without_error(otel: Otel, clock: Clock) -> None:
@@ -243,8 +248,10 @@ def test_synchronous_approval_records_request_and_answer_in_one_span(
     span = only(otel, "execute_tool send_email")
     a = attrs(span)
     (asked,) = events(span, A.EVENT_APPROVAL_REQUESTED)
-    assert asked[A.APPROVER_ROLES] == ("ops",)
-    assert asked[A.APPROVAL_EXPIRES_AT] == clock.now + 3600
+    assert asked[A.REQUIRED_ROLES] == ("ops",)
+    assert asked[A.REASONS] == "approval_required:sensitive"  # one format, as on the span
+    assert asked[A.APPROVAL_EXPIRES_AT] == iso(clock.now + 3600)
+    assert asked[A.APPROVAL_EXPIRES_AT].endswith("Z")
     (answered,) = events(span, A.EVENT_APPROVAL_RESOLVED)
     assert answered == {
         A.APPROVAL_DECISION: "approve",
@@ -252,6 +259,8 @@ def test_synchronous_approval_records_request_and_answer_in_one_span(
         A.APPROVER_ROLES: ("ops",),
     }
     assert (a[A.DECISION], a[A.APPROVER], a[A.APPROVAL_DECISION]) == ("allow", "ana", "approve")
+    assert (a[A.CALL_OUTCOME], a[A.EXPLANATION]) == ("approved", "Approved by ana, then ran.")
+    assert (a[A.REQUIRED_ROLES], a[A.APPROVER_ROLES]) == (("ops",), ("ops",))
     assert a[A.REASONS].split(",") == ["approval_required:sensitive", "approved"]
     assert span.status.status_code is StatusCode.UNSET
     (wait,) = otel.metric_points(A.METRIC_APPROVAL_WAIT)

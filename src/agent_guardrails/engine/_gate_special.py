@@ -1,14 +1,21 @@
-"""Special functions behind :mod:`agent_guardrails.gates.stats`, in pure Python (``math`` only).
+"""Special functions behind :mod:`agent_guardrails.engine.gate_stats`, pure Python (math only).
 
 The normal quantile is Wichura's AS241 (1988) polished by one Halley step on ``math.erfc``.
-The regularized incomplete beta is the continued fraction of Numerical Recipes, evaluated by
-the modified Lentz method on the side of the mode where it converges fast (the other side
-by the symmetry ``I_x(a, b) = 1 - I_{1-x}(b, a)``); its prefactor ``x^a (1-x)^b / B(a, b)``
-is computed as Loader (2000) computes binomial probabilities: Stirling-series corrections
-and a deviance term, so that it keeps full relative precision for counts in the millions.
-Arguments are carried as the pair ``(x, 1 - x)`` so that a tail near 0 or 1 is never
-rounded away. The binomial CDF and survival function are incomplete betas; quantiles are
-found by Newton steps kept inside a shrinking bracket (bisection when a step would leave it).
+
+The regularized incomplete beta ``I_x(a, b)`` is the continued fraction of DiDonato and
+Morris (1992; the form Boost.Math uses), evaluated by the modified Lentz method on the near
+side of the mean, the far side following from ``I_x(a, b) = 1 - I_{1-x}(b, a)``. It takes
+a few hundred terms at ten million trials. Its prefactor ``x^a (1-x)^b / B(a, b)`` is
+computed the way Loader (2000) computes binomial probabilities, from Stirling-series
+corrections and a deviance term, so that it keeps full relative precision for counts in the
+millions where ``lgamma`` differences would lose eight digits. Arguments travel as the pair
+``(x, 1 - x)`` so that a tail near 0 or 1 is never rounded away.
+
+The binomial CDF and survival function are incomplete betas, and so is Student's t (past
+``t**2 > 1e290 df``, where ``df / (df + t**2)`` underflows, its tail is the power law
+``K t**-df / df``). Quantiles (of the beta, hence Clopper-Pearson; of Student's t) are
+Newton steps on the log of the tail, kept inside a shrinking bracket and solved in
+whichever of ``x`` and ``1 - x`` is below 1/2.
 
 The underscored functions take validated arguments; the public ones validate first.
 """
@@ -30,6 +37,7 @@ __all__ = [
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_LOG_SQRT_PI = 0.5 * math.log(math.pi)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 _TINY = 1e-300
 
@@ -180,39 +188,42 @@ def _scaled_power(a: float, b: float, x: float, y: float) -> float:
     return math.exp(log_value) * math.sqrt(n / (2.0 * math.pi * a * b))
 
 
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of ``I_x(a, b)`` (modified Lentz), fast for x below the mode."""
+def _beta_fraction(a: float, b: float, x: float, y: float, lam: float) -> float:
+    """The continued fraction ``F`` with ``I_x(a, b) = x^a y^b / (B(a, b) F)`` (DiDonato and
+    Morris 1992), for ``lam = a - (a + b) x >= 0``; modified Lentz evaluation. ``lam`` is
+    computed by the caller from the exact one of x and y, so x near 1 costs no precision."""
 
     def guard(value: float) -> float:
         return value if abs(value) > _TINY else _TINY
 
-    c, d = 1.0, 1.0 / guard(1.0 - (a + b) * x / (a + 1.0))
-    h = d
+    f = guard(a * (lam + 1.0) / (a + 1.0))
+    c, d = f, 0.0
     for m in range(1, 1000 + 2 * math.isqrt(int(a + b) + 1)):
-        even = m * (b - m) * x / ((a - 1.0 + 2 * m) * (a + 2 * m))
-        d = 1.0 / guard(1.0 + even * d)
-        c = guard(1.0 + even / c)
-        h *= d * c
-        odd = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1.0 + 2 * m))
-        d = 1.0 / guard(1.0 + odd * d)
-        c = guard(1.0 + odd / c)
-        h *= d * c
-        if abs(d * c - 1.0) <= 1e-15:
-            return h
+        odd = a + 2 * m - 1.0
+        alpha = (a + m - 1.0) * (a + b + m - 1.0) * m * (b - m) * x * x / (odd * odd)
+        beta = m + m * (b - m) * x / odd + (a + m) * (lam + 1.0 + m * (1.0 + y)) / (odd + 2.0)
+        d = 1.0 / guard(beta + alpha * d)
+        c = guard(beta + alpha / c)
+        f *= c * d
+        if abs(c * d - 1.0) <= 1e-15:
+            return f
     raise ArithmeticError(f"incomplete beta did not converge for a={a}, b={b}, x={x}")
 
 
 def _ibeta(a: float, b: float, x: float, y: float) -> tuple[float, float]:
-    """``(I_x(a, b), 1 - I_x(a, b))`` for ``a, b > 0`` and ``y = 1 - x``; the smaller
-    of the two is computed directly, so it keeps its relative precision."""
+    """``(I_x(a, b), 1 - I_x(a, b))`` for ``a, b > 0`` and ``y = 1 - x``. The tail on the
+    near side of the mean ``a / (a + b)`` is computed directly (the other as ``1 -`` it), so
+    a small tail keeps its relative precision."""
     if x <= 0.0:
         return 0.0, 1.0
     if y <= 0.0:
         return 1.0, 0.0
-    if x < (a + 1.0) / (a + b + 2.0):
-        lower = min(1.0, _scaled_power(a, b, x, y) * b / (a + b) * _beta_fraction(a, b, x))
+    lam = a - (a + b) * x if x <= y else (a + b) * y - b
+    scale = a * b / (a + b)
+    if lam >= 0.0:
+        lower = min(1.0, _scaled_power(a, b, x, y) * scale / _beta_fraction(a, b, x, y, lam))
         return lower, 1.0 - lower
-    upper = min(1.0, _scaled_power(b, a, y, x) * a / (a + b) * _beta_fraction(b, a, y))
+    upper = min(1.0, _scaled_power(b, a, y, x) * scale / _beta_fraction(b, a, y, x, -lam))
     return 1.0 - upper, upper
 
 
@@ -220,29 +231,58 @@ def _beta_density(a: float, b: float, x: float, y: float) -> float:
     return _scaled_power(a, b, x, y) * (a * b / (a + b)) / (x * y)
 
 
-def _beta_ppf(a: float, b: float, target: float, *, upper: bool, guess: float) -> float:
-    """The ``x`` in (0, 1) whose lower tail ``I_x(a, b)`` (or upper tail, if ``upper``)
-    equals ``target``: Newton steps from ``guess``, bisection when a step leaves the bracket."""
-    low, high = 0.0, 1.0
-    x = min(max(guess, 1e-300), 1.0 - 1e-16)
-    for _ in range(400):
+def _beta_root(a: float, b: float, target: float, upper: bool, guess: float) -> float:
+    """The x in (0, 1/2] whose lower tail ``I_x(a, b)`` (upper tail, if ``upper``) is
+    ``target``. Newton steps on the log of the tail: against log x for a lower tail (a power
+    of x near 0), against x for an upper tail (near an exponential decay). A step that would
+    leave the bracket bisects it instead, geometrically while it spans orders of magnitude."""
+    if upper and target >= 0.5:
+        upper, target = False, 1.0 - target  # exact for target in [1/2, 1]
+    low, high = 0.0, 0.5
+    x = min(max(guess, 1e-300), 0.5)
+    for _ in range(200):
         lower_tail, upper_tail = _ibeta(a, b, x, 1.0 - x)
-        excess = target - upper_tail if upper else lower_tail - target  # increasing in x
-        if excess == 0.0:
+        tail = upper_tail if upper else lower_tail
+        if tail == target:
             return x
-        if excess < 0.0:
+        if (tail < target) != upper:
             low = x
         else:
             high = x
+        if high - low <= 1e-15 * high:  # as close as the tail's own rounding lets it get
+            return x
         density = _beta_density(a, b, x, 1.0 - x)
-        step = excess / density if density > 0.0 else math.inf
-        proposal = x - step
-        if not low < proposal < high:
-            proposal = 0.5 * (low + high)
-        if abs(proposal - x) <= 1e-15 * x or proposal in (low, high):
-            return proposal
-        x = proposal
+        proposal = -1.0
+        if tail > 0.0 and density > 0.0:
+            excess = math.log(tail / target)
+            if upper:
+                proposal = x + excess * tail / density
+            else:
+                proposal = x * math.exp(max(-700.0, min(700.0, -excess * tail / (x * density))))
+            if abs(proposal - x) <= 1e-15 * x:
+                return proposal
+        if low < proposal < high:
+            x = proposal
+        elif low == 0.0 or high > 16.0 * low:
+            x = math.sqrt(low * high) if low > 0.0 else high / 16.0
+        else:
+            x = 0.5 * (low + high)
     return x
+
+
+def _beta_ppf(
+    a: float, b: float, target: float, *, upper: bool, guess: float
+) -> tuple[float, float]:
+    """``(x, 1 - x)`` where the lower tail ``I_x(a, b)`` (upper tail, if ``upper``) is
+    ``target``, for ``0 < target < 1``. The root is found in whichever of x and 1 - x is
+    below 1/2, so a quantile near 1 keeps the precision of its distance to 1."""
+    lower_half, upper_half = _ibeta(a, b, 0.5, 0.5)
+    if (target >= upper_half) if upper else (target <= lower_half):
+        x = _beta_root(a, b, target, upper, guess)
+        return x, 1.0 - x
+    # mirror: the lower tail of I_x(a, b) is the upper tail of I_{1-x}(b, a)
+    y = _beta_root(b, a, target, not upper, 1.0 - guess)
+    return 1.0 - y, y
 
 
 # --- the public functions ---------------------------------------------------------------
@@ -258,11 +298,17 @@ def normal_ppf(q: float) -> float:
     return _normal_ppf(check_unit("q", q, open_=True))
 
 
+def _t_log_k(df: float) -> float:
+    """log K, where the tail of Student's t is ``K t**-df / df`` once ``t**2 >> df``."""
+    half = 0.5 * df
+    return math.lgamma(half + 0.5) - math.lgamma(half) + half * math.log(df) - _LOG_SQRT_PI
+
+
 def _t_upper(t: float, df: float) -> float:
     """P[T > t] for t >= 0: half the incomplete beta at df / (df + t^2)."""
-    ratio = t * t / df
-    if math.isinf(ratio):
-        return 0.0
+    ratio = (t / df) * t
+    if ratio > 1e290:  # df / (df + t^2) would underflow; the power law is exact to doubles
+        return math.exp(_t_log_k(df) - math.log(df) - df * math.log(t))
     return 0.5 * _ibeta(0.5 * df, 0.5, 1.0 / (1.0 + ratio), ratio / (1.0 + ratio))[0]
 
 
@@ -277,14 +323,13 @@ def _t_ppf(q: float, df: float) -> float:
         return -_t_ppf(1.0 - q, df)
     if q == 0.5:
         return 0.0
-    # Solve P[T > t] = q for t = -x > 0 through the beta variable that is small at the root:
-    # y = t^2 / (df + t^2) when t^2 < df, else z = df / (df + t^2) (heavy tails, tiny q).
+    if 2.0 * q < _ibeta(0.5 * df, 0.5, 1e-290, 1.0)[0]:  # as far out as _t_upper's power law
+        log_t = (_t_log_k(df) - math.log(df * q)) / df
+        return -math.exp(log_t) if log_t < 709.0 else -math.inf
+    # P[T > t] = q for t > 0 is the upper tail of I_y(1/2, df/2) = 2q at y = t^2 / (df + t^2)
     guess = _normal_ppf(q) ** 2
-    if 2.0 * q >= _ibeta(0.5 * df, 0.5, 0.5, 0.5)[0]:
-        y = _beta_ppf(0.5, 0.5 * df, 2.0 * q, upper=True, guess=guess / (df + guess))
-        return -math.sqrt(df * y / (1.0 - y))
-    z = _beta_ppf(0.5 * df, 0.5, 2.0 * q, upper=False, guess=min(0.5, df / (df + guess)))
-    return -math.sqrt(df * (1.0 - z) / z)
+    y, z = _beta_ppf(0.5, 0.5 * df, 2.0 * q, upper=True, guess=guess / (df + guess))
+    return -math.sqrt(df * y / z)
 
 
 def student_t_ppf(q: float, df: float) -> float:

@@ -10,9 +10,9 @@ An excerpt of the demo's trace::
 
     trace 24b7b9a3... (agent-guardrails-demo, 7 spans)
       invoke_agent campaign-bot  53.6 ms
-        execute_tool send_email  7.9 ms  require_approval L1 cost 0.006 USD [approval_...]
-            * approval.requested approval.roles=["marketing_ops"] ...
-        execute_tool send_email  7.1 ms  allow L1 cost 0.006 USD approve by ana [...]
+        execute_tool send_email  7.9 ms  pending require_approval L1 [approval_...]
+            * approval.requested approval.required_roles=["marketing_ops"] ...
+        execute_tool send_email  7.1 ms  approved allow L1 cost 0.006 USD approve by ana [...]
             follows 206a6a4fea736120 (trace 24b7b9a3...)
             * approval.resolved approval.decision=approve approval.approver=ana ...
 """
@@ -41,10 +41,10 @@ def _summary(tags: Mapping[str, Any]) -> str:
     decision = tags.get(A.DECISION)
     if decision is None:
         return ""
-    parts = [str(decision)]
+    parts = [str(tags.get(A.CALL_OUTCOME, decision)), str(decision)]
     if A.LEVEL in tags:
         parts.append(f"L{tags[A.LEVEL]}")
-    cost = tags.get(A.COST_AMOUNT)
+    cost = tags.get(A.COST_CHARGED, tags.get(A.COST_AMOUNT))
     if isinstance(cost, int | float) and cost:
         parts.append(f"cost {cost:g} {tags.get(A.COST_CURRENCY, '')}".rstrip())
     left = tags.get(A.BUDGET_LEFT)

@@ -3,7 +3,9 @@
 Standard names follow the OpenTelemetry GenAI semantic conventions for tool execution
 (``execute_tool {tool}`` spans of kind INTERNAL). Nothing standard exists yet for guardrail
 decisions, costs or approvals, so those live under the ``agent_guardrails.`` namespace.
-Search Jaeger by these tags, e.g. ``agent_guardrails.decision=deny``.
+Search Jaeger by these tags, e.g. ``agent_guardrails.outcome=rejected`` or
+``agent_guardrails.scope.region=eu`` (tag search needs a Jaeger backend with storage; a trace
+file opened in the UI can be read but not searched by tag).
 """
 
 from __future__ import annotations
@@ -36,28 +38,46 @@ TOOL_TYPE_FUNCTION: Final = "function"
 _NS: Final = "agent_guardrails."
 LEVEL: Final = _NS + "level"
 """The autonomy level the call was decided at (0-3)."""
+LEVEL_NAME: Final = _NS + "level.name"
+"""The level's name: ``assist`` | ``execute`` | ``optimize`` | ``orchestrate``."""
+CALL_OUTCOME: Final = _NS + "outcome"
+"""What happened to the call, in one word: ``ran`` | ``approved`` | ``edited`` |
+``simulated`` | ``denied`` | ``halted`` | ``rejected`` | ``responded`` | ``in_doubt`` |
+``pending`` (waiting for a human) | ``replayed`` (a finished call's result handed back)."""
+EXPLANATION: Final = _NS + "explanation"
+"""One sentence saying what happened and why."""
 DECISION: Final = _NS + "decision"
 """``allow`` | ``simulate`` | ``require_approval`` | ``deny`` | ``halt``: the final verdict."""
 REASONS: Final = _NS + "reasons"
 """Machine-readable reason codes, comma-separated, e.g. ``budget_exceeded`` (a string, not
-an array, so that Jaeger's tag search matches it as written). In approval events: an array."""
+an array, so that Jaeger's tag search matches it as written); the same in events."""
 ACTION: Final = _NS + "action"
 RISK: Final = _NS + "risk"
 SCOPE: Final = _NS + "scope"
-"""The call's scope as ``agent=...,workflow=...`` (only the dimensions that are set)."""
+"""The call's scope as ``agent=...,workflow=...`` (only the dimensions that are set); each
+set dimension is also its own attribute, ``agent_guardrails.scope.<dimension>``."""
 PACK_NAME: Final = _NS + "pack.name"
 PACK_VERSION: Final = _NS + "pack.version"
 COST_AMOUNT: Final = _NS + "cost.amount"
+"""A model call's cost (``chat {model}`` spans)."""
+COST_ESTIMATED: Final = _NS + "cost.estimated"
+"""What the pack prices the tool call at (what a reservation holds)."""
+COST_CHARGED: Final = _NS + "cost.charged"
+"""What was charged: only on calls whose body ran (the reported cost, else the estimate)."""
 COST_CURRENCY: Final = _NS + "cost.currency"
 COST_TOKENS: Final = _NS + "cost.tokens"
 BUDGET_LEFT: Final = _NS + "budget.left"
+"""The smallest budget headroom after the call: only on calls that ran."""
 EXPOSURE_LEFT: Final = _NS + "exposure.left"
 CALL_KEY: Final = _NS + "call.key"
 """On a link from a resumed call: the call's idempotency key (thread | namespace | id)."""
 REPLAY: Final = _NS + "replay"
 """True when a finished call's stored result was handed back instead of running again."""
 APPROVER: Final = _NS + "approval.approver"
-APPROVER_ROLES: Final = _NS + "approval.roles"
+APPROVER_ROLES: Final = _NS + "approval.approver_roles"
+"""The roles of the human who answered."""
+REQUIRED_ROLES: Final = _NS + "approval.required_roles"
+"""The roles one of which the pack requires of an approver."""
 APPROVAL_DECISION: Final = _NS + "approval.decision"
 APPROVAL_WAIT: Final = _NS + "approval.wait_s"
 DECISION_LATENCY: Final = _NS + "decision.latency_ms"
@@ -77,6 +97,7 @@ VALIDATOR_NAME: Final = _NS + "validator.name"
 VALIDATOR_PASSED: Final = _NS + "validator.passed"
 KILL_SWITCH_SCOPE: Final = _NS + "kill_switch.scope"
 APPROVAL_EXPIRES_AT: Final = _NS + "approval.expires_at"
+"""When the question expires, ISO 8601 UTC (``2026-12-06T10:00:00Z``)."""
 APPROVAL_REFUSED: Final = _NS + "approval.refused"
 
 # ---------------------------------------------------------------- metrics
@@ -88,7 +109,7 @@ METRIC_TOOL_DURATION: Final = _NS + "tool.duration"
 """Histogram of tool body run time in seconds, by action and outcome."""
 METRIC_APPROVAL_WAIT: Final = _NS + "approval.wait"
 """Histogram of the time from asking a human to their answer, in seconds."""
-OUTCOME: Final = _NS + "outcome"
+OUTCOME: Final = _NS + "tool.outcome"
 """``ok`` | ``error`` on the tool duration histogram."""
 
 INSTRUMENTATION_NAME: Final = "agent_guardrails"

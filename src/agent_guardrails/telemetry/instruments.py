@@ -105,7 +105,7 @@ class Telemetry:
         self.pack = pack
         self.content = content
         self._static: dict[tuple[str, str], dict[str, Any]] = {}
-        self._scope_keys: dict[Scope, str] = {}
+        self._scope_keys: dict[Scope, dict[str, str]] = {}
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._static_tracing = _real(tracer_provider) if tracer_provider is not None else None
@@ -212,12 +212,18 @@ class Telemetry:
 
     def scope_key(self, scope: Scope) -> str:
         """``scope.key``, cached per scope (it sorts and joins on every call otherwise)."""
-        key = self._scope_keys.get(scope)
-        if key is None:
-            key = scope.key
+        return str(self.scope_attributes(scope)[A.SCOPE])
+
+    def scope_attributes(self, scope: Scope) -> dict[str, str]:
+        """The scope as span attributes: ``agent_guardrails.scope`` (``agent=...,region=...``)
+        and one ``agent_guardrails.scope.<dimension>`` per set dimension (cached)."""
+        attrs = self._scope_keys.get(scope)
+        if attrs is None:
+            attrs = {A.SCOPE: scope.key}
+            attrs.update({f"{A.SCOPE}.{dim}": value for dim, value in scope.items()})
             if len(self._scope_keys) < _CACHE_LIMIT:
-                self._scope_keys[scope] = key
-        return key
+                self._scope_keys[scope] = attrs
+        return attrs
 
     def personal_fields(self, action: str) -> tuple[str, ...]:
         policy = self.pack.action(action)

@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -228,12 +229,13 @@ class CallSpan:
         self._asked = True
         if self.span is None:
             return
+        self.attrs[A.REQUIRED_ROLES] = list(request.roles)
         self.span.add_event(
             A.EVENT_APPROVAL_REQUESTED,
             {
-                A.APPROVER_ROLES: list(request.roles),
-                A.REASONS: list(request.reasons),
-                A.APPROVAL_EXPIRES_AT: request.expires_at,
+                A.REQUIRED_ROLES: list(request.roles),
+                A.REASONS: ",".join(request.reasons),
+                A.APPROVAL_EXPIRES_AT: iso(request.expires_at),
             },
         )
 
@@ -371,18 +373,24 @@ class CallSpan:
         if self.replay:
             attrs[A.REPLAY] = True
         if decision is not None:
+            outcome = self._outcome(decision)
+            attrs[A.CALL_OUTCOME] = outcome
+            attrs[A.EXPLANATION] = self._explanation(decision, outcome)
             attrs[A.DECISION] = decision.kind.value
             attrs[A.REASONS] = ",".join(decision.reasons)
             attrs[A.LEVEL] = int(decision.level)
-            attrs[A.SCOPE] = tel.scope_key(decision.scope)
+            attrs[A.LEVEL_NAME] = decision.level.name.lower()
+            attrs.update(tel.scope_attributes(decision.scope))
             attrs[A.PACK_NAME] = decision.pack
             attrs[A.PACK_VERSION] = decision.pack_version
-            attrs[A.COST_AMOUNT] = decision.cost if self._cost is None else self._cost
+            attrs[A.COST_ESTIMATED] = decision.cost
             attrs[A.COST_CURRENCY] = decision.currency
-            if decision.budget_left is not None:
-                attrs[A.BUDGET_LEFT] = decision.budget_left
-            if decision.exposure_left is not None:
-                attrs[A.EXPOSURE_LEFT] = decision.exposure_left
+            if self._ran is not None and self._ran[1]:  # only a call that ran well is charged
+                attrs[A.COST_CHARGED] = decision.cost if self._cost is None else self._cost
+                if decision.budget_left is not None:
+                    attrs[A.BUDGET_LEFT] = decision.budget_left
+                if decision.exposure_left is not None:
+                    attrs[A.EXPOSURE_LEFT] = decision.exposure_left
             if decision.scope.agent:
                 attrs[A.GEN_AI_AGENT_NAME] = decision.scope.agent
         if self.decided_after is not None:
@@ -400,6 +408,45 @@ class CallSpan:
                     span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, failure[1]))
         span.set_attributes(attrs)
+
+
+    def _outcome(self, decision: Decision) -> str:
+        """What happened to the call, in one word (see ``attributes.CALL_OUTCOME``)."""
+        if self.replay:
+            return "replayed"
+        answer = self.attrs.get(A.APPROVAL_DECISION)
+        kind = decision.kind
+        if kind is DecisionKind.ALLOW:
+            return {"approve": "approved", "edit": "edited"}.get(str(answer), "ran")
+        if kind is DecisionKind.SIMULATE:
+            return "simulated"
+        if kind is DecisionKind.HALT:
+            return "halted"
+        if "in_doubt" in decision.reasons:
+            return "in_doubt"
+        if kind is DecisionKind.REQUIRE_APPROVAL:
+            return "pending"
+        return {"reject": "rejected", "respond": "responded"}.get(str(answer), "denied")
+
+    def _explanation(self, decision: Decision, outcome: str) -> str:
+        """One sentence: what happened and why."""
+        by = self.attrs.get(A.APPROVER) or "a reviewer"
+        text = {
+            "approved": f"Approved by {by}, then ran.",
+            "edited": f"Edited by {by}, decided again and ran.",
+            "rejected": f"Rejected by {by}; the tool did not run.",
+            "responded": f"{by} answered the agent instead; the tool did not run.",
+            "pending": "Waiting for a human: " + decision.message,
+            "replayed": "Already ran under this key: its stored result was handed back.",
+        }.get(outcome)
+        if text is None:
+            text = decision.message[:1].upper() + decision.message[1:]
+        return text if text.endswith(".") else text + "."
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as ISO 8601 UTC, e.g. ``2026-12-06T10:00:00Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _Off(CallSpan):

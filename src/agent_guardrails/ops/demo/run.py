@@ -14,7 +14,8 @@ written to ``agent-guardrails-scorecard.html`` (:mod:`.week`). ``--model provide
 plays the agent with a real chat model (``langchain.chat_models.init_chat_model``) where
 one is configured.
 
-Traces: each phase is one trace (an ``invoke_agent campaign-bot`` span with a guarded
+Traces: each phase is one trace, named for what it shows (an ``invoke_agent campaign-bot ·
+L1 Execute (newsletter)`` span, say, with a guarded
 ``execute_tool`` span per tool call). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set they go to
 that collector (Jaeger, see ``integrations/jaeger/``); without it they are written to
 ``agent-guardrails-trace.json`` (``--trace-file``), which Jaeger's UI opens directly and
@@ -249,7 +250,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             )
             thread = f"demo-{n}"
             with tracer.start_as_current_span(
-                "invoke_agent campaign-bot",
+                f"invoke_agent campaign-bot · {phase.title.split(':')[0]}",
                 attributes={
                     A.GEN_AI_OPERATION_NAME: "invoke_agent",
                     A.GEN_AI_AGENT_NAME: "campaign-bot",
