@@ -409,7 +409,6 @@ class CallSpan:
                 span.set_status(Status(StatusCode.ERROR, failure[1]))
         span.set_attributes(attrs)
 
-
     def _outcome(self, decision: Decision) -> str:
         """What happened to the call, in one word (see ``attributes.CALL_OUTCOME``)."""
         if self.replay:
