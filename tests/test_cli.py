@@ -233,3 +233,24 @@ def test_bad_store_url_is_a_clear_usage_error(capsys: pytest.CaptureFixture[str]
     code, _ = run("status", "--store", "mysql://nope")
     assert code == 2
     assert "unknown store scheme 'mysql'" in capsys.readouterr().err
+
+
+def test_validate_checks_every_file_and_reports_every_problem(tmp_path: Path) -> None:
+    undecodable = tmp_path / "a.yaml"
+    undecodable.write_bytes(b"name: x\nversion: '1'\ndescription: \xff\n")
+    bad = tmp_path / "b.yaml"
+    bad.write_text(
+        "name: x\nversion: '1'\nactions: {a.b: {risk: extreme}}\nbudgets: [{limit: -1}]\n"
+    )
+    missing = tmp_path / "missing.yaml"
+    code, text = run(
+        "policy", "validate", str(undecodable), str(bad), str(missing), str(pack_path())
+    )
+    assert code == 1
+    lines = text.splitlines()
+    assert lines[0].startswith(f"{undecodable}:3: not valid UTF-8")
+    assert lines[1].startswith(f"{bad}:3: actions.a.b.risk:")
+    assert lines[2].startswith(f"{bad}:4: budgets[0].limit:")
+    assert lines[3].startswith(f"{missing}: cannot read the file")
+    assert lines[4].startswith(f"{pack_path()}: ok")
+    assert len(lines) == 5

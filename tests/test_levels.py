@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from agent_guardrails import AutonomyLevel, recommend_level
@@ -150,4 +152,39 @@ def test_recommend_level_rejects_an_unknown_data_quality_naming_the_choices() ->
     with pytest.raises(
         ValueError, match=r"unknown data quality 'excellent'.*weak, varies, good, strong"
     ):
+        recommend_level("low", "excellent")
+
+
+RISKS = ("low", "medium", "high")
+
+
+@pytest.mark.parametrize("quality", QUALITIES)
+def test_higher_risk_never_gets_a_higher_level_with_the_same_evidence(quality: str) -> None:
+    recs = [recommend_level(risk, quality) for risk in RISKS]
+    for lower, higher in itertools.pairwise(recs):
+        assert higher.level <= lower.level, quality
+        assert higher.ceiling <= lower.ceiling, quality
+
+
+@pytest.mark.parametrize(
+    ("risk", "quality", "argument"),
+    [
+        (None, "good", "risk"),
+        (3, "good", "risk"),
+        ("low", None, "data_quality"),
+        ("low", ["good"], "data_quality"),
+    ],
+)
+def test_recommend_level_rejects_non_strings_with_a_value_error(
+    risk: object, quality: object, argument: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"^{argument} must be a string, one of") as info:
+        recommend_level(risk, quality)  # type: ignore[arg-type]
+    assert not isinstance(info.value, AttributeError)
+
+
+def test_recommend_level_errors_name_the_argument() -> None:
+    with pytest.raises(ValueError, match=r"for risk: use one of low, medium, high"):
+        recommend_level("extreme", "good")
+    with pytest.raises(ValueError, match=r"for data_quality: use one of weak, varies"):
         recommend_level("low", "excellent")

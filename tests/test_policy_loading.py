@@ -731,3 +731,103 @@ model_prices:
     assert costs == {"a.fixed": "EUR", "a.arg": "EUR", "a.usd": "USD"}
     assert pack.budgets[0].currency == "EUR"
     assert pack.model_prices["m"].currency == "EUR"
+
+
+# ----------------------------------------------------------------------------- hostile YAML
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "field", "message"),
+    [
+        ("x: &a [1, *a]\n", 3, "x[1]", "self-referential alias"),
+        ("x: &a\n  y: {z: *a}\n", 4, "x.y.z", "self-referential alias"),
+        ("x: " + "[" * 70 + "]" * 70 + "\n", 3, "x" + "[0]" * 63, "nested more than 64"),
+        ("x: !!python/object:os.system {}\n", 3, "x", "tag !!python/object:os.system"),
+        ("x:\n  - !!python/object/apply:os.system ['true']\n", 4, "x[0]", "!!python/object/apply"),
+        ("x: !custom 1\n", 3, "x", "tag !custom is not allowed"),
+        ("x: !!int abc\n", 3, "x", "cannot read 'abc' as !!int"),
+        ("x: [1, 2\ny: 3\n", 4, "", "not valid YAML"),
+    ],
+)
+def test_hostile_yaml_is_one_problem_with_line_and_field(
+    body: str, line: int, field: str, message: str
+) -> None:
+    problem = only_problem(pack_text(body))
+    assert (problem.line, problem.field) == (line, field)
+    assert message in problem.message
+
+
+def test_a_billion_laughs_document_is_refused_at_the_alias_that_overflows() -> None:
+    body = "l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n"
+    for k in range(1, 9):
+        body += f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * 10)}]\n"
+    problem = only_problem(pack_text(body))
+    assert "aliases expand the document beyond" in problem.message
+    assert problem.line is not None
+    assert problem.field.startswith("l")
+
+
+def test_aliases_that_do_not_recurse_still_work() -> None:
+    pack = PolicyPack.from_yaml(
+        pack_text(
+            """
+            actions:
+              a.b: {risk: low, approval: &ap {roles: [ops], timeout: 1h}}
+              c.d: {risk: low, approval: *ap}
+            """
+        )
+    )
+    assert pack.actions["c.d"].approval.roles == ("ops",)
+
+
+def test_a_bad_date_reaches_the_pack_checks_as_text_with_its_field() -> None:
+    problem = only_problem(
+        pack_text("description: 2026-13-45\nactions: {a.b: {risk: 2026-01-01}}\n")
+    )
+    assert (problem.line, problem.field) == (4, "actions.a.b.risk")
+    assert "'2026-01-01'" in problem.message
+    pack = PolicyPack.from_yaml(pack_text("description: 2026-13-45\n"))
+    assert pack.description == "2026-13-45"
+
+
+def test_invalid_utf8_is_located_by_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(pack_text("description: caf\xe9\n").encode("latin-1"))
+    with pytest.raises(PolicyError) as info:
+        PolicyPack.from_yaml(path)
+    (problem,) = info.value.problems
+    assert (problem.file, problem.line) == (str(path), 3)
+    assert "not valid UTF-8: byte(s) e9 at column 17" in problem.message
+
+
+def test_a_nul_character_is_reported_with_its_line() -> None:
+    problem = only_problem(pack_text("description: a\x00b\n"))
+    assert problem.line == 3
+    assert "not allowed in a YAML document" in problem.message
+
+
+def test_a_key_with_a_newline_stays_on_one_line() -> None:
+    problem = only_problem(pack_text('"bad\\nkey": 1\n'))
+    assert problem.field == "'bad\\nkey'"
+    assert "\n" not in str(problem)
+
+
+def test_scope_values_with_control_characters_are_refused_with_the_field() -> None:
+    problem = only_problem(
+        pack_text('levels:\n  - {scope: {workflow: "news\\u200bletter"}, level: assist}\n')
+    )
+    assert (problem.line, problem.field) == (4, "levels[0].scope.workflow")
+    assert "U+200B (ZERO WIDTH SPACE)" in problem.message
+
+
+@pytest.mark.parametrize(("field", "value"), [("timeout", "31d"), ("sla", "5w")])
+def test_approval_timeouts_are_at_most_30_days(field: str, value: str) -> None:
+    problem = only_problem(
+        pack_text(f"actions:\n  a.b:\n    risk: low\n    approval: {{{field}: {value}}}\n")
+    )
+    assert problem.field == f"actions.a.b.approval.{field}"
+    assert "at most 30 days" in problem.message
+    ok = PolicyPack.from_yaml(
+        pack_text("actions:\n  a.b:\n    risk: low\n    approval: {timeout: 30d, sla: 7d}\n")
+    )
+    assert ok.actions["a.b"].approval.timeout == 30 * 86_400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -220,3 +221,19 @@ def test_every_instant_falls_in_exactly_one_bucket(now: float, window: str) -> N
     assert window_bucket(window, start) == (start, end)  # the start belongs to it
     assert window_bucket(window, end)[0] == end  # the end opens the next bucket
     assert end - start <= timedelta(days=31).total_seconds()
+
+
+@pytest.mark.parametrize("bad", ["a\u200bb", "a\x00b", "a\nb", "a\u202eb", "\ufeffa", "a\u2028b"])
+def test_scope_values_with_invisible_or_control_characters_are_refused(bad: str) -> None:
+    code = re.escape(f"U+{ord(next(c for c in bad if c not in 'ab')):04X}")
+    with pytest.raises(ValueError, match=rf"scope workflow .* contains {code}"):
+        Scope.from_mapping({"workflow": bad})
+    with pytest.raises(ValueError, match=rf"contains {code}"):
+        Scope.parse(f"region=eu,workflow={bad}")
+
+
+def test_scope_values_may_be_any_visible_text() -> None:
+    assert Scope.parse("workflow=café-ñ,region=東京").as_dict() == {
+        "workflow": "café-ñ",
+        "region": "東京",
+    }

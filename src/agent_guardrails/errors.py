@@ -52,9 +52,11 @@ class PolicyProblem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return (
+        text = (
             f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
         )
+        # One problem, one line: a newline inside a key or value must not split it.
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class PolicyError(GuardrailError, ValueError):

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent_guardrails.errors import GuardrailError, PolicyError
+from agent_guardrails.errors import GuardrailError, PolicyError, PolicyProblem
 from agent_guardrails.ops import cli_autonomy
 from agent_guardrails.ops import operations as ops
 from agent_guardrails.policy.scope import Scope
@@ -256,6 +256,8 @@ def _traces(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _policy_validate(args: argparse.Namespace, out: TextIO) -> int:
+    """Check every file and print every problem of each, one per line; a file that cannot
+    be read or decoded is one problem for that file, and the other files are still checked."""
     from agent_guardrails.policy.pack import PolicyPack
 
     _plugins(args.plugin)
@@ -267,6 +269,11 @@ def _policy_validate(args: argparse.Namespace, out: TextIO) -> int:
             failed += 1
             for problem in exc.problems:
                 out.write(f"{problem}\n")
+            continue
+        except (ValueError, TypeError, RecursionError) as exc:  # a loader bug: report, go on
+            failed += 1
+            message = f"cannot load the pack ({type(exc).__name__}: {exc}); please report this"
+            out.write(f"{PolicyProblem(path, None, '', message)}\n")
             continue
         out.write(
             f"{path}: ok ({pack.name} v{pack.version}: {len(pack.actions)} actions, "

@@ -107,29 +107,27 @@ def recommend_level(risk: str, data_quality: str) -> LevelRecommendation:
     ========================  ===========  ===================  ======================
 
     Anything weaker than the row it resembles drops to Assist: a level is earned with data.
+    Lower risk never gets a lower level or ceiling than higher risk with the same data.
+    ``ValueError`` names the argument and its allowed values for anything else.
 
     >>> r = recommend_level("medium", "strong")
     >>> (r.level.name, r.ceiling.name)
     ('EXECUTE', 'OPTIMIZE')
     """
-    r = risk.strip().lower()
-    q = data_quality.strip().lower()
-    if r not in _RISKS:
-        raise ValueError(f"unknown risk {risk!r}: use one of {', '.join(_RISKS)}")
-    if q not in _QUALITIES:
-        raise ValueError(
-            f"unknown data quality {data_quality!r}: use one of {', '.join(_QUALITIES)}"
-        )
+    r = _choice("risk", risk, _RISKS)
+    q = _choice("data_quality", data_quality, _QUALITIES)
     rank = _QUALITIES.index(q)
     base = ("validators", "audit log", "kill-switch")
+    # Lower risk never earns less than higher risk with the same evidence: mature telemetry
+    # earns Orchestrate at every risk, reliable attribution earns Optimize at low and medium.
+    if q == "mature":
+        return LevelRecommendation(
+            AutonomyLevel.ORCHESTRATE,
+            AutonomyLevel.ORCHESTRATE,
+            (*base, "run budget", "run SLA", "approval on 'always' actions", "traces"),
+            f"{r} risk with mature telemetry: orchestrate end to end under a run budget",
+        )
     if r == "high":
-        if q == "mature":
-            return LevelRecommendation(
-                AutonomyLevel.ORCHESTRATE,
-                AutonomyLevel.ORCHESTRATE,
-                (*base, "run budget", "run SLA", "approval on 'always' actions", "traces"),
-                "high risk with mature telemetry: orchestrate end to end under a run budget",
-            )
         if rank >= _QUALITIES.index("good"):
             return LevelRecommendation(
                 AutonomyLevel.EXECUTE,
@@ -143,14 +141,14 @@ def recommend_level(risk: str, data_quality: str) -> LevelRecommendation:
             (*base, "human approves or edits every output"),
             "high risk with varying data: draft only until the success gate passes",
         )
+    if q == "reliable":
+        return LevelRecommendation(
+            AutonomyLevel.OPTIMIZE,
+            AutonomyLevel.OPTIMIZE,
+            (*base, "budget caps", "exposure caps", "control group", "weekly oversight"),
+            f"{r} risk with reliable attribution: reallocate within caps",
+        )
     if r == "medium":
-        if q in ("reliable", "mature"):
-            return LevelRecommendation(
-                AutonomyLevel.OPTIMIZE,
-                AutonomyLevel.OPTIMIZE,
-                (*base, "budget caps", "exposure caps", "control group", "weekly oversight"),
-                "medium risk with reliable attribution: reallocate within caps",
-            )
         if q == "strong":
             return LevelRecommendation(
                 AutonomyLevel.EXECUTE,
@@ -184,3 +182,20 @@ def recommend_level(risk: str, data_quality: str) -> LevelRecommendation:
         (*base,),
         "low risk but weak data: draft until outcomes are measured",
     )
+
+
+def _choice(argument: str, value: object, allowed: tuple[str, ...]) -> str:
+    """``value`` normalised (case and spaces ignored), or a ``ValueError`` naming the
+    argument and the allowed values."""
+    what = argument.replace("_", " ")
+    if not isinstance(value, str):
+        raise ValueError(
+            f"{argument} must be a string, one of {', '.join(allowed)}; "
+            f"got {type(value).__name__} {value!r}"
+        )
+    text = value.strip().lower()
+    if text not in allowed:
+        raise ValueError(
+            f"unknown {what} {value!r} for {argument}: use one of {', '.join(allowed)}"
+        )
+    return text

@@ -23,21 +23,28 @@ from agent_guardrails.policy.validators import (
     ValidatorRegistry,
     default_registry,
 )
+from agent_guardrails.policy.yaml_safe import (
+    Loc,
+    compose_text,
+    construct,
+    decode_bytes,
+    field_name,
+)
 
-__all__ = ["load_mapping", "load_pack", "pack_json_schema"]
-
-Loc = tuple[str | int, ...]
+__all__ = ["load_mapping", "load_pack", "load_text", "pack_json_schema"]
 
 
 def load_pack(source: str | Path, *, registry: ValidatorRegistry | None = None) -> PolicyPack:
     if isinstance(source, Path) or _looks_like_path(source):
         path = Path(source)
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
             raise PolicyError(
-                [PolicyProblem(str(path), None, "", f"cannot read the file: {exc.strerror}")]
+                [PolicyProblem(str(path), None, "", f"cannot read the file: {reason}")]
             ) from None
+        text = decode_bytes(raw, str(path))
         return load_text(text, filename=str(path), registry=registry)
     return load_text(source, filename="<string>", registry=registry)
 
@@ -52,10 +59,11 @@ def _looks_like_path(text: str) -> bool:
 def load_text(
     text: str, *, filename: str = "<string>", registry: ValidatorRegistry | None = None
 ) -> PolicyPack:
-    lines, problems = _line_map(text, filename)
+    loader, root = compose_text(text, filename)
+    lines, problems = _line_map(root, filename)
     if problems:
         raise PolicyError(problems)
-    data = yaml.safe_load(text)
+    data = construct(loader, root, filename, text) if root is not None else None
     if not isinstance(data, Mapping):
         got = "an empty document" if data is None else f"a {type(data).__name__}"
         raise PolicyError(
@@ -110,18 +118,9 @@ def pack_json_schema(registry: ValidatorRegistry | None = None) -> dict[str, Any
 # ----------------------------------------------------------------------------- lines
 
 
-def _line_map(text: str, filename: str) -> tuple[dict[Loc, int], list[PolicyProblem]]:
-    """Map each path in the document to its 1-based line; report YAML syntax errors and
-    duplicate keys (which plain YAML loading would silently merge)."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        what = exc.problem or str(exc)
-        return {}, [PolicyProblem(filename, line, "", f"not valid YAML: {what}")]
-    except yaml.YAMLError as exc:
-        return {}, [PolicyProblem(filename, None, "", f"not valid YAML: {exc}")]
+def _line_map(root: yaml.Node | None, filename: str) -> tuple[dict[Loc, int], list[PolicyProblem]]:
+    """Map each path in the document to its 1-based line; report duplicate keys (which
+    plain YAML loading would silently merge)."""
     lines: dict[Loc, int] = {}
     problems: list[PolicyProblem] = []
 
@@ -163,13 +162,7 @@ def _line_for(lines: Mapping[Loc, int], loc: Loc) -> int | None:
 
 
 def _field(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
+    return field_name(loc)
 
 
 # ----------------------------------------------------------------------------- passes

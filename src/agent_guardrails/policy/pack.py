@@ -37,17 +37,19 @@ from pydantic import (
     Field,
     PlainSerializer,
     PrivateAttr,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from agent_guardrails.policy.levels import AutonomyLevel
-from agent_guardrails.policy.scope import DIMENSIONS, Scope
+from agent_guardrails.policy.scope import DIMENSIONS, Scope, check_scope_value
 from agent_guardrails.policy.validators import CompiledValidator, ValidatorRegistry
 from agent_guardrails.policy.windows import parse_duration, validate_window
 
 __all__ = [
+    "MAX_APPROVAL_SECONDS",
     "MODEL_ACTION",
     "ActionPolicy",
     "ApprovalRule",
@@ -58,6 +60,9 @@ __all__ = [
     "LevelRule",
     "PolicyPack",
 ]
+
+MAX_APPROVAL_SECONDS = 30 * 86_400
+"""The longest an approval request may wait (``timeout``) or be expected to take (``sla``)."""
 
 MODEL_ACTION = "model.call"
 """The action name budgets use for model spend (``budgets[].actions: [model.call]``)."""
@@ -141,6 +146,11 @@ class ScopeModel(_Model):
     def _stringify(cls, v: object) -> object:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
+    @field_validator(*DIMENSIONS)
+    @classmethod
+    def _visible(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return v if v is None else check_scope_value(str(info.field_name), v)
+
     def to_scope(self) -> Scope:
         return Scope(self.agent, self.workflow, self.segment, self.channel, self.region)
 
@@ -190,6 +200,16 @@ class ApprovalRule(_Model):
     timeout: Duration = 86_400.0
     sla: Duration | None = None
     allowed_decisions: tuple[DecisionType, ...] = ("approve", "edit", "reject", "respond")
+
+    @field_validator("timeout", "sla")
+    @classmethod
+    def _bounded(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and v > MAX_APPROVAL_SECONDS:
+            raise ValueError(
+                f"approval {info.field_name} of {v / 86_400:g} days is too long; at most "
+                f"{MAX_APPROVAL_SECONDS // 86_400} days (a request that old is stale)"
+            )
+        return v
 
 
 class ValidatorSpec(_Model):

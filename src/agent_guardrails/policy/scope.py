@@ -14,13 +14,33 @@ True
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["DIMENSIONS", "Scope"]
+__all__ = ["DIMENSIONS", "Scope", "check_scope_value"]
 
 DIMENSIONS: tuple[str, ...] = ("agent", "workflow", "segment", "channel", "region")
+
+
+# Control characters (Cc), invisible formatting ones such as zero-width spaces and bidi
+# overrides (Cf), and line/paragraph separators: a scope value that looks like another.
+_INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp"))
+
+
+def check_scope_value(dim: str, value: str) -> str:
+    """Return ``value`` unless it holds a control or invisible character (``\\x00``, a
+    newline, a zero-width space, a right-to-left override), which would make two scopes
+    look alike in logs, the CLI and the store; raise ``ValueError`` naming the character."""
+    for position, ch in enumerate(value):
+        if unicodedata.category(ch) in _INVISIBLE:
+            name = unicodedata.name(ch, "control character")
+            raise ValueError(
+                f"scope {dim} {value!r} contains U+{ord(ch):04X} ({name}) at position "
+                f"{position}; scope values must be visible text without control characters"
+            )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +67,7 @@ class Scope:
                 continue
             if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
                 raise ValueError(f"scope {dim} must be a non-empty string, got {value!r}")
-            values[dim] = str(value)
+            values[dim] = check_scope_value(dim, str(value))
         return cls(**values)
 
     @classmethod
