@@ -33,11 +33,12 @@ def test_demo_walks_every_level_and_records_a_verified_audit_log(
     assert "launch_campaign    RAN" in orchestrate
     assert "HALTED     kill_switch:workflow=paid_media" in kill
     assert "agent: Stopped by a kill-switch" in kill
+    assert "a kill-switch is a trip-wire too: paid media went down to L2 Optimize" in kill
     assert "gate execute -> optimize for workflow=newsletter: PROMOTE" in earned
     assert "the lower bound clears 0.95" in earned
     assert "maria (marketing ops lead) applied it: newsletter L1 -> L2" in earned
     assert "DENIED (validator_failed:banned_terms)" in earned
-    assert "paid media is now L2 Optimize, by itself (agent-guardrails trip-wire" in earned
+    assert "paid media is now L1 Execute, by itself (agent-guardrails trip-wire" in earned
     scorecard = tmp_path / "agent-guardrails-scorecard.html"
     assert "scorecard of the week of" in earned
     assert str(scorecard) in earned
@@ -52,7 +53,7 @@ def test_demo_walks_every_level_and_records_a_verified_audit_log(
 
     store = open_store("sqlite:///.agent_guardrails/demo.db")
     assert store.verify_audit().ok
-    assert store.get_level("workflow=paid_media") == 2  # demoted by the trip-wire
+    assert store.get_level("workflow=paid_media") == 1  # the kill-switch, then a violation
     assert store.get_level("workflow=newsletter") == 2  # promoted through its gate
     promotion = store.level_history("workflow=newsletter")[-1]
     assert promotion.by == "maria (marketing ops lead)"

@@ -264,3 +264,25 @@ def test_cli_gates_promote_and_refusals(tmp_path: Path, capsys: pytest.CaptureFi
     code, _ = cli("gates", "--replay", "--store", url)
     assert code == 2
     assert "--since" in capsys.readouterr().err
+
+
+def test_engaging_a_kill_switch_lowers_the_dials_it_covers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    store = open_store(url)
+    apply_pack(store, PACK, by="ana")
+    store.close()
+    out = io.StringIO()
+    code = main(["kill", "workflow=news", "--by", "ops", "--reason", "spam", "--store", url], out)
+    assert code == 0
+    assert "trip-wire: workflow=news lowered to L0" in out.getvalue()
+    store = open_store(url)
+    assert store.get_level("workflow=news") == 0
+    assert store.get_level("workflow=ads") is None  # not covered by the switch
+    change = store.level_history("workflow=news")[-1]
+    assert (change.by, change.evidence["switch"]) == (TRIP_WIRE, "workflow=news")
+    # Guardrails.kill does the same; a dial with no gate into its level keeps it.
+    guard = Guardrails(active_policy(store), store=store)
+    guard.kill(Scope(), by="ops", reason="all stop")
+    assert store.get_level("workflow=news") == 0  # at Assist: nothing lower
+    assert store.get_level("workflow=ads") is None  # assist already
+    store.close()

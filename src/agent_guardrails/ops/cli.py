@@ -402,12 +402,28 @@ def _unkill(args: argparse.Namespace, out: TextIO) -> int:
 
 def _switch(args: argparse.Namespace, out: TextIO, *, engaged: bool) -> int:
     scope = Scope.parse(args.scope)
-    sw = _open(args).set_kill_switch(scope, engaged, by=args.by, reason=args.reason)
+    store = _open(args)
+    sw = store.set_kill_switch(scope, engaged, by=args.by, reason=args.reason)
+    lowered = []
+    if engaged and store.active_pack() is not None:
+        from agent_guardrails.ops.gates import demote_on_kill
+
+        lowered = demote_on_kill(store, ops.active_policy(store), scope)
     if args.json:
-        _emit_json(out, {"scope": sw.scope.key, "engaged": sw.engaged, "by": sw.by})
+        _emit_json(
+            out,
+            {
+                "scope": sw.scope.key,
+                "engaged": sw.engaged,
+                "by": sw.by,
+                "demoted": [{"scope": c.scope_key, "new": c.new_level} for c in lowered],
+            },
+        )
     else:
         state = "ENGAGED" if engaged else "released"
         out.write(f"kill-switch {sw.scope.key}: {state} by {sw.by} ({sw.reason})\n")
+        for c in lowered:
+            out.write(f"  trip-wire: {c.scope_key} lowered to L{c.new_level}\n")
     return 0
 
 

@@ -54,7 +54,16 @@ from agent_guardrails.policy.pack import GateRule, PolicyPack
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store.base import AuditEvent, AuditRecord, LevelChange, Outcome, Store
 
-__all__ = ["AUTO_ACTOR", "UNFINISHED_GRACE", "Evaluation", "Evidence", "Gates", "replay", "tally"]
+__all__ = [
+    "AUTO_ACTOR",
+    "UNFINISHED_GRACE",
+    "Evaluation",
+    "Evidence",
+    "Gates",
+    "demote_on_kill",
+    "replay",
+    "tally",
+]
 
 AUTO_ACTOR = "agent-guardrails gates"
 """Who a demotion applied by the gates is recorded as."""
@@ -320,6 +329,36 @@ class Gates:
                 "override": override,
             },
         )
+
+
+def demote_on_kill(store: Store, pack: PolicyPack, scope: Scope) -> list[LevelChange]:
+    """A kill-switch engaged on ``scope`` is a trip-wire: every level dial the switch covers
+    whole (its scope matches the dial's), at level 1 or above, where the pack declares a
+    gate into that level, goes one level down now (recorded as the trip-wire, with the
+    switch as evidence). Dials of scopes without such a gate keep their level."""
+    from agent_guardrails.pipeline.trip_wires import ACTOR
+
+    dials = {rule.scope.to_scope().key for rule in pack.levels} | {"global"}
+    dials |= {c.scope_key for c in store.level_history()}
+    changes = []
+    for key in sorted(dials):
+        dial = Scope.parse(key)
+        if not scope.matches(dial):
+            continue
+        live = store.get_level(key)
+        level = live if live is not None else int(pack.initial_level(dial))
+        if level < AutonomyLevel.EXECUTE or gate_for(pack, dial, level, up=False) is None:
+            continue
+        changes.append(
+            store.set_level(
+                key,
+                level - 1,
+                by=ACTOR,
+                reason=f"kill-switch engaged on {scope.key}",
+                evidence={"reason": "kill_switch_trip", "switch": scope.key},
+            )
+        )
+    return changes
 
 
 # ---------------------------------------------------------------------------- folding

@@ -444,8 +444,13 @@ class Guardrails:
         return AutonomyLevel(value) if value is not None else pack.initial_level(scope)
 
     def kill(self, scope: Scope = Scope(), *, by: str, reason: str) -> None:
-        """Engage the kill-switch for ``scope`` (global by default)."""
+        """Engage the kill-switch for ``scope`` (global by default). It is a trip-wire too:
+        the level dials it covers whole, where the pack declares a gate into their level,
+        go one level down (:func:`agent_guardrails.ops.gates.demote_on_kill`)."""
+        from agent_guardrails.ops.gates import demote_on_kill
+
         self.store.set_kill_switch(scope, True, by=by, reason=reason)
+        demote_on_kill(self.store, self.policy, scope)
 
     def unkill(self, scope: Scope = Scope(), *, by: str, reason: str) -> None:
         """Release the kill-switch for ``scope``."""

@@ -259,6 +259,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
                 },
             ):
                 _run_phase(agent, guard, phase, thread, say)
+            if phase.title.startswith("Kill-switch"):
+                level = guard.level_of(Scope(workflow="paid_media"))
+                say(
+                    "   (a kill-switch is a trip-wire too: paid media went down to "
+                    f"L{int(level)} {level.name.title()})"
+                )
 
     say("\n== Earned autonomy: a week of evidence, a gate, a trip-wire, the scorecard")
     earned_autonomy(guard.store, guard.policy, say, Path.cwd())
