@@ -5,8 +5,8 @@ wait for marketing ops, answered within their SLA) gives the newsletter's gate i
 evidence; the gate passes and a named person applies the promotion to Optimize. Then, the
 kill-switch of the incident released (engaging it already lowered paid media from
 Orchestrate to Optimize), the paid-media agent tries to publish a page that fails the brand
-validator: the trip-wire lowers paid media to Execute by itself. The week ends with the scorecard, written
-as one HTML file.
+validator: the trip-wire lowers paid media to Execute by itself. The week ends with the
+scorecard, written as one HTML file.
 """
 
 from __future__ import annotations
