@@ -163,6 +163,27 @@ def test_p02_edit(env: Env) -> None:
 
 
 @MATRIX
+def test_p02_edit_read_by_the_tools_schema(env: Env) -> None:
+    """An edited value that does not fit the tool's argument (a list for a string) is
+    refused with the field named; nothing runs. A value the schema can read is read."""
+    runs, c = Runs(), Checks()
+    agent, _ = _asked_email(env, runs, c)
+    bad = {"to": ["c2", "c3"], "subject": "Hello"}
+    with no_exception(c, "the resume"):
+        run = agent.settle(
+            "t1", lambda a: {"type": "edit", "edited_action": {"name": a.name, "args": bad}}
+        )
+    c.check(runs.count() == 0, f"an edit that does not fit ran: {runs.all()}")
+    c.check(status_of(run, "call-0") == "denied", f"model got {run.content('call-0')!r}")
+    c.check(reasons_of(run, "call-0") == ["edit_invalid"], f"reasons: {reasons_of(run, 'call-0')}")
+    c.check(
+        "edited to:" in run.content("call-0"),
+        f"the refusal does not name the field: {run.content('call-0')!r}",
+    )
+    c.verify()
+
+
+@MATRIX
 def test_p02_reject(env: Env) -> None:
     runs, c = Runs(), Checks()
     agent, _ = _asked_email(env, runs, c)

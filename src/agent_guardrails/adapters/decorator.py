@@ -32,11 +32,13 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar, overload
 
-from langchain_core.tools import BaseTool, StructuredTool, Tool
+from langchain_core.tools import BaseTool, StructuredTool, Tool, create_schema_from_function
+from pydantic import BaseModel
 
 from agent_guardrails import _compat
 from agent_guardrails.engine.decision import CallRequest
 from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.pipeline.edits import ArgsSchema
 from agent_guardrails.pipeline.events import args_digest
 from agent_guardrails.pipeline.guardrails import Guardrails
 from agent_guardrails.pipeline.results import GuardrailResult
@@ -324,6 +326,8 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
         def simulate(arguments: Mapping[str, Any]) -> Any:
             return binder.call(sim, arguments)
 
+    schema = _schema(tool_name, fn)
+
     def prepared(
         args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Guardrails, CallRequest, _InGraph, Callable[[Mapping[str, Any]], Any]]:
@@ -373,6 +377,7 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
                 ask=graph.ask,
                 sources=sources(graph),
                 in_graph=graph.key is not None,
+                args_schema=schema,
             )
 
         wrapper: Callable[..., Any] = async_wrapper
@@ -398,6 +403,7 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
                 ask=graph.ask,
                 sources=sources(graph),
                 in_graph=graph.key is not None,
+                args_schema=schema,
             )
 
         wrapper = sync_wrapper
@@ -406,6 +412,16 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
     wrapper.__guardrails_scope__ = dict(spec.scope)  # type: ignore[attr-defined]
     wrapper.__guardrails_simulate__ = simulate  # type: ignore[attr-defined]
     return wrapper
+
+
+def _schema(tool_name: str, fn: Callable[..., Any]) -> ArgsSchema | None:
+    """The function's arguments as a pydantic model, to read an approver's edit by (None
+    where its signature cannot be turned into one: the edit is then taken as given)."""
+    try:
+        model: object = create_schema_from_function(tool_name, fn)
+    except Exception:
+        return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
 def _guard_tool(tool: BaseTool, spec: _Spec) -> BaseTool:

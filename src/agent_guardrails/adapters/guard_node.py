@@ -149,6 +149,7 @@ class GuardNode:
                     raise_on_deny=False,
                     runs_later=True,
                     in_graph=True,
+                    args_schema=bound.schema,
                 )
             )
         decisions = guard.decide_batch(calls)
@@ -264,6 +265,7 @@ class GuardNode:
             ask=interrupt_asker(call_id, getattr(runtime, "context", None), config, guard.store),
             raise_on_deny=False,
             in_graph=True,
+            args_schema=bound.schema,
         )
         decision = guard.carried(carried, call)
         return call, decision, clean

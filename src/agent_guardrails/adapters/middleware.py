@@ -79,6 +79,7 @@ class _Prepared:
     simulate: Any
     sources: ScopeSources
     task: TaskInterrupts | None  # the ToolNode task's shared interrupts, if in one
+    schema: Any = None  # the tool's argument schema (reads an approver's edit)
 
 
 class GuardrailsState(AgentState[Any]):
@@ -141,6 +142,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
                 raise_on_deny=False,
                 sources=p.sources,
                 in_graph=True,
+                args_schema=p.schema,
             )
         return self._message(request, p.call, result)
 
@@ -184,6 +186,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
                 raise_on_deny=False,
                 sources=p.sources,
                 in_graph=True,
+                args_schema=p.schema,
             )
         return self._message(request, p.call, result)
 
@@ -207,6 +210,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             bound.simulate,
             ScopeSources(run_scope(context, config), bound.declared),
             task_of(config, self.guardrails.store),
+            bound.schema,
         )
 
     def _message(self, request: ToolCallRequest, call: CallRequest, result: object) -> ToolResult:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_guardrails.pipeline.edits import ArgsSchema, schema_of
 from agent_guardrails.policy.pack import PolicyPack
 
 __all__ = ["ToolBinding", "binding", "unmapped_action"]
@@ -21,12 +22,13 @@ __all__ = ["ToolBinding", "binding", "unmapped_action"]
 
 @dataclass(frozen=True, slots=True)
 class ToolBinding:
-    """A tool's guardrails: ``action`` (``None``: bound to none), the scope it declares and
-    its ``simulate`` function."""
+    """A tool's guardrails: ``action`` (``None``: bound to none), the scope it declares, its
+    ``simulate`` function and its argument schema."""
 
     action: str | None
     declared: Mapping[str, str] = field(default_factory=dict)
     simulate: Callable[[Mapping[str, Any]], Any] | None = None
+    schema: ArgsSchema | None = None  # reads an approver's edited arguments
 
 
 def _function(tool: object) -> object:
@@ -48,7 +50,7 @@ def binding(
         action = metadata.get("guardrails_action")
     if not isinstance(action, str):
         action = name if pack.action(name) is not None else None
-    return ToolBinding(action, declared, simulate)
+    return ToolBinding(action, declared, simulate, schema_of(tool))
 
 
 def unmapped_action(name: str) -> str:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from agent_guardrails.engine.decision import Decision, DecisionKind
 from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.pipeline import events
+from agent_guardrails.pipeline.edits import parse_edit
 from agent_guardrails.pipeline.effects import Await, Flow, StoreOp
 from agent_guardrails.pipeline.flow import (
     GOES_AHEAD,
@@ -230,7 +231,18 @@ def edited(
         audit = events.decision_event(refused, call.key, tag="edit-decision")
         yield from write(StoreOp("append_audit", audit), g.outbox)
         return call, refused
-    new = rescoped(g, call, dict(answer.edited_args or {}), f"{call.key}:edit")
+    edited, problem = parse_edit(call.schema, answer.edited_args or {})
+    if problem is not None:
+        refused = replace(
+            decision,
+            kind=DecisionKind.DENY,
+            reasons=("edit_invalid",),
+            message=f"denied: edit_invalid: the edited {problem}; nothing ran",
+        )
+        audit = events.decision_event(refused, call.key, tag="edit-decision")
+        yield from write(StoreOp("append_audit", audit), g.outbox)
+        return call, refused
+    new = rescoped(g, call, edited, f"{call.key}:edit")
     checked, prior, used = yield from decide(g, new)
     if "in_doubt" in checked.reasons:  # the edited call itself crashed mid-run: ask again
         checked = yield from hold(g, new, Decided(checked, prior, used))

@@ -40,6 +40,7 @@ from agent_guardrails.engine.cohorts import split
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import KillSwitchEngaged, StoreUnavailable
 from agent_guardrails.pipeline import events
+from agent_guardrails.pipeline.edits import ArgsSchema
 from agent_guardrails.pipeline.effects import Effect, Flow, Invoke, StoreOp
 from agent_guardrails.pipeline.outbox import write
 from agent_guardrails.pipeline.results import error_for, result_for
@@ -83,6 +84,7 @@ class GuardedCall:
     retried: bool = False  # decided once more after finding its key taken
     runs_later: bool = False  # decided here, run by another node: reserve, do not start
     in_graph: bool = False  # in a LangGraph run: a halt raises where the pack says on_halt: raise
+    schema: ArgsSchema | None = None  # the tool's argument schema: reads an approver's edit
 
     @property
     def keyed(self) -> bool:

@@ -33,6 +33,7 @@ from agent_guardrails.engine.decision import CallRequest, Decision
 from agent_guardrails.errors import ConfigurationError, StoreUnavailable
 from agent_guardrails.pipeline import batch, spending
 from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest, Approver
+from agent_guardrails.pipeline.edits import ArgsSchema
 from agent_guardrails.pipeline.effects import Flow, adrive, drive
 from agent_guardrails.pipeline.events import ephemeral_key
 from agent_guardrails.pipeline.flow import (
@@ -174,6 +175,7 @@ class Guardrails:
         raise_on_deny: bool | None = None,
         runs_later: bool = False,
         in_graph: bool = False,
+        args_schema: ArgsSchema | None = None,
     ) -> GuardedCall:
         """A call ready for the pipeline, its scope resolved (:mod:`~.scoping`). Without
         ``sources``, the request's own scope counts as the run's context."""
@@ -195,6 +197,7 @@ class Guardrails:
             raise_on_deny=raise_on_deny,
             runs_later=runs_later,
             in_graph=in_graph,
+            schema=args_schema,
         )
 
     def run(
@@ -208,6 +211,7 @@ class Guardrails:
         ask: Asker | None = None,
         sources: ScopeSources | None = None,
         in_graph: bool = False,
+        args_schema: ArgsSchema | None = None,
     ) -> R | GuardrailResult:
         """Run one call: decide, maybe ask a human, then run ``body(args)`` or refuse.
 
@@ -225,6 +229,7 @@ class Guardrails:
             ask=ask,
             raise_on_deny=raise_on_deny,
             in_graph=in_graph,
+            args_schema=args_schema,
         )
         with self.telemetry.call(call.request, call_key) as span:
             call.span = span
@@ -243,6 +248,7 @@ class Guardrails:
         ask: Asker | None = None,
         sources: ScopeSources | None = None,
         in_graph: bool = False,
+        args_schema: ArgsSchema | None = None,
     ) -> R | GuardrailResult:
         """The async twin of :meth:`run` (the same pipeline under the async driver)."""
         call = self.prepare(
@@ -254,6 +260,7 @@ class Guardrails:
             ask=ask,
             raise_on_deny=raise_on_deny,
             in_graph=in_graph,
+            args_schema=args_schema,
         )
         with self.telemetry.call(call.request, call_key) as span:
             call.span = span
