@@ -16,8 +16,8 @@ import pytest
 
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.ops.cli import main
-from agent_guardrails.store import MemoryStore, Store, open_store
-from agent_guardrails.store._archive import read_archive, verify_audit_archive
+from agent_guardrails.store import MemoryStore, Store, open_store, verify_audit_archive
+from agent_guardrails.store._archive import read_archive
 from agent_guardrails.store.base import GENESIS, AuditEvent, Retention
 from tests.store.store_helpers import raw_sql
 

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from agent_guardrails.store import Store, open_store
-from agent_guardrails.store._archive import verify_audit_archive
+from agent_guardrails.store import Store, open_store, verify_audit_archive
 from agent_guardrails.store.base import VerifyResult
 
 __all__ = ["parse_when", "register", "verify"]
