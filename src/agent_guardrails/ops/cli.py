@@ -20,7 +20,8 @@ a check fails (invalid pack, broken audit chain), 2 on usage or configuration er
     agent-guardrails scorecard --week 2026-11-30 --format html --out scorecard.html
     agent-guardrails level set workflow=newsletter assist --by ops --reason "incident"
     agent-guardrails level history
-    agent-guardrails audit tail | verify | export
+    agent-guardrails audit tail | verify [--from-archive FILE ...] | export
+    agent-guardrails audit archive --before 2026-10-01 --out audit-2026-09.jsonl
     agent-guardrails traces agent-guardrails-trace.json [--trace ID]
 """
 
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent_guardrails.errors import GuardrailError, PolicyError, PolicyProblem
-from agent_guardrails.ops import cli_autonomy
+from agent_guardrails.ops import cli_autonomy, cli_retention
 from agent_guardrails.ops import operations as ops
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import DEFAULT_STORE_URL, Store, open_store
@@ -183,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     e = cmd(asub, "export", _audit_export, "write every record as JSON Lines")
     e.add_argument("--output", "-o", default="-", help="file (default: standard output)")
     store_opts(e, json_out=False)
+    cli_retention.register(asub, cmd, store_opts, vf)
     return p
 
 
@@ -567,7 +569,7 @@ def _audit_tail(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _audit_verify(args: argparse.Namespace, out: TextIO) -> int:
-    result = _open(args).verify_audit()
+    result = cli_retention.verify(args, _open(args))
     if args.json:
         _emit_json(
             out,

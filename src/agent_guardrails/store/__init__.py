@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.store._archive import verify_audit_archive
 from agent_guardrails.store.async_protocols import (
     AsyncAuditLog,
     AsyncDials,
@@ -12,17 +13,20 @@ from agent_guardrails.store.async_protocols import (
     AsyncStore,
 )
 from agent_guardrails.store.base import (
+    ArchiveResult,
     AuditLog,
     Dials,
     Ledger,
     OutcomeLog,
     PackRegistry,
+    Retention,
     Store,
 )
 from agent_guardrails.store.memory import MemoryStore
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "ArchiveResult",
     "AsyncAuditLog",
     "AsyncDials",
     "AsyncLedger",
@@ -35,8 +39,10 @@ __all__ = [
     "MemoryStore",
     "OutcomeLog",
     "PackRegistry",
+    "Retention",
     "Store",
     "open_store",
+    "verify_audit_archive",
 ]
 
 DEFAULT_STORE_URL = "sqlite:///agent_guardrails.db"

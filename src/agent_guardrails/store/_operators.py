@@ -18,16 +18,19 @@ own threads instead; see :mod:`.sqlite`.)
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import _rows
-from agent_guardrails.store._steps import ALL, ONE, RUN, Statement, Step
+from agent_guardrails.store._archive import BATCH, archive_prefix, check_cutoff
+from agent_guardrails.store._steps import ALL, COUNT, ONE, RUN, Statement, Step
 from agent_guardrails.store.base import (
+    ArchiveResult,
     AuditEvent,
     AuditRecord,
     CallRecord,
@@ -291,6 +294,54 @@ class SQLOperations:
 
     def verify_audit(self) -> VerifyResult:
         return self._read(self._verify_audit_step)
+
+    # ------------------------------------------------------------------ retention
+
+    def _archived_through_step(self) -> Step[tuple[int, str]]:
+        row = yield self._one("audit_archived_through")
+        return _rows.archived_through(None if row is None else row[0])
+
+    def _archive_batch_step(self, after: int) -> Step[list[AuditRecord]]:
+        rows = yield self._all("archive_batch", (after, BATCH))
+        return [_rows.audit_record(r) for r in rows]
+
+    def _drop_archived_step(self, last_seq: int, last_hash: str) -> Step[int]:
+        """Delete the archived records up to ``last_seq`` and move where the kept chain
+        starts, in one transaction; 0 when another run did it already."""
+        through, _ = yield from self._archived_through_step()
+        if last_seq <= through:
+            return 0
+        row = yield self._one("audit_hash_at", (last_seq,))
+        if row is None or row[0] != last_hash:
+            raise ValueError(
+                f"record {last_seq} is not the one archived (changed or deleted meanwhile); "
+                "run 'agent-guardrails audit verify'"
+            )
+        count = yield Statement(self._sql["delete_archived"], (last_seq,), COUNT)
+        yield self._run("put_audit_archived_through", (f"{last_seq} {last_hash}",))
+        return int(count)
+
+    def _prune_calls_step(self, before: float) -> Step[int]:
+        count = yield Statement(self._sql["prune_calls"], (before,), COUNT)
+        return int(count)
+
+    def audit_archived_through(self) -> tuple[int, str]:
+        return self._read(self._archived_through_step)
+
+    def archive_audit(self, before: float, out: IO[str] | str | os.PathLike[str]) -> ArchiveResult:
+        check_cutoff(before)
+        self._read(self._chain_step)  # records still waiting (PostgreSQL's outbox)
+        return archive_prefix(
+            before,
+            out,
+            self.audit_archived_through(),
+            lambda after: self._read(lambda: self._archive_batch_step(after)),
+            lambda seq, digest: self._write(lambda: self._drop_archived_step(seq, digest)),
+        )
+
+    def prune_calls(self, before: float) -> int:
+        cutoff = check_cutoff(before)
+        return self._write(lambda: self._prune_calls_step(cutoff), serialise=False)
 
 
 class AsyncSQLOperations(SQLOperations):

@@ -21,6 +21,7 @@ from agent_guardrails.store._postgres_connections import (
 )
 from agent_guardrails.store._steps import (
     ALL,
+    COUNT,
     ONE,
     Hot,
     Statement,
@@ -69,6 +70,8 @@ class PostgresDrivers:
                 cur = conn.execute(effect.sql, effect.args)
             if effect.fetch == ONE:
                 return cur.fetchone()
+            if effect.fetch == COUNT:
+                return cur.rowcount
             return cur.fetchall() if effect.fetch == ALL else None
         body = effect.body
         if effect.keyed:  # (a failed COMMIT may be retried: the step is keyed)
@@ -96,6 +99,8 @@ class PostgresDrivers:
                 cur = await conn.execute(effect.sql, effect.args)
             if effect.fetch == ONE:
                 return await cur.fetchone()
+            if effect.fetch == COUNT:
+                return cur.rowcount
             return await cur.fetchall() if effect.fetch == ALL else None
         body = effect.body
         if effect.keyed:

@@ -88,6 +88,7 @@ __all__ = [
     "pg_float_array",
     "pg_text_array",
     "pg_text_params",
+    "archived_through",
     "verify_head_rows",
     "verify_with_head",
 ]
@@ -223,8 +224,20 @@ def _str_keys(value: Any) -> bool:
     return True  # anything else is rendered with default=str
 
 
+def archived_through(value: str | None) -> tuple[int, str]:
+    """The ``audit_archived_through`` meta value (``"SEQ HASH"``) as ``(seq, hash)``;
+    ``(0, GENESIS)`` when nothing was archived."""
+    if value is None:
+        return 0, GENESIS
+    seq, _, digest = str(value).partition(" ")
+    return int(seq), digest
+
+
 def verify_with_head(
-    records: Sequence[AuditRecord], head_seq: int | None, head_hash: str | None
+    records: Sequence[AuditRecord],
+    head_seq: int | None,
+    head_hash: str | None,
+    start: tuple[int, str] = (0, GENESIS),
 ) -> VerifyResult:
     """:func:`~agent_guardrails.store.base.verify_chain`, then check the chain head.
 
@@ -232,11 +245,11 @@ def verify_with_head(
     chain) nor a forged record appended with a correctly computed hash. The head row,
     written in the same transaction as every append, can: it must name the last record.
     """
-    result = verify_chain(records)
+    result = verify_chain(records, start_seq=start[0], start_hash=start[1])
     if not result.ok:
         return result
-    last_seq = records[-1].seq if records else 0
-    last_hash = records[-1].hash if records else GENESIS
+    last_seq = records[-1].seq if records else start[0]
+    last_hash = records[-1].hash if records else start[1]
     if head_seq is None or head_hash is None:
         return VerifyResult(
             False, result.checked, last_seq + 1, "the chain head row is missing (deleted?)"
@@ -269,14 +282,16 @@ def verify_with_head(
 
 def verify_head_rows(rows: Sequence[Sequence[Any]]) -> VerifyResult:
     """:func:`verify_with_head` on the rows of the ``verify_audit`` statement: the head's
-    seq and hash, then an audit record's columns (NULL when the log is empty)."""
-    records = [audit_record(r[2:]) for r in rows if r[2] is not None]
+    seq and hash, where the kept chain starts (``audit_archived_through``), then an audit
+    record's columns (NULL when the log is empty)."""
+    records = [audit_record(r[3:]) for r in rows if r[3] is not None]
     head_seq = rows[0][0] if rows else None
     head_hash = rows[0][1] if rows else None
     return verify_with_head(
         records,
         int(head_seq) if head_seq is not None else None,
         str(head_hash) if head_hash is not None else None,
+        archived_through(rows[0][2] if rows else None),
     )
 
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "ALL",
+    "COUNT",
     "ONE",
     "RUN",
     "Hot",
@@ -42,8 +43,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: What a :class:`Statement` sends back: nothing, its first row (or ``None``), every row.
-RUN, ONE, ALL = 0, 1, 2
+#: What a :class:`Statement` sends back: nothing, its first row (or ``None``), every row,
+#: how many rows it changed.
+RUN, ONE, ALL, COUNT = 0, 1, 2, 3
 
 Step = Generator[Any, Any, T]
 """An operation: yields effects, returns its result."""
@@ -51,7 +53,7 @@ Step = Generator[Any, Any, T]
 
 class Statement:
     """Run ``sql`` with ``args`` (``None``: run the text as it is, no placeholders) and send
-    back what ``fetch`` asks for (:data:`RUN`, :data:`ONE`, :data:`ALL`)."""
+    back what ``fetch`` asks for (:data:`RUN`, :data:`ONE`, :data:`ALL`, :data:`COUNT`)."""
 
     __slots__ = ("args", "fetch", "sql")
 

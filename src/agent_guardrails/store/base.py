@@ -51,15 +51,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.policy.scope import Scope
 
 __all__ = [
+    "ArchiveResult",
     "AuditEvent",
     "AuditLog",
     "AuditRecord",
@@ -73,6 +75,7 @@ __all__ = [
     "PackRegistry",
     "PackVersion",
     "ReserveResult",
+    "Retention",
     "Snapshot",
     "Store",
     "VerifyResult",
@@ -151,6 +154,21 @@ class VerifyResult:
     checked: int
     first_bad_seq: int | None = None
     problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveResult:
+    """What :meth:`Retention.archive_audit` moved: ``records`` records, ``first_seq`` to
+    ``last_seq``, the last one's hash ``last_hash`` (where the kept chain now starts), and
+    ``deleted``, how many rows this run removed from the store (0 when another run had
+    already removed them). With no record to move, ``records`` is 0, ``last_seq`` and
+    ``last_hash`` are where the kept chain starts and ``first_seq`` is ``last_seq + 1``."""
+
+    records: int
+    first_seq: int
+    last_seq: int
+    last_hash: str
+    deleted: int = 0
 
 
 @dataclass(slots=True)
@@ -384,7 +402,36 @@ class OutcomeLog(Protocol):
 
 
 @runtime_checkable
-class Store(Ledger, Dials, PackRegistry, AuditLog, OutcomeLog, Protocol):
+class Retention(Protocol):
+    """Keeping the audit log and the call records from growing without bound.
+
+    The archived prefix of the audit log moves to a JSON Lines file
+    (:mod:`agent_guardrails.store._archive` describes it) and the store keeps a marker of
+    where its chain starts, so :meth:`AuditLog.verify_audit` checks the kept records from
+    the archive's last hash, and ``verify_audit_archive`` checks archive and store
+    together."""
+
+    def archive_audit(self, before: float, out: IO[str] | str | os.PathLike[str]) -> ArchiveResult:
+        """Move every audit record older than ``before`` (epoch seconds), a prefix of the
+        chain that stops at the first record not older, to ``out`` (written and synced
+        first), then delete them and record where the kept chain starts, in one
+        transaction. A crash in between leaves the file and the rows: run it again.
+        A ``before`` that is NaN or infinite raises ``ValueError``."""
+        ...
+
+    def prune_calls(self, before: float) -> int:
+        """Delete the records of calls that ended (finished, failed, released) before
+        ``before``; never a reserved or started one. Returns how many. A pruned key no
+        longer replays its result: keep calls longer than any thread may resume."""
+        ...
+
+    def audit_archived_through(self) -> tuple[int, str]:
+        """The seq and hash of the last archived record (``(0, GENESIS)``: none)."""
+        ...
+
+
+@runtime_checkable
+class Store(Ledger, Dials, PackRegistry, AuditLog, OutcomeLog, Retention, Protocol):
     """Everything the guard and the operator tools need, from one backend chosen by URL.
     See the module docstring; each concern is its own protocol, for code that needs one."""
 
@@ -426,20 +473,23 @@ def check_charges(charges: Iterable[Charge]) -> None:
             raise ValueError(f"charge for {c.kind} {c.label} has an unusable amount or limit")
 
 
-def verify_chain(records: Sequence[AuditRecord]) -> VerifyResult:
-    """Check seq continuity and every hash; name the first record that does not fit."""
-    prev = GENESIS
-    expected_seq = 1
+def verify_chain(
+    records: Sequence[AuditRecord], *, start_seq: int = 0, start_hash: str = GENESIS
+) -> VerifyResult:
+    """Check seq continuity and every hash; name the first record that does not fit. The
+    chain starts after record ``start_seq`` whose hash is ``start_hash`` (the genesis by
+    default; where an archive ends for a log whose prefix was archived)."""
+    prev = start_hash
+    expected_seq = start_seq + 1
     for rec in records:
         if rec.seq != expected_seq:
             what = "missing (deleted?)" if rec.seq > expected_seq else "out of order"
-            return VerifyResult(
-                False, expected_seq - 1, expected_seq, f"record {expected_seq} is {what}"
-            )
+            problem = f"record {expected_seq} is {what}"
+            return VerifyResult(False, expected_seq - 1 - start_seq, expected_seq, problem)
         if rec.prev_hash != prev:
             return VerifyResult(
                 False,
-                expected_seq - 1,
+                expected_seq - 1 - start_seq,
                 rec.seq,
                 f"record {rec.seq} does not link to record {rec.seq - 1} "
                 "(inserted, reordered or edited)",
@@ -451,7 +501,7 @@ def verify_chain(records: Sequence[AuditRecord]) -> VerifyResult:
         ):
             return VerifyResult(
                 False,
-                expected_seq - 1,
+                expected_seq - 1 - start_seq,
                 rec.seq,
                 f"record {rec.seq} was edited (its hash does not match its content)",
             )

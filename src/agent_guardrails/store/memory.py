@@ -32,18 +32,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, ParamSpec, TypeVar
+from typing import IO, Any, ParamSpec, TypeVar
 
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.policy.scope import Scope
+from agent_guardrails.store._archive import BATCH, archive_prefix, check_cutoff
 from agent_guardrails.store._offload import OffloadedAsync
 from agent_guardrails.store.base import (
     GENESIS,
+    ArchiveResult,
     AuditEvent,
     AuditRecord,
     CallRecord,
@@ -95,6 +98,8 @@ class MemoryStore(OffloadedAsync):
         # list rather than a tuple per record: fewer objects for the garbage collector).
         self._unchained: list[Any] = []
         self._dedupe: dict[str, int] = {}  # dedupe string -> the record's seq
+        # The last archived record (seq, hash): self._audit[0] is record seq + 1.
+        self._archived: tuple[int, str] = (0, GENESIS)
 
     # ------------------------------------------------------------------ hot path
 
@@ -267,7 +272,8 @@ class MemoryStore(OffloadedAsync):
         if event.dedupe is not None:
             if event.dedupe in self._dedupe:
                 return None
-            self._dedupe[event.dedupe] = len(self._audit) + len(self._unchained) // 4 + 1
+            base = self._archived[0]
+            self._dedupe[event.dedupe] = base + len(self._audit) + len(self._unchained) // 4 + 1
         self._unchained += (time.time(), event.kind, event.call_key, event.data)
         return None
 
@@ -276,10 +282,12 @@ class MemoryStore(OffloadedAsync):
         queued = self._unchained
         if queued:
             audit = self._audit
-            prev = audit[-1].hash if audit else GENESIS
+            base, prev = self._archived
+            if audit:
+                prev = audit[-1].hash
             for i in range(0, len(queued), 4):
                 ts, kind, call_key, raw = queued[i : i + 4]
-                seq = len(audit) + 1
+                seq = base + len(audit) + 1
                 data = dict(raw)
                 digest = chain_hash(prev, seq, ts, kind, call_key, canonical_json(data))
                 audit.append(AuditRecord(seq, ts, kind, call_key, data, prev, digest))
@@ -419,17 +427,57 @@ class MemoryStore(OffloadedAsync):
 
     def audit_records(self, *, after: int = 0, limit: int | None = None) -> list[AuditRecord]:
         with self._lock:
-            out = self._chain()[after:]
-            return out[:limit] if limit is not None else out
+            first = max(0, after - self._archived[0])
+            audit = self._chain()
+            return audit[first:] if limit is None else audit[first : first + max(0, limit)]
 
     def find_audit(self, dedupe: str) -> AuditRecord | None:
         with self._lock:
             seq = self._dedupe.get(dedupe)
-            return None if seq is None else self._chain()[seq - 1]
+            if seq is None or seq <= self._archived[0]:
+                return None
+            return self._chain()[seq - 1 - self._archived[0]]
 
     def verify_audit(self) -> VerifyResult:
         with self._lock:
-            return verify_chain(list(self._chain()))
+            seq, digest = self._archived
+            return verify_chain(list(self._chain()), start_seq=seq, start_hash=digest)
+
+    # ------------------------------------------------------------------ retention
+
+    def audit_archived_through(self) -> tuple[int, str]:
+        with self._lock:
+            return self._archived
+
+    def archive_audit(self, before: float, out: IO[str] | str | os.PathLike[str]) -> ArchiveResult:
+        check_cutoff(before)
+
+        def batch(after: int) -> list[AuditRecord]:
+            return self.audit_records(after=after, limit=BATCH)
+
+        return archive_prefix(before, out, self.audit_archived_through(), batch, self._drop)
+
+    def _drop(self, last_seq: int, last_hash: str) -> int:
+        """Delete the records up to ``last_seq`` (archived) and start the chain after it."""
+        with self._lock:
+            base = self._archived[0]
+            if last_seq <= base:
+                return 0  # archived and deleted already
+            audit = self._chain()
+            if audit[last_seq - base - 1].hash != last_hash:
+                raise ValueError(f"record {last_seq} changed while it was archived")
+            del audit[: last_seq - base]
+            self._archived = (last_seq, last_hash)
+            self._dedupe = {k: v for k, v in self._dedupe.items() if v > last_seq}
+            return last_seq - base
+
+    def prune_calls(self, before: float) -> int:
+        cutoff = check_cutoff(before)
+        with self._lock:
+            old = [k for k, r in self._calls.items() if r.state in _ENDED and r.updated_at < cutoff]
+            for key in old:
+                del self._calls[key]
+            return len(old)
 
     def close(self) -> None:
         return None

@@ -118,7 +118,7 @@ from agent_guardrails.store._operators import SQLOperations
 from agent_guardrails.store._rows import EPS, SCHEMA_VERSION
 from agent_guardrails.store._sqlite_connections import HINT, SQLiteConnections, parse_sqlite_url
 from agent_guardrails.store._statements import SQLITE, statements
-from agent_guardrails.store._steps import ALL, ONE, Step, drive, just
+from agent_guardrails.store._steps import ALL, COUNT, ONE, Step, drive, just
 from agent_guardrails.store.base import (
     AuditEvent,
     AuditRecord,
@@ -137,7 +137,7 @@ R = TypeVar("R")
 P = ParamSpec("P")
 _HELD = ("reserved", "started", "finished")  # a key in these states replays
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # older SQLite: SELECT, then UPDATE
-_SQL = statements(SQLITE, {"p": "ag_"}, "operators.sql", "sqlite.sql")
+_SQL = statements(SQLITE, {"p": "ag_"}, "operators.sql", "retention.sql", "sqlite.sql")
 
 
 @functools.cache
@@ -244,7 +244,7 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
             return cur.fetchone()
         if effect.fetch == ALL:
             return cur.fetchall()
-        return None
+        return cur.rowcount if effect.fetch == COUNT else None
 
     def _append_step(self, event: AuditEvent, ts: float) -> Step[AuditRecord | None]:
         record: AuditRecord | None = yield _Append(event, ts)

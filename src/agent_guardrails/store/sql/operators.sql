@@ -96,8 +96,10 @@ SELECT seq, ts, kind, call_key, data, prev_hash, hash FROM {p}audit WHERE dedupe
 
 -- name: verify_audit
 -- The chain head and every record in one statement, so they are read from one snapshot.
--- With an empty log there is one row, with the head and NULL record columns.
-SELECT h.seq, h.hash, a.seq, a.ts, a.kind, a.call_key, a.data, a.prev_hash, a.hash
+-- With an empty log there is one row, with the head and NULL record columns. The third
+-- column is where the kept chain starts (retention.sql: audit_archived_through).
+SELECT h.seq, h.hash,
+    (SELECT m.value FROM {p}meta m WHERE m.key = 'audit_archived_through'), a.seq, a.ts, a.kind, a.call_key, a.data, a.prev_hash, a.hash
 FROM (SELECT 1) AS one
 LEFT JOIN {p}audit_head h ON h.id = 1
 LEFT JOIN {p}audit a ON true
