@@ -57,6 +57,7 @@ def test_a_json_list_in_an_edit_reaches_the_tool_as_a_list(adapter: str) -> None
         return f"sent to {len(to)}"
 
     model = _Model(messages=iter([AIMessage(content="", tool_calls=[CALL]), AIMessage("ok")]))
+    graph: Any
     if adapter == "middleware":
         graph = create_agent(
             model,
