@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
@@ -73,6 +74,17 @@ def every_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         schema = f"ag_test_{uuid.uuid4().hex[:12]}"
         yield with_schema(pg_base(), schema)
         pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_what_a_module_left() -> Iterator[None]:
+    """Collect the garbage a test module leaves (a store some test did not close keeps a
+    psycopg connection pool whose finalizer joins its worker threads) at the module's end,
+    with no event loop running and blockbuster off. Left to the collector's own timing, it
+    can run inside a later async test, where that join is a blocking call on the loop and
+    the unraisable warning fails whichever test happened to be running."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)
