@@ -161,6 +161,7 @@ def test_an_unreachable_store_at_construction_still_lets_fail_open_calls_run(url
     assert denied["reasons"] == ["store_unavailable"]
     assert "127.0.0.1" in denied["message"]
     assert guard.outbox.pending > 0  # the records wait for the store
+    guard.close()  # its pool's threads end here, not in a later test's event loop
 
 
 def test_records_decided_while_the_store_is_down_are_written_in_order_when_it_is_back(

@@ -5,7 +5,7 @@ call. Each case on every store: nothing runs, nothing is charged, the reason is 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -25,8 +25,10 @@ BAD = [math.nan, math.inf, -math.inf, -5.0]
 
 
 @pytest.fixture
-def guard(every_store_url: str) -> Guardrails:
-    return Guardrails(PolicyPack.from_yaml(PACK), store=every_store_url)
+def guard(every_store_url: str) -> Iterator[Guardrails]:
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store=every_store_url)
+    yield guard
+    guard.close()
 
 
 def spent(guard: Guardrails) -> float:
