@@ -220,15 +220,17 @@ def promotion_metrics(rule: GateRule, w: Window) -> list[MetricResult]:
             )
         )
     if rule.min_success_rate is not None:
-        out.append(_rate_min("success_rate", w.succeeded, w.executed, rule.min_success_rate, z))
+        out.append(_rate("success_rate", w.succeeded, w.executed, rule.min_success_rate, z, "min"))
     if rule.min_policy_pass_rate is not None:
         out.append(_policy(rule, w))
     if rule.max_escalation_rate is not None:
         out.append(
-            _rate_max("escalation_rate", w.escalated, w.decided, rule.max_escalation_rate, z)
+            _rate("escalation_rate", w.escalated, w.decided, rule.max_escalation_rate, z, "max")
         )
     if rule.min_sla_adherence is not None:
-        out.append(_rate_min("sla_adherence", w.within_sla, w.answered, rule.min_sla_adherence, z))
+        out.append(
+            _rate("sla_adherence", w.within_sla, w.answered, rule.min_sla_adherence, z, "min")
+        )
     if rule.min_lift is not None:
         out.append(_lift(rule, w))
     if not out:
@@ -283,12 +285,30 @@ def _missing(name: str, threshold: float, direction: Literal["min", "max"]) -> M
     )
 
 
-def _rate_min(name: str, k: int, n: int, threshold: float, confidence: float) -> MetricResult:
+_BOUND: dict[str, tuple[Literal["low", "high"], str, str, str]] = {
+    # direction: (the bound judged, "passes" wording, "needs" wording, what more counts)
+    "min": ("low", "the lower bound clears", "needs lower bound >=", "runs"),
+    "max": ("high", "the upper bound stays under", "needs upper bound <=", "calls"),
+}
+
+
+def _rate(
+    name: str,
+    k: int,
+    n: int,
+    threshold: float,
+    confidence: float,
+    direction: Literal["min", "max"],
+) -> MetricResult:
+    """A rate judged on its Wilson bound: the lower one against a minimum, the upper one
+    against a maximum; short of it, how many more at the observed rate would get there."""
     if n == 0:
-        return _missing(name, threshold, "min")
+        return _missing(name, threshold, direction)
     ci = stats.wilson(k, n, confidence)
     label, unit = _LABELS[name], _UNITS[name]
-    if ci.low >= threshold:
+    bound, passes, needs, counted = _BOUND[direction]
+    met = ci.low >= threshold if bound == "low" else ci.high <= threshold
+    if met:
         return MetricResult(
             name,
             "pass",
@@ -296,12 +316,12 @@ def _rate_min(name: str, k: int, n: int, threshold: float, confidence: float) ->
             ci.low,
             ci.high,
             threshold,
-            "min",
+            direction,
             n,
             0,
-            f"{label} {_ci(ci)} of {n} {unit}: the lower bound clears {threshold:.2f}.",
+            f"{label} {_ci(ci)} of {n} {unit}: {passes} {threshold:.2f}.",
         )
-    more = stats.runs_needed(k, n, threshold=threshold, confidence=confidence, bound="low")
+    more = stats.runs_needed(k, n, threshold=threshold, confidence=confidence, bound=bound)
     if more is None:
         return MetricResult(
             name,
@@ -310,11 +330,11 @@ def _rate_min(name: str, k: int, n: int, threshold: float, confidence: float) ->
             ci.low,
             ci.high,
             threshold,
-            "min",
+            direction,
             n,
             None,
-            f"{label} {_ci(ci)} of {n} {unit} needs lower bound >= {threshold:.2f}; at the "
-            "observed rate no number of runs gets there.",
+            f"{label} {_ci(ci)} of {n} {unit} {needs} {threshold:.2f}; at the observed rate "
+            f"no number of {counted} gets there.",
         )
     return MetricResult(
         name,
@@ -323,57 +343,10 @@ def _rate_min(name: str, k: int, n: int, threshold: float, confidence: float) ->
         ci.low,
         ci.high,
         threshold,
-        "min",
+        direction,
         n,
         more,
-        f"{label} {_ci(ci)} needs lower bound >= {threshold:.2f}: about {more} more {unit}.",
-    )
-
-
-def _rate_max(name: str, k: int, n: int, threshold: float, confidence: float) -> MetricResult:
-    if n == 0:
-        return _missing(name, threshold, "max")
-    ci = stats.wilson(k, n, confidence)
-    label, unit = _LABELS[name], _UNITS[name]
-    if ci.high <= threshold:
-        return MetricResult(
-            name,
-            "pass",
-            ci.estimate,
-            ci.low,
-            ci.high,
-            threshold,
-            "max",
-            n,
-            0,
-            f"{label} {_ci(ci)} of {n} {unit}: the upper bound stays under {threshold:.2f}.",
-        )
-    more = stats.runs_needed(k, n, threshold=threshold, confidence=confidence, bound="high")
-    if more is None:
-        return MetricResult(
-            name,
-            "fail",
-            ci.estimate,
-            ci.low,
-            ci.high,
-            threshold,
-            "max",
-            n,
-            None,
-            f"{label} {_ci(ci)} of {n} {unit} needs upper bound <= {threshold:.2f}; at the "
-            "observed rate no number of calls gets there.",
-        )
-    return MetricResult(
-        name,
-        "short",
-        ci.estimate,
-        ci.low,
-        ci.high,
-        threshold,
-        "max",
-        n,
-        more,
-        f"{label} {_ci(ci)} needs upper bound <= {threshold:.2f}: about {more} more {unit}.",
+        f"{label} {_ci(ci)} {needs} {threshold:.2f}: about {more} more {unit}.",
     )
 
 
@@ -383,9 +356,8 @@ def _policy(rule: GateRule, w: Window) -> MetricResult:
     threshold = rule.min_policy_pass_rate
     assert threshold is not None
     if threshold < 1.0:
-        return _rate_min(
-            "policy_pass_rate", w.decided - w.policy_failed, w.decided, threshold, rule.confidence
-        )
+        passed = w.decided - w.policy_failed
+        return _rate("policy_pass_rate", passed, w.decided, threshold, rule.confidence, "min")
     n = w.decided
     if n == 0:
         return _missing("policy_pass_rate", 1.0, "min")

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from agent_guardrails.engine.gates import GateVerdict
 from agent_guardrails.ops.gates import Gates, replay
 from agent_guardrails.store import open_store
+from agent_guardrails.telemetry.spans import iso
 
 __all__ = ["register"]
 
@@ -100,13 +101,13 @@ def _gates(args: argparse.Namespace, out: TextIO) -> int:
         rows = replay(store, gates.pack, since=since, until=until)
         if args.json:
             payload = [
-                {"at": _iso(at), "verdicts": [v.as_dict() for v in vs if _wanted(v, scope, gates)]}
+                {"at": iso(at), "verdicts": [v.as_dict() for v in vs if _wanted(v, scope, gates)]}
                 for at, vs in rows
             ]
             out.write(json.dumps(payload, indent=2) + "\n")
             return 0
         for at, verdicts in rows:
-            out.write(f"== as of {_iso(at)}\n")
+            out.write(f"== as of {iso(at)}\n")
             _print(out, [v for v in verdicts if _wanted(v, scope, gates)])
         return 0
     evaluations = gates.evaluations(scope, record=not args.dry_run)
@@ -187,7 +188,3 @@ def _date(text: str, flag: str) -> float:
     except ValueError:
         raise ValueError(f"{flag} must be a date like 2026-11-30, got {text!r}") from None
     return day.timestamp()
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -196,11 +196,13 @@ class Gates:
             if wanted is None or v.scope == wanted
         ]
 
-    def read(self, now: float) -> Evidence:
-        """What the gates read from the store, as it stood at ``now``."""
+    def read(self, now: float, records: Iterable[AuditRecord] | None = None) -> Evidence:
+        """What the gates read from the store, as it stood at ``now`` (``records``: the
+        audit log, when the caller has read it already)."""
+        log = _read_audit(self.store) if records is None else records
         return Evidence(
             now,
-            _fold((r for r in _read_audit(self.store) if r.ts <= now), self.pack),
+            _fold((r for r in log if r.ts <= now), self.pack),
             [o for o in self.store.outcomes() if o.at <= now],
             self.store.verify_audit().ok,
         )

@@ -44,6 +44,7 @@ from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack import PolicyPack
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store.base import AuditRecord, Store
+from agent_guardrails.telemetry.spans import iso
 
 __all__ = ["weekly_scorecard"]
 
@@ -76,8 +77,8 @@ def weekly_scorecard(
     start = datetime(start_day.year, start_day.month, start_day.day, tzinfo=UTC).timestamp()
     end = min(start + _WEEK, now) if start < now else start + _WEEK
     gates = Gates(store, pack)
-    evidence = gates.read(end)
     records = store.audit_records()
+    evidence = gates.read(end, records)
     week_records = [r for r in records if start <= r.ts < end]
     activations = [r.ts for r in records if r.kind == "pack.activated" and r.ts < end]
     rows = []
@@ -96,7 +97,7 @@ def weekly_scorecard(
         title="Weekly autonomy scorecard",
         week_start=start_day.isoformat(),
         week_end=(start_day + timedelta(days=6)).isoformat(),
-        generated_at=_iso(now),
+        generated_at=iso(now),
         pack=f"{active.name} v{active.version}" if active else f"{gates.pack.name} (not stored)",
         rows=tuple(rows),
         notes=notes,
@@ -238,7 +239,7 @@ def _incidents(records: list[AuditRecord], dial: str) -> tuple[Incident, ...]:
             )
         else:
             continue
-        out.append(Incident(r.seq, r.kind, _iso(r.ts), summary))
+        out.append(Incident(r.seq, r.kind, iso(r.ts), summary))
     return tuple(out)
 
 
@@ -266,10 +267,6 @@ def _recommend(
     if v.verdict == "invalid":
         return "hold", "The data cannot be trusted this week: " + v.explanation
     return "hold", v.explanation
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _day(ts: float) -> str:
