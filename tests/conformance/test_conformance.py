@@ -740,7 +740,7 @@ def test_p12_exactly_once_replay(env: Env) -> None:
     c.verify()
 
 
-# ---------------------------------------------------------------------------- 12
+# ---------------------------------------------------------------------------- 13
 
 TRIP_WIRED = pack_text(
     """
@@ -757,7 +757,7 @@ gates:
 
 
 @MATRIX
-def test_p12_policy_violation_demotes(env: Env) -> None:
+def test_p13_policy_violation_demotes(env: Env) -> None:
     """A validator failing at Execute, where a gate leads into Execute, lowers the scope to
     Assist in the same call (once, recorded as the trip-wire); the next call is a draft."""
     guard = env.guard(TRIP_WIRED)
