@@ -6,7 +6,11 @@ Configurations, each sync and async:
 - the bare agent (no middleware): the baseline;
 - LangChain's ``HumanInTheLoopMiddleware`` + ``ToolCallLimitMiddleware``, configured not to
   interrupt or stop;
-- ``GuardrailsMiddleware`` on the SQLite store, tracing off (no OpenTelemetry configured);
+- ``GuardrailsMiddleware`` on the SQLite store, tracing off (no OpenTelemetry configured), in
+  its default batched mode: an ``after_model`` node per model turn (here it decides nothing,
+  the tool never asks a human, but ``create_agent`` runs the node), then the call decided
+  where it runs;
+- the same with ``interrupt="per_call"``: no ``after_model`` node, as before the batched default;
 - the same with tracing on: an SDK ``TracerProvider`` with a ``BatchSpanProcessor`` (its
   exporter drops the batches, so the network is not measured);
 - as a reference, ``GuardrailsMiddleware`` on the in-process memory store: the whole
@@ -72,6 +76,7 @@ FLOOR = "floor: 2 durable txns, raw SQL"
 FLOOR_OFF_LOOP = "floor, async off the loop"
 HOOKS = "pass-through tool + model hooks"
 MEMORY = "GuardrailsMiddleware (memory store)"
+PER_CALL = "GuardrailsMiddleware per_call (SQLite)"
 ACTIONS = {"tag_contact": "crm.tag"}  # the tool -> the pack's action, for our middleware
 
 PACK = """
@@ -253,6 +258,7 @@ def builders(db: Path) -> dict[str, Callable[[], list[Any]]]:
             ToolCallLimitMiddleware(run_limit=10_000),
         ],
         "GuardrailsMiddleware (SQLite)": lambda: [GuardrailsMiddleware(guard, actions=ACTIONS)],
+        PER_CALL: lambda: [GuardrailsMiddleware(guard, actions=ACTIONS, interrupt="per_call")],
         "GuardrailsMiddleware, tracing on": lambda: [GuardrailsMiddleware(traced, actions=ACTIONS)],
         MEMORY: lambda: [GuardrailsMiddleware(in_memory, actions=ACTIONS)],
         HOOKS: lambda: [PassThrough()],
@@ -314,7 +320,10 @@ def main() -> None:
                 f"aim < 1x: {'met' if to_builtins < 1 else 'NOT met'})\n"
                 f"on the memory store ours adds {memory * 1e6:.0f} us; LangChain's calls of our "
                 f"two hooks alone add {hooks * 1e6:.0f} us; bound (memory-store row + the "
-                f"floor's durable SQL) = {bound * 1e6:.0f} us = {bound / floor:.2f}x the floor"
+                f"floor's durable SQL) = {bound * 1e6:.0f} us = {bound / floor:.2f}x the floor\n"
+                f"per_call mode (no after_model node) adds {(times[PER_CALL] - base) * 1e6:.0f} us"
+                f" = {(times[PER_CALL] - base) / floor:.2f}x the floor, "
+                f"{(times[PER_CALL] - base) / theirs:.2f}x the built-ins"
             )
 
 

@@ -55,11 +55,13 @@ def main() -> list[str]:
     )
     config: Any = {"configurable": {"thread_id": "example"}}
     first = agent.invoke({"messages": [("user", "Welcome c1")]}, config, version="v2")
-    lines = [
-        f"paused: {i.value['name']} needs {i.value['guardrails']['roles']}"
-        for i in first.interrupts
-    ]
-    answers = {i.id: {"type": "approve"} for i in first.interrupts}
+    # One question for the model's turn, in LangChain's HITLRequest dialect (what Agent Chat
+    # UI renders): an action per call that needs a human, our details beside each.
+    (question,) = first.interrupts
+    asked = zip(question.value["action_requests"], question.value["guardrails"], strict=True)
+    lines = [f"paused: {action['name']} needs {details['roles']}" for action, details in asked]
+    decisions = [{"type": "approve"} for _ in question.value["action_requests"]]
+    answers = {question.id: {"decisions": decisions}}
     # The approver's identity comes from the resuming caller's context, not from the model.
     resumed: Any = {"configurable": {"thread_id": "example", **APPROVER}}
     done = agent.invoke(Command(resume=answers), resumed, version="v2")

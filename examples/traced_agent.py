@@ -58,7 +58,10 @@ def main(trace_file: Path | None = None) -> list[str]:
     )
     config: Any = {"configurable": {"thread_id": "traced"}}
     first = agent.invoke({"messages": [("user", "Welcome c1")]}, config, version="v2")
-    answers = {i.id: {"type": "approve"} for i in first.interrupts}
+    answers = {
+        i.id: {"decisions": [{"type": "approve"} for _ in i.value["action_requests"]]}
+        for i in first.interrupts
+    }
     resumed: Any = {"configurable": {"thread_id": "traced", **APPROVER}}
     agent.invoke(Command(resume=answers), resumed, version="v2")
     telemetry.shutdown()  # flush the batch processor before reading or exiting

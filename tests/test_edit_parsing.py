@@ -41,12 +41,16 @@ def _resume(graph: Any) -> list[str]:
         {"messages": [("user", "go")]}, {"configurable": {"thread_id": "t"}}, version="v2"
     )
     (pending,) = out.interrupts
-    answer = {"type": "edit", "edited_action": {"name": "send_email", "args": EDIT}}
+    answer: Any = {"type": "edit", "edited_action": {"name": "send_email", "args": EDIT}}
+    if "action_requests" in pending.value:  # the middleware's batched question
+        answer = {"decisions": [answer]}
     out = graph.invoke(Command(resume={pending.id: answer}), OPS, version="v2")
     return [str(m.content) for m in out.value["messages"] if isinstance(m, ToolMessage)]
 
 
-@pytest.mark.parametrize("adapter", ["middleware", "plain ToolNode + @guarded"])
+@pytest.mark.parametrize(
+    "adapter", ["middleware", "middleware per_call", "plain ToolNode + @guarded"]
+)
 def test_a_json_list_in_an_edit_reaches_the_tool_as_a_list(adapter: str) -> None:
     guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
     seen: list[list[str]] = []
@@ -58,11 +62,14 @@ def test_a_json_list_in_an_edit_reaches_the_tool_as_a_list(adapter: str) -> None
 
     model = _Model(messages=iter([AIMessage(content="", tool_calls=[CALL]), AIMessage("ok")]))
     graph: Any
-    if adapter == "middleware":
+    if adapter.startswith("middleware"):
+        mode: Any = "per_call" if adapter.endswith("per_call") else "batched"
         graph = create_agent(
             model,
             [send_email],
-            middleware=[GuardrailsMiddleware(guard, actions={"send_email": "email.send"})],
+            middleware=[
+                GuardrailsMiddleware(guard, actions={"send_email": "email.send"}, interrupt=mode)
+            ],
             checkpointer=InMemorySaver(),
         )
     else:

@@ -553,3 +553,25 @@ def test_a_decision_without_extra_reads_as_an_empty_mapping() -> None:
     assert dict(d.extra) == {}
     with pytest.raises(KeyError):
         d.extra["over_cap"]
+
+
+# ---------------------------------------------------------------------------- may_ask
+
+
+@pytest.mark.parametrize(
+    ("policy", "asks"),
+    [
+        ("{risk: low}", False),
+        ("{risk: high}", True),
+        ("{sensitive: true}", True),
+        ("{risk: low, approval: {when: always}}", True),
+        ("{risk: high, approval: {when: never}}", False),
+        ("{risk: low, on_cap_exceeded: approve}", True),
+    ],
+)
+def test_may_ask_says_whether_an_action_can_need_a_human(policy: str, asks: bool) -> None:
+    from agent_guardrails.engine.rules import may_ask
+
+    pack = PolicyPack.from_yaml(f"name: p\nversion: 1\nactions:\n  a.b: {policy}\n")
+    assert may_ask(pack, "a.b") is asks
+    assert may_ask(pack, "not.in.pack") is False

@@ -1,4 +1,5 @@
-"""GuardrailsMiddleware end to end: create_agent, a scripted tool-calling model, interrupts.
+"""GuardrailsMiddleware end to end, in its per-call interrupt mode (``interrupt="per_call"``;
+the default batched mode is in test_middleware_batched.py and the conformance matrix).
 
 Every test runs twice, through ``invoke`` and through ``ainvoke`` (the ``mode`` fixture), so
 the sync and async hooks are held to the same behaviour."""
@@ -129,7 +130,7 @@ def agent(guard: Guardrails, tools: Tools, *script: AIMessage) -> Any:
         create_agent(
             model,
             tools.all,
-            middleware=[GuardrailsMiddleware(guard, actions=ACTIONS)],
+            middleware=[GuardrailsMiddleware(guard, actions=ACTIONS, interrupt="per_call")],
             checkpointer=InMemorySaver(),
         )
     )
@@ -341,7 +342,7 @@ def test_an_answer_given_under_an_older_pack_version_is_refused(
 
     def build(g: Guardrails, *script: AIMessage) -> Any:
         model = ScriptedModel(messages=iter([*script, AIMessage(content="done")]))
-        middleware = [GuardrailsMiddleware(g, actions=ACTIONS)]
+        middleware = [GuardrailsMiddleware(g, actions=ACTIONS, interrupt="per_call")]
         return Driven(create_agent(model, tools.all, middleware=middleware, checkpointer=saver))
 
     old = build(guard, calls(("send_email", {"to": "c1", "subject": "Hi"})))
@@ -434,7 +435,9 @@ def test_kill_switch_engaged_between_calls_ends_the_run(guard: Guardrails, tools
             model,
             [tag_and_panic, *tools.all],
             middleware=[
-                GuardrailsMiddleware(guard, actions={**ACTIONS, "tag_and_panic": "crm.tag"})
+                GuardrailsMiddleware(
+                    guard, actions={**ACTIONS, "tag_and_panic": "crm.tag"}, interrupt="per_call"
+                )
             ],
             checkpointer=InMemorySaver(),
         )
@@ -465,7 +468,7 @@ def test_kill_switch_can_raise_instead(tools: Tools) -> None:
         create_agent(
             ScriptedModel(messages=turns()),
             tools.all,
-            middleware=[GuardrailsMiddleware(raising, actions=ACTIONS)],
+            middleware=[GuardrailsMiddleware(raising, actions=ACTIONS, interrupt="per_call")],
             checkpointer=InMemorySaver(),
         )
     )
@@ -489,7 +492,10 @@ def test_guarded_tool_under_the_middleware_is_guarded_once(guard: Guardrails) ->
     )
     a = Driven(
         create_agent(
-            model, [tag], middleware=[GuardrailsMiddleware(guard)], checkpointer=InMemorySaver()
+            model,
+            [tag],
+            middleware=[GuardrailsMiddleware(guard, interrupt="per_call")],
+            checkpointer=InMemorySaver(),
         )
     )
     a.invoke({"messages": [("user", "x")]}, cfg("t1"), version="v2")
@@ -516,7 +522,7 @@ def test_model_spend_counts_against_budgets_and_stops_the_run(tools: Tools) -> N
         create_agent(
             model,
             tools.all,
-            middleware=[GuardrailsMiddleware(g, actions=ACTIONS)],
+            middleware=[GuardrailsMiddleware(g, actions=ACTIONS, interrupt="per_call")],
             checkpointer=InMemorySaver(),
         )
     )

@@ -20,12 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def step(
-    phase: str, workdir: Path, interrupt_id: str | None = None
+    phase: str, workdir: Path, interrupt_id: str | None = None, durability: str = ""
 ) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "tests.agent_process.run", phase, str(workdir)]
     if interrupt_id:
         argv.append(interrupt_id)
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    env = {**os.environ, "AG_TEST_DURABILITY": durability}
+    return subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=env
+    )
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> Any:
@@ -77,9 +80,16 @@ def test_interrupt_in_one_process_resume_in_another(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_call_leaves_it_in_doubt_and_it_is_not_rerun(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["sync", "exit"])
+def test_a_worker_killed_mid_call_leaves_it_in_doubt_and_it_is_not_rerun(
+    tmp_path: Path, durability: str
+) -> None:
+    """``sync``: the turn's decision was checkpointed before the tool ran, so the next run
+    finds the call in doubt where it runs. ``exit``: nothing of the killed run was, so the
+    next run decides the turn again and finds it in doubt there; either way one question,
+    and one answer settles it."""
     (pending,) = ok(step("start", tmp_path))["interrupts"]
-    crashed = step("crash", tmp_path, pending["id"])
+    crashed = step("crash", tmp_path, pending["id"], durability)
     assert crashed.returncode == -signal.SIGKILL
     assert runs(tmp_path) == ["c1"]
 
@@ -90,14 +100,14 @@ def test_a_worker_killed_mid_call_leaves_it_in_doubt_and_it_is_not_rerun(tmp_pat
     assert "execution.started" in [r.kind for r in store.audit_records()]
     store.close()
 
-    again = ok(step("continue", tmp_path))
+    again = ok(step("continue", tmp_path, durability=durability))
     (question,) = again["interrupts"]
     assert question["reasons"] == ["in_doubt"]
     assert runs(tmp_path) == ["c1"]  # not re-run silently
 
     # One answer settles it, whether or not the checkpointer saved the pre-crash answer:
     # the slot log says which position holds the in-doubt question.
-    done = ok(step("resume", tmp_path, question["id"]))
+    done = ok(step("resume", tmp_path, question["id"], durability))
     assert done["interrupts"] == []
     assert runs(tmp_path) == ["c1", "c1"]  # re-run only because a human approved it
     store = open_store(f"sqlite:///{tmp_path / 'guard.db'}")

@@ -6,6 +6,9 @@ The agent uses a SqliteSaver checkpoint and the SQLite store, both under WORKDIR
 later process continues what an earlier one began. The tool appends a line to
 WORKDIR/runs.txt each time its body starts; in the ``crash`` phase it then kills its own
 process with SIGKILL, mid-call. Each phase writes its spans to WORKDIR/trace-PHASE.json.
+LangGraph's ``durability`` comes from ``$AG_TEST_DURABILITY`` (default: LangGraph's own):
+with ``exit`` nothing of a run is checkpointed before it ends, so a run killed mid-call
+leaves only what was saved before it began.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from agent_guardrails.adapters.middleware import GuardrailsMiddleware
 from agent_guardrails.telemetry import configure_telemetry
 from tests.test_middleware import ScriptedModel
 
+DURABLE: Any = (
+    {"durability": os.environ["AG_TEST_DURABILITY"]} if os.environ.get("AG_TEST_DURABILITY") else {}
+)
 PACK = """
 name: proc
 version: 1
@@ -74,25 +80,39 @@ def main(phase: str, workdir: Path, interrupt_id: str | None) -> None:
             "configurable": {"thread_id": "th", "approver": {"id": "ana", "roles": ["ops"]}}
         }
         if phase == "start":
-            out = agent.invoke({"messages": [("user", "email c1")]}, config, version="v2")
-        elif phase == "continue":
-            out = agent.invoke(None, config, version="v2")
-        else:
             out = agent.invoke(
-                Command(resume={interrupt_id: {"type": "approve"}}), config, version="v2"
+                {"messages": [("user", "email c1")]}, config, version="v2", **DURABLE
+            )
+        elif phase == "continue":
+            out = agent.invoke(None, config, version="v2", **DURABLE)
+        else:
+            # Answered by the pending question's dialect: the turn's batched HITLRequest,
+            # or a per-call ToolApprovalRequest (a call found in doubt is asked per call).
+            (pending,) = [i for i in agent.get_state(config).interrupts if i.id == interrupt_id]
+            answer: Any = {"type": "approve"}
+            if "action_requests" in pending.value:
+                answer = {"decisions": [answer] * len(pending.value["action_requests"])}
+            out = agent.invoke(
+                Command(resume={interrupt_id: answer}), config, version="v2", **DURABLE
             )
         print(
             json.dumps(
                 {
                     "interrupts": [
-                        {"id": i.id, "reasons": i.value["guardrails"]["reasons"]}
-                        for i in out.interrupts
+                        {"id": i.id, "reasons": _reasons(i.value)} for i in out.interrupts
                     ],
                     "last": str(out.value["messages"][-1].content),
                 }
             )
         )
     telemetry.shutdown()
+
+
+def _reasons(value: Any) -> list[str]:
+    details = value["guardrails"]
+    if isinstance(details, list):  # batched: one entry per action
+        return [r for d in details for r in d["reasons"]]
+    return list(details["reasons"])
 
 
 if __name__ == "__main__":

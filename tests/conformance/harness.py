@@ -1,12 +1,15 @@
 """The conformance harness: one way to drive every adapter, so a promise is written once.
 
-An :class:`Agent` wraps one of the four ways in (``ADAPTERS``) around the same tools, run
+An :class:`Agent` wraps one of the ways in (``ADAPTERS``) around the same tools, run
 with ``invoke`` or ``ainvoke`` (``MODES``):
 
 - ``guarded``: ``@guarded`` tools run by LangGraph's plain ``ToolNode`` in a hand-built
   ``StateGraph`` (model -> tools -> model);
 - ``tool_node``: ``guarded_tool_node(tools, guard, actions=...)`` in the same graph;
-- ``middleware``: ``GuardrailsMiddleware`` in ``langchain.agents.create_agent``;
+- ``middleware``: ``GuardrailsMiddleware`` in ``langchain.agents.create_agent`` (its default,
+  ``interrupt="batched"``: a turn's calls decided together, one ``HITLRequest``);
+- ``middleware_per_call``: the same with ``interrupt="per_call"`` (each call decided and
+  asked as it starts, LangChain's ``ToolApprovalRequest``);
 - ``guard_node``: ``GuardNode(guard, ...)`` + ``guard_node.tool_node(tools)``
   (model -> guard -> tools -> model).
 
@@ -54,7 +57,9 @@ from agent_guardrails.middleware import GuardrailsMiddleware
 from agent_guardrails.store import Store
 from agent_guardrails.tool_node import guarded_tool_node
 
-ADAPTERS = ("guarded", "tool_node", "middleware", "guard_node")
+ADAPTERS = ("guarded", "tool_node", "middleware", "middleware_per_call", "guard_node")
+# Adapters that decide a model turn's calls as one batch and ask once, before any runs.
+BATCHED = ("middleware", "guard_node")
 MODES = ("sync", "async")
 STORES = ("memory", "sqlite", "postgres")
 
@@ -453,8 +458,9 @@ class Agent:
             self.saver = InMemorySaver()
         tools = self.box.tools(self.guard, self.mode, self.tools)
         actions = {name: ACTIONS[name] for name in self.tools}
-        if self.adapter == "middleware":
-            middleware = GuardrailsMiddleware(self.guard, actions=actions)
+        if self.adapter in ("middleware", "middleware_per_call"):
+            mode = "per_call" if self.adapter == "middleware_per_call" else "batched"
+            middleware = GuardrailsMiddleware(self.guard, actions=actions, interrupt=mode)
             self.graph = create_agent(
                 self.model, tools, middleware=[middleware], checkpointer=self.saver
             )

@@ -2,7 +2,8 @@
 
 Ids read as a table: ``test_<promise>[<adapter>-<sync|async>-<store>]``. Adapters:
 ``guarded`` (``@guarded`` tools under a plain ``ToolNode``), ``tool_node``
-(``guarded_tool_node``), ``middleware`` (``GuardrailsMiddleware`` in ``create_agent``),
+(``guarded_tool_node``), ``middleware`` (``GuardrailsMiddleware`` in ``create_agent``, its
+default batched interrupt), ``middleware_per_call`` (the same, ``interrupt="per_call"``),
 ``guard_node`` (``GuardNode`` + its tools node). Each cell checks everything its promise
 says and lists every expectation it found broken (``Checks``). Cells that cannot apply are
 in ``table.NOT_APPLICABLE`` and skip with the reason.
@@ -18,6 +19,7 @@ from agent_guardrails.store import Store
 from tests.conformance import workers
 from tests.conformance.conftest import MATRIX, Env
 from tests.conformance.harness import (
+    BATCHED,
     Agent,
     Ask,
     Behaviour,
@@ -434,7 +436,8 @@ def _spent(store: Store) -> float:
 def test_p07_parallel_calls(env: Env) -> None:
     """One AI message with 5 parallel priced calls; the budget fits 3: exactly 3 run, and
     never more than the budget is held. (A guard node reserves a turn's calls as one batch:
-    all fit or none runs, so there none of the 5 runs, each denied ``budget_exceeded``.)"""
+    all fit or none runs, so there none of the 5 runs, each denied ``budget_exceeded``. The
+    middleware batches only turns in which a call can need a human; these calls never do.)"""
     runs, c = Runs(), Checks()
     guard = env.guard(EXECUTE)
     agent = env.agent(guard, ["tag_contact"], runs=runs)
@@ -712,8 +715,9 @@ def test_p11_model_hooks_fail_closed(env: Env) -> None:
 @MATRIX
 def test_p12_exactly_once_replay(env: Env) -> None:
     """An allowed call and one that asks, in one message: on resume the allowed call is not
-    run again, and the model gets both results. (A guard node runs none of a turn before
-    its one question is answered: there the allowed call runs once, after the resume.)"""
+    run again, and the model gets both results. (A guard node, and the middleware in its
+    default batched mode, run none of a turn before its one question is answered: there
+    the allowed call runs once, after the resume.)"""
     runs, c = Runs(), Checks()
     guard = env.guard(EXECUTE)
     agent = env.agent(guard, ["tag_contact", "send_email"], runs=runs)
@@ -722,7 +726,7 @@ def test_p12_exactly_once_replay(env: Env) -> None:
             "t1", ("tag_contact", {"contact": "c1"}), ("send_email", {"to": "c2", "subject": "Hi"})
         )
     must_ask(c, run, "send_email")
-    first = 0 if env.adapter == "guard_node" else 1
+    first = 0 if env.adapter in BATCHED else 1
     c.check(
         runs.count("tag_contact") == first,
         f"the first run ran the allowed call {runs.count('tag_contact')}x, want {first}",

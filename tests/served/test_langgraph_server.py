@@ -35,13 +35,17 @@ def ask_to_email(user: User, thread: str, to: str, subject: str) -> dict[str, An
     assert [i["id"] for i in user.interrupts(thread)] == [pending[0]["id"]]
     interrupt: dict[str, Any] = pending[0]
     value = interrupt["value"]
-    assert (value["type"], value["name"], value["args"]) == (
-        "tool_approval",
-        "send_email",
-        {"to": to, "subject": subject},
-    )
-    assert value["guardrails"]["roles"] == ANA_ROLES
-    assert value["guardrails"]["reasons"] == ["approval_required:sensitive"]
+    # LangChain's batched HITLRequest, the dialect Agent Chat UI renders with buttons.
+    (action,) = value["action_requests"]
+    (review,) = value["review_configs"]
+    (details,) = value["guardrails"]
+    assert (action["name"], action["args"]) == ("send_email", {"to": to, "subject": subject})
+    assert review == {
+        "action_name": "send_email",
+        "allowed_decisions": ["approve", "edit", "reject", "respond"],
+    }
+    assert details["roles"] == ANA_ROLES
+    assert details["reasons"] == ["approval_required:sensitive"]
     assert user.outbox(thread) == []  # nothing sent while it waits
     return interrupt
 
@@ -62,9 +66,10 @@ def executions_started(server: Server, thread: str) -> int:
 def test_approve_runs_the_tool_once(server: Server) -> None:
     ana = User(server, "ana")
     thread = ana.new_thread()
-    pending = ask_to_email(ana, thread, "c1", "November picks")
+    ask_to_email(ana, thread, "c1", "November picks")
 
-    values = ana.resume(thread, {pending["id"]: {"type": "approve"}})
+    # As Agent Chat UI answers: the decisions, not keyed by interrupt id (one is pending).
+    values = ana.resume(thread, {"decisions": [{"type": "approve"}]})
 
     (message,) = tool_messages(values)
     assert (message["status"], message["content"]) == ("success", "sent to c1: November picks")
@@ -84,7 +89,7 @@ def test_edit_runs_with_the_edited_args(server: Server) -> None:
         "edited_action": {"name": "send_email", "args": {"to": "c2", "subject": "Hello again"}},
     }
 
-    values = ana.resume(thread, {pending["id"]: edit})
+    values = ana.resume(thread, {pending["id"]: {"decisions": [edit]}})
 
     (message,) = tool_messages(values)
     assert message["content"] == "sent to c2: Hello again"
@@ -97,7 +102,9 @@ def test_reject_does_not_run_and_the_model_reads_why(server: Server) -> None:
     pending = ask_to_email(ana, thread, "c1", "Hello")
     reason = "not this week, the list is being cleaned"
 
-    values = ana.resume(thread, {pending["id"]: {"type": "reject", "message": reason}})
+    values = ana.resume(
+        thread, {pending["id"]: {"decisions": [{"type": "reject", "message": reason}]}}
+    )
 
     (message,) = tool_messages(values)
     assert message["status"] == "error"

@@ -304,8 +304,10 @@ def run_agent(otel: Otel, clock: Clock, *, app_span: bool = False) -> AgentRun:
             ]
         )
     )
+    # Per call: the allowed call runs while the other asks (the batched default asks
+    # first; its spans are checked in tests/test_middleware_batched.py).
     middleware = GuardrailsMiddleware(
-        guard, actions={"tag_contact": "crm.tag", "send_email": "email.send"}
+        guard, actions={"tag_contact": "crm.tag", "send_email": "email.send"}, interrupt="per_call"
     )
     # looked up now, as an application instrumented at start-up would (OpenLLMetry wraps it)
     agent: Any = langchain.agents.create_agent(

@@ -323,7 +323,9 @@ def test_interrupt_and_resume_link_the_spans_and_record_each_event_once(
     agent: Any = create_agent(
         model,
         [send_email],
-        middleware=[GuardrailsMiddleware(guard, actions={"send_email": "email.send"})],
+        middleware=[
+            GuardrailsMiddleware(guard, actions={"send_email": "email.send"}, interrupt="per_call")
+        ],
         checkpointer=InMemorySaver(),
     )
     cfg: Any = {"configurable": {"thread_id": "th-9", "approver": {"id": "ana", "roles": ["ops"]}}}

@@ -30,62 +30,33 @@ raise``).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Union
+from typing import Any
 
-from langchain.agents.middleware.human_in_the_loop import (
-    ActionRequest,
-    ApproveDecision,
-    EditDecision,
-    HITLRequest,
-    RejectDecision,
-    RespondDecision,
-    ReviewConfig,
-)
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
-from langgraph.types import Command, Send, interrupt
-from pydantic import Discriminator, Field, create_model
+from langgraph.types import Command, Send
 
 from agent_guardrails import _compat
 from agent_guardrails.adapters.decorator import inside_adapter
 from agent_guardrails.adapters.graph import (
-    GuardrailsDetails,
-    approval_payload,
-    approver_identity,
-    call_key,
-    interrupt_asker,
     run_scope,
-    to_answer,
     with_args,
 )
-from agent_guardrails.adapters.tools import binding, unmapped_action
-from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
+from agent_guardrails.adapters.tools import binding
+from agent_guardrails.adapters.turns import batch_asker, let_through, turn_calls
+from agent_guardrails.engine.decision import Decision, DecisionKind
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.pipeline.flow import GuardedCall
 from agent_guardrails.pipeline.guardrails import Guardrails
 from agent_guardrails.pipeline.results import refusal_message, tool_message
-from agent_guardrails.pipeline.scoping import ScopeSources
-from agent_guardrails.policy.scope import Scope
 
 __all__ = ["GuardNode"]
 
 _KEY = "guardrails"  # where a let-through tool call carries what the tools node needs
-
-AnyDecision = Annotated[
-    Union[ApproveDecision, EditDecision, RejectDecision, RespondDecision],  # noqa: UP007
-    Discriminator("type"),
-]
-
-
-class BatchedApprovalRequest(HITLRequest):
-    """LangChain's ``HITLRequest`` with our details per action, in the same order."""
-
-    guardrails: list[GuardrailsDetails]
 
 
 class GuardNode:
@@ -125,37 +96,14 @@ class GuardNode:
             return Command(goto="__end__")
         guard = self.guardrails
         context = _compat.runtime_context(config)
-        run = run_scope(context, config)
-        calls: list[GuardedCall] = []
-        for tool_call in last.tool_calls:
-            name = tool_call["name"]
-            bound = binding(name, self.tools.get(name), self.actions, guard.policy)
-            call_id = tool_call.get("id") or ""
-            request = CallRequest(
-                name,
-                bound.action or unmapped_action(name),
-                tool_call.get("args") or {},
-                Scope(),
-                call_id,
-            )
-            # The guard task's namespace is new each turn and kept across an interrupt, so a
-            # model that reuses tool call ids in a later turn does not replay the earlier one.
-            calls.append(
-                guard.prepare(
-                    request,
-                    call_key=call_key(config, call_id) or f"~{uuid.uuid4().hex}",
-                    sources=ScopeSources(run, bound.declared),
-                    simulate=bound.simulate,
-                    raise_on_deny=False,
-                    runs_later=True,
-                    in_graph=True,
-                    args_schema=bound.schema,
-                )
-            )
-        decisions = guard.decide_batch(calls)
-        if any(d.kind is DecisionKind.HALT for d in decisions):
-            return self._halt(calls, decisions)
-        outcomes = self._approvals(calls, decisions, context, config)
+        bindings = [
+            binding(c["name"], self.tools.get(c["name"]), self.actions, guard.policy)
+            for c in last.tool_calls
+        ]
+        calls = turn_calls(guard, last.tool_calls, bindings, run_scope(context, config), config)
+        outcomes = guard.decide_turn(calls, batch_asker(context, config))
+        if any(d.kind is DecisionKind.HALT for _, d in outcomes):
+            return self._halt(outcomes)
 
         replies: list[ToolMessage] = []
         sends: list[Send] = []
@@ -169,57 +117,16 @@ class GuardNode:
                 replies.append(refusal_message(result, call.request.call_id, call.request.tool))
         return Command(update={"messages": replies}, goto=sends or [self.model_node])
 
-    def _halt(self, calls: list[GuardedCall], decisions: list[Decision]) -> Command[Any]:
+    def _halt(self, outcomes: list[tuple[GuardedCall, Decision]]) -> Command[Any]:
         """A kill-switch halted the turn (the pipeline stopped the whole batch, or raised
         where the pack says ``on_halt: raise``): the run ends with the pack's message."""
         guard = self.guardrails
         replies = [
             refusal_message(guard.refusal(call, decision), call.request.call_id, call.request.tool)
-            for call, decision in zip(calls, decisions, strict=True)
+            for call, decision in outcomes
         ]
         end = AIMessage(content=guard.policy.kill_switch.message)
         return Command(update={"messages": [*replies, end]}, goto="__end__")
-
-    def _approvals(
-        self,
-        calls: list[GuardedCall],
-        decisions: list[Decision],
-        context: object,
-        config: RunnableConfig,
-    ) -> list[tuple[GuardedCall, Decision]]:
-        """One interrupt for every call that needs a human; apply the answers in order."""
-        guard = self.guardrails
-        outcomes = list(zip(calls, decisions, strict=True))
-        waiting = [i for i, d in enumerate(decisions) if d.kind is DecisionKind.REQUIRE_APPROVAL]
-        if not waiting:
-            return outcomes
-        asks = [guard.approval_request(*outcomes[i]) for i in waiting]
-        payload: BatchedApprovalRequest = {
-            "action_requests": [
-                ActionRequest(name=a.tool, args=dict(a.args), description=a.description)
-                for a in asks
-            ],
-            "review_configs": [
-                ReviewConfig(action_name=a.tool, allowed_decisions=list(a.allowed_decisions))
-                for a in asks
-            ],
-            "guardrails": [
-                approval_payload(a, calls[i].request.call_id)["guardrails"]
-                for i, a in zip(waiting, asks, strict=True)
-            ],
-        }
-        schema = create_model(
-            "BatchDecisions",
-            decisions=(list[AnyDecision], Field(min_length=len(asks), max_length=len(asks))),
-        )
-        response: Any = interrupt(payload, response_schema=schema)
-        answers = response["decisions"] if isinstance(response, Mapping) else response.decisions
-        by, roles = approver_identity(context, config)
-        for i, answer in zip(waiting, answers, strict=True):
-            raw = answer if isinstance(answer, Mapping) else answer.model_dump()
-            call, decision = outcomes[i]
-            outcomes[i] = guard.apply_answer(call, decision, to_answer(raw, by, roles))
-        return outcomes
 
     # ------------------------------------------------------------------ the tools node
 
@@ -240,35 +147,14 @@ class GuardNode:
     ) -> tuple[GuardedCall, Decision, ToolCallRequest] | ToolMessage:
         tool_call: dict[str, Any] = dict(request.tool_call)
         carried = tool_call.pop(_KEY, None)
-        call_id = tool_call.get("id") or ""
         if not isinstance(carried, Mapping):
             return ToolMessage(
                 content="not run: this call did not pass the guard node",
-                tool_call_id=call_id,
+                tool_call_id=tool_call.get("id") or "",
                 name=tool_call["name"],
                 status="error",
             )
-        guard = self.guardrails
-        policy = guard.policy
-        scope = Scope.from_mapping(carried.get("scope") or {})
-        clean = request.override(tool_call=tool_call)  # type: ignore[arg-type]
-        runtime = request.runtime
-        config = getattr(runtime, "config", None)
-        bound = binding(tool_call["name"], request.tool, self.actions, policy)
-        call = guard.prepare(
-            CallRequest(
-                tool_call["name"], carried["action"], tool_call.get("args") or {}, scope, call_id
-            ),
-            call_key=carried["key"],
-            sources=ScopeSources(scope.as_dict(), bound.declared),
-            simulate=bound.simulate,
-            ask=interrupt_asker(call_id, getattr(runtime, "context", None), config, guard.store),
-            raise_on_deny=False,
-            in_graph=True,
-            args_schema=bound.schema,
-        )
-        decision = guard.carried(carried, call)
-        return call, decision, clean
+        return let_through(self.guardrails, request, tool_call, carried, self.actions)
 
     def _run(self, request: ToolCallRequest, handler: Any) -> Any:
         let = self._let_through(request)

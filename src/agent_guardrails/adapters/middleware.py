@@ -5,10 +5,37 @@
 ...                      checkpointer=InMemorySaver())                # doctest: +SKIP
 
 Each tool call is decided, reserved, audited and, where the pack says so, paused for a
-human with a LangGraph interrupt (LangChain's per-call ``ToolApprovalRequest`` dialect,
-extended with a ``guardrails`` field; resume with ``Command(resume={interrupt_id:
-{"type": "approve"}})``). Calls that do not run come back to the model as a ``ToolMessage``
-whose content is the JSON :class:`~agent_guardrails.pipeline.results.GuardrailResult`.
+human with a LangGraph interrupt. Two ways to ask, as LangChain's ``HumanInTheLoopMiddleware``:
+
+- ``interrupt="batched"`` (the default): after a model turn in which some call *can* need a
+  human (its action asks at some level, or asks on a cap breach:
+  :func:`agent_guardrails.engine.rules.may_ask`), the turn's tool calls are decided together
+  (:mod:`agent_guardrails.adapters.turns`; what they need is reserved together, all fit or
+  none runs) and **one interrupt** asks about every call that needs a human, in LangChain's
+  ``HITLRequest`` dialect (``action_requests``, ``review_configs``, plus a ``guardrails``
+  list with our details), which Agent Chat UI renders with Approve/Edit/Reject buttons.
+  Resume with ``Command(resume={"decisions": [{"type": "approve"}, ...]})``, one decision
+  per action, in order. The calls then run where tools run (``wrap_tool_call``), each once.
+  A turn whose calls can never ask is decided call by call as each runs, as in
+  ``per_call`` mode (one store step fewer per call).
+- ``interrupt="per_call"``: each call asks as it starts, in LangChain's per-call
+  ``ToolApprovalRequest`` dialect with a ``guardrails`` field; resume with
+  ``Command(resume={interrupt_id: {"type": "approve"}})`` (one pending interrupt per call).
+
+Both dialects' answers are read by LangGraph against a schema before they are saved: a
+malformed answer is refused and the call stays pending. A call found in doubt after a crash
+(its run started and never finished) is asked about per call in either mode.
+
+Calls that do not run come back to the model as a ``ToolMessage`` whose content is the JSON
+:class:`~agent_guardrails.pipeline.results.GuardrailResult`.
+
+In batched mode the decision is made in the ``after_model`` hook, which sees tool *names*;
+the middleware learns each tool's ``@guarded`` declarations (action, scope, ``simulate``,
+argument schema) from the model calls it wraps, and stamps the action and scope it decided
+with on the model's message (``response_metadata["guardrails_tools"]``), so a run resumed
+by a fresh worker decides its calls as they were. Pass ``tools=`` as well where a resumed
+run must draft with a tool's ``simulate`` or read an edit by its schema before the worker
+has called the model once.
 
 Which action a tool performs: the ``actions`` mapping given here, else the tool's
 ``@guarded(action=...)``, else ``tool.metadata["guardrails_action"]``, else the tool's name
@@ -24,9 +51,9 @@ message saying so.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NotRequired
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal, NotRequired, TypeVar, cast
 
 from langchain.agents.middleware.types import (
     AgentMiddleware,
@@ -35,9 +62,12 @@ from langchain.agents.middleware.types import (
     ModelRequest,
     ModelResponse,
     PrivateStateAttr,
+    hook_config,
 )
 from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.tools import BaseTool
 from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from agent_guardrails.adapters.decorator import inside_adapter
@@ -51,9 +81,13 @@ from agent_guardrails.adapters.graph import (
     with_args,
 )
 from agent_guardrails.adapters.task_interrupts import TaskInterrupts
-from agent_guardrails.adapters.tools import binding, unmapped_action
-from agent_guardrails.engine.decision import CallRequest
+from agent_guardrails.adapters.tools import ToolBinding, binding, unmapped_action
+from agent_guardrails.adapters.turns import batch_asker, let_through, turn_calls
+from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
+from agent_guardrails.engine.rules import may_ask
 from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.pipeline.batch import AskAll
+from agent_guardrails.pipeline.flow import GuardedCall
 from agent_guardrails.pipeline.guardrails import Guardrails
 from agent_guardrails.pipeline.results import (
     GuardrailResult,
@@ -67,6 +101,8 @@ from agent_guardrails.policy.scope import Scope
 __all__ = ["GuardrailsMiddleware"]
 
 ToolResult = ToolMessage | Command[Any]
+_R = TypeVar("_R")
+_STAMP = "guardrails_tools"  # the AI message's note of each tool's action and scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +119,11 @@ class _Prepared:
 
 
 class GuardrailsState(AgentState[Any]):
-    """Agent state with the flag a kill-switch halt sets to end the run."""
+    """Agent state with the flag a kill-switch halt sets to end the run, and what the
+    turn's decision let through (batched mode: tool call id -> carried decision)."""
 
     guardrails_halted: NotRequired[Annotated[bool, PrivateStateAttr]]
+    guardrails_turn: NotRequired[Annotated[dict[str, Any], PrivateStateAttr]]
 
 
 class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
@@ -96,6 +134,10 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         actions: tool name -> action name, for tools not decorated with ``@guarded``.
         unmapped: what to do with tools bound to no action: ``"deny"`` (default) or
             ``"allow"`` (run them ungoverned).
+        interrupt: ``"batched"`` (default: one ``HITLRequest`` interrupt per model turn)
+            or ``"per_call"`` (one ``ToolApprovalRequest`` interrupt per call).
+        tools: the agent's tools, known before its first model call (optional: they are
+            learnt from the model calls; see the module docstring).
     """
 
     def __init__(
@@ -104,6 +146,8 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         *,
         actions: Mapping[str, str] | None = None,
         unmapped: Literal["deny", "allow"] = "deny",
+        interrupt: Literal["batched", "per_call"] = "batched",
+        tools: Sequence[BaseTool] = (),
     ) -> None:
         super().__init__()
         if not isinstance(guardrails, Guardrails):
@@ -112,18 +156,41 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             )
         if unmapped not in ("deny", "allow"):
             raise ConfigurationError(f"unmapped must be 'deny' or 'allow', got {unmapped!r}")
+        if interrupt not in ("batched", "per_call"):
+            raise ConfigurationError(
+                f"interrupt must be 'batched' or 'per_call', got {interrupt!r}"
+            )
         self.guardrails = guardrails
         self.actions = dict(actions or {})
         self.unmapped = unmapped
+        self.interrupt = interrupt
+        self._tools: dict[str, BaseTool] = {t.name: t for t in tools}
         self.end_on_halt = True  # False where no agent state carries the halt flag
 
     state_schema = GuardrailsState
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> GuardrailsMiddleware:
+        if cls is GuardrailsMiddleware and kwargs.get("interrupt", "batched") == "batched":
+            cls = _TurnMiddleware
+        instance: GuardrailsMiddleware = super().__new__(cls)
+        return instance
+
+    @property
+    def name(self) -> str:
+        return "GuardrailsMiddleware"  # the graph's node names, in either mode
 
     # ------------------------------------------------------------------ tools
 
     def wrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], ToolResult]
     ) -> ToolResult:
+        let = self._let_through(request)
+        if let is not None:
+            call, decision, clean = let
+            call.body = lambda args: handler(with_args(clean, args))
+            with inside_adapter(request.tool):
+                result = self.guardrails.execute(call, decision)
+            return self._message(clean, call.request, result)
         p = self._prepare(request)
         if p is None:
             return handler(request)
@@ -168,6 +235,13 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
     ) -> ToolResult:
+        let = self._let_through(request)
+        if let is not None:
+            call, decision, clean = let
+            call.body = lambda args: handler(with_args(clean, args))
+            with inside_adapter(request.tool):
+                result = await self.guardrails.aexecute(call, decision)
+            return self._message(clean, call.request, result)
         p = self._prepare(request)
         if p is None:
             return await handler(request)
@@ -213,6 +287,106 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             bound.schema,
         )
 
+    def _let_through(
+        self, request: ToolCallRequest
+    ) -> tuple[GuardedCall, Decision, ToolCallRequest] | None:
+        """Batched mode: the call as the turn's decision let it through, if it did."""
+        turn = (request.state or {}).get("guardrails_turn") if self.interrupt == "batched" else None
+        if not isinstance(turn, Mapping):
+            return None
+        carried = turn.get(request.tool_call.get("id") or "")
+        if not isinstance(carried, Mapping):
+            return None
+        return let_through(self.guardrails, request, request.tool_call, carried, self.actions)
+
+    # ------------------------------------------------------------------ the turn (batched)
+
+    def _turn(
+        self, state: GuardrailsState, runtime: Runtime[Any]
+    ) -> tuple[list[GuardedCall], AskAll] | None:
+        """The guarded calls of the model's last message, ready to decide (batched mode)."""
+        if self.interrupt != "batched":
+            return None
+        messages = state.get("messages") or []
+        last = messages[-1] if messages else None
+        if not isinstance(last, AIMessage) or not last.tool_calls:
+            return None
+        stamped = (last.response_metadata or {}).get(_STAMP) or {}
+        guard = self.guardrails
+        tool_calls: list[Mapping[str, Any]] = []
+        bindings: list[ToolBinding] = []
+        for tool_call in last.tool_calls:
+            bound = self._binding(tool_call["name"], stamped)
+            if bound.action is None and self.unmapped == "allow":
+                continue  # ungoverned: runs as the agent asks
+            tool_calls.append(tool_call)
+            bindings.append(bound)
+        if not any(may_ask(guard.policy, b.action or "") for b in bindings):
+            return None  # no call of this turn can need a human: each is decided as it runs
+        config = current_config()
+        context = getattr(runtime, "context", None)
+        calls = turn_calls(guard, tool_calls, bindings, run_scope(context, config), config)
+        return calls, batch_asker(context, config)
+
+    def _binding(self, name: str, stamped: Mapping[str, Any]) -> ToolBinding:
+        bound = binding(name, self._tools.get(name), self.actions, self.guardrails.policy)
+        mark = stamped.get(name)
+        if isinstance(mark, Mapping) and name not in self._tools:
+            # A fresh worker resuming the run: decide as the turn was decided first.
+            action = mark.get("action")
+            declared = mark.get("scope")
+            return replace(
+                bound,
+                action=action if isinstance(action, str) else bound.action,
+                declared=dict(declared) if isinstance(declared, Mapping) else bound.declared,
+            )
+        return bound
+
+    def _turn_update(
+        self,
+        outcomes: list[tuple[GuardedCall, Decision]],
+        refused: list[tuple[GuardedCall, GuardrailResult]],
+    ) -> dict[str, Any]:
+        guard = self.guardrails
+        replies: list[Any] = [
+            refusal_message(result, call.request.call_id, call.request.tool)
+            for call, result in refused
+        ]
+        if any(d.kind is DecisionKind.HALT for _, d in outcomes):
+            replies.append(AIMessage(content=guard.policy.kill_switch.message))
+            return {"messages": replies, "guardrails_turn": {}, "jump_to": "end"}
+        carried = {
+            call.request.call_id: {**guard.carry(call, d), "args": dict(call.request.args)}
+            for call, d in outcomes
+            if d.kind is DecisionKind.ALLOW
+        }
+        return {"messages": replies, "guardrails_turn": carried}
+
+    def _learn(self, request: ModelRequest) -> None:
+        """Remember the agent's tools (batched mode decides by tool name)."""
+        for tool in request.tools or ():
+            if isinstance(tool, BaseTool) and self._tools.get(tool.name) is not tool:
+                self._tools[tool.name] = tool
+
+    def _stamp(self, response: _R) -> _R:
+        """Mark the model's tool calls with the action and scope they are decided by."""
+        if self.interrupt != "batched" or not isinstance(response, ModelResponse):
+            return response
+        out: list[Any] = []
+        for message in response.result:
+            if isinstance(message, AIMessage) and message.tool_calls:
+                marks = {}
+                for tool_call in message.tool_calls:
+                    bound = self._binding(tool_call["name"], {})
+                    marks[tool_call["name"]] = {
+                        "action": bound.action,
+                        "scope": dict(bound.declared),
+                    }
+                metadata = {**(message.response_metadata or {}), _STAMP: marks}
+                message = message.model_copy(update={"response_metadata": metadata})
+            out.append(message)
+        return cast(_R, replace(response, result=out))
+
     def _message(self, request: ToolCallRequest, call: CallRequest, result: object) -> ToolResult:
         if isinstance(result, ToolMessage | Command):
             return result
@@ -244,8 +418,9 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         stopped = self.guardrails.model_check(scope)
         if stopped is not None:
             return AIMessage(content=stopped)
+        self._learn(request)
         started = time.time_ns()
-        response = handler(request)
+        response = self._stamp(handler(request))
         usage = _usage(request, response)
         if usage is not None:
             self.guardrails.record_model_spend(
@@ -273,8 +448,9 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         stopped = await self.guardrails.amodel_check(scope)
         if stopped is not None:
             return AIMessage(content=stopped)
+        self._learn(request)
         started = time.time_ns()
-        response = await handler(request)
+        response = self._stamp(await handler(request))
         usage = _usage(request, response)
         if usage is not None:
             await self.guardrails.arecord_model_spend(
@@ -314,3 +490,40 @@ def _usage(request: ModelRequest, response: ModelResponse) -> dict[str, Any] | N
     if not tokens_in and not tokens_out:
         return None
     return {"model": name, "input_tokens": tokens_in, "output_tokens": tokens_out}
+
+
+class _TurnMiddleware(GuardrailsMiddleware):
+    """``GuardrailsMiddleware`` in batched mode: the same, plus the ``after_model`` hook that
+    decides a turn and asks once. A class of its own because ``create_agent`` adds a graph
+    node for every middleware *class* that defines the hook, and a node costs each model
+    turn its run even when it does nothing (``per_call`` instances have none)."""
+
+    @hook_config(can_jump_to=["end"])
+    def after_model(self, state: GuardrailsState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        turn = self._turn(state, runtime)
+        if turn is None:
+            return None
+        calls, ask = turn
+        outcomes = self.guardrails.decide_turn(calls, ask)
+        refused = [
+            (call, self.guardrails.refusal(call, d))
+            for call, d in outcomes
+            if d.kind is not DecisionKind.ALLOW
+        ]
+        return self._turn_update(outcomes, refused)
+
+    @hook_config(can_jump_to=["end"])
+    async def aafter_model(
+        self, state: GuardrailsState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        turn = self._turn(state, runtime)
+        if turn is None:
+            return None
+        calls, ask = turn
+        outcomes = await self.guardrails.adecide_turn(calls, ask)
+        refused = [
+            (call, await self.guardrails.arefusal(call, d))
+            for call, d in outcomes
+            if d.kind is not DecisionKind.ALLOW
+        ]
+        return self._turn_update(outcomes, refused)

@@ -42,7 +42,7 @@ from agent_guardrails.policy.pack import ActionPolicy, PolicyPack
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.policy.validators import CompiledValidator
 
-__all__ = ["decide"]
+__all__ = ["decide", "may_ask"]
 
 _EPS = 1e-9
 _KIND_MIN_LEVEL = {
@@ -243,6 +243,19 @@ def decide(
 
 
 _ALLOWED = ("allowed",)
+
+
+def may_ask(pack: PolicyPack, action: str) -> bool:
+    """Whether a call of ``action`` can need a human at some level under ``pack``: its
+    approval rule or risk asks at a level, or a cap breach asks (``on_cap_exceeded:
+    approve``). A call found in doubt after a crash asks whatever this says. Pure: the
+    middleware uses it to ask about a turn at once only where a question can arise."""
+    plan = _plan(pack, action)
+    if plan is None:
+        return False
+    if plan.action.on_cap_exceeded == "approve":
+        return True
+    return any(kind is DecisionKind.REQUIRE_APPROVAL for kind, _, _ in plan.modes)
 
 
 def _verdict(

@@ -11,7 +11,8 @@ graph splits them:
    any call, none of the batch runs: what the others hold is released (``batch_halted``).
 2. :func:`resolve` (the guard node, after its one interrupt): a human's answer applied to a
    call waiting for approval, by :func:`~.approvals.approval` (an edit re-scoped and
-   decided again in full).
+   decided again in full). :func:`turn` is steps 1 and 2 together, with the adapter's
+   ``ask`` putting every question of the turn to a human at once.
 3. :func:`run_decided` (the tools node): the kill-switch looked at again, then
    :func:`~.flow.run`. A call found in doubt (its key started before and never finished)
    is decided again, so asked about, never run silently.
@@ -22,7 +23,7 @@ that runs is traced in the tools node, linked to the span that asked for approva
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from agent_guardrails.pipeline.guardrails import Guardrails
 
 __all__ = [
+    "AskAll",
     "approval_request",
     "carried",
     "carry",
@@ -66,8 +68,40 @@ __all__ = [
     "resolve",
     "run_decided",
     "trace_stops",
+    "turn",
     "withdraw",
 ]
+
+AskAll = Callable[[list[ApprovalRequest]], list[ApprovalAnswer]]
+"""Asks a human about every call of a turn that waits for approval, at once (a LangGraph
+interrupt in the adapters); returns one answer per request, in order."""
+
+
+def turn(
+    g: Guardrails, calls: Sequence[GuardedCall], ask: AskAll
+) -> Flow[list[tuple[GuardedCall, Decision]]]:
+    """A model turn's calls decided together (:func:`decide_batch`); the ones that wait for
+    a human asked at once, and each answer applied (:func:`resolve`). When a kill-switch
+    halted the turn nobody is asked: the outcomes carry the halt."""
+    decisions = yield from decide_batch(g, calls)
+    outcomes = list(zip(calls, decisions, strict=True))
+    if any(d.kind is DecisionKind.HALT for d in decisions):
+        return outcomes
+    waiting = [i for i, d in enumerate(decisions) if d.kind is DecisionKind.REQUIRE_APPROVAL]
+    if not waiting:
+        return outcomes
+    requests = []
+    for i in waiting:
+        requests.append((yield from approval_request(g, *outcomes[i])))
+    answers = ask(requests)  # raises the interrupt until a human answered
+    if len(answers) != len(waiting):
+        raise ValueError(
+            f"{len(answers)} answers for {len(waiting)} calls waiting for approval: "
+            "answer each call of the turn once, in order"
+        )
+    for i, answer in zip(waiting, answers, strict=True):
+        outcomes[i] = yield from resolve(g, *outcomes[i], answer)
+    return outcomes
 
 
 def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decision]]:
@@ -203,6 +237,9 @@ def carry(g: Guardrails, call: GuardedCall, decision: Decision) -> dict[str, Any
         "pack": decision.pack,
         "pack_version": decision.pack_version,
         "pack_digest": g.live.digest,
+        # A human approved running again a call found in doubt (its key started and never
+        # finished) when the turn was decided: the tools node runs it without asking again.
+        "rerun": call.rerun,
     }
 
 

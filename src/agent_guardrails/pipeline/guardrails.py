@@ -305,6 +305,18 @@ class Guardrails:
         """Decide a model turn's calls together (see :mod:`agent_guardrails.pipeline.batch`)."""
         return drive(self._entry(batch.decide_batch(self, calls)), self.store)
 
+    def decide_turn(
+        self, calls: Sequence[GuardedCall], ask: batch.AskAll
+    ) -> list[tuple[GuardedCall, Decision]]:
+        """Decide a model turn's calls together and ask about the waiting ones at once
+        (:func:`~.batch.turn`): each call with its final decision."""
+        return drive(self._entry(batch.turn(self, calls, ask)), self.store)
+
+    async def adecide_turn(
+        self, calls: Sequence[GuardedCall], ask: batch.AskAll
+    ) -> list[tuple[GuardedCall, Decision]]:
+        return await adrive(self._entry(batch.turn(self, calls, ask)), self.store)
+
     def approval_request(self, call: GuardedCall, decision: Decision) -> ApprovalRequest:
         return drive(batch.approval_request(self, call, decision), self.store)
 
@@ -319,6 +331,11 @@ class Guardrails:
         tool's ``simulate``, a refusal, a human's answer); never raises."""
         call.raise_on_deny = False
         result: GuardrailResult = drive(refuse(self, call, decision), self.store)
+        return result
+
+    async def arefusal(self, call: GuardedCall, decision: Decision) -> GuardrailResult:
+        call.raise_on_deny = False
+        result: GuardrailResult = await adrive(refuse(self, call, decision), self.store)
         return result
 
     def carry(self, call: GuardedCall, decision: Decision) -> dict[str, Any]:

@@ -325,21 +325,26 @@ def _run_phase(agent: Any, guard: Guardrails, phase: Phase, thread: str, say: An
     seen: set[str] = set()
     _print_results(result, seen, say)
     while result.interrupts:
-        answers = {}
+        answers: dict[str, Any] = {}
         for pending in result.interrupts:
+            # One question per model turn (the middleware's batched HITLRequest): one
+            # decision per action, in order.
             value = pending.value
-            details = value["guardrails"]
-            answer = phase.answers.get(
-                value["name"], {"type": "reject", "message": "Not scripted."}
-            )
-            who = phase.approver.get("id", "nobody")
-            say(
-                f"   ? {value['name']} waits for approval ({', '.join(details['reasons'])}; "
-                f"needs {', '.join(details['roles']) or 'anyone'}; "
-                f"cost {details['estimated_cost']:g} "
-                f"{details['currency']}) -> {who} answers {answer['type']}"
-            )
-            answers[pending.id] = answer
+            decisions = []
+            for action, details in zip(value["action_requests"], value["guardrails"], strict=True):
+                answer = phase.answers.get(
+                    action["name"], {"type": "reject", "message": "Not scripted."}
+                )
+                who = phase.approver.get("id", "nobody")
+                say(
+                    f"   ? {action['name']} waits for approval "
+                    f"({', '.join(details['reasons'])}; "
+                    f"needs {', '.join(details['roles']) or 'anyone'}; "
+                    f"cost {details['estimated_cost']:g} "
+                    f"{details['currency']}) -> {who} answers {answer['type']}"
+                )
+                decisions.append(answer)
+            answers[pending.id] = {"decisions": decisions}
         resumed = {"configurable": {**configurable, "approver": phase.approver}}
         result = agent.invoke(Command(resume=answers), resumed, version="v2")
         _print_results(result, seen, say)

@@ -1,0 +1,302 @@
+"""GuardrailsMiddleware's default interrupt: one batched ``HITLRequest`` per model turn.
+
+Every test runs through ``invoke`` and ``ainvoke`` (the ``mode`` fixture). The promises every
+adapter keeps (approve, edit, reject, caps, kill-switch, crash, replay...) are in the
+conformance matrix (``tests/conformance``, adapter ``middleware``); here: the dialect and
+what only the batched mode does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain.agents.middleware.human_in_the_loop import HITLRequest, HITLResponse
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+from pydantic import TypeAdapter, ValidationError
+
+from agent_guardrails import ConfigurationError, Guardrails, PolicyPack, Scope, guarded
+from agent_guardrails.middleware import GuardrailsMiddleware
+
+PACK = """
+name: batched
+version: "3"
+defaults: {level: execute}
+actions:
+  crm.tag: {risk: low, cost: 1}
+  email.send:
+    sensitive: true
+    cost: 1
+    approval: {roles: [marketing_ops]}
+  page.publish: {risk: high, approval: {roles: [brand], allowed_decisions: [approve, reject]}}
+budgets:
+  - {name: daily, limit: 100, window: day}
+"""
+ACTIONS = {"send_email": "email.send", "tag_contact": "crm.tag", "publish_page": "page.publish"}
+OPS = {"approver": {"id": "ana", "roles": ["marketing_ops", "brand"]}}
+ASYNC = False
+
+
+@pytest.fixture(autouse=True, params=["sync", "async"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(sys.modules[__name__], "ASYNC", request.param == "async")
+    return str(request.param)
+
+
+class ScriptedModel(GenericFakeChatModel):
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedModel:
+        return self
+
+
+def turn(*items: tuple[str, dict[str, Any]]) -> AIMessage:
+    return AIMessage(
+        content="",
+        tool_calls=[{"name": n, "args": a, "id": f"call-{i}"} for i, (n, a) in enumerate(items)],
+    )
+
+
+class Agent:
+    """A create_agent agent with the middleware, run with invoke or ainvoke per mode."""
+
+    def __init__(self, guard: Guardrails, tools: list[Any], *script: AIMessage, **kw: Any) -> None:
+        self.model = ScriptedModel(messages=iter([*script, AIMessage(content="done")]))
+        self.saver = kw.pop("saver", None) or InMemorySaver()
+        self.middleware = GuardrailsMiddleware(guard, **kw)
+        self.graph = create_agent(
+            self.model, tools, middleware=[self.middleware], checkpointer=self.saver
+        )
+
+    def invoke(self, value: Any, thread: str = "t", **configurable: Any) -> Any:
+        config: Any = {"configurable": {"thread_id": thread, **configurable}}
+        if ASYNC:
+            return asyncio.run(self.graph.ainvoke(value, config, version="v2"))
+        return self.graph.invoke(value, config, version="v2")
+
+    def start(self, thread: str = "t") -> Any:
+        return self.invoke({"messages": [("user", "go")]}, thread)
+
+    def answer(self, resume: Any, thread: str = "t") -> Any:
+        return self.invoke(Command(resume=resume), thread, **OPS)
+
+
+def replies(out: Any) -> dict[str, ToolMessage]:
+    return {m.tool_call_id: m for m in out.value["messages"] if isinstance(m, ToolMessage)}
+
+
+@pytest.fixture
+def guard() -> Guardrails:
+    return Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+
+
+@pytest.fixture
+def ran() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def tools(ran: list[str]) -> list[Any]:
+    @tool
+    def send_email(to: str, subject: str) -> str:
+        """Send an email."""
+        ran.append(f"send_email {to}")
+        return f"sent to {to}"
+
+    @tool
+    def tag_contact(contact: str) -> str:
+        """Tag a contact."""
+        ran.append(f"tag_contact {contact}")
+        return f"tagged {contact}"
+
+    @tool
+    def publish_page(title: str) -> str:
+        """Publish a page."""
+        ran.append(f"publish_page {title}")
+        return f"published {title}"
+
+    return [send_email, tag_contact, publish_page]
+
+
+def test_one_interrupt_per_turn_in_langchains_hitl_request(
+    guard: Guardrails, tools: list[Any], ran: list[str]
+) -> None:
+    agent = Agent(
+        guard,
+        tools,
+        turn(
+            ("send_email", {"to": "c1", "subject": "Hi"}),
+            ("tag_contact", {"contact": "c2"}),
+            ("publish_page", {"title": "Launch"}),
+        ),
+        actions=ACTIONS,
+    )
+    out = agent.start()
+    (question,) = out.interrupts  # both calls that need a human, in one question
+    value = question.value
+    TypeAdapter(HITLRequest).validate_python(value)  # LangChain's own type reads it
+    assert [a["name"] for a in value["action_requests"]] == ["send_email", "publish_page"]
+    assert value["action_requests"][0]["args"] == {"to": "c1", "subject": "Hi"}
+    assert [c["allowed_decisions"] for c in value["review_configs"]] == [
+        ["approve", "edit", "reject", "respond"],
+        ["approve", "reject"],
+    ]
+    assert [d["roles"] for d in value["guardrails"]] == [["marketing_ops"], ["brand"]]
+    assert [d["pack_version"] for d in value["guardrails"]] == ["3", "3"]
+    assert ran == []  # nothing of the turn runs before its question is answered
+
+    answer: HITLResponse = {
+        "decisions": [{"type": "approve"}, {"type": "reject", "message": "not before Monday"}]
+    }
+    done = agent.answer({question.id: answer})
+    assert done.interrupts == ()
+    assert sorted(ran) == ["send_email c1", "tag_contact c2"]  # each once
+    got = replies(done)
+    assert got["call-0"].content == "sent to c1"
+    assert got["call-1"].content == "tagged c2"
+    assert got["call-2"].status == "error"
+    assert "not before Monday" in str(got["call-2"].content)  # the model reads why
+
+
+def test_a_bare_decision_answers_a_question_about_one_call(
+    guard: Guardrails, tools: list[Any], ran: list[str]
+) -> None:
+    agent = Agent(
+        guard, tools, turn(("send_email", {"to": "c1", "subject": "Hi"})), actions=ACTIONS
+    )
+    (question,) = agent.start().interrupts
+    done = agent.answer({question.id: {"type": "approve"}})  # the per-call dialect's answer
+    assert ran == ["send_email c1"]
+    assert replies(done)["call-0"].content == "sent to c1"
+
+
+@pytest.mark.parametrize(
+    "resume",
+    [
+        {"type": "approve"},  # one decision for two actions
+        {"decisions": [{"type": "approve"}]},  # too few
+        {"decisions": [{"type": "approve"}, {"type": "edit"}]},  # an edit without its action
+        {"decisions": [{"type": "approve"}, {"type": "respond", "message": "x"}]},  # not allowed
+    ],
+)
+def test_a_malformed_answer_is_refused_and_the_question_stays(
+    guard: Guardrails, tools: list[Any], ran: list[str], resume: Any
+) -> None:
+    agent = Agent(
+        guard,
+        tools,
+        turn(("send_email", {"to": "c1", "subject": "Hi"}), ("publish_page", {"title": "L"})),
+        actions=ACTIONS,
+    )
+    (question,) = agent.start().interrupts
+    with pytest.raises(ValidationError):
+        agent.answer({question.id: resume})
+    assert ran == []
+    (still,) = agent.graph.get_state({"configurable": {"thread_id": "t"}}).interrupts
+    assert still.value["action_requests"] == question.value["action_requests"]
+    done = agent.answer({still.id: {"decisions": [{"type": "approve"}, {"type": "approve"}]}})
+    assert sorted(ran) == ["publish_page L", "send_email c1"]
+    assert done.interrupts == ()
+
+
+def test_an_edit_is_decided_again_and_runs_with_the_edited_args(
+    guard: Guardrails, tools: list[Any], ran: list[str]
+) -> None:
+    agent = Agent(
+        guard, tools, turn(("send_email", {"to": "c1", "subject": "Hi"})), actions=ACTIONS
+    )
+    (question,) = agent.start().interrupts
+    edit = {
+        "type": "edit",
+        "edited_action": {"name": "send_email", "args": {"to": "c9", "subject": "Yo"}},
+    }
+    done = agent.answer({question.id: {"decisions": [edit]}})
+    assert ran == ["send_email c9"]
+    assert replies(done)["call-0"].content == "sent to c9"
+    kinds = [r.kind for r in guard.store.audit_records()]
+    assert kinds.count("execution.finished") == 1
+
+
+def test_a_fresh_worker_resumes_a_guarded_tool_as_it_was_decided(tmp_path: Any) -> None:
+    """The question was raised by one middleware instance; another one (a new worker that has
+    not called the model) resumes it. The ``@guarded`` tool is mapped by nothing but its
+    decorator: the action and scope stamped on the model's message decide it again."""
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store=f"sqlite:///{tmp_path / 'g.db'}")
+    ran: list[str] = []
+
+    @tool
+    @guarded(action="email.send", scope={"channel": "email"})
+    def mail(to: str) -> str:
+        """Mail a contact."""
+        ran.append(to)
+        return f"mailed {to}"
+
+    saver = InMemorySaver()
+    first = Agent(guard, [mail], turn(("mail", {"to": "c1"})), saver=saver)
+    (question,) = first.start().interrupts
+    assert question.value["guardrails"][0]["action"] == "email.send"
+
+    second = Agent(guard, [mail], saver=saver)  # knows no tool yet
+    done = second.answer({question.id: {"decisions": [{"type": "approve"}]}})
+    assert ran == ["c1"]
+    assert replies(done)["call-0"].content == "mailed c1"
+    started = [r for r in guard.store.audit_records() if r.kind == "execution.started"]
+    assert len(started) == 1
+    decisions = [r for r in guard.store.audit_records() if r.kind == "decision"]
+    assert all(r.data["scope"].get("channel") == "email" for r in decisions)
+    guard.close()
+
+
+def test_unmapped_tools_allowed_run_without_being_asked(guard: Guardrails, ran: list[str]) -> None:
+    @tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        ran.append(f"lookup {q}")
+        return "found"
+
+    @tool
+    def send_email(to: str, subject: str) -> str:
+        """Send an email."""
+        ran.append(f"send_email {to}")
+        return "sent"
+
+    agent = Agent(
+        guard,
+        [lookup, send_email],
+        turn(("lookup", {"q": "x"}), ("send_email", {"to": "c1", "subject": "Hi"})),
+        actions={"send_email": "email.send"},
+        unmapped="allow",
+    )
+    (question,) = agent.start().interrupts
+    assert [a["name"] for a in question.value["action_requests"]] == ["send_email"]
+    agent.answer({question.id: {"decisions": [{"type": "approve"}]}})
+    assert sorted(ran) == ["lookup x", "send_email c1"]
+
+
+def test_a_kill_switch_ends_the_turn_before_anything_runs(
+    guard: Guardrails, tools: list[Any], ran: list[str]
+) -> None:
+    guard.kill(Scope(), by="ops", reason="incident")
+    agent = Agent(
+        guard,
+        tools,
+        turn(("tag_contact", {"contact": "c1"}), ("send_email", {"to": "c1", "subject": "Hi"})),
+        actions=ACTIONS,
+    )
+    out = agent.start()
+    assert out.interrupts == ()
+    assert ran == []
+    messages = out.value["messages"]
+    assert messages[-1].content == guard.policy.kill_switch.message
+    assert {m.tool_call_id for m in messages if isinstance(m, ToolMessage)} == {"call-0", "call-1"}
+
+
+def test_the_interrupt_mode_is_checked(guard: Guardrails) -> None:
+    with pytest.raises(ConfigurationError, match="'batched' or 'per_call'"):
+        GuardrailsMiddleware(guard, interrupt="both")  # type: ignore[arg-type]
