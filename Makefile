@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-dev
 LOWEST_VENV ?= .venv-lowest
 LOWEST_STAMP := $(LOWEST_VENV)/.installed-lowest
 # The adapter tests: every way in, against the lowest allowed framework versions.
-ADAPTER_TESTS := tests/test_middleware.py tests/test_graphs.py tests/test_guard_node.py \
+ADAPTER_TESTS := tests/test_middleware.py tests/test_middleware_batched.py tests/test_graphs.py tests/test_guard_node.py \
 	tests/test_decorator.py tests/test_process_resume.py tests/test_middleware_thread_hops.py \
 	tests/conformance tests/test_examples.py
 
