@@ -44,6 +44,27 @@ def test_by_entity_the_cohort_is_the_pipelines(url: str) -> None:
     assert o.scope_key == "workflow=news"
     assert o.cohort == cohort_of("c-9", salt="s", holdout=0.5)
     assert store.outcomes(metric="revenue")[-1].value == 4.5
+    # Attributed: treatment works at the candidate level (Optimize), control at Execute.
+    want = 2 if o.cohort == "treatment" else 1
+    assert (o.level, o.pack_version) == (want, "1")
+    assert store.outcomes(metric="revenue")[-1] == o
+
+
+def test_by_entity_each_cohort_has_its_level(url: str) -> None:
+    store = open_store(url)
+    seen = {}
+    for n in range(40):
+        o = record_outcome(store, "revenue", 1.0, entity=f"c-{n}", scope="workflow=news")
+        seen[o.cohort] = o.level
+    assert seen == {"control": 1, "treatment": 2}
+    # A cohort given that is not the entity's own: its level is not known.
+    entity = next(
+        f"c-{n}" for n in range(40) if cohort_of(f"c-{n}", salt="s", holdout=0.5) == "control"
+    )
+    o = record_outcome(
+        store, "revenue", 1.0, entity=entity, scope="workflow=news", cohort="treatment"
+    )
+    assert (o.cohort, o.level, o.pack_version) == ("treatment", None, "1")
 
 
 def test_by_call_key_the_scope_and_cohort_come_from_its_decision(url: str) -> None:
@@ -53,6 +74,7 @@ def test_by_call_key_the_scope_and_cohort_come_from_its_decision(url: str) -> No
     guard.run(request, lambda args: "sent", call_key="thread-1|ns|call-1")
     o = record_outcome(store, "reply", 1.0, call_key="thread-1|ns|call-1")
     assert (o.scope_key, o.cohort) == ("workflow=news", cohort_of("c-3", salt="s", holdout=0.5))
+    assert (o.level, o.pack_version) == (2 if o.cohort == "treatment" else 1, "1")
     with pytest.raises(ValueError, match="no decision is recorded for call 'nope'"):
         record_outcome(store, "reply", 1.0, call_key="nope")
 

@@ -462,8 +462,13 @@ def test_packs_save_activate_rollback(store: Store) -> None:
 def test_outcomes(store: Store) -> None:
     store.record_outcome(Outcome("c1", "agent", "reply_rate", 0.25, 100.0, "workflow=w"))
     store.record_outcome(Outcome("c2", "control", "reply_rate", 0.5, 200.0))
-    store.record_outcome(Outcome("c1", "agent", "revenue", 120.0, 300.0))
+    store.record_outcome(Outcome("c1", "agent", "revenue", 120.0, 300.0, "global", 2, "7"))
     assert [o.entity for o in store.outcomes()] == ["c1", "c2", "c1"]
+    assert [(o.level, o.pack_version) for o in store.outcomes()] == [
+        (None, None),
+        (None, None),
+        (2, "7"),
+    ]
     assert store.outcomes(metric="reply_rate", since=150.0) == [
         Outcome("c2", "control", "reply_rate", 0.5, 200.0, "global")
     ]
@@ -476,7 +481,11 @@ def test_outcomes(store: Store) -> None:
         "cohort": "agent",
         "metric": "reply_rate",
         "value": 0.25,
+        "scope": "workflow=w",
+        "level": None,
+        "pack_version": None,
     }
+    assert (records[2].data["level"], records[2].data["pack_version"]) == (2, "7")
 
 
 def test_reserve_can_mark_the_call_started_in_the_same_step(store: Store) -> None:

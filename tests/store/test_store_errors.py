@@ -270,3 +270,34 @@ def test_a_sqlite_database_from_a_newer_version_is_refused(tmp_path: Path) -> No
     db.close()
     with pytest.raises(ConfigurationError, match="newer agent-guardrails"):
         open_store(url)
+
+
+def test_a_version_1_sqlite_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Version 1's outcomes had no level or pack version: opening the file adds them, and the
+    outcomes already recorded are kept (level and pack version not known)."""
+    import sqlite3
+
+    from agent_guardrails.store.base import Outcome
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    open_store(url).close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute("ALTER TABLE ag_outcomes DROP COLUMN level")
+    db.execute("ALTER TABLE ag_outcomes DROP COLUMN pack_version")
+    db.execute(
+        "INSERT INTO ag_outcomes (entity, cohort, metric, value, at, scope_key) "
+        "VALUES ('c1', 'treatment', 'revenue', 5, 1704283200, 'global')"
+    )
+    db.execute("UPDATE ag_meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+
+    store = open_store(url)
+    (old,) = store.outcomes()
+    assert (old.entity, old.value, old.level, old.pack_version) == ("c1", 5.0, None, None)
+    store.record_outcome(Outcome("c2", "control", "revenue", 7.0, 1704283300.0, "global", 1, "4"))
+    assert [(o.level, o.pack_version) for o in store.outcomes()] == [(None, None), (1, "4")]
+    store.close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    db.close()

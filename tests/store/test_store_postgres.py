@@ -11,7 +11,7 @@ import pytest
 from agent_guardrails.store import open_store
 from agent_guardrails.store._postgres_schema import chain_lock
 from agent_guardrails.store._statements import POSTGRES
-from agent_guardrails.store.base import GENESIS, AuditEvent, canonical_json, chain_hash
+from agent_guardrails.store.base import GENESIS, AuditEvent, Outcome, canonical_json, chain_hash
 from agent_guardrails.store.postgres import SCHEMA_VERSION, PostgresStore
 from tests.store.store_helpers import StoreFactory, pg_base, pg_execute, raw_sql
 
@@ -268,12 +268,19 @@ def test_appends_from_many_threads_chain_together(pg_url: str, open_stores: Stor
 def test_a_version_1_database_is_upgraded_in_place(
     pg_url: str, pg_schema: str, open_stores: StoreFactory
 ) -> None:
-    """A database written by the first schema (every append chained at once, no outbox) is
-    upgraded when a store opens it; its log and chain go on."""
+    """A database written by the first schema (every append chained at once, no outbox,
+    outcomes without level and pack version) is upgraded when a store opens it; its log and
+    chain go on, its outcomes are kept."""
     prefix = f'"{pg_schema}".ag_'
     pg_execute(f'CREATE SCHEMA "{pg_schema}"')
     for statement in POSTGRES.schema(prefix):
         pg_execute(statement)
+    # Version 1's outcomes had no level or pack version.
+    pg_execute(f"ALTER TABLE {prefix}outcomes DROP COLUMN level, DROP COLUMN pack_version")
+    pg_execute(
+        f"INSERT INTO {prefix}outcomes (entity, cohort, metric, value, at, scope_key) "
+        "VALUES ('c1', 'treatment', 'revenue', 5, 1704283200, 'global')"
+    )
     pg_execute(
         f"INSERT INTO {prefix}meta (key, value) VALUES ('schema_version', '1'), ('functions', 'v1')"
     )
@@ -295,7 +302,7 @@ def test_a_version_1_database_is_upgraded_in_place(
     assert dict(pg_execute(f"SELECT key, value FROM {prefix}meta"))["schema_version"] == "1"
     store.get_level("w")  # the first operation upgrades the schema
     meta = dict(pg_execute(f"SELECT key, value FROM {prefix}meta"))
-    assert meta["schema_version"] == str(SCHEMA_VERSION) == "2"
+    assert meta["schema_version"] == str(SCHEMA_VERSION) == "3"
     assert meta["functions"] != "v1"
     assert store.reserve("k", [], audit=AuditEvent("decision", {}, "k", "old1")).ok  # a dup
     assert store.reserve("k2", [], audit=AuditEvent("decision", {}, "k2", "new")).ok
@@ -305,6 +312,10 @@ def test_a_version_1_database_is_upgraded_in_place(
         (3, "decision"),
     ]
     assert store.verify_audit().ok
+    (old,) = store.outcomes()
+    assert (old.entity, old.value, old.level, old.pack_version) == ("c1", 5.0, None, None)
+    store.record_outcome(Outcome("c2", "control", "revenue", 7.0, 1704283300.0, "global", 1, "4"))
+    assert [(o.level, o.pack_version) for o in store.outcomes()] == [(None, None), (1, "4")]
     store.close()
     assert open_stores(pg_url).verify_audit().ok  # a second open changes nothing
 

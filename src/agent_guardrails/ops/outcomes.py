@@ -5,9 +5,12 @@ no work from the application (:mod:`agent_guardrails.ops.gates`). A business KPI
 per contact, a reply, a booked meeting) is the application's to report, attributed to
 a call or to an entity:
 
-- by ``call_key``: the outcome takes the call's scope and cohort from its decision record;
+- by ``call_key``: the outcome takes the call's scope, cohort, level and pack version from
+  its decision record;
 - by ``entity`` (and ``scope``): the cohort is the one the gate's split puts that entity in
-  (the same stable hash the pipeline used), so outcomes line up with the calls.
+  (the same stable hash the pipeline used), so outcomes line up with the calls; the level
+  is the one that cohort's work runs at now (the candidate level in treatment) and the
+  pack version the active one.
 
     agent-guardrails outcomes import revenue.csv        # or .jsonl
 
@@ -138,6 +141,8 @@ def _resolve(
             raise ValueError(f"call_key: no decision is recorded for call {call_key!r}")
         data = record.data
         call_scope = Scope.from_mapping(data.get("scope", {}))
+        level = data.get("level")
+        version = data.get("pack_version")
         return Outcome(
             str(entity) if entity else str(data.get("cohort_entity") or call_key),
             str(cohort or data.get("cohort") or "all"),
@@ -145,6 +150,8 @@ def _resolve(
             number,
             time.time() if at is None else at,
             pack.dial_scope(call_scope).key,
+            level if isinstance(level, int) and not isinstance(level, bool) else None,
+            None if version is None else str(version),
         )
     if entity is None or entity == "":
         raise ValueError("entity: give the entity (or call_key) the outcome belongs to")
@@ -153,23 +160,35 @@ def _resolve(
     except ValueError as exc:
         raise ValueError(f"scope: {exc}") from None
     dial = pack.dial_scope(where)
-    if cohort is None or cohort == "":
-        cohort = _cohort_of(store, pack, dial, str(entity))
+    given = None if cohort is None or cohort == "" else cohort
+    found, level = _cohort_of(store, pack, dial, str(entity))
+    cohort = found if given is None else given
     if cohort not in ("control", "treatment", "all"):
         raise ValueError(f"cohort: use control, treatment or all, not {cohort!r}")
+    if given is not None and given != found:
+        level = None  # a cohort the split does not give this entity: its level is not known
     return Outcome(
-        str(entity), str(cohort), metric, number, time.time() if at is None else at, dial.key
+        str(entity),
+        str(cohort),
+        metric,
+        number,
+        time.time() if at is None else at,
+        dial.key,
+        level,
+        pack.version,
     )
 
 
-def _cohort_of(store: Store, pack: PolicyPack, dial: Scope, entity: str) -> str:
+def _cohort_of(store: Store, pack: PolicyPack, dial: Scope, entity: str) -> tuple[str, int]:
+    """The entity's cohort in the scope's experiment (``all`` where none runs) and the level
+    its work runs at now (the candidate level in the treatment cohort)."""
     live = store.get_level(dial.key)
     level = AutonomyLevel(live) if live is not None else pack.initial_level(dial)
     rule = gate_for(pack, dial, int(level), up=True)
     if rule is None or rule.holdout_entity is None:
-        return "all"
+        return "all", int(level)
     trial = split(pack, dial, level, {rule.holdout_entity: entity})
-    return "all" if trial is None else trial.cohort
+    return ("all", int(level)) if trial is None else (trial.cohort, int(trial.level))
 
 
 def _number(value: Any) -> float:

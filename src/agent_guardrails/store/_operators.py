@@ -248,7 +248,16 @@ class SQLOperations:
         now = time.time()
         yield self._run(
             "add_outcome",
-            (o.entity, o.cohort, o.metric, float(o.value), float(o.at), o.scope_key),
+            (
+                o.entity,
+                o.cohort,
+                o.metric,
+                float(o.value),
+                float(o.at),
+                o.scope_key,
+                o.level,
+                o.pack_version,
+            ),
         )
         yield from self._append_step(_rows.outcome_event(outcome), now)
 

@@ -21,7 +21,8 @@ __all__ = ["SCHEMA_VERSION", "chain_lock", "create_schema", "current_schema", "q
 # 1: the tables of sql/schema.sql, every append chained at once under the head row's lock.
 # 2: adds ag_audit_outbox and ag_audit.src (sql/postgres_upgrade_2.sql): the hot path
 #    appends to the outbox and ag_chain_pending chains in batches. Version 1 is upgraded.
-SCHEMA_VERSION = 2
+# 3: ag_outcomes.level and .pack_version (sql/postgres_upgrade_3.sql).
+SCHEMA_VERSION = 3
 
 
 def quote_ident(ident: str) -> str:
@@ -74,11 +75,12 @@ def _create(
         yield Statement(f"CREATE SCHEMA {fill['s']}", None)
     version, functions = yield from _schema_state(url, schema, fill, q)
     if version != SCHEMA_VERSION:
-        # Every statement is idempotent: a new database gets version 1's tables and
-        # then version 2's additions; a version 1 database gets the additions.
+        # Every statement is idempotent: a new database gets version 1's tables and then
+        # the later versions' additions; an older database gets the additions it lacks.
         for statement in POSTGRES.schema(fill["p"]):
             yield Statement(statement, None)
         yield Statement(POSTGRES.render(read_sql("postgres_upgrade_2.sql"), fill), None)
+        yield Statement(POSTGRES.render(read_sql("postgres_upgrade_3.sql"), fill), None)
     if functions != digest or version != SCHEMA_VERSION:
         # Executed as it is, without parameters: no placeholder conversion.
         text = read_sql("postgres_functions.sql")

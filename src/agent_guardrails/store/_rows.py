@@ -27,7 +27,7 @@ starts with ``ag_``; PostgreSQL puts them in one schema, see :mod:`.postgres`):
     One row per scope ever switched (``Scope.key``; rebuilt with ``Scope.parse``).
 ``ag_packs(name, version, digest, source, active, applied_by, applied_at)``
     Every saved pack version; a partial unique index keeps at most one ``active`` row.
-``ag_outcomes(entity, cohort, metric, value, at, scope_key)``
+``ag_outcomes(entity, cohort, metric, value, at, scope_key, level, pack_version)``
     KPI outcomes for gates and scorecards.
 ``ag_audit(seq, ts, kind, call_key, data, prev_hash, hash, dedupe)``
     The hash-chained audit log. ``seq`` is 1, 2, 3, ... with no gaps; ``data`` is the
@@ -93,7 +93,9 @@ __all__ = [
     "verify_with_head",
 ]
 
-SCHEMA_VERSION = 1
+# SQLite's schema version. 2: ag_outcomes.level and .pack_version (a version 1 database is
+# upgraded in place when a store opens it).
+SCHEMA_VERSION = 2
 EPS = 1e-9  # the same tolerance as MemoryStore: used + amount may exceed limit by this much
 
 # ---------------------------------------------------------------------------- rows -> records
@@ -161,8 +163,17 @@ def pack_version(row: Sequence[Any]) -> PackVersion:
 
 
 def outcome(row: Sequence[Any]) -> Outcome:
-    entity, cohort, metric, value, at, scope_key = row
-    return Outcome(entity, cohort, metric, float(value), float(at), scope_key)
+    entity, cohort, metric, value, at, scope_key, level, pack_version = row
+    return Outcome(
+        entity,
+        cohort,
+        metric,
+        float(value),
+        float(at),
+        scope_key,
+        None if level is None else int(level),
+        pack_version,
+    )
 
 
 def audit_record(row: Sequence[Any]) -> AuditRecord:
@@ -181,9 +192,7 @@ def audit_record(row: Sequence[Any]) -> AuditRecord:
 
 def outcome_event(o: Outcome) -> AuditEvent:
     """The audit event of a recorded outcome (the same as MemoryStore's)."""
-    return AuditEvent(
-        "outcome", {"entity": o.entity, "cohort": o.cohort, "metric": o.metric, "value": o.value}
-    )
+    return o.event()
 
 
 # ---------------------------------------------------------------------------- audit

@@ -243,12 +243,33 @@ class PackVersion:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """A KPI outcome, attributed: the entity (or call) it is about, the cohort and scope it
+    counts for, and the level and pack version the work behind it ran under (``None``
+    where that is not known)."""
+
     entity: str
     cohort: str
     metric: str
     value: float
     at: float
     scope_key: str = "global"
+    level: int | None = None
+    pack_version: str | None = None
+
+    def event(self) -> AuditEvent:
+        """Its audit event (the same on every store)."""
+        return AuditEvent(
+            "outcome",
+            {
+                "entity": self.entity,
+                "cohort": self.cohort,
+                "metric": self.metric,
+                "value": self.value,
+                "scope": self.scope_key,
+                "level": self.level,
+                "pack_version": self.pack_version,
+            },
+        )
 
 
 @runtime_checkable

@@ -405,17 +405,7 @@ class MemoryStore(OffloadedAsync):
         check_finite(outcome.value, "outcome value", negative_ok=True)
         with self._lock:
             self._outcomes.append(outcome)
-            self._append(
-                AuditEvent(
-                    "outcome",
-                    {
-                        "entity": outcome.entity,
-                        "cohort": outcome.cohort,
-                        "metric": outcome.metric,
-                        "value": outcome.value,
-                    },
-                )
-            )
+            self._append(outcome.event())
 
     def outcomes(self, *, metric: str | None = None, since: float = 0.0) -> list[Outcome]:
         with self._lock:

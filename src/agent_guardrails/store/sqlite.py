@@ -266,6 +266,12 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
                 return
             for statement in SQLITE.schema("ag_"):
                 db.execute(statement)
+            # Version 2: outcomes carry level and pack version (a version 1 table lacks them;
+            # SQLite has no ADD COLUMN IF NOT EXISTS).
+            columns = {row[1] for row in db.execute("PRAGMA table_info(ag_outcomes)")}
+            for column, kind in (("level", "INTEGER"), ("pack_version", "TEXT")):
+                if column not in columns:
+                    db.execute(f"ALTER TABLE ag_outcomes ADD COLUMN {column} {kind}")
             db.execute(_SQL["put_schema_version"], (str(SCHEMA_VERSION),))
 
     def _append_all(

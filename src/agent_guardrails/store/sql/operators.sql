@@ -75,15 +75,15 @@ SELECT name, version, digest, source, active, applied_by, applied_at
 FROM {p}packs WHERE name = ? ORDER BY id;
 
 -- name: add_outcome
-INSERT INTO {p}outcomes (entity, cohort, metric, value, at, scope_key)
-VALUES (?, ?, ?, ?, ?, ?);
+INSERT INTO {p}outcomes (entity, cohort, metric, value, at, scope_key, level, pack_version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: outcomes
-SELECT entity, cohort, metric, value, at, scope_key FROM {p}outcomes
+SELECT entity, cohort, metric, value, at, scope_key, level, pack_version FROM {p}outcomes
 WHERE at >= ? ORDER BY id;
 
 -- name: outcomes_of
-SELECT entity, cohort, metric, value, at, scope_key FROM {p}outcomes
+SELECT entity, cohort, metric, value, at, scope_key, level, pack_version FROM {p}outcomes
 WHERE at >= ? AND metric = ? ORDER BY id;
 
 -- name: audit_records

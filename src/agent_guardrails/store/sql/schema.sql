@@ -68,7 +68,9 @@ CREATE TABLE IF NOT EXISTS {p}outcomes (
     metric TEXT NOT NULL,
     value DOUBLE PRECISION NOT NULL,
     at DOUBLE PRECISION NOT NULL,
-    scope_key TEXT NOT NULL
+    scope_key TEXT NOT NULL,
+    level INTEGER,
+    pack_version TEXT
 );
 CREATE INDEX IF NOT EXISTS ag_outcomes_metric ON {p}outcomes (metric, at);
 CREATE TABLE IF NOT EXISTS {p}audit (
