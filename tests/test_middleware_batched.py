@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from langchain.agents import create_agent
@@ -300,3 +300,53 @@ def test_a_kill_switch_ends_the_turn_before_anything_runs(
 def test_the_interrupt_mode_is_checked(guard: Guardrails) -> None:
     with pytest.raises(ConfigurationError, match="'batched' or 'per_call'"):
         GuardrailsMiddleware(guard, interrupt="both")  # type: ignore[arg-type]
+
+
+class RecordingModel(ScriptedModel):
+    """Remembers the messages of each call."""
+
+    seen: ClassVar[list[list[Any]]] = []
+
+    def _generate(self, messages: list[Any], *args: Any, **kwargs: Any) -> Any:
+        RecordingModel.seen.append(list(messages))
+        return super()._generate(messages, *args, **kwargs)
+
+
+@pytest.mark.parametrize("interrupt", ["batched", "per_call"])
+def test_a_new_message_while_a_call_waits_does_not_fabricate_its_result(
+    guard: Guardrails, tools: list[Any], ran: list[str], interrupt: str
+) -> None:
+    """Agent Chat UI, when the user types while a call waits for approval, sends the new
+    message with a made-up tool result for the pending call. The model reads the truth."""
+    RecordingModel.seen = []
+    model = RecordingModel(
+        messages=iter(
+            [
+                turn(("send_email", {"to": "c1", "subject": "Hi"})),
+                AIMessage(content="ok"),
+            ]
+        )
+    )
+    middleware = GuardrailsMiddleware(guard, actions=ACTIONS, interrupt=interrupt)  # type: ignore[arg-type]
+    graph = create_agent(model, tools, middleware=[middleware], checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t"}}
+
+    def run(value: Any) -> Any:
+        if ASYNC:
+            return asyncio.run(graph.ainvoke(value, config, version="v2"))
+        return graph.invoke(value, config, version="v2")
+
+    assert run({"messages": [("user", "mail c1")]}).interrupts  # send_email waits
+    made_up = ToolMessage(
+        content="Successfully handled tool call.", tool_call_id="call-0", name="send_email"
+    )
+    out = run({"messages": [made_up, ("user", "actually, what is new?")]})
+
+    assert ran == []
+    told = [m for m in RecordingModel.seen[-1] if isinstance(m, ToolMessage)]
+    assert len(told) == 1
+    assert "Successfully handled" not in str(told[0].content)
+    assert "not run" in str(told[0].content)
+    assert told[0].status == "error"
+    kept = [m for m in out.value["messages"] if isinstance(m, ToolMessage)]
+    assert [str(m.content) for m in kept] == [str(told[0].content)]  # the state says so too

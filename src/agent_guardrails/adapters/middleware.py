@@ -103,6 +103,7 @@ __all__ = ["GuardrailsMiddleware"]
 ToolResult = ToolMessage | Command[Any]
 _R = TypeVar("_R")
 _STAMP = "guardrails_tools"  # the AI message's note of each tool's action and scope
+_ANSWERED = "guardrails_answered"  # on a tool message the middleware returned
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +350,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
     ) -> dict[str, Any]:
         guard = self.guardrails
         replies: list[Any] = [
-            refusal_message(result, call.request.call_id, call.request.tool)
+            _answered(refusal_message(result, call.request.call_id, call.request.tool))
             for call, result in refused
         ]
         if any(d.kind is DecisionKind.HALT for _, d in outcomes):
@@ -370,7 +371,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
 
     def _stamp(self, response: _R) -> _R:
         """Mark the model's tool calls with the action and scope they are decided by."""
-        if self.interrupt != "batched" or not isinstance(response, ModelResponse):
+        if not isinstance(response, ModelResponse):
             return response
         out: list[Any] = []
         for message in response.result:
@@ -388,18 +389,25 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         return cast(_R, replace(response, result=out))
 
     def _message(self, request: ToolCallRequest, call: CallRequest, result: object) -> ToolResult:
-        if isinstance(result, ToolMessage | Command):
+        if isinstance(result, ToolMessage):
+            return _answered(result)
+        if isinstance(result, Command):
+            update = result.update
+            if isinstance(update, Mapping) and isinstance(update.get("messages"), list):
+                for message in update["messages"]:
+                    if isinstance(message, ToolMessage):
+                        _answered(message)
             return result
         if is_result(result):
             return self._refusal(request, call, result)
         tool_call = request.tool_call
-        return tool_message(result, tool_call.get("id") or "", tool_call["name"])
+        return _answered(tool_message(result, tool_call.get("id") or "", tool_call["name"]))
 
     def _refusal(
         self, request: ToolCallRequest, call: CallRequest, result: GuardrailResult
     ) -> ToolResult:
         tool_call = request.tool_call
-        message = refusal_message(result, tool_call.get("id") or "", tool_call["name"])
+        message = _answered(refusal_message(result, tool_call.get("id") or "", tool_call["name"]))
         if result["status"] == "halted" and self.end_on_halt:
             return Command(update={"messages": [message], "guardrails_halted": True})
         return message
@@ -419,6 +427,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         if stopped is not None:
             return AIMessage(content=stopped)
         self._learn(request)
+        request, corrected = _truthful(request)
         started = time.time_ns()
         response = self._stamp(handler(request))
         usage = _usage(request, response)
@@ -426,7 +435,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             self.guardrails.record_model_spend(
                 **usage, scope=scope, call_key=key, started_ns=started
             )
-        return response
+        return _with_corrections(response, corrected)
 
     def awrap_model_call(
         self,
@@ -449,6 +458,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         if stopped is not None:
             return AIMessage(content=stopped)
         self._learn(request)
+        request, corrected = _truthful(request)
         started = time.time_ns()
         response = self._stamp(await handler(request))
         usage = _usage(request, response)
@@ -456,7 +466,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             await self.guardrails.arecord_model_spend(
                 **usage, scope=scope, call_key=key, started_ns=started
             )
-        return response
+        return _with_corrections(response, corrected)
 
     def _stop(self, request: ModelRequest) -> ExtendedModelResponse[Any] | None:
         """After a kill-switch halt (``on_halt: end``) the model is not asked again: the run
@@ -473,6 +483,80 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         config = current_config()
         scope = self.guardrails.resolve_scope(context=run_scope(None, config))
         return scope, call_key(config, "model")
+
+
+def _answered(message: ToolMessage) -> ToolMessage:
+    """Mark a tool message as the middleware's answer to its call (a result or a refusal)."""
+    message.response_metadata = {**(message.response_metadata or {}), _ANSWERED: True}
+    return message
+
+
+def _truthful(request: ModelRequest) -> tuple[ModelRequest, list[ToolMessage]]:
+    """The model's input with no made-up result for a guarded call.
+
+    A chat client that sends a new message while a guarded call waits for a human (Agent
+    Chat UI does) adds a tool message of its own for each pending call ("Successfully
+    handled tool call."), and the run it starts drops the pending question: the call never
+    runs. Each tool message of the last tool-calling turn that answers a guarded call
+    (stamped on the model's message) and did not come from this middleware is replaced by
+    the truth, for the model and, under the same message id, in the thread's state."""
+    messages = request.messages
+    turn = next((i for i in range(len(messages) - 1, -1, -1) if _calls_tools(messages[i])), None)
+    if turn is None:
+        return request, []
+    ai = cast(AIMessage, messages[turn])
+    marks = (ai.response_metadata or {}).get(_STAMP)
+    if not isinstance(marks, Mapping):
+        return request, []  # a turn from before this release, or not from a wrapped model
+    guarded = {
+        str(c.get("id")): str(marks[c["name"]].get("action"))
+        for c in ai.tool_calls
+        if isinstance(marks.get(c["name"]), Mapping) and marks[c["name"]].get("action")
+    }
+    out, corrected = list(messages), []
+    for i in range(turn + 1, len(messages)):
+        message = messages[i]
+        if (
+            isinstance(message, ToolMessage)
+            and message.tool_call_id in guarded
+            and not (message.response_metadata or {}).get(_ANSWERED)
+        ):
+            result = {
+                "status": "denied",
+                "decision": "deny",
+                "action": guarded[message.tool_call_id],
+                "reasons": ["not_run"],
+                "message": "not run: a new message came while this call waited for a "
+                "human's answer, so it was never asked about again nor run; ask for it "
+                "again if it is still wanted",
+            }
+            fixed = _answered(refusal_message(result, message.tool_call_id, message.name or ""))  # type: ignore[arg-type]
+            fixed.id = message.id
+            out[i] = fixed
+            corrected.append(fixed)
+    if not corrected:
+        return request, []
+    return request.override(messages=out), corrected
+
+
+def _calls_tools(message: object) -> bool:
+    return isinstance(message, AIMessage) and bool(message.tool_calls)
+
+
+def _with_corrections(
+    response: ModelResponse | AIMessage | ExtendedModelResponse[Any], corrected: list[ToolMessage]
+) -> ModelResponse | AIMessage | ExtendedModelResponse[Any]:
+    """The response, with the corrected tool messages written over the made-up ones."""
+    if not corrected:
+        return response
+    if isinstance(response, ExtendedModelResponse):
+        return response  # another middleware's command: the model saw the truth regardless
+    model_response = (
+        response if isinstance(response, ModelResponse) else ModelResponse(result=[response])
+    )
+    return ExtendedModelResponse(
+        model_response=model_response, command=Command(update={"messages": corrected})
+    )
 
 
 def _usage(request: ModelRequest, response: ModelResponse) -> dict[str, Any] | None:
