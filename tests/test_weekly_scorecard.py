@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,3 +146,52 @@ def test_lift_over_control_reaches_the_scorecard() -> None:
     assert news.kpis["revenue (mean)"][-1].value == pytest.approx(11.0 + 0.3, abs=0.05)
     html = scorecard.to_html(card)
     assert "forest" in html
+
+
+# ---------------------------------------------------------------------------- anomalies
+
+
+def test_each_gate_rate_and_the_kpi_is_checked_for_anomalies() -> None:
+    from agent_guardrails.engine import gate_stats as stats
+    from agent_guardrails.engine.gates import Window
+    from agent_guardrails.ops.weekly import _anomalies
+
+    def week(i: int, **counts: Any) -> Window:
+        return Window(i * 7.0, (i + 1) * 7.0, **counts)
+
+    usual = {
+        "decided": 200,
+        "policy_failed": 2,
+        "escalated": 20,
+        "executed": 180,
+        "succeeded": 171,
+        "answered": 20,
+        "within_sla": 19,
+        "kpi_control": stats.Moments.of([10.0, 11.0, 9.0, 10.5] * 10),
+    }
+    labels = ["2026-11-02", "2026-11-09", "2026-11-16", "2026-11-23"]
+    calm = [week(i, **usual) for i in range(4)]
+    assert _anomalies(labels, calm) == ()
+
+    odd = {
+        **usual,
+        "policy_failed": 40,  # pass 80% against 99%
+        "escalated": 90,  # 45% against 10%
+        "succeeded": 120,  # 67% against 95%
+        "within_sla": 5,  # SLA 25% against 95%
+        "kpi_control": stats.Moments.of([30.0, 31.0] * 20),
+    }
+    found = _anomalies(labels, [*calm[:3], week(3, **odd)])
+    assert [a.metric for a in found] == [
+        "Success rate",
+        "Policy pass rate",
+        "Escalation rate",
+        "SLA adherence",
+        "KPI mean",
+    ]
+    for a in found:
+        assert not a.low <= a.value <= a.high
+        assert a.week == "2026-11-23"
+        assert "99% interval" in a.sentence
+    assert "above" in found[2].sentence  # escalations rose
+    assert "below" in found[0].sentence  # success fell

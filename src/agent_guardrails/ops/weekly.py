@@ -6,9 +6,10 @@ recommendation. :mod:`agent_guardrails.ops.scorecard` renders it as HTML, Markdo
 
 A week runs Monday 00:00 UTC to the next Monday; ``--week`` names any day in it (default:
 the last full week). Verdicts are the gates' as of the end of the week (or now, for the
-current week), not recorded. A KPI value outside the interval of the weeks before it is an
-*anomaly*; the incidents are the week's kill-switch trips, trip-wires, demotions and pack
-changes, each with its audit record number.
+current week), not recorded. A gate rate (success, policy pass, escalation, SLA adherence)
+or the lift KPI's mean outside the 99% interval of the weeks before it is an *anomaly*;
+the incidents are the week's kill-switch trips, trip-wires, demotions and pack changes,
+each with its audit record number.
 
 >>> from agent_guardrails.store import open_store
 >>> from agent_guardrails.ops.operations import apply_pack
@@ -21,6 +22,7 @@ changes, each with its audit record number.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -184,29 +186,79 @@ def _lift(gates: Gates, v: GateVerdict, w: Window, label: str) -> LiftLine | Non
     return LiftLine(rule.lift_kpi, f"week of {label}", ci.estimate, ci.low, ci.high, c.n, t.n)
 
 
+_WEEK_RATES: tuple[tuple[str, str, Callable[[Window], tuple[int, int]]], ...] = (
+    ("Success rate", "Success", lambda w: (w.succeeded, w.executed)),
+    ("Policy pass rate", "Policy pass", lambda w: (w.decided - w.policy_failed, w.decided)),
+    ("Escalation rate", "Escalation", lambda w: (w.escalated, w.decided)),
+    ("SLA adherence", "SLA adherence", lambda w: (w.within_sla, w.answered)),
+)
+
+
 def _anomalies(labels: list[str], weeks: list[Window]) -> tuple[Anomaly, ...]:
-    """This week's success rate outside the 99% interval of the weeks before it."""
-    if len(weeks) < 2 or not weeks[-1].executed:
+    """This week's gate rates (success, policy pass, escalation, SLA adherence) and the lift
+    KPI's mean, each outside the 99% interval of the weeks before it (Wilson for a rate, the
+    normal interval of the mean for the KPI)."""
+    if len(weeks) < 2:
         return ()
-    before_n = sum(w.executed for w in weeks[:-1])
-    before_k = sum(w.succeeded for w in weeks[:-1])
-    if before_n == 0:
-        return ()
-    ci = stats.wilson(before_k, before_n, 0.99)
-    rate = weeks[-1].succeeded / weeks[-1].executed
-    if ci.low <= rate <= ci.high:
-        return ()
-    side = "below" if rate < ci.low else "above"
-    return (
-        Anomaly(
-            "Success rate",
-            labels[-1],
-            rate,
-            ci.low,
-            ci.high,
-            f"Success {rate:.0%} this week is {side} the 99% interval of the weeks before "
-            f"({ci.low:.0%} to {ci.high:.0%}).",
-        ),
+    out: list[Anomaly] = []
+    for metric, name, count in _WEEK_RATES:
+        k, n = count(weeks[-1])
+        before = [count(w) for w in weeks[:-1]]
+        before_n = sum(b for _, b in before)
+        if n == 0 or before_n == 0:
+            continue
+        ci = stats.wilson(sum(a for a, _ in before), before_n, 0.99)
+        rate = k / n
+        if ci.low <= rate <= ci.high:
+            continue
+        side = "below" if rate < ci.low else "above"
+        out.append(
+            Anomaly(
+                metric,
+                labels[-1],
+                rate,
+                ci.low,
+                ci.high,
+                f"{name} {rate:.0%} this week is {side} the 99% interval of the weeks before "
+                f"({ci.low:.0%} to {ci.high:.0%}).",
+            )
+        )
+    kpi = _kpi_anomaly(labels[-1], weeks)
+    return (*out, *(() if kpi is None else (kpi,)))
+
+
+def _kpi_anomaly(label: str, weeks: list[Window]) -> Anomaly | None:
+    def pooled(w: Window) -> stats.Moments | None:
+        parts = [m for m in (w.kpi_control, w.kpi_treatment) if m is not None and m.n]
+        if not parts:
+            return None
+        total = parts[0]
+        for m in parts[1:]:
+            total = total.merge(m)
+        return total
+
+    now = pooled(weeks[-1])
+    before_parts = [m for m in (pooled(w) for w in weeks[:-1]) if m is not None]
+    if now is None or not before_parts:
+        return None
+    before = before_parts[0]
+    for m in before_parts[1:]:
+        before = before.merge(m)
+    if before.n < 2:
+        return None
+    half = 2.5758293035489 * math.sqrt(before.m2 / (before.n - 1) / before.n)
+    low, high = before.mean - half, before.mean + half
+    if low <= now.mean <= high:
+        return None
+    side = "below" if now.mean < low else "above"
+    return Anomaly(
+        "KPI mean",
+        label,
+        now.mean,
+        low,
+        high,
+        f"The KPI averaged {now.mean:.4g} this week, {side} the 99% interval of the weeks "
+        f"before ({low:.4g} to {high:.4g}).",
     )
 
 
