@@ -459,8 +459,11 @@ class Agent:
         tools = self.box.tools(self.guard, self.mode, self.tools)
         actions = {name: ACTIONS[name] for name in self.tools}
         if self.adapter in ("middleware", "middleware_per_call"):
-            mode = "per_call" if self.adapter == "middleware_per_call" else "batched"
-            middleware = GuardrailsMiddleware(self.guard, actions=actions, interrupt=mode)
+            middleware = GuardrailsMiddleware(
+                self.guard,
+                actions=actions,
+                interrupt="per_call" if self.adapter == "middleware_per_call" else "batched",
+            )
             self.graph = create_agent(
                 self.model, tools, middleware=[middleware], checkpointer=self.saver
             )
