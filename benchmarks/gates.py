@@ -11,6 +11,12 @@
    started and finished audit records) and of N KPI outcomes (the lift's cohorts), against
    a bare Python loop over the same records in the same run (the baseline), then the pure
    verdict itself. Goal: one million outcomes in under a second.
+3. **Cost on a store that keeps gate evidence** (SQLite; PostgreSQL too when
+   ``AGENT_GUARDRAILS_TEST_POSTGRES`` is set): ``Gates.evaluate`` over N calls' kept evidence
+   and N KPI outcomes (the store counts them in SQL), against a plain ``SELECT SUM(...)``
+   over the same rows in the same run (the baseline); and what the first reading of a log
+   costs per audit record (checking the chain and folding it into evidence), measured on a
+   log written through the store.
 
     .venv/bin/python benchmarks/gates.py [--quick]
 """
@@ -197,6 +203,143 @@ def cost(n: int) -> None:
     )
 
 
+KEPT_PACK = """
+name: bench
+version: "1"
+actions:
+  crm.tag: {risk: low}
+levels:
+  - {scope: {workflow: w}, level: execute, ceiling: optimize}
+gates:
+  - {from: execute, to: optimize, min_samples: 50, min_success_rate: 0.95, window: 28d,
+     lift_kpi: revenue}
+"""
+
+
+def kept(url: str, n: int, label: str) -> None:
+    """Section 3 on one store."""
+    from agent_guardrails.ops.gate_evidence import sync
+    from agent_guardrails.ops.gates import Gates
+    from agent_guardrails.ops.operations import apply_pack
+    from agent_guardrails.store import open_store
+    from agent_guardrails.store.base import AuditEvent
+    from agent_guardrails.store.evidence import GateCall, GateEvidence
+
+    store = open_store(url)
+    assert isinstance(store, GateEvidence)
+    apply_pack(store, KEPT_PACK, by="bench")
+    # The first reading, per record, on a log written through the store.
+    m = max(n // 100, 1000)
+    for i in range(m):
+        key = f"r{i}"
+        decision = {
+            "decision": "allow",
+            "action": "crm.tag",
+            "level": 1,
+            "scope": {"workflow": "w"},
+            "pack_version": "1",
+            "validators": [],
+        }
+        store.append_audit(AuditEvent("decision", decision, key))
+        store.append_audit(AuditEvent("execution.started", {}, key))
+        store.append_audit(AuditEvent("execution.finished", {}, key))
+    t0 = time.perf_counter()
+    at, ok = sync(store)
+    first = time.perf_counter() - t0
+    assert ok
+    # N calls' evidence and N KPI outcomes, written straight into the tables (set-up only).
+    now = time.time()
+    page = []
+    for i in range(n):
+        at_i = now + 1 + i * (86_000 / n)
+        page.append(
+            GateCall(
+                f"k{i}",
+                '{"workflow":"w"}',
+                "crm.tag",
+                1,
+                at_i,
+                i + 10,
+                "1",
+                started_at=at_i,
+                ended=bool(i % 50),
+            )
+        )
+        if len(page) == 5000:
+            store.save_gate_evidence(page, [], since=at, to=at)
+            page = []
+    if page:
+        store.save_gate_evidence(page, [], since=at, to=at)
+    rows = [
+        (
+            f"e{i}",
+            "control" if i % 5 == 0 else "treatment",
+            "revenue",
+            float(i % 17),
+            now + 1 + i * (80_000 / n),
+            "workflow=w",
+            1,
+            "1",
+        )
+        for i in range(n)
+    ]
+    columns = "entity, cohort, metric, value, at, scope_key, level, pack_version"
+    count_sql: list[str] = []
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        db = sqlite3.connect(url[len("sqlite:///") :])
+        db.executemany(f"INSERT INTO ag_outcomes ({columns}) VALUES (?,?,?,?,?,?,?,?)", rows)
+        db.commit()
+        count_sql = ["SELECT SUM(at) FROM ag_gate_calls", "SELECT SUM(value) FROM ag_outcomes"]
+
+        def bare() -> None:
+            for q in count_sql:
+                db.execute(q).fetchall()
+    else:
+        import psycopg
+
+        schema = url.split("schema=")[1]
+        conn = psycopg.connect(url.split("?")[0], autocommit=True)
+        with conn.cursor().copy(f'COPY "{schema}".ag_outcomes ({columns}) FROM STDIN') as cp:
+            for row in rows:
+                cp.write_row(row)
+        conn.execute(f'ANALYZE "{schema}".ag_outcomes')
+        conn.execute(f'ANALYZE "{schema}".ag_gate_calls')
+        count_sql = [
+            f'SELECT SUM(at) FROM "{schema}".ag_gate_calls',
+            f'SELECT SUM(value) FROM "{schema}".ag_outcomes',
+        ]
+
+        def bare() -> None:
+            for q in count_sql:
+                conn.execute(q).fetchall()
+
+    later = now + 86_100
+    gates = Gates(store)
+    verdicts = gates.evaluate(now=later, record=False)
+    base = timed(bare)
+    spent = timed(lambda: Gates(store).evaluate(now=later, record=False))
+    w = verdicts[0].windows[-1]
+    print(
+        f"   {label}: evaluate over {w.executed:,} kept calls + "
+        f"{w.kpi_treatment.n + w.kpi_control.n if w.kpi_treatment and w.kpi_control else 0:,}"
+        f" KPI outcomes   {spent:6.3f} s   ({spent / base:.1f}x a plain SUM over both tables, "
+        f"{base:.3f} s; verdict {verdicts[0].verdict})"
+    )
+    per_million = spent * 1_000_000 / w.executed
+    met = "met" if per_million < 1.0 else "NOT met"
+    print(
+        f"   {label}: per million calls and million outcomes: {per_million:.2f} s "
+        f"(goal < 1 s: {met})"
+    )
+    print(
+        f"   {label}: first reading of a log: {first / (3 * m) * 1e6:.1f} us per audit record "
+        f"({3 * m:,} records)"
+    )
+    store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run, too short for figures")
@@ -204,7 +347,29 @@ def main() -> None:
     rng = random.Random(20261206)
     operating(weeks=12 if args.quick else 26, trials=20 if args.quick else 200, rng=rng)
     print()
-    cost(20_000 if args.quick else 1_000_000)
+    n = 20_000 if args.quick else 1_000_000
+    cost(n)
+    print()
+    print(
+        f"3. cost on a store that keeps gate evidence ({n:,} calls, {n:,} KPI outcomes; best of 3)"
+    )
+    import os
+    import tempfile
+    import uuid
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kept(f"sqlite:///{tmp}/gates.db", n, "SQLite")
+    pg = os.environ.get("AGENT_GUARDRAILS_TEST_POSTGRES")
+    if pg:
+        schema = f"ag_bench_{uuid.uuid4().hex[:8]}"
+        sep = "&" if "?" in pg else "?"
+        try:
+            kept(f"{pg}{sep}schema={schema}", n, "PostgreSQL")
+        finally:
+            import psycopg
+
+            with psycopg.connect(pg.split("?")[0], autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 if __name__ == "__main__":

@@ -282,6 +282,9 @@ def test_a_version_1_sqlite_database_is_upgraded_in_place(tmp_path: Path) -> Non
     url = f"sqlite:///{tmp_path / 's.db'}"
     open_store(url).close()
     db = sqlite3.connect(tmp_path / "s.db")
+    db.execute("DROP INDEX ag_outcomes_kpi")  # version 3's additions
+    db.execute("DROP TABLE ag_gate_calls")
+    db.execute("DROP TABLE ag_gate_events")
     db.execute("ALTER TABLE ag_outcomes DROP COLUMN level")
     db.execute("ALTER TABLE ag_outcomes DROP COLUMN pack_version")
     db.execute(
@@ -299,5 +302,7 @@ def test_a_version_1_sqlite_database_is_upgraded_in_place(tmp_path: Path) -> Non
     assert [(o.level, o.pack_version) for o in store.outcomes()] == [(None, None), (1, "4")]
     store.close()
     db = sqlite3.connect(tmp_path / "s.db")
-    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert {"ag_gate_calls", "ag_gate_events", "ag_outcomes_kpi"} <= tables
     db.close()

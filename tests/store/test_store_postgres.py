@@ -275,7 +275,9 @@ def test_a_version_1_database_is_upgraded_in_place(
     pg_execute(f'CREATE SCHEMA "{pg_schema}"')
     for statement in POSTGRES.schema(prefix):
         pg_execute(statement)
-    # Version 1's outcomes had no level or pack version.
+    # Version 1's outcomes had no level or pack version; version 4 added the gate evidence.
+    pg_execute(f'DROP INDEX "{pg_schema}".ag_outcomes_kpi')
+    pg_execute(f"DROP TABLE {prefix}gate_calls, {prefix}gate_events")
     pg_execute(f"ALTER TABLE {prefix}outcomes DROP COLUMN level, DROP COLUMN pack_version")
     pg_execute(
         f"INSERT INTO {prefix}outcomes (entity, cohort, metric, value, at, scope_key) "
@@ -302,7 +304,8 @@ def test_a_version_1_database_is_upgraded_in_place(
     assert dict(pg_execute(f"SELECT key, value FROM {prefix}meta"))["schema_version"] == "1"
     store.get_level("w")  # the first operation upgrades the schema
     meta = dict(pg_execute(f"SELECT key, value FROM {prefix}meta"))
-    assert meta["schema_version"] == str(SCHEMA_VERSION) == "3"
+    assert meta["schema_version"] == str(SCHEMA_VERSION) == "4"
+    assert store.gate_scopes() == []  # type: ignore[attr-defined]  # the tables exist
     assert meta["functions"] != "v1"
     assert store.reserve("k", [], audit=AuditEvent("decision", {}, "k", "old1")).ok  # a dup
     assert store.reserve("k2", [], audit=AuditEvent("decision", {}, "k2", "new")).ok

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,13 +45,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_guardrails.engine import gate_stats as stats
 from agent_guardrails.engine.gates import GateVerdict, Window, evaluate, gate_for
 from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.ops.gate_evidence import (
+    CallSource,
+    FoldedCall,
+    FoldedCalls,
+    StoredCalls,
+    sla_of,
+    sync,
+)
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack import GateRule, PolicyPack
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store.base import AuditEvent, AuditRecord, LevelChange, Outcome, Store
+from agent_guardrails.store.evidence import GateEvidence
 
 __all__ = [
     "AUTO_ACTOR",
@@ -74,30 +81,10 @@ _PAGE = 5000
 
 
 @dataclass(slots=True)
-class _Call:
-    """What the audit log says about one call."""
-
-    dial: str
-    level: int
-    at: float
-    seq: int
-    pack_version: str
-    sla: float
-    policy_failed: bool = False
-    escalated: bool = False
-    asked_at: float | None = None
-    answered_at: float | None = None
-    started_at: float | None = None
-    ended: bool | None = None  # None: no end recorded; True: finished; False: failed
-    cohort: str | None = None
-    entity: str | None = None
-
-
-@dataclass(slots=True)
 class _Log:
     """The audit log, folded: calls by key, and the events that cut or trip windows."""
 
-    calls: dict[str, _Call] = field(default_factory=dict)
+    calls: dict[str, FoldedCall] = field(default_factory=dict)
     cuts: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     global_cuts: list[float] = field(default_factory=list)
     kill_trips: list[tuple[float, int, Scope]] = field(default_factory=list)
@@ -107,11 +94,13 @@ class _Log:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Everything the gates read from a store, as it stood at ``now``."""
+    """Everything the gates read from a store, as it stood at ``now``: the records that
+    cut or trip windows (``log``), what counts each window's calls and KPI outcomes
+    (``calls``), and whether the audit chain verified."""
 
     now: float
     log: _Log
-    outcomes: list[Outcome]
+    calls: CallSource
     chain_ok: bool
 
 
@@ -135,27 +124,20 @@ def tally(
     """Each scope's windows (oldest first) as of ``now``, from the audit ``records`` and
     the KPI ``outcomes``. Scopes: the dial keys calls were decided under or levels were set
     on, plus ``dials``."""
-    return _tally(_fold([r for r in records if r.ts <= now], pack), pack, now, outcomes, dials)
+    log = _fold([r for r in records if r.ts <= now], pack)
+    return _tally(log, pack, now, FoldedCalls(log.calls.values(), outcomes), dials)
 
 
 def _tally(
-    log: _Log, pack: PolicyPack, now: float, outcomes: Sequence[Outcome], dials: Iterable[str]
+    log: _Log, pack: PolicyPack, now: float, calls: CallSource, dials: Iterable[str]
 ) -> dict[str, list[Window]]:
-    by_dial: dict[str, list[_Call]] = defaultdict(list)
-    for call in log.calls.values():
-        by_dial[call.dial].append(call)
-    kpis: dict[str, list[Outcome]] = defaultdict(list)
-    for o in outcomes:
-        kpis[o.scope_key].append(o)
     out: dict[str, list[Window]] = {}
-    for dial in sorted(set(log.levels) | set(by_dial) | set(dials)):
+    for dial in sorted(set(log.levels) | calls.dials() | set(dials)):
         scope = Scope.parse(dial)
         level = _level_at(log, dial, pack, now)
         rule = gate_for(pack, scope, level, up=True) or gate_for(pack, scope, level, up=False)
         spans = _spans(rule, log, dial, now)
-        out[dial] = [
-            _window(start, end, by_dial[dial], kpis[dial], rule, log, scope) for start, end in spans
-        ]
+        out[dial] = [_window(start, end, calls, dial, rule, log, scope) for start, end in spans]
     return out
 
 
@@ -188,7 +170,7 @@ class Gates:
         self, scope: str | None = None, *, now: float | None = None, record: bool = True
     ) -> list[Evaluation]:
         """Like :meth:`evaluate`, with each verdict's id and audit record number."""
-        evidence = self.read(self.clock() if now is None else now)
+        evidence = self.read(now)
         wanted = None if scope is None else self.pack.dial_scope(Scope.parse(scope)).key
         return [
             self._record(v, evidence.now) if record else _unrecorded(v)
@@ -196,20 +178,35 @@ class Gates:
             if wanted is None or v.scope == wanted
         ]
 
-    def read(self, now: float, records: Iterable[AuditRecord] | None = None) -> Evidence:
-        """What the gates read from the store, as it stood at ``now`` (``records``: the
-        audit log, when the caller has read it already)."""
-        log = _read_audit(self.store) if records is None else records
+    def read(
+        self, now: float | None = None, records: Iterable[AuditRecord] | None = None
+    ) -> Evidence:
+        """What the gates read from the store, as it stood at ``now`` (default: now).
+
+        A store that keeps gate evidence (:mod:`agent_guardrails.ops.gate_evidence`) is
+        read from where the gates stopped last time and its rows are counted, unless
+        ``now`` is before a record already read (a past evaluation: the log is folded as it
+        stood then). ``records``: the audit log, when the caller has read it already."""
+        if records is None and isinstance(self.store, GateEvidence):
+            checkpoint, chain_ok = sync(self.store)
+            at = max(self.clock(), checkpoint.max_ts) if now is None else now
+            if checkpoint.max_ts <= at:
+                log = _fold(self.store.gate_events(), self.pack)
+                return Evidence(at, log, StoredCalls(self.store, self.pack), chain_ok)
+        at = self.clock() if now is None else now
+        source = _read_audit(self.store) if records is None else records
+        log = _fold((r for r in source if r.ts <= at), self.pack)
+        outcomes = [o for o in self.store.outcomes() if o.at <= at]
         return Evidence(
-            now,
-            _fold((r for r in log if r.ts <= now), self.pack),
-            [o for o in self.store.outcomes() if o.at <= now],
+            at,
+            log,
+            FoldedCalls(log.calls.values(), outcomes),
             self.store.verify_audit().ok,
         )
 
     def judge(self, evidence: Evidence, dials: Iterable[str] = ()) -> list[GateVerdict]:
         """The verdict of every scope in ``evidence`` (and of ``dials``)."""
-        windows = _tally(evidence.log, self.pack, evidence.now, evidence.outcomes, dials)
+        windows = _tally(evidence.log, self.pack, evidence.now, evidence.calls, dials)
         return [
             self._judge(dial, series, evidence.log, evidence.now, evidence.chain_ok)
             for dial, series in windows.items()
@@ -223,15 +220,13 @@ class Gates:
         rule = gate_for(self.pack, scope, level, up=True) or gate_for(
             self.pack, scope, level, up=False
         )
-        calls = [c for c in evidence.log.calls.values() if c.dial == dial]
-        kpis = [o for o in evidence.outcomes if o.scope_key == dial]
         week = 7 * 86_400.0
         return [
             _window(
                 evidence.now - (i + 1) * week,
                 evidence.now - i * week,
-                calls,
-                kpis,
+                evidence.calls,
+                dial,
                 rule,
                 evidence.log,
                 scope,
@@ -393,20 +388,13 @@ def _fold(records: Iterable[AuditRecord], pack: PolicyPack) -> _Log:
                 if dial is None:
                     dial = pack.dial_scope(Scope.from_mapping(scope)).key
                     dial_of[scope_key] = dial
-                action = pack.action(str(data.get("action", "")))
-                rule = action.approval if action is not None else None
-                sla = (
-                    rule.sla
-                    if rule is not None and rule.sla is not None
-                    else (rule.timeout if rule is not None else 86_400.0)
-                )
-                call = calls[key] = _Call(
+                call = calls[key] = FoldedCall(
                     dial,
                     int(data.get("level", 0)),
                     r.ts,
                     r.seq,
                     str(data.get("pack_version", "")),
-                    sla,
+                    sla_of(pack, str(data.get("action", ""))),
                     cohort=data.get("cohort"),
                     entity=data.get("cohort_entity"),
                 )
@@ -469,88 +457,43 @@ def _spans(rule: GateRule | None, log: _Log, dial: str, now: float) -> list[tupl
 def _window(
     start: float,
     end: float,
-    calls: Sequence[_Call],
-    kpis: Sequence[Outcome],
+    calls: CallSource,
+    dial: str,
     rule: GateRule | None,
     log: _Log,
     scope: Scope,
 ) -> Window:
-    decided = policy_failed = escalated = executed = succeeded = answered = within = 0
-    unattributed = 0
-    versions: set[str] = set()
-    violations: list[int] = []
-    for c in calls:
-        if not start <= c.at < end:
-            continue
-        decided += 1
-        versions.add(c.pack_version)
-        if c.policy_failed:
-            policy_failed += 1
-            if c.level >= AutonomyLevel.EXECUTE:
-                violations.append(c.seq)
-        escalated += c.escalated
-        if c.asked_at is not None and c.answered_at is not None:
-            answered += 1
-            within += c.answered_at - c.asked_at <= c.sla
-        if c.started_at is not None:
-            if c.ended is None:
-                unattributed += c.started_at < end - UNFINISHED_GRACE
-            else:
-                executed += 1
-                succeeded += c.ended
+    n = calls.count(dial, start, end, UNFINISHED_GRACE)
     trips = tuple(seq for at, seq, s in log.kill_trips if start <= at < end and s.matches(scope))
-    control, treatment, kpi_c, kpi_t, expected = _cohorts(start, end, kpis, rule)
-    split: dict[str, set[str]] = {"control": set(), "treatment": set()}
-    for c in calls:
-        if start <= c.at < end and c.cohort in split and c.entity is not None:
-            split[c.cohort].add(c.entity)
-    if split["control"] or split["treatment"]:  # the split the pipeline made, by entity
-        control, treatment = len(split["control"]), len(split["treatment"])
+    control = treatment = 0
+    kpi_c = kpi_t = expected = None
+    if rule is not None and rule.lift_kpi is not None:
+        cohorts = calls.kpi(dial, rule.lift_kpi, start, end)
+        control, kpi_c = cohorts.get("control", (0, None))
+        treatment, kpi_t = cohorts.get("treatment", (0, None))
+        expected = None if rule.holdout is None else 1.0 - rule.holdout
+    if n.control or n.treatment:  # the split the pipeline made, by entity
+        control, treatment = n.control, n.treatment
     return Window(
         start,
         end,
-        decided=decided,
-        policy_failed=policy_failed,
-        escalated=escalated,
-        executed=executed,
-        succeeded=succeeded,
-        answered=answered,
-        within_sla=within,
-        unattributed=unattributed,
-        pack_versions=frozenset(versions),
+        decided=n.decided,
+        policy_failed=n.policy_failed,
+        escalated=n.escalated,
+        executed=n.executed,
+        succeeded=n.succeeded,
+        answered=n.answered,
+        within_sla=n.within_sla,
+        unattributed=n.unattributed,
+        pack_versions=frozenset(n.versions),
         control=control,
         treatment=treatment,
         expected_treatment=expected,
         kpi_control=kpi_c,
         kpi_treatment=kpi_t,
-        violations=tuple(violations),
+        violations=tuple(n.violations),
         kill_trips=trips,
     )
-
-
-def _cohorts(
-    start: float, end: float, kpis: Sequence[Outcome], rule: GateRule | None
-) -> tuple[int, int, stats.Moments | None, stats.Moments | None, float | None]:
-    if rule is None or rule.lift_kpi is None:
-        return 0, 0, None, None, None
-    entities: dict[str, set[str]] = {"control": set(), "treatment": set()}
-    values: dict[str, list[float]] = {"control": [], "treatment": []}
-    for o in kpis:
-        if o.metric != rule.lift_kpi or not start <= o.at < end or o.cohort not in values:
-            continue
-        entities[o.cohort].add(o.entity)
-        values[o.cohort].append(o.value)
-    expected = None if rule.holdout is None else 1.0 - rule.holdout
-    kc, kt = _moments(values["control"]), _moments(values["treatment"])
-    return len(entities["control"]), len(entities["treatment"]), kc, kt, expected
-
-
-def _moments(values: list[float]) -> stats.Moments | None:
-    """Mean and sum of squared deviations in two passes (exact sums, one object)."""
-    if not values:
-        return None
-    mean = math.fsum(values) / len(values)
-    return stats.Moments(len(values), mean, math.fsum((x - mean) ** 2 for x in values))
 
 
 def _unrecorded(verdict: GateVerdict) -> Evaluation:

@@ -111,7 +111,7 @@ def _active_name(store: Store) -> str:
 
 def set_level(
     store: Store,
-    scope: Scope,
+    scope: Scope | str,
     level: str | int,
     *,
     by: str,
@@ -125,7 +125,11 @@ def set_level(
 
     Down is always allowed. Up is allowed one level at a time through a passing gate (the
     evaluation is recorded and named as evidence; see :class:`~agent_guardrails.ops.gates.Gates`),
-    or with ``override=True``, which records ``reason`` as the override's justification."""
+    or with ``override=True``, which records ``reason`` as the override's justification.
+    ``scope``: a :class:`~agent_guardrails.policy.scope.Scope` or its ``dim=value,...``
+    form."""
+    if isinstance(scope, str):
+        scope = Scope.parse(scope)
     pack = pack if pack is not None else active_policy(store)
     new = AutonomyLevel.parse(level)
     ceiling = pack.ceiling_for(scope)

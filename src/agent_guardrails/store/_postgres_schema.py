@@ -22,7 +22,9 @@ __all__ = ["SCHEMA_VERSION", "chain_lock", "create_schema", "current_schema", "q
 # 2: adds ag_audit_outbox and ag_audit.src (sql/postgres_upgrade_2.sql): the hot path
 #    appends to the outbox and ag_chain_pending chains in batches. Version 1 is upgraded.
 # 3: ag_outcomes.level and .pack_version (sql/postgres_upgrade_3.sql).
-SCHEMA_VERSION = 3
+# 4: gate evidence (ag_gate_calls, ag_gate_events, an index of outcomes by scope and
+#    metric): new tables and an index, made by schema.sql on upgrade.
+SCHEMA_VERSION = 4
 
 
 def quote_ident(ident: str) -> str:

@@ -443,7 +443,9 @@ class Retention(Protocol):
     def prune_calls(self, before: float) -> int:
         """Delete the records of calls that ended (finished, failed, released) before
         ``before``; never a reserved or started one. Returns how many. A pruned key no
-        longer replays its result: keep calls longer than any thread may resume."""
+        longer replays its result: keep calls longer than any thread may resume. A store
+        that keeps gate evidence (:mod:`.evidence`) also drops that of calls decided
+        before ``before``."""
         ...
 
     def audit_archived_through(self) -> tuple[int, str]:

@@ -162,7 +162,9 @@ class PostgresStore(PostgresDrivers, AsyncSQLOperations):
             schema = yield from current_schema(self.url)
         s = quote_ident(schema)
         fill = {"s": s, "p": f"{s}.ag_", "lock": str(chain_lock(schema))}
-        q = statements(POSTGRES, fill, "operators.sql", "retention.sql", "postgres.sql")
+        q = statements(
+            POSTGRES, fill, "operators.sql", "retention.sql", "gate_evidence.sql", "postgres.sql"
+        )
         hot = {
             _RESERVE1: q["hot_reserve1"].encode(),
             _START: q["hot_start"].encode(),

@@ -137,7 +137,9 @@ R = TypeVar("R")
 P = ParamSpec("P")
 _HELD = ("reserved", "started", "finished")  # a key in these states replays
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # older SQLite: SELECT, then UPDATE
-_SQL = statements(SQLITE, {"p": "ag_"}, "operators.sql", "retention.sql", "sqlite.sql")
+_SQL = statements(
+    SQLITE, {"p": "ag_"}, "operators.sql", "retention.sql", "gate_evidence.sql", "sqlite.sql"
+)
 
 
 @functools.cache

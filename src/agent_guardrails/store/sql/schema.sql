@@ -1,5 +1,6 @@
--- The tables of the SQL stores, the same for SQLite and PostgreSQL (schema version 1; what
--- each table holds is described in store/_rows.py). Every statement is idempotent.
+-- The tables of the SQL stores, the same for SQLite and PostgreSQL (schema version 1, with
+-- later versions' additions at the end; what each table holds is described in
+-- store/_rows.py). Every statement is idempotent.
 -- Placeholders filled in per dialect (store/_statements.py): {p} the table prefix (ag_ or
 -- "schema".ag_), {serial} an auto-numbered primary key, {seq_pk} the audit log's key,
 -- {without_rowid} SQLite's WITHOUT ROWID for tables keyed by text, {genesis} the hash
@@ -90,3 +91,34 @@ CREATE TABLE IF NOT EXISTS {p}audit_head (
     prev TEXT
 );
 INSERT INTO {p}audit_head (id, seq, hash) VALUES (1, 0, '{genesis}') ON CONFLICT DO NOTHING;
+-- Gate evidence (schema 3 on SQLite, 4 on PostgreSQL; store/sql/gate_evidence.sql): what the
+-- audit log says about each call, kept by the gates as they read the log (ops/gate_evidence.py),
+-- so an evaluation counts rows instead of folding every record again. Ordered by scope and
+-- decision time, the order in which a window is counted.
+CREATE TABLE IF NOT EXISTS {p}gate_calls (
+    scope TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    key TEXT NOT NULL UNIQUE,
+    action TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    seq BIGINT NOT NULL,
+    pack_version TEXT NOT NULL,
+    policy_failed INTEGER NOT NULL,
+    escalated INTEGER NOT NULL,
+    asked_at DOUBLE PRECISION,
+    answered_at DOUBLE PRECISION,
+    started_at DOUBLE PRECISION,
+    ended INTEGER,
+    cohort TEXT,
+    entity TEXT,
+    PRIMARY KEY (scope, at, key)
+){without_rowid};
+CREATE INDEX IF NOT EXISTS ag_gate_calls_at ON {p}gate_calls (at);
+CREATE TABLE IF NOT EXISTS {p}gate_events (
+    seq {seq_pk},
+    ts DOUBLE PRECISION NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ag_outcomes_kpi
+    ON {p}outcomes (scope_key, metric, cohort, at, entity, value);
