@@ -124,7 +124,7 @@ def write_outcomes(store: Store, rng: random.Random, n: int) -> None:
                 rng.choice(("control", "treatment", "other")),
                 rng.choice(("revenue", "revenue", "clicks")),
                 rng.uniform(-5, 50),
-                now - rng.uniform(0, 200),
+                now + rng.uniform(-30, 120),  # around the calls: some windows hold most
                 rng.choice(("workflow=news", "workflow=ads")),
             )
         )
@@ -144,6 +144,12 @@ def assert_same(store: Store, at: float) -> None:
     assert set(got) == set(want)
     for dial in want:
         assert [strip(w) for w in got[dial]] == [strip(w) for w in want[dial]], dial
+        for w in want[dial]:  # the KPI's entities too (a window's split comes from calls)
+            kpi_got = kept.calls.kpi(dial, "revenue", w.start, w.end)
+            kpi_want = folded.kpi(dial, "revenue", w.start, w.end)
+            assert {c: e for c, (e, _) in kpi_got.items()} == {
+                c: e for c, (e, _) in kpi_want.items()
+            }
         for g_w, w_w in zip(got[dial], want[dial], strict=True):
             for name in ("kpi_control", "kpi_treatment"):
                 a, b = getattr(g_w, name), getattr(w_w, name)
@@ -300,3 +306,24 @@ def test_records_of_one_call_in_different_pages_merge_as_the_fold_does(
         scope, 0.0, 1000.0, unfinished_before=103.0, slas={"email.send": 1.0}
     )
     assert late.within_sla == 1  # -40 s is within any SLA
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_a_cohorts_entities_are_counted_alike_by_either_read(
+    sql_store: Store, in_order: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite counts a window's entities in entity order when the window holds most of the
+    cohort's outcomes, else by sorting the window's; both agree with the fold."""
+    monkeypatch.setattr(sql_store, "_entities_in_order", in_order)
+    rng = random.Random(12)
+    write_outcomes(sql_store, rng, 200)
+    assert isinstance(sql_store, GateEvidence)
+    folded = gate_evidence.FoldedCalls((), sql_store.outcomes())
+    now = time.time()
+    for start, end in [(now - 40, now + 20), (now + 10, now + 200), (now - 100, now + 100)]:
+        for dial in ("workflow=news", "workflow=ads"):
+            got = sql_store.kpi_window(dial, "revenue", start, end)
+            want = folded.kpi(dial, "revenue", start, end)
+            assert {c: (k.entities, k.n) for c, k in got.items()} == {
+                c: (e, m.n) for c, (e, m) in want.items()
+            }

@@ -198,6 +198,7 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
 
     _no_limit = SQLITE.no_limit
     _sql = _SQL
+    _entities_in_order = True
     #: Async callers' reads go to the spare reader threads (``SPARE_READERS`` of them)
     #: while the store thread has been busy with one operation for longer than this many
     #: seconds (waiting for the write lock, most likely); see the module docstring.

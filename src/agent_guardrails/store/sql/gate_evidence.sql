@@ -115,11 +115,31 @@ SELECT value FROM {p}outcomes
 WHERE scope_key = ? AND metric = ? AND cohort = ? AND at >= ? AND at < ? LIMIT 1;
 
 -- name: kpi_cohort
--- One cohort's KPI in [start, end): entities, count, the sum of value - shift and of its
--- square. Args: shift, shift, shift, dial key, metric, cohort, start, end.
-SELECT COUNT(DISTINCT entity), COUNT(*), SUM(value - ?), SUM((value - ?) * (value - ?))
+-- One cohort's KPI in [start, end): count, the sum of value - shift and of its square.
+-- Args: shift, shift, shift, dial key, metric, cohort, start, end.
+SELECT COUNT(*), SUM(value - ?), SUM((value - ?) * (value - ?))
 FROM {p}outcomes
 WHERE scope_key = ? AND metric = ? AND cohort = ? AND at >= ? AND at < ?;
+
+-- name: kpi_entities
+-- One cohort's entities in [start, end), from the outcomes in the window (by time).
+-- Args: dial key, metric, cohort, start, end.
+SELECT COUNT(DISTINCT entity) FROM {p}outcomes
+WHERE scope_key = ? AND metric = ? AND cohort = ? AND at >= ? AND at < ?;
+
+-- name: kpi_entities_in_order
+-- The same, read in entity order through ag_outcomes_entities (+at keeps the time index
+-- out): no sort, but every outcome of the cohort is read. For a window that holds most of
+-- the cohort's outcomes. Args: dial key, metric, cohort, start, end.
+SELECT COUNT(DISTINCT entity) FROM {p}outcomes
+WHERE scope_key = ? AND metric = ? AND cohort = ? AND +at >= ? AND +at < ?;
+
+-- name: kpi_span
+-- The first and last time of a cohort's outcomes (two index probes). Args: dial key,
+-- metric, cohort, twice.
+SELECT
+    (SELECT MIN(at) FROM {p}outcomes WHERE scope_key = ? AND metric = ? AND cohort = ?),
+    (SELECT MAX(at) FROM {p}outcomes WHERE scope_key = ? AND metric = ? AND cohort = ?);
 
 -- name: prune_gate_calls
 -- Args: the cutoff (decision time).

@@ -122,3 +122,5 @@ CREATE TABLE IF NOT EXISTS {p}gate_events (
 );
 CREATE INDEX IF NOT EXISTS ag_outcomes_kpi
     ON {p}outcomes (scope_key, metric, cohort, at, entity, value);
+CREATE INDEX IF NOT EXISTS ag_outcomes_entities
+    ON {p}outcomes (scope_key, metric, cohort, entity, at);
