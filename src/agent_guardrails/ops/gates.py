@@ -290,6 +290,18 @@ class Gates:
             )
         return changes
 
+    def demote(self) -> list[LevelChange]:
+        """Evaluate every scope now and apply each ``demote`` (one level down, recorded as
+        :data:`AUTO_ACTOR` with its evaluation as evidence); only those verdicts are recorded
+        (what the pipeline's gate watch runs, see :mod:`agent_guardrails.pipeline.gate_watch`)."""
+        found = [
+            e
+            for e in self.evaluations(record=False)
+            if e.verdict.verdict == "demote" and e.verdict.level > AutonomyLevel.ASSIST
+        ]
+        now = self.clock()
+        return self.apply([self._record(e.verdict, now) for e in found])
+
     def promote(
         self, scope: str, *, by: str, reason: str = "", override: bool = False
     ) -> LevelChange:

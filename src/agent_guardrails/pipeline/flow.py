@@ -315,6 +315,7 @@ def run(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
             yield finish
         except StoreUnavailable:
             g.outbox.keep(finish)
+    g.gate_watch.poke()  # floors and caps judged off the call's path, now and then
     if error is not None:
         raise error
     return result

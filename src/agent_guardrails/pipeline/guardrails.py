@@ -45,6 +45,7 @@ from agent_guardrails.pipeline.flow import (
     guarded_call,
     refuse,
 )
+from agent_guardrails.pipeline.gate_watch import GateWatch
 from agent_guardrails.pipeline.live_policy import LivePolicy
 from agent_guardrails.pipeline.notify import Notifications, Notifier
 from agent_guardrails.pipeline.outbox import Outbox
@@ -98,6 +99,9 @@ class Guardrails:
         notifiers: called when a question is put to a human and when it is answered
             (callables or :class:`~agent_guardrails.pipeline.notify.Webhook`), on a
             thread of their own: a slow receiver never delays a call.
+        gate_watch: after a call ends, at most once per this many seconds, judge the
+            gates' floors and caps on a background thread and apply each demotion
+            (:mod:`agent_guardrails.pipeline.gate_watch`); ``None`` turns it off.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class Guardrails:
         redact: Redactor | None = None,
         hash_key: str | bytes | None = None,
         notifiers: Sequence[Notifier] = (),
+        gate_watch: float | None = 60.0,
     ) -> None:
         pack = policy if isinstance(policy, PolicyPack) else PolicyPack.from_yaml(policy)
         self._owns_store = store is None or isinstance(store, str)
@@ -139,6 +144,7 @@ class Guardrails:
             pack, content, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
         self.live = LivePolicy(pack, self.telemetry.use_pack)
+        self.gate_watch = GateWatch(self.store, lambda: self.live.pack, gate_watch)
         # Bootstrap the store now, unless this runs inside an event loop (a graph module a
         # LangGraph server imports): store I/O would block it, so the first call does it.
         # Without the store, calls fail closed and say why; the first that reaches it
@@ -500,6 +506,7 @@ class Guardrails:
         at interpreter exit (then without closing the store)."""
         self._finalizer()
         self.notifications.close()
+        self.gate_watch.close()
         if self._owns_store:
             self.store.close()
 
@@ -510,6 +517,7 @@ class Guardrails:
         self.outbox.warn_if_pending(self.store.url)
         self._finalizer.detach()
         await asyncio.to_thread(self.notifications.close)
+        await asyncio.to_thread(self.gate_watch.close)
         if self._owns_store:
             await self.store.aclose()  # type: ignore[attr-defined]
 
