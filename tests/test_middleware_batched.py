@@ -350,3 +350,61 @@ def test_a_new_message_while_a_call_waits_does_not_fabricate_its_result(
     assert told[0].status == "error"
     kept = [m for m in out.value["messages"] if isinstance(m, ToolMessage)]
     assert [str(m.content) for m in kept] == [str(told[0].content)]  # the state says so too
+
+
+@pytest.mark.parametrize("saver", ["memory", "sqlite"])
+def test_mark_as_resolved_closes_the_question_and_runs_nothing_it_asked_about(
+    guard: Guardrails, tools: list[Any], ran: list[str], saver: str, tmp_path: Any
+) -> None:
+    """Agent Chat UI's "Mark as resolved" resumes with Command(goto=END): LangGraph drops
+    the jump and runs the paused node again with no answer. The calls that waited are
+    rejected as resolved elsewhere, the rest of the turn goes on, the thread is not left
+    interrupted, and the rejection is in the audit log."""
+    kw: dict[str, Any] = {}
+    if saver == "sqlite":
+        if ASYNC:
+            pytest.skip("the sync SqliteSaver under ainvoke: covered by the memory saver")
+        import sqlite3
+
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        kw["saver"] = SqliteSaver(sqlite3.connect(tmp_path / "cp.db", check_same_thread=False))
+    agent = Agent(
+        guard,
+        tools,
+        turn(("send_email", {"to": "c1", "subject": "Hi"}), ("tag_contact", {"contact": "c2"})),
+        actions=ACTIONS,
+        **kw,
+    )
+    assert len(agent.start().interrupts) == 1
+    done = agent.invoke(Command(goto="__end__"), "t", **OPS)  # what the UI sends
+    assert done.interrupts == ()
+    assert ran == ["tag_contact c2"]  # not asked about: runs as after any rejection
+    got = replies(done)
+    assert got["call-0"].status == "error"
+    assert "Mark as resolved" in str(got["call-0"].content)
+    resolved = [r for r in guard.store.audit_records() if r.kind == "approval.resolved"]
+    assert [(r.data["answer"], r.data["by"]) for r in resolved] == [("reject", "ana")]
+    assert agent.graph.get_state({"configurable": {"thread_id": "t"}}).next == ()
+
+
+def test_continuing_without_an_answer_asks_again(
+    guard: Guardrails, tools: list[Any], ran: list[str]
+) -> None:
+    """``invoke(None)`` (what a process does after a crash lost the answer) is not a
+    "Mark as resolved": the question stays."""
+    agent = Agent(
+        guard, tools, turn(("send_email", {"to": "c1", "subject": "Hi"})), actions=ACTIONS
+    )
+    (question,) = agent.start().interrupts
+    (again,) = agent.invoke(None, "t", **OPS).interrupts
+    assert again.id == question.id
+    assert ran == []
+    assert not [r for r in guard.store.audit_records() if r.kind == "approval.resolved"]
+
+
+def test_outside_a_resumed_task_nothing_is_taken_for_a_resolve() -> None:
+    from agent_guardrails import _compat
+
+    assert _compat.unanswered_rerun(None) is False
+    assert _compat.unanswered_rerun({"configurable": {"thread_id": "t"}}) is False

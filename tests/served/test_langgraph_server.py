@@ -114,6 +114,23 @@ def test_reject_does_not_run_and_the_model_reads_why(server: Server) -> None:
     assert executions_started(server, thread) == 0
 
 
+def test_mark_as_resolved_in_agent_chat_ui_closes_the_question(server: Server) -> None:
+    """Agent Chat UI's "Mark as resolved" sends ``{"command": {"goto": "__end__"}}``: the
+    question closes as a rejection, nothing runs, and the thread is no longer interrupted."""
+    ana = User(server, "ana")
+    thread = ana.new_thread()
+    ask_to_email(ana, thread, "c1", "Hello")
+
+    values = ana._wait(thread, command={"goto": "__end__"})
+
+    (message,) = tool_messages(values)
+    assert message["status"] == "error"
+    assert "Mark as resolved" in str(message["content"])
+    assert ana.outbox(thread) == []
+    assert executions_started(server, thread) == 0
+    assert ana.interrupts(thread) == []
+
+
 def test_only_the_authenticated_user_with_the_role_can_approve(server: Server) -> None:
     bob, ana = User(server, "bob"), User(server, "ana")
     thread = bob.new_thread()

@@ -70,6 +70,7 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from agent_guardrails import _compat
 from agent_guardrails.adapters.decorator import inside_adapter
 from agent_guardrails.adapters.graph import (
     call_key,
@@ -303,7 +304,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
     # ------------------------------------------------------------------ the turn (batched)
 
     def _turn(
-        self, state: GuardrailsState, runtime: Runtime[Any]
+        self, state: GuardrailsState, runtime: Runtime[Any], *, resolved: bool = False
     ) -> tuple[list[GuardedCall], AskAll] | None:
         """The guarded calls of the model's last message, ready to decide (batched mode)."""
         if self.interrupt != "batched":
@@ -327,7 +328,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         config = current_config()
         context = getattr(runtime, "context", None)
         calls = turn_calls(guard, tool_calls, bindings, run_scope(context, config), config)
-        return calls, batch_asker(context, config)
+        return calls, batch_asker(context, config, resolved=resolved)
 
     def _binding(self, name: str, stamped: Mapping[str, Any]) -> ToolBinding:
         bound = binding(name, self._tools.get(name), self.actions, self.guardrails.policy)
@@ -582,11 +583,22 @@ class _TurnMiddleware(GuardrailsMiddleware):
     node for every middleware *class* that defines the hook, and a node costs each model
     turn its run even when it does nothing (``per_call`` instances have none)."""
 
+    # A turn whose question is pending and that runs again with no answer was closed from
+    # outside: Agent Chat UI's "Mark as resolved" sends Command(goto=END), which LangGraph
+    # turns into a re-run of this paused node (see _compat.unanswered_rerun). The calls that
+    # waited for a human are then rejected as resolved elsewhere (nothing of theirs runs;
+    # the rejection is recorded as the resuming user's, like any answer), and the turn goes
+    # on as after any rejection: the thread is no longer interrupted.
+
     @hook_config(can_jump_to=["end"])
     def after_model(self, state: GuardrailsState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         turn = self._turn(state, runtime)
         if turn is None:
             return None
+        resolved = _compat.unanswered_rerun(current_config())
+        if resolved:
+            turn = self._turn(state, runtime, resolved=True)
+            assert turn is not None
         calls, ask = turn
         outcomes = self.guardrails.decide_turn(calls, ask)
         refused = [
@@ -603,6 +615,10 @@ class _TurnMiddleware(GuardrailsMiddleware):
         turn = self._turn(state, runtime)
         if turn is None:
             return None
+        resolved = await _compat.aunanswered_rerun(current_config())
+        if resolved:
+            turn = self._turn(state, runtime, resolved=True)
+            assert turn is not None
         calls, ask = turn
         outcomes = await self.guardrails.adecide_turn(calls, ask)
         refused = [

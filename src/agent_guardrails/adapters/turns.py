@@ -44,7 +44,7 @@ from agent_guardrails.pipeline.guardrails import Guardrails
 from agent_guardrails.pipeline.scoping import ScopeSources
 from agent_guardrails.policy.scope import Scope
 
-__all__ = ["BatchedApprovalRequest", "batch_asker", "let_through", "turn_calls"]
+__all__ = ["RESOLVED", "BatchedApprovalRequest", "batch_asker", "let_through", "turn_calls"]
 
 
 class BatchedApprovalRequest(HITLRequest):
@@ -90,10 +90,25 @@ def turn_calls(
     return calls
 
 
-def batch_asker(context: object, config: Mapping[str, Any] | None) -> AskAll:
-    """Puts a turn's questions to a human in one interrupt; returns their answers."""
+RESOLVED = (
+    "resolved outside the agent: the question was closed without an answer "
+    '("Mark as resolved"), so the call was not run'
+)
+
+
+def batch_asker(
+    context: object, config: Mapping[str, Any] | None, *, resolved: bool = False
+) -> AskAll:
+    """Puts a turn's questions to a human in one interrupt; returns their answers.
+    ``resolved``: the question was put before and closed without an answer (see
+    :func:`agent_guardrails._compat.unanswered_rerun`): every call is rejected instead."""
 
     def ask(requests: list[ApprovalRequest]) -> list[ApprovalAnswer]:
+        by, roles = approver_identity(context, config)
+        if resolved:
+            return [
+                ApprovalAnswer("reject", by=by, roles=roles, message=RESOLVED) for _ in requests
+            ]
         payload: BatchedApprovalRequest = {
             "action_requests": [
                 ActionRequest(name=r.tool, args=dict(r.args), description=r.description)
@@ -113,7 +128,6 @@ def batch_asker(context: object, config: Mapping[str, Any] | None) -> AskAll:
         schema: Any = batch if len(requests) > 1 else Union[batch, each[0]]  # noqa: UP007
         response: Any = interrupt(payload, response_schema=schema)
         answers = _decisions(response)
-        by, roles = approver_identity(context, config)
         return [to_answer(_plain(a), by, roles) for a in answers]
 
     return ask
