@@ -138,7 +138,7 @@ def assert_same(store: Store, at: float) -> None:
     assert isinstance(kept.calls, gate_evidence.StoredCalls)  # not the fold
     records = [r for r in store.audit_records() if r.ts <= at]
     log = _fold(records, g.pack)
-    folded = gate_evidence.FoldedCalls(log.calls.values(), store.outcomes())
+    folded = gate_evidence.FoldedCalls(log.calls, store.outcomes(), g.pack)
     want = _tally(log, g.pack, at, folded, ())
     got = _tally(kept.log, g.pack, at, kept.calls, ())
     assert set(got) == set(want)
@@ -318,7 +318,7 @@ def test_a_cohorts_entities_are_counted_alike_by_either_read(
     rng = random.Random(12)
     write_outcomes(sql_store, rng, 200)
     assert isinstance(sql_store, GateEvidence)
-    folded = gate_evidence.FoldedCalls((), sql_store.outcomes())
+    folded = gate_evidence.FoldedCalls((), sql_store.outcomes(), Gates(sql_store).pack)
     now = time.time()
     for start, end in [(now - 40, now + 20), (now + 10, now + 200), (now - 100, now + 100)]:
         for dial in ("workflow=news", "workflow=ads"):

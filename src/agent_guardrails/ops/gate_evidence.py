@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent_guardrails.engine import gate_stats as stats
@@ -27,13 +26,16 @@ from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack import PolicyPack
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store.base import AuditRecord, Outcome, canonical_json, verify_chain
-from agent_guardrails.store.evidence import GateCall, GateCheckpoint, GateEvidence
+from agent_guardrails.store.evidence import (
+    GateCall,
+    GateCheckpoint,
+    GateEvidence,
+    WindowCounts,
+)
 
 __all__ = [
     "EVENT_KINDS",
     "CallSource",
-    "Counted",
-    "FoldedCall",
     "FoldedCalls",
     "StoredCalls",
     "fold_page",
@@ -60,44 +62,6 @@ def sla_of(pack: PolicyPack, action_name: str) -> float:
 # ---------------------------------------------------------------------------- counting
 
 
-@dataclass(slots=True)
-class Counted:
-    """A window's calls, counted."""
-
-    decided: int = 0
-    policy_failed: int = 0
-    escalated: int = 0
-    executed: int = 0
-    succeeded: int = 0
-    answered: int = 0
-    within_sla: int = 0
-    unattributed: int = 0
-    versions: set[str] = field(default_factory=set)
-    violations: list[int] = field(default_factory=list)
-    control: int = 0
-    treatment: int = 0
-
-
-@dataclass(slots=True)
-class FoldedCall:
-    """What the audit log says about one call."""
-
-    dial: str
-    level: int
-    at: float
-    seq: int
-    pack_version: str
-    sla: float
-    policy_failed: bool = False
-    escalated: bool = False
-    asked_at: float | None = None
-    answered_at: float | None = None
-    started_at: float | None = None
-    ended: bool | None = None  # None: no end recorded; True: finished; False: failed
-    cohort: str | None = None
-    entity: str | None = None
-
-
 class CallSource(Protocol):
     """Counts each scope's calls and KPI outcomes in a window."""
 
@@ -105,7 +69,7 @@ class CallSource(Protocol):
         """The dial keys with calls to count."""
         ...
 
-    def count(self, dial: str, start: float, end: float, grace: float) -> Counted:
+    def count(self, dial: str, start: float, end: float, grace: float) -> WindowCounts:
         """``dial``'s calls decided in ``[start, end)``; one started more than ``grace``
         seconds before ``end`` with no end recorded is unattributed."""
         ...
@@ -119,12 +83,25 @@ class CallSource(Protocol):
 
 
 class FoldedCalls:
-    """Counts calls folded in memory and a list of KPI outcomes."""
+    """Counts calls folded in memory (:func:`fold_page` over the whole log) and a list of
+    KPI outcomes, under ``pack``: each call's scope is mapped to its dial, each action to
+    its SLA. A call whose decision was not among the records does not count."""
 
-    def __init__(self, calls: Iterable[FoldedCall], outcomes: Sequence[Outcome]) -> None:
-        self._by_dial: dict[str, list[FoldedCall]] = {}
+    def __init__(
+        self, calls: Iterable[GateCall], outcomes: Sequence[Outcome], pack: PolicyPack
+    ) -> None:
+        dial_of: dict[str, str] = {}
+        sla: dict[str, float] = {}
+        self._by_dial: dict[str, list[tuple[GateCall, float]]] = {}
         for c in calls:
-            self._by_dial.setdefault(c.dial, []).append(c)
+            if c.scope is None:
+                continue
+            if c.scope not in dial_of:
+                scope = Scope.from_mapping(json.loads(c.scope))
+                dial_of[c.scope] = pack.dial_scope(scope).key
+            if c.action not in sla:
+                sla[c.action] = sla_of(pack, c.action)
+            self._by_dial.setdefault(dial_of[c.scope], []).append((c, sla[c.action]))
         self._kpis: dict[str, list[Outcome]] = {}
         for o in outcomes:
             self._kpis.setdefault(o.scope_key, []).append(o)
@@ -132,32 +109,46 @@ class FoldedCalls:
     def dials(self) -> set[str]:
         return set(self._by_dial)
 
-    def count(self, dial: str, start: float, end: float, grace: float) -> Counted:
-        n = Counted()
+    def count(self, dial: str, start: float, end: float, grace: float) -> WindowCounts:
+        decided = policy_failed = escalated = answered = within = 0
+        executed = succeeded = unattributed = 0
+        versions: set[str] = set()
+        violations: list[int] = []
         split: dict[str, set[str]] = {"control": set(), "treatment": set()}
-        for c in self._by_dial.get(dial, ()):
+        for c, sla in self._by_dial.get(dial, ()):
             if not start <= c.at < end:
                 continue
-            n.decided += 1
-            n.versions.add(c.pack_version)
+            decided += 1
+            versions.add(c.pack_version)
             if c.policy_failed:
-                n.policy_failed += 1
+                policy_failed += 1
                 if c.level >= AutonomyLevel.EXECUTE:
-                    n.violations.append(c.seq)
-            n.escalated += c.escalated
+                    violations.append(c.seq)
+            escalated += c.escalated
             if c.asked_at is not None and c.answered_at is not None:
-                n.answered += 1
-                n.within_sla += c.answered_at - c.asked_at <= c.sla
+                answered += 1
+                within += c.answered_at - c.asked_at <= sla
             if c.started_at is not None:
                 if c.ended is None:
-                    n.unattributed += c.started_at < end - grace
+                    unattributed += c.started_at < end - grace
                 else:
-                    n.executed += 1
-                    n.succeeded += c.ended
+                    executed += 1
+                    succeeded += c.ended
             if c.cohort in split and c.entity is not None:
                 split[c.cohort].add(c.entity)
-        n.control, n.treatment = len(split["control"]), len(split["treatment"])
-        return n
+        return WindowCounts(
+            decided,
+            policy_failed,
+            escalated,
+            answered,
+            within,
+            executed,
+            succeeded,
+            unattributed,
+            frozenset(versions),
+            tuple(violations),
+            {k: len(v) for k, v in split.items()},
+        )
 
     def kpi(
         self, dial: str, metric: str, start: float, end: float
@@ -194,39 +185,38 @@ class StoredCalls:
     def dials(self) -> set[str]:
         return set(self._scopes)
 
-    def count(self, dial: str, start: float, end: float, grace: float) -> Counted:
-        n = Counted()
+    def count(self, dial: str, start: float, end: float, grace: float) -> WindowCounts:
         scopes = self._scopes.get(dial, [])
-        split: dict[str, set[str]] = {"control": set(), "treatment": set()}
-        for scope in scopes:
-            found = self._store.gate_window(
+        parts = [
+            self._store.gate_window(
                 scope,
                 start,
                 end,
                 unfinished_before=end - grace,
                 slas=self._slas,
-                entities=len(scopes) > 1,
+                entities=len(scopes) > 1,  # a dial of several scopes joins their entities
             )
-            n.decided += found.decided
-            n.policy_failed += found.policy_failed
-            n.escalated += found.escalated
-            n.answered += found.answered
-            n.executed += found.executed
-            n.succeeded += found.succeeded
-            n.unattributed += found.unattributed
-            n.versions |= found.versions
-            n.within_sla += found.within_sla
-            n.violations.extend(found.violations)
-            if found.entities is not None:
-                for cohort, members in found.entities.items():
-                    split[cohort] |= members
-            else:
-                n.control += found.split.get("control", 0)
-                n.treatment += found.split.get("treatment", 0)
-        if len(scopes) > 1:
-            n.control, n.treatment = len(split["control"]), len(split["treatment"])
-        n.violations.sort()
-        return n
+            for scope in scopes
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        entities = {
+            cohort: frozenset().union(*((p.entities or {}).get(cohort, ()) for p in parts))
+            for cohort in ("control", "treatment")
+        }
+        return WindowCounts(
+            sum(p.decided for p in parts),
+            sum(p.policy_failed for p in parts),
+            sum(p.escalated for p in parts),
+            sum(p.answered for p in parts),
+            sum(p.within_sla for p in parts),
+            sum(p.executed for p in parts),
+            sum(p.succeeded for p in parts),
+            sum(p.unattributed for p in parts),
+            frozenset().union(*(p.versions for p in parts)),
+            tuple(sorted(seq for p in parts for seq in p.violations)),
+            {k: len(v) for k, v in entities.items()},
+        )
 
     def kpi(
         self, dial: str, metric: str, start: float, end: float
@@ -279,11 +269,12 @@ def _archived_start(
     return (seq, digest) if seq == first.seq - 1 and seq > start[0] else start
 
 
-def fold_page(records: Sequence[AuditRecord]) -> tuple[list[GateCall], list[AuditRecord]]:
-    """One page of the audit log as gate evidence: a :class:`GateCall` per call it
-    mentions and the records of :data:`EVENT_KINDS`."""
-    calls: dict[str, dict[str, Any]] = {}
+def fold_page(records: Iterable[AuditRecord]) -> tuple[list[GateCall], list[AuditRecord]]:
+    """Audit records (a page, or the whole log) as gate evidence: a :class:`GateCall` per
+    call they mention and the records of :data:`EVENT_KINDS`."""
+    calls: dict[str, GateCall] = {}
     events = []
+    scope_text: dict[tuple[tuple[str, Any], ...], str] = {}  # a few scopes, many calls
     for r in records:
         kind, data, key = r.kind, r.data, r.call_key
         if kind in EVENT_KINDS:
@@ -293,44 +284,50 @@ def fold_page(records: Sequence[AuditRecord]) -> tuple[list[GateCall], list[Audi
             continue
         call = calls.get(key)
         if kind == "decision":
-            if call is None or call["scope"] is None:
-                call = calls[key] = {
-                    **(call or {}),
-                    "key": key,
-                    "scope": canonical_json(data.get("scope", {})),
-                    "action": str(data.get("action", "")),
-                    "level": int(data.get("level", 0)),
-                    "at": r.ts,
-                    "seq": r.seq,
-                    "pack_version": str(data.get("pack_version", "")),
-                    "cohort": data.get("cohort"),
-                    "entity": data.get("cohort_entity"),
-                }
+            if call is None:
+                call = calls[key] = GateCall(key, None)
+            if call.scope is None:  # its first decision
+                call.scope = _scope_text(data.get("scope") or {}, scope_text)
+                call.action = str(data.get("action", ""))
+                call.level = int(data.get("level", 0))
+                call.at, call.seq = r.ts, r.seq
+                call.pack_version = str(data.get("pack_version", ""))
+                call.cohort, call.entity = data.get("cohort"), data.get("cohort_entity")
             checks = data.get("validators") or ()
             if checks and any(not v.get("passed", True) for v in checks):
-                call["policy_failed"] = True
+                call.policy_failed = True
             decided = data.get("decision")
             if decided == "require_approval":
-                call["escalated"] = True
+                call.escalated = True
             elif decided == "simulate":  # at Assist a run is a draft, and a draft ended well
-                call["started_at"], call["ended"] = r.ts, True
+                call.started_at, call.ended = r.ts, True
             continue
         if kind not in _CALL_KINDS:
             continue
         if call is None:
-            call = calls[key] = {"key": key, "scope": None}
+            call = calls[key] = GateCall(key, None)
         if kind == "approval.requested":
             asked = data.get("asked_at")
-            call["asked_at"] = float(asked) if isinstance(asked, int | float) else r.ts
+            call.asked_at = float(asked) if isinstance(asked, int | float) else r.ts
         elif kind == "approval.resolved":
-            call.setdefault("answered_at", r.ts)
+            if call.answered_at is None:
+                call.answered_at = r.ts
         elif kind == "execution.started":
-            call["started_at"] = r.ts
+            call.started_at = r.ts
         elif kind == "execution.finished":
-            call["ended"] = True
-        elif call.get("ended") is not True:  # execution.failed
-            call["ended"] = False
-    return [GateCall(**c) for c in calls.values()], events
+            call.ended = True
+        elif call.ended is not True:  # execution.failed
+            call.ended = False
+    return list(calls.values()), events
+
+
+def _scope_text(scope: Any, seen: dict[tuple[tuple[str, Any], ...], str]) -> str:
+    """A decision's scope as canonical JSON, made once per distinct scope."""
+    items = tuple(sorted(scope.items()))
+    text = seen.get(items)
+    if text is None:
+        text = seen[items] = canonical_json(scope)
+    return text
 
 
 _CALL_KINDS = frozenset(

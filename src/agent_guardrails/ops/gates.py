@@ -43,23 +43,21 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from agent_guardrails.engine.gates import GateVerdict, Window, evaluate, gate_for
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.ops.gate_evidence import (
     CallSource,
-    FoldedCall,
     FoldedCalls,
     StoredCalls,
-    sla_of,
+    fold_page,
     sync,
 )
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack import GateRule, PolicyPack
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store.base import AuditEvent, AuditRecord, LevelChange, Outcome, Store
-from agent_guardrails.store.evidence import GateEvidence
+from agent_guardrails.store.evidence import GateCall, GateEvidence
 
 __all__ = [
     "AUTO_ACTOR",
@@ -84,7 +82,7 @@ _PAGE = 5000
 class _Log:
     """The audit log, folded: calls by key, and the events that cut or trip windows."""
 
-    calls: dict[str, FoldedCall] = field(default_factory=dict)
+    calls: list[GateCall] = field(default_factory=list)
     cuts: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     global_cuts: list[float] = field(default_factory=list)
     kill_trips: list[tuple[float, int, Scope]] = field(default_factory=list)
@@ -125,7 +123,7 @@ def tally(
     the KPI ``outcomes``. Scopes: the dial keys calls were decided under or levels were set
     on, plus ``dials``."""
     log = _fold([r for r in records if r.ts <= now], pack)
-    return _tally(log, pack, now, FoldedCalls(log.calls.values(), outcomes), dials)
+    return _tally(log, pack, now, FoldedCalls(log.calls, outcomes, pack), dials)
 
 
 def _tally(
@@ -200,7 +198,7 @@ class Gates:
         return Evidence(
             at,
             log,
-            FoldedCalls(log.calls.values(), outcomes),
+            FoldedCalls(log.calls, outcomes, self.pack),
             self.store.verify_audit().ok,
         )
 
@@ -384,52 +382,14 @@ def _read_audit(store: Store) -> Iterable[AuditRecord]:
 
 
 def _fold(records: Iterable[AuditRecord], pack: PolicyPack) -> _Log:
+    """The log's calls (:func:`~agent_guardrails.ops.gate_evidence.fold_page`, the same
+    fold the kept evidence is made of) and the records that cut or trip windows."""
     log = _Log()
-    calls = log.calls
-    dial_of: dict[tuple[Any, ...], str] = {}
-    for r in records:
-        kind, data, key = r.kind, r.data, r.call_key
-        if kind == "decision" and key is not None:
-            checks = data.get("validators") or ()
-            failed = bool(checks) and any(not v.get("passed", True) for v in checks)
-            call = calls.get(key)
-            if call is None:
-                scope = data.get("scope", {})
-                scope_key = tuple(sorted(scope.items()))
-                dial = dial_of.get(scope_key)
-                if dial is None:
-                    dial = pack.dial_scope(Scope.from_mapping(scope)).key
-                    dial_of[scope_key] = dial
-                call = calls[key] = FoldedCall(
-                    dial,
-                    int(data.get("level", 0)),
-                    r.ts,
-                    r.seq,
-                    str(data.get("pack_version", "")),
-                    sla_of(pack, str(data.get("action", ""))),
-                    cohort=data.get("cohort"),
-                    entity=data.get("cohort_entity"),
-                )
-            call.policy_failed = call.policy_failed or failed
-            kind_of = data.get("decision")
-            if kind_of == "require_approval":
-                call.escalated = True
-            elif kind_of == "simulate":  # at Assist a run is a draft, and a draft ended well
-                call.started_at, call.ended = r.ts, True
-        elif key is not None and key in calls:
-            call = calls[key]
-            if kind == "approval.requested":
-                asked = data.get("asked_at")
-                call.asked_at = float(asked) if isinstance(asked, int | float) else r.ts
-            elif kind == "approval.resolved" and call.answered_at is None:
-                call.answered_at = r.ts
-            elif kind == "execution.started":
-                call.started_at = r.ts
-            elif kind == "execution.finished":
-                call.ended = True
-            elif kind == "execution.failed" and call.ended is not True:
-                call.ended = False
-        elif kind in ("kill_switch.engaged",):
+    calls, events = fold_page(records)
+    log.calls = calls
+    for r in events:
+        kind, data = r.kind, r.data
+        if kind == "kill_switch.engaged":
             log.kill_trips.append((r.ts, r.seq, Scope.parse(str(data.get("scope", "")))))
         elif kind == "level.changed":
             dial = str(data.get("scope", ""))
@@ -484,8 +444,9 @@ def _window(
         control, kpi_c = cohorts.get("control", (0, None))
         treatment, kpi_t = cohorts.get("treatment", (0, None))
         expected = None if rule.holdout is None else 1.0 - rule.holdout
-    if n.control or n.treatment:  # the split the pipeline made, by entity
-        control, treatment = n.control, n.treatment
+    split = (n.split.get("control", 0), n.split.get("treatment", 0))
+    if any(split):  # the split the pipeline made, by entity
+        control, treatment = split
     return Window(
         start,
         end,
@@ -497,13 +458,13 @@ def _window(
         answered=n.answered,
         within_sla=n.within_sla,
         unattributed=n.unattributed,
-        pack_versions=frozenset(n.versions),
+        pack_versions=n.versions,
         control=control,
         treatment=treatment,
         expected_treatment=expected,
         kpi_control=kpi_c,
         kpi_treatment=kpi_t,
-        violations=tuple(n.violations),
+        violations=n.violations,
         kill_trips=trips,
     )
 

@@ -468,7 +468,7 @@ class SQLOperations:
             split = {str(k): int(n) for k, n in (yield self._all("gate_split", where))}
         return WindowCounts(
             decided,
-            int(failed),
+            failed,
             escalated,
             answered,
             within,

@@ -49,7 +49,7 @@ class GateCheckpoint:
         return cls(int(seq), digest, float(max_ts))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GateCall:
     """One call as a page of audit records tells it. ``scope`` (the canonical JSON of its
     decision's scope) is ``None`` when the page holds no decision of the call: the record
