@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
+import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -22,6 +25,7 @@ from typing_extensions import TypedDict
 from agent_guardrails import Guardrails, PolicyPack, guarded
 from agent_guardrails.adapters.tool_node import guarded_tool_node
 from agent_guardrails.errors import ConfigurationError, KillSwitchEngaged
+from tests.store.store_helpers import pg_base, pg_execute, with_schema
 
 PACK = """
 name: graphs
@@ -225,6 +229,9 @@ def _drive(g: Any, first: Any, verdicts: dict[str, str], is_async: bool, thread:
     return out, asked
 
 
+@pytest.mark.parametrize(
+    "store", ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("adapter", ["guarded_tool_node", "plain ToolNode + @guarded"])
 @pytest.mark.parametrize(
@@ -236,14 +243,31 @@ def _drive(g: Any, first: Any, verdicts: dict[str, str], is_async: bool, thread:
     ids=["approve-reject-approve", "reject-approve-reject"],
 )
 def test_parallel_approvals_in_one_tool_node_task_reach_their_own_calls(
-    adapter: str, is_async: bool, verdicts: dict[str, str]
+    adapter: str,
+    is_async: bool,
+    verdicts: dict[str, str],
+    store: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A ToolNode runs all calls of one AI message in one task, whose interrupts LangGraph
     answers by position: each answer must still reach the call it was asked about, whatever
-    order the threads arrive in and though answered calls replay without asking."""
+    order the threads arrive in and though answered calls replay without asking. (On
+    SQLite, async, the calls' pipeline steps between store operations run on the store's
+    thread: a call waiting for another call's question must not wait there.)"""
     approved = sorted(to for to, v in verdicts.items() if v == "approve")
+    schema = f"ag_graphs_{uuid.uuid4().hex[:12]}"
     for attempt in range(4):
-        guard = Guardrails(PolicyPack.from_yaml(PACK), store="memory://")
+        if store == "postgres":
+            url = with_schema(pg_base(), f"{schema}_{attempt}")
+            drop = f'DROP SCHEMA IF EXISTS "{schema}_{attempt}" CASCADE'
+            request.addfinalizer(functools.partial(pg_execute, drop))
+        elif store == "sqlite":
+            url = f"sqlite:///{tmp_path / f'{attempt}.db'}"
+        else:
+            url = "memory://"
+        guard = Guardrails(PolicyPack.from_yaml(PACK), store=url)
+        request.addfinalizer(guard.close)
         runs: list[str] = []
         g = graph(_emailer(adapter, guard, runs, is_async))
         three = ai(*((("send_email", {"to": to}, f"k-{to}")) for to in ("c1", "c2", "c3")))

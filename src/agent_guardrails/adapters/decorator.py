@@ -29,7 +29,7 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, ParamSpec, TypeVar, overload
 
 from langchain_core.tools import BaseTool, StructuredTool, Tool, create_schema_from_function
@@ -71,6 +71,9 @@ def inside_adapter(tool: object) -> Iterator[None]:
         yield
     finally:
         _guarded_by_adapter.reset(token)
+
+
+_NO_TASK: AbstractContextManager[None] = nullcontext()  # reusable: outside a LangGraph task
 
 
 def _passed_by_adapter(wrapper: object) -> bool:
@@ -368,17 +371,18 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
                 with task.body():
                     return await run(arguments)
 
-            return await guard.arun(
-                req,
-                run if task is None else tracked,
-                simulate=simulate,
-                raise_on_deny=spec.raise_on_deny,
-                call_key=graph.key,
-                ask=graph.ask,
-                sources=sources(graph),
-                in_graph=graph.key is not None,
-                args_schema=schema,
-            )
+            with _NO_TASK if task is None else task.call():
+                return await guard.arun(
+                    req,
+                    run if task is None else tracked,
+                    simulate=simulate,
+                    raise_on_deny=spec.raise_on_deny,
+                    call_key=graph.key,
+                    ask=graph.ask,
+                    sources=sources(graph),
+                    in_graph=graph.key is not None,
+                    args_schema=schema,
+                )
 
         wrapper: Callable[..., Any] = async_wrapper
     else:
@@ -394,17 +398,18 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
                 with task.body():
                     return run(arguments)
 
-            return guard.run(
-                req,
-                run if task is None else tracked,
-                simulate=simulate,
-                raise_on_deny=spec.raise_on_deny,
-                call_key=graph.key,
-                ask=graph.ask,
-                sources=sources(graph),
-                in_graph=graph.key is not None,
-                args_schema=schema,
-            )
+            with _NO_TASK if task is None else task.call():
+                return guard.run(
+                    req,
+                    run if task is None else tracked,
+                    simulate=simulate,
+                    raise_on_deny=spec.raise_on_deny,
+                    call_key=graph.key,
+                    ask=graph.ask,
+                    sources=sources(graph),
+                    in_graph=graph.key is not None,
+                    args_schema=schema,
+                )
 
         wrapper = sync_wrapper
     # What adapters that guard the call themselves (the middleware) read from the tool.

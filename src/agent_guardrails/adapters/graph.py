@@ -101,6 +101,12 @@ def task_of(config: Mapping[str, Any] | None, store: Store) -> TaskInterrupts | 
     return for_task(config, store, slot_schema)
 
 
+def under_way(task: TaskInterrupts | None) -> AbstractContextManager[None]:
+    """Around a guarded call: tells the task a call is under way (``nullcontext`` outside a
+    task), so a sibling's question lets it reach its body first."""
+    return task.call() if task is not None else nullcontext()
+
+
 def running(task: TaskInterrupts | None) -> AbstractContextManager[None]:
     """Around a tool body: tells the task a body runs (``nullcontext`` outside a task)."""
     return task.body() if task is not None else nullcontext()

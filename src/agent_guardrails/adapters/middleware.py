@@ -79,6 +79,7 @@ from agent_guardrails.adapters.graph import (
     run_scope,
     running,
     task_of,
+    under_way,
     with_args,
 )
 from agent_guardrails.adapters.task_interrupts import TaskInterrupts
@@ -201,7 +202,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             with running(p.task):
                 return handler(with_args(request, args))
 
-        with inside_adapter(request.tool):
+        with inside_adapter(request.tool), under_way(p.task):
             result = self.guardrails.run(
                 p.call,
                 body,
@@ -252,7 +253,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             with running(p.task):
                 return await handler(with_args(request, args))
 
-        with inside_adapter(request.tool):
+        with inside_adapter(request.tool), under_way(p.task):
             result = await self.guardrails.arun(
                 p.call,
                 body,

@@ -28,6 +28,12 @@ So a guarded call asks through its task's :class:`TaskInterrupts`:
   replaces the open one under the same interrupt id. On an async ``ToolNode`` nothing can
   wait (the calls share one event loop), so there the slot changes hands at once; read the
   question from the graph's latest state before answering.
+- **A question waits for the calls under way.** A run ends on its question, so before a
+  call raises one it waits until every other call of the task is asking too or has ended
+  (:meth:`TaskInterrupts.call` around each call, :meth:`TaskInterrupts.body` around each
+  body): a call answered earlier, or allowed, reaches and finishes its body first. It
+  looks again after writing the slot's record, since an async store's write lets the
+  loop's other calls move.
 - **A question is recorded when it is put.** A call that waits behind another's question
   records its ``approval.requested`` (so its pack version and expiry) only when its own
   question is raised.
@@ -50,7 +56,6 @@ gets which number does not matter.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import threading
 import time
@@ -64,7 +69,7 @@ from langgraph.types import interrupt
 
 from agent_guardrails import _compat
 from agent_guardrails.errors import ConfigurationError
-from agent_guardrails.pipeline.effects import Flow, Pause, StoreOp
+from agent_guardrails.pipeline.effects import Flow, Pause, StoreOp, for_event_loop
 from agent_guardrails.store.base import AuditEvent, AuditRecord, Store
 
 __all__ = ["TaskInterrupts", "for_task"]
@@ -142,6 +147,30 @@ class TaskInterrupts:
         self._failed: BaseException | None = None
         self._claiming: str | None = None  # the ask recording its slot now
         self._bodies = 0  # calls of this task running their tool body now
+        self._calls = 0  # calls of this task under way (call())
+        self._asking = 0  # of them, those in answer() now
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Around a guarded call of this task, from when it reaches the guardrails to its
+        end. A new question waits for the task's calls under way that are not asking
+        themselves: a call answered in an earlier run, or allowed, is on its way to its
+        body through store operations (which an async store awaits), and a run ended by a
+        sibling's question meanwhile would cancel it after it was marked started, leaving
+        it in doubt (asked again)."""
+        with self._lock:
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls -= 1
+                self._lock.notify_all()
+
+    def _settled(self, own: int) -> bool:
+        """Under the lock: no sibling call runs its body or is on its way to it (``own``:
+        the bodies the asking call is inside)."""
+        return max(self._bodies, self._calls - self._asking) <= own
 
     @contextmanager
     def body(self) -> Iterator[None]:
@@ -177,6 +206,17 @@ class TaskInterrupts:
         ``call_key``. A flow: its store reads and writes are yielded (see
         :mod:`agent_guardrails.pipeline.effects`), never done while the lock is held, so an
         async ``ToolNode`` never blocks its event loop."""
+        with self._lock:
+            self._asking += 1
+            self._lock.notify_all()  # one call fewer on its way to a body
+        try:
+            return (yield from self._answer(ask, payload, record))
+        finally:
+            with self._lock:
+                self._asking -= 1
+                self._lock.notify_all()
+
+    def _answer(self, ask: str, payload: Any, record: Mapping[str, Any]) -> Flow[Any]:
         if not self._loaded:
             logged = yield from self._read_log()
             with self._lock:
@@ -204,6 +244,9 @@ class TaskInterrupts:
             yield from self._quiet()
             # The slot's record is written before its question is raised.
             yield StoreOp("append_audit", self._slot_event(slot, revision, ask, record))
+            # While an async store wrote, a sibling may have taken its answer and set off
+            # for its body: let it get there. No await between this look and the raise.
+            yield from self._quiet()
             with self._lock:
                 return self._raise(payload, record, slot)
         finally:
@@ -219,10 +262,10 @@ class TaskInterrupts:
         deadline = time.monotonic() + _BODY_WAIT
         while True:
             with self._lock:
-                if self._bodies <= own or time.monotonic() > deadline:
+                if self._settled(own) or time.monotonic() > deadline:
                     return
                 if not _in_event_loop():
-                    self._lock.wait_for(lambda: self._bodies <= own, _BODY_WAIT)
+                    self._lock.wait_for(lambda: self._settled(own), _BODY_WAIT)
                     return
             yield Pause()
 
@@ -308,10 +351,7 @@ class TaskInterrupts:
 
 
 def _in_event_loop() -> bool:
-    """True on a thread running an asyncio loop (an async ``ToolNode``): waiting there would
-    stall the other calls of the task, which run on the same loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    """True for an async ``ToolNode``'s calls, on the loop's thread or on a store's thread
+    advancing the call for it (:func:`~agent_guardrails.pipeline.effects.for_event_loop`):
+    waiting there would stall the other calls of the task, which share that loop."""
+    return for_event_loop()

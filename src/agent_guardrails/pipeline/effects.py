@@ -14,6 +14,13 @@ effect raises (``StoreUnavailable``, a LangGraph interrupt, the tool's own error
 back into the generator at the ``yield`` that asked for it, so the pipeline handles it where
 it happened, exactly as a direct call would.
 
+A store whose async methods hand each operation to its own thread (SQLite) saves hand-offs
+with ``ahand_off``: :func:`adrive` gives it a :class:`StoreRun`, and the store's thread does
+the operation and every store operation the flow asks for right after it, advancing the
+flow between them (its pure steps: deciding, building records) in the caller's context, and
+hands back the first effect that is not a store operation. A call's snapshot, decision and
+reservation are then one round trip to the thread instead of two.
+
 >>> def double(x: int) -> Flow[int]:
 ...     y = yield Invoke(lambda v: v * 2, x)
 ...     return int(y)
@@ -24,11 +31,24 @@ it happened, exactly as a direct call would.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-__all__ = ["Await", "Effect", "Flow", "Invoke", "Pause", "StoreOp", "adrive", "drive"]
+__all__ = [
+    "Advanced",
+    "Await",
+    "Effect",
+    "Flow",
+    "Invoke",
+    "Pause",
+    "StoreOp",
+    "StoreRun",
+    "adrive",
+    "drive",
+    "for_event_loop",
+]
 
 T = TypeVar("T")
 
@@ -150,7 +170,11 @@ def drive(flow: Flow[T], store: Any) -> T:
 
 
 async def adrive(flow: Flow[T], store: Any) -> T:
-    """Run ``flow`` to its end, awaiting each effect."""
+    """Run ``flow`` to its end, awaiting each effect (runs of store operations in one
+    hand-off where the store offers ``ahand_off``)."""
+    hand_off: Callable[[StoreRun], Awaitable[Advanced | None]] | None = getattr(
+        store, "ahand_off", None
+    )
     send: Any = None
     error: BaseException | None = None
     while True:
@@ -159,6 +183,24 @@ async def adrive(flow: Flow[T], store: Any) -> T:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         send = error = None
+        if hand_off is not None and type(effect) is StoreOp:
+            run = StoreRun(flow, effect, store)
+            try:
+                advanced = await hand_off(run)
+            except BaseException as exc:  # cancelled, or the store closed meanwhile
+                advanced = run.stopped(exc)  # raises exc, or says where to throw it in
+                if advanced is None:  # it never began: as if the operation raised
+                    error = exc
+                    continue
+            assert advanced is not None  # a run is skipped only when its caller stopped
+            if advanced.effect is None:
+                if advanced.error is not None:
+                    raise advanced.error
+                return advanced.value  # type: ignore[no-any-return]
+            if advanced.raised is not None:  # the caller was stopped as the run ended
+                error = advanced.raised
+                continue
+            effect = advanced.effect
         try:
             send = await effect.arun(store)
         except GeneratorExit:  # the coroutine is being closed: close the flow, no more I/O
@@ -166,3 +208,131 @@ async def adrive(flow: Flow[T], store: Any) -> T:
             raise
         except BaseException as exc:
             error = exc
+
+
+_for_loop: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "agent_guardrails_for_event_loop", default=False
+)
+
+
+def for_event_loop() -> bool:
+    """True where a pipeline step must not wait on a lock or a condition: on an event
+    loop's thread, or on a store's thread advancing a flow for a caller on one (a
+    :class:`StoreRun`), where other calls of that loop need the thread. Such a step yields
+    :class:`Pause` and looks again instead."""
+    if _for_loop.get():
+        return True
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class Advanced(NamedTuple):
+    """Where a flow stands after a :class:`StoreRun`."""
+
+    effect: Effect | None  # the next effect, for the caller; None: the flow ended
+    value: Any = None  # what the flow returned
+    error: BaseException | None = None  # or what it raised
+    raised: BaseException | None = None  # to throw in at ``effect``: the caller was stopped
+
+
+class StoreRun:
+    """A run of store operations of one flow, done on a store's own thread (``__call__``):
+    ``op``, then each store operation the flow asks for right after the one before, the
+    flow advanced between them in the caller's :mod:`contextvars` context. Ends at the first
+    effect that is not a store operation, or at the flow's end.
+
+    The caller (:func:`adrive`) may be cancelled while it waits. Whoever claims the run
+    first decides who goes on with the flow, so that it never runs on two threads: if the
+    run had not begun, the caller throws the cancellation in at ``op``'s ``yield``, as for an
+    operation that raised; if it had, the store's thread throws it in at the next ``yield``
+    and ends the flow there (nobody waits for what it returns); if it had just ended, the
+    caller throws it in at the effect it stopped at. (``dict.setdefault`` is the claim: one
+    atomic step, so the event loop never waits on a lock.)"""
+
+    __slots__ = ("_claims", "_ctx", "_outcome", "_raised", "flow", "op", "store")
+
+    def __init__(self, flow: Flow[Any], op: StoreOp, store: Any) -> None:
+        self.flow = flow
+        self.op = op
+        self.store = store
+        self._ctx = contextvars.copy_context()
+        self._ctx.run(_for_loop.set, True)
+        self._claims: dict[str, str] = {}
+        self._outcome: Advanced | None = None
+        self._raised: BaseException | None = None
+
+    def __call__(self) -> Advanced | None:
+        """On the store's thread. None: the caller stopped waiting before it began."""
+        if self._claims.setdefault("begin", "store") != "store":
+            return None
+        outcome = self._advance(self.op)
+        self._outcome = outcome
+        if self._claims.setdefault("end", "store") != "store" and outcome.effect is not None:
+            self._unwind(self._raised)  # the caller stopped meanwhile: end the flow here
+        return outcome
+
+    def stopped(self, exc: BaseException) -> Advanced | None:
+        """On the caller's side, when its wait ended with ``exc``: None if the run never
+        began (the caller throws ``exc`` in at ``op``); else raises ``exc`` if the store's
+        thread goes on with the flow, or returns where the flow stopped (``raised=exc``)."""
+        self._raised = exc
+        if self._claims.setdefault("begin", "caller") == "caller":
+            return None
+        if self._claims.setdefault("end", "caller") == "caller":
+            raise exc  # the store's thread ends the flow
+        outcome = self._outcome
+        assert outcome is not None
+        if outcome.effect is None:
+            raise exc
+        return outcome._replace(raised=exc)
+
+    def _advance(self, op: StoreOp) -> Advanced:
+        flow, store, ctx = self.flow, self.store, self._ctx
+        while True:
+            error: BaseException | None = None
+            try:
+                result = getattr(store, op.name)(*op.args, **op.kwargs)
+            except BaseException as exc:  # thrown back into the flow where it asked
+                result, error = None, exc
+            if "end" in self._claims:  # the caller stopped waiting: end the flow here
+                self._unwind(self._raised)
+                return Advanced(None, error=self._raised)
+            try:
+                effect = ctx.run(flow.send, result) if error is None else ctx.run(flow.throw, error)
+            except StopIteration as stop:
+                return Advanced(None, value=stop.value)
+            except BaseException as exc:
+                return Advanced(None, error=exc)
+            if type(effect) is not StoreOp:
+                return Advanced(effect)
+            op = effect
+
+    def _unwind(self, raised: BaseException | None) -> None:
+        """End the flow for a caller that no longer waits, as :func:`adrive` would have:
+        the caller's exception thrown in, the store operations the flow then asks for done,
+        any other effect refused by closing the flow."""
+        flow, store, ctx = self.flow, self.store, self._ctx
+        error: BaseException | None = raised if raised is not None else asyncio.CancelledError()
+        result: Any = None
+        while True:
+            try:
+                if error is None:
+                    effect = ctx.run(flow.send, result)
+                elif isinstance(error, GeneratorExit):
+                    ctx.run(flow.close)
+                    return
+                else:
+                    effect = ctx.run(flow.throw, error)
+            except BaseException:  # its end: nobody waits for what it returns
+                return
+            if type(effect) is not StoreOp:
+                ctx.run(flow.close)
+                return
+            error = None
+            try:
+                result = getattr(store, effect.name)(*effect.args, **effect.kwargs)
+            except BaseException as exc:
+                error = exc

@@ -91,9 +91,13 @@ hand-off), one thread for every operation gave the most calls per second in ever
 (median 2,066 against 1,689 for a writer and two readers, +22%) with the lowest lag (more
 threads contend for the GIL), for about 10% more time per call when calls come one at a
 time; the spare readers keep its one drawback, reads queued behind a write that waits for
-a lock, to the first 20 ms. What is left between the async and the sync API is the three
-hand-offs per call (a round trip through ``StoreThreads`` costs about 50 µs here, through
-``loop.run_in_executor`` about 90 µs).
+a lock, to the first 20 ms. What is left between the async and the sync API is the
+hand-offs (a round trip through ``StoreThreads`` costs about 50 µs here, through
+``loop.run_in_executor`` about 90 µs). :meth:`SQLiteStore.ahand_off` makes them two per
+allowed call, not three: the async driver hands the store thread a run of a flow's
+consecutive store operations (:class:`~agent_guardrails.pipeline.effects.StoreRun`), so the
+snapshot, the decision between (pure Python, in the caller's context) and the reservation
+are one round trip, the finish the other.
 
 Errors from SQLite (locked past the timeout, disk full, not a database) raise
 :class:`~agent_guardrails.errors.StoreUnavailable` naming the file and the error.
@@ -520,6 +524,14 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         else:
             work = functools.partial(self._conns.within, deadline, call)
         return await executor.run(work)
+
+    async def ahand_off(self, work: Callable[[], R]) -> R:
+        """``work()`` on the store thread, awaited: a run of store operations in one
+        hand-off (the pipeline's :class:`~agent_guardrails.pipeline.effects.StoreRun`: a
+        call's snapshot, decision and reservation in one round trip). Its operations share
+        one deadline, counted from now."""
+        deadline = time.monotonic() + self.timeout
+        return await self._thread.run(functools.partial(self._on_store_thread, deadline, work))
 
     async def aclose(self) -> None:
         """:meth:`close`, on a thread of the loop's default executor: it waits for the

@@ -1,0 +1,304 @@
+"""Runs of store operations in one hand-off (``pipeline.effects.StoreRun``).
+
+A store whose async methods hand each operation to its own thread (SQLite) gets, from
+``adrive``, the operation and every store operation the flow asks for right after it, in
+one hand-off: the flow's pure steps run on the store's thread between them, in the caller's
+context. These tests hold the driver to what a plain ``await`` per operation promised: the
+same results, errors thrown in where they were asked for, the caller's context, and a
+cancelled caller whose flow never runs on two threads at once and is ended where it stood.
+Every test runs under blockbuster (``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+import pytest
+
+from agent_guardrails import CallRequest, Guardrails, PolicyPack, Scope
+from agent_guardrails.errors import StoreUnavailable
+from agent_guardrails.pipeline.effects import Effect, Invoke, StoreOp, StoreRun, adrive, drive
+from agent_guardrails.store._offload import StoreThreads
+
+T = TypeVar("T")
+Flow = Generator[Effect, Any, T]
+
+who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+
+
+class ThreadStore:
+    """Sync operations, each async caller's runs handed to one thread (as SQLite does)."""
+
+    def __init__(self) -> None:
+        self.threads = StoreThreads(1, "test-store", "test://")
+        self.hand_offs = 0
+        self.done: list[tuple[str, Any, str]] = []  # (operation, argument, thread name)
+        self.began = threading.Event()
+        self.gate = threading.Event()
+
+    async def ahand_off(self, work: Callable[[], T]) -> T:
+        self.hand_offs += 1
+        return await self.threads.run(work)
+
+    def read(self, value: Any) -> Any:
+        self.done.append(("read", value, threading.current_thread().name))
+        return value
+
+    def fail(self) -> None:
+        self.done.append(("fail", None, threading.current_thread().name))
+        raise StoreUnavailable("test://: down")
+
+    def slow(self, value: Any) -> Any:
+        """Waits (on the store's thread) until the test opens the gate."""
+        self.began.set()
+        self.gate.wait(10)
+        self.done.append(("slow", value, threading.current_thread().name))
+        return value
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+def test_consecutive_store_operations_take_one_hand_off() -> None:
+    """Two operations in a row are one hand-off; the effect between runs (the tool body)
+    runs on the caller's loop; the flow's steps between operations run on the store's
+    thread; the results are what a plain await per operation gives."""
+    store = ThreadStore()
+    where: dict[str, str] = {}
+
+    def flow() -> Flow[tuple[Any, ...]]:
+        a = yield StoreOp("read", 1)
+        where["between"] = thread_name()
+        b = yield StoreOp("read", a + 1)
+        c = yield Invoke(lambda: (thread_name(), b * 10))
+        d = yield StoreOp("read", c[1] + 1)
+        return a, b, c[1], d, c[0]
+
+    async def main() -> tuple[Any, ...]:
+        return await adrive(flow(), store)
+
+    a, b, c, d, body_thread = asyncio.run(main())
+    assert (a, b, c, d) == (1, 2, 20, 21)
+    assert store.hand_offs == 2
+    assert body_thread == "MainThread"
+    assert where["between"] == "test-store-0"
+    assert {t for _op, _v, t in store.done} == {"test-store-0"}
+    # The sync driver, on the same flow, gives the same results without hand-offs.
+    assert drive(flow(), store)[:4] == (1, 2, 20, 21)
+    assert store.hand_offs == 2
+
+
+def test_flow_steps_on_the_store_thread_see_the_callers_context() -> None:
+    store = ThreadStore()
+
+    def flow() -> Flow[str]:
+        yield StoreOp("read", None)
+        return who.get()
+
+    async def main() -> str:
+        who.set("the caller")
+        return await adrive(flow(), store)
+
+    assert asyncio.run(main()) == "the caller"
+
+
+def test_an_operations_error_is_thrown_in_where_it_was_asked() -> None:
+    """The flow handles a store error at its ``yield`` and goes on, in the same run."""
+    store = ThreadStore()
+
+    def flow() -> Flow[str]:
+        try:
+            yield StoreOp("fail")
+        except StoreUnavailable as exc:
+            return str((yield StoreOp("read", f"handled: {exc}")))
+        return "not reached"
+
+    assert asyncio.run(adrive(flow(), store)) == "handled: test://: down"
+    assert store.hand_offs == 1
+
+
+def test_what_the_flow_raises_on_the_store_thread_reaches_the_caller() -> None:
+    store = ThreadStore()
+
+    def flow() -> Flow[None]:
+        yield StoreOp("read", 1)
+        raise ValueError("the flow's own error")
+
+    with pytest.raises(ValueError, match="the flow's own error"):
+        asyncio.run(adrive(flow(), store))
+
+
+def test_a_closed_store_is_an_error_at_the_operation() -> None:
+    store = ThreadStore()
+    store.threads.shutdown()
+
+    def flow() -> Flow[str]:
+        try:
+            yield StoreOp("read", 1)
+        except StoreUnavailable:
+            return "closed"
+        return "not reached"
+
+    assert asyncio.run(adrive(flow(), store)) == "closed"
+    assert store.done == []
+
+
+def cancellable(store: ThreadStore, seen: list[tuple[str, str]]) -> Callable[[], Flow[Any]]:
+    """A flow whose first operation waits at the store's gate, and which records (with the
+    thread) what it met and what it does after a cancellation."""
+
+    def flow() -> Flow[Any]:
+        try:
+            value = yield StoreOp("slow", "first")
+            seen.append(("went on", thread_name()))
+            return (yield StoreOp("read", value))
+        except asyncio.CancelledError:
+            seen.append(("cancelled", thread_name()))
+            yield StoreOp("read", "cleanup")  # recorded, as a flow cancelled at an await
+            raise
+
+    return flow
+
+
+async def wait_for(event: threading.Event) -> None:
+    while not event.is_set():
+        await asyncio.sleep(0.001)
+
+
+def test_a_caller_cancelled_while_its_run_waits_in_the_queue() -> None:
+    """The run never begins: the caller throws the cancellation in at the operation's
+    ``yield``, on its own thread, and the operation is never done."""
+    store = ThreadStore()
+    seen: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        blocker = asyncio.ensure_future(adrive(cancellable(store, [])(), store))
+        await wait_for(store.began)  # the store's one thread is busy with the blocker
+        task = asyncio.ensure_future(adrive(cancellable(store, seen)(), store))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0.01)
+        assert seen == [("cancelled", "MainThread")]  # thrown in at once, by the caller
+        store.gate.set()  # its cleanup operation waits behind the blocker
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await blocker
+
+    asyncio.run(main())
+    assert [v for op, v, _t in store.done if op == "slow"] == ["first"]  # the blocker's only
+    assert ("read", "cleanup", "MainThread") not in store.done
+    assert ("read", "cleanup", "test-store-0") in store.done  # the cleanup, as a store op
+
+
+def test_a_caller_cancelled_while_its_run_is_on_the_store_thread() -> None:
+    """The operation under way completes; the store's thread throws the cancellation in at
+    its ``yield`` and ends the flow there (its cleanup operation done too); the caller
+    raises ``CancelledError`` without touching the flow, so it never runs on two threads."""
+    store = ThreadStore()
+    seen: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        task = asyncio.ensure_future(adrive(cancellable(store, seen)(), store))
+        await wait_for(store.began)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert seen == []  # the flow is still suspended at the slow operation
+        store.gate.set()
+        deadline = time.monotonic() + 5
+        while ("read", "cleanup", "test-store-0") not in store.done:
+            assert time.monotonic() < deadline, store.done
+            await asyncio.sleep(0.001)
+
+    asyncio.run(main())
+    assert seen == [("cancelled", "test-store-0")]
+    assert ("slow", "first", "test-store-0") in store.done
+
+
+def test_a_caller_stopped_as_its_run_ended_throws_in_where_the_flow_stands() -> None:
+    """The claim protocol itself, step by step: a run that ended before its caller was
+    stopped hands back the effect the flow stands at, for the caller to throw into."""
+    store = ThreadStore()
+
+    def flow() -> Flow[Any]:
+        value = yield StoreOp("read", 1)
+        try:
+            yield Invoke(lambda: value)
+        except asyncio.CancelledError:
+            return "cancelled at the body"
+        return "ran"
+
+    f = flow()
+    first = next(f)
+    assert isinstance(first, StoreOp)
+    run = StoreRun(f, first, store)
+    outcome = run()  # as the store's thread does
+    assert outcome is not None
+    assert isinstance(outcome.effect, Invoke)
+    cancelled = asyncio.CancelledError()
+    where = run.stopped(cancelled)
+    assert where is not None
+    assert where.effect is outcome.effect
+    assert where.raised is cancelled
+    with pytest.raises(StopIteration) as stop:
+        f.throw(cancelled)
+    assert stop.value.value == "cancelled at the body"
+
+    # Stopped before it began: the run is skipped, the caller throws in at the operation.
+    g = flow()
+    run = StoreRun(g, next(g), store)  # type: ignore[arg-type]
+    assert run.stopped(cancelled) is None
+    assert run() is None
+    assert store.done == [("read", 1, "MainThread")]  # the first run's only
+
+
+PACK = """
+name: runs
+version: 1
+defaults: {level: execute}
+actions:
+  crm.tag: {risk: low, cost: 1.0}
+budgets:
+  - {name: daily, limit: 1000, window: day}
+"""
+
+
+def test_an_async_call_on_sqlite_is_two_hand_offs(tmp_path: Any) -> None:
+    """Snapshot, decision and reservation in one round trip to the store thread, the
+    finish in another: two hand-offs per allowed call (three before), and the call's
+    records, charge and result as ever."""
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store=f"sqlite:///{tmp_path / 'r.db'}")
+    store: Any = guard.store
+    counted = 0
+    run = store._thread.run
+
+    async def counting(work: Callable[[], Any]) -> Any:
+        nonlocal counted
+        counted += 1
+        return await run(work)
+
+    store._thread.run = counting
+    request = CallRequest("tag", "crm.tag", {"contact": "c1"}, Scope())
+
+    async def body(args: Any) -> str:
+        return f"tagged {args['contact']}"
+
+    async def main() -> Any:
+        await guard.arun(request, body)  # the first call bootstraps the live pack
+        before = counted
+        result = await guard.arun(request, body)
+        return result, counted - before
+
+    result, hand_offs = asyncio.run(main())
+    assert result == "tagged c1"
+    assert hand_offs == 2
+    kinds = [r.kind for r in store.audit_records()]
+    assert kinds.count("execution.finished") == 2, kinds
+    assert store.verify_audit().ok
+    guard.close()
