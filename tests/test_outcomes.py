@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -112,6 +113,31 @@ def test_import_csv_and_jsonl(url: str, tmp_path: Path) -> None:
     assert [g[:3] for g in got[1:]] == [("revenue", "c-1", 3.5), ("revenue", "c-2", 0.0)]
     when = datetime(2026, 11, 30, 10, tzinfo=UTC).timestamp()
     assert sorted(o.at for o in open_store(url).outcomes(metric="revenue")) == [1796000000.0, when]
+
+
+def test_a_time_without_a_zone_is_utc_whatever_the_machines_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warehouse export's zone-less times mean the same instant on every machine (they
+    were read as the machine's local time)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        rows = tmp_path / "r.csv"
+        rows.write_text(
+            "metric,value,entity,at\n"
+            "revenue,1,c-1,2026-11-30T10:00:00\n"
+            "revenue,2,c-2,2026-11-30 10:00\n"
+            "revenue,3,c-3,2026-11-30T05:00:00-05:00\n"
+        )
+        store = open_store("memory://")
+        apply_pack(store, PACK, by="ana")
+        assert import_outcomes(store, rows) == 3
+        when = datetime(2026, 11, 30, 10, tzinfo=UTC).timestamp()
+        assert [o.at for o in store.outcomes()] == [when, when, when]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_a_file_with_bad_rows_records_nothing_and_names_each(url: str, tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ a call or to an entity:
     agent-guardrails outcomes import revenue.csv        # or .jsonl
 
 A file has one outcome per row/line with ``metric``, ``value`` and ``entity`` or
-``call_key``; optional ``scope`` (``workflow=newsletter``), ``cohort`` and ``at`` (ISO 8601
-or epoch seconds; default now). A file with any bad row records nothing and names every bad
-row and field.
+``call_key``; optional ``scope`` (``workflow=newsletter``), ``cohort`` and ``at`` (ISO 8601,
+UTC unless it names a zone, or epoch seconds; default now). A file with any bad row records
+nothing and names every bad row and field.
 
 >>> from agent_guardrails.store import open_store
 >>> from agent_guardrails.ops.operations import apply_pack
@@ -34,7 +34,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,10 @@ def _when(value: Any) -> float | None:
             number = float(text)
         except ValueError:
             try:
-                number = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                if parsed.tzinfo is None:  # a warehouse export's zone-less time: UTC
+                    parsed = parsed.replace(tzinfo=UTC)
+                number = parsed.timestamp()
             except ValueError:
                 raise ValueError(f"at: ISO 8601 or epoch seconds, got {text!r}") from None
     if not math.isfinite(number):
