@@ -3,12 +3,16 @@ reason naming the store error; fail_open actions run and say so; nothing raises 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
 from agent_guardrails import CallRequest, Guardrails, PolicyPack, Scope, StoreUnavailable, guarded
+from agent_guardrails.pipeline.effects import StoreOp, drive
+from agent_guardrails.pipeline.outbox import Outbox
 from agent_guardrails.store import MemoryStore
 
 PACK = """
@@ -195,3 +199,65 @@ def test_a_guard_dropped_with_records_waiting_writes_them(store: FlakyStore) -> 
     gc.collect()
     kinds = [r.kind for r in store.audit_records() if r.call_key == "t|n|gone"]
     assert kinds == ["decision", "execution.started", "execution.finished"]
+
+
+def test_the_outbox_keeps_order_and_never_makes_a_keeper_wait() -> None:
+    """Records kept from many threads while a flush writes (and while the store fails half
+    way) are all written, each once, in the order each thread kept them; a flush begun
+    while another writes returns at once, leaving the writing to that one."""
+    written: list[tuple[int, int]] = []
+    failures = iter([False] * 50 + [True] + [False] * 10_000)
+
+    class Slow:
+        def append_audit(self, item: tuple[int, int]) -> None:
+            if next(failures):
+                raise StoreUnavailable("test://: down for a moment")
+            time.sleep(0.0001)
+            written.append(item)
+
+    box = Outbox()
+    for i in range(20):
+        box.keep(StoreOp("append_audit", (-1, i)))
+    start = threading.Barrier(5)
+
+    def keeper(n: int) -> None:
+        start.wait()
+        for i in range(200):
+            box.keep(StoreOp("append_audit", (n, i)))
+
+    threads = [threading.Thread(target=keeper, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    start.wait()
+    flow = box.flush()
+    first = next(flow)  # the flush is under way, holding its place
+    assert drive(box.flush(), Slow()) == box.pending  # another flush: returns at once
+    assert written == []
+    left = drive(_resumed(flow, first), Slow())  # stops at the failure, keeps the rest
+    assert left == box.pending > 0
+    for t in threads:
+        t.join()
+    while box.pending:
+        drive(box.flush(), Slow())
+    assert len(written) == len(set(written)) == 20 + 4 * 200
+    for n in range(-1, 4):
+        mine = [i for who, i in written if who == n]
+        assert mine == sorted(mine), f"thread {n}'s records out of order"
+
+
+def _resumed(flow: Any, first: Any) -> Any:
+    """``flow`` from its first effect on, as a flow a driver can take."""
+    effect = first
+    while True:
+        try:
+            result = yield effect
+        except StoreUnavailable as exc:
+            try:
+                effect = flow.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        try:
+            effect = flow.send(result)
+        except StopIteration as stop:
+            return stop.value

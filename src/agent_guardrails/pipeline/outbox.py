@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 
 from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.pipeline.effects import Flow, StoreOp
@@ -26,33 +27,41 @@ _log = logging.getLogger("agent_guardrails")
 
 
 class Outbox:
-    """Store writes waiting for the store; thread-safe."""
+    """Store writes waiting for the store; thread-safe without a lock a caller waits on.
 
-    __slots__ = ("_lock", "_waiting")
+    Keeping is a ``deque.append`` (atomic), so an event loop never waits here, even while
+    a store's thread runs another call's steps (:class:`~.effects.StoreRun`). One flush
+    writes at a time (a lock taken without waiting): a flush begun meanwhile returns at once
+    and leaves the writing, in order, to the one under way or the next."""
+
+    __slots__ = ("_flushing", "_waiting")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: list[StoreOp] = []
+        self._flushing = threading.Lock()
+        self._waiting: deque[StoreOp] = deque()
 
     @property
     def pending(self) -> int:
         return len(self._waiting)
 
     def keep(self, op: StoreOp) -> None:
-        with self._lock:
-            self._waiting.append(op)
+        self._waiting.append(op)
 
     def flush(self) -> Flow[int]:
         """Write what waits, in order, until the store fails again; returns how many wait."""
-        with self._lock:
-            waiting, self._waiting = self._waiting, []
-        for i, op in enumerate(waiting):
-            try:
-                yield op
-            except StoreUnavailable:
-                with self._lock:
-                    self._waiting[:0] = waiting[i:]
-                break
+        if not self._flushing.acquire(blocking=False):  # another flush is writing
+            return len(self._waiting)
+        try:
+            waiting = self._waiting
+            while waiting:
+                op = waiting[0]  # only the flush takes from the left: the head stays put
+                try:
+                    yield op
+                except StoreUnavailable:
+                    break
+                waiting.popleft()
+        finally:
+            self._flushing.release()
         return len(self._waiting)
 
     def warn_if_pending(self, where: str) -> None:
