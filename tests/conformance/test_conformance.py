@@ -400,6 +400,8 @@ def test_p05_stale_approval(env: Env) -> None:
         any(r.startswith("approval_stale") for r in refused),
         f"approval.resolved records' refused: {refused}",
     )
+    held = {k: v for k, v in guard.store.counters("budget:").items() if v}
+    c.check(not held, f"the refused call still holds its reservation: {held}")
     c.verify()
 
 
