@@ -197,9 +197,11 @@ def test_a_caller_cancelled_while_its_run_waits_in_the_queue() -> None:
 
 
 def test_a_caller_cancelled_while_its_run_is_on_the_store_thread() -> None:
-    """The operation under way completes; the store's thread throws the cancellation in at
-    its ``yield`` and ends the flow there (its cleanup operation done too); the caller
-    raises ``CancelledError`` without touching the flow, so it never runs on two threads."""
+    """The operation under way completes and the flow gets its result (what was written
+    is known written); the store's thread throws the cancellation in at the next
+    ``yield``, whose operation is not done, and ends the flow there (its cleanup operation
+    done too); the caller raises ``CancelledError`` without touching the flow, so it never
+    runs on two threads."""
     store = ThreadStore()
     seen: list[tuple[str, str]] = []
 
@@ -217,8 +219,119 @@ def test_a_caller_cancelled_while_its_run_is_on_the_store_thread() -> None:
             await asyncio.sleep(0.001)
 
     asyncio.run(main())
-    assert seen == [("cancelled", "test-store-0")]
+    assert seen == [("went on", "test-store-0"), ("cancelled", "test-store-0")]
     assert ("slow", "first", "test-store-0") in store.done
+    assert ("read", "first", "test-store-0") not in store.done  # the next one: not done
+
+
+def test_a_caller_closed_while_its_run_waits_closes_the_flow_on_its_side() -> None:
+    """``coroutine.close()`` during the hand-off: the flow is closed (``GeneratorExit`` at
+    its ``yield``, as on the plain path, not a cancellation it would answer with more
+    store operations, as ``approval()`` does) and the close completes."""
+    store = ThreadStore()
+    ended: list[str] = []
+
+    def flow() -> Flow[Any]:
+        try:
+            yield StoreOp("read", 1)
+        except GeneratorExit:
+            ended.append(thread_name())
+            raise
+        except BaseException:
+            ended.append("asked for more")
+            yield StoreOp("read", "on the way out")
+            raise
+
+    async def main() -> None:
+        blocker = asyncio.ensure_future(adrive(cancellable(store, [])(), store))
+        await wait_for(store.began)
+        coro = adrive(flow(), store)
+        coro.send(None)  # it now waits for its run, queued behind the blocker
+        coro.close()
+        store.gate.set()
+        await blocker
+
+    asyncio.run(main())
+    assert ended == ["MainThread"]
+    assert ("read", 1, "test-store-0") not in store.done
+
+
+def test_a_cancelled_flush_does_not_write_a_record_twice(tmp_path: Any) -> None:
+    """A flush of the outbox cancelled while its write waits for SQLite's lock on the store
+    thread: the write completes and the flush learns it did, so the record is not written
+    again by the next flush."""
+    import sqlite3
+
+    from agent_guardrails.store.base import AuditEvent
+
+    path = tmp_path / "o.db"
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store=f"sqlite:///{path}?timeout=5")
+    guard.outbox.keep(StoreOp("append_audit", AuditEvent("decision", {"n": 1}, "~42", None)))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(5)
+        db.execute("COMMIT")
+        db.close()
+
+    async def main() -> None:
+        holder = threading.Thread(target=hold_lock)
+        holder.start()
+        await wait_for(locked)
+        task = asyncio.ensure_future(guard.aflush())
+        await asyncio.sleep(0.05)  # its write waits for the lock on the store thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        while holder.is_alive():
+            await asyncio.sleep(0.01)
+        deadline = time.monotonic() + 5
+        while guard.outbox.pending:
+            assert time.monotonic() < deadline, "the written record is still kept"
+            await asyncio.sleep(0.01)
+        assert await guard.aflush() == 0
+
+    asyncio.run(main())
+    copies = [r for r in guard.store.audit_records() if r.data.get("n") == 1]
+    assert len(copies) == 1
+    guard.close()
+
+
+def test_an_approver_runs_on_the_callers_thread_not_the_store_thread(tmp_path: Any) -> None:
+    """The human's time never holds the store thread: a sync approver of an async call on
+    SQLite runs on the event loop's thread, as on any other store (it may use the loop),
+    not on the store thread that ran the call's snapshot and reservation just before."""
+    from agent_guardrails import ApprovalAnswer
+
+    where: list[str] = []
+
+    def approver(ask: Any) -> ApprovalAnswer:
+        where.append(thread_name())
+        asyncio.get_running_loop()  # raises off the loop
+        return ApprovalAnswer("approve", by="ana", roles=("ops",))
+
+    pack = PACK.replace(
+        "crm.tag: {risk: low, cost: 1.0}",
+        "crm.tag: {risk: low, cost: 1.0, sensitive: true, approval: {roles: [ops]}}",
+    )
+    guard = Guardrails(
+        PolicyPack.from_yaml(pack), store=f"sqlite:///{tmp_path / 'a.db'}", approver=approver
+    )
+    request = CallRequest("tag", "crm.tag", {"contact": "c1"}, Scope())
+
+    async def body(args: Any) -> str:
+        return "tagged"
+
+    async def main() -> Any:
+        return await guard.arun(request, body)
+
+    assert asyncio.run(main()) == "tagged"
+    assert where == ["MainThread"]
+    guard.close()
 
 
 def test_a_caller_stopped_as_its_run_ended_throws_in_where_the_flow_stands() -> None:
@@ -301,4 +414,43 @@ def test_an_async_call_on_sqlite_is_two_hand_offs(tmp_path: Any) -> None:
     kinds = [r.kind for r in store.audit_records()]
     assert kinds.count("execution.finished") == 2, kinds
     assert store.verify_audit().ok
+    guard.close()
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+def test_closing_a_call_that_waits_for_an_async_approver(url: str, tmp_path: Any) -> None:
+    """``coroutine.close()`` (what a closed loop or the garbage collector does to a pending
+    coroutine) on a call awaiting its approver: the close completes (the approval step does
+    not answer ``GeneratorExit`` with store writes, which Python refuses), nothing ran."""
+    pack = PACK.replace(
+        "crm.tag: {risk: low, cost: 1.0}",
+        "crm.tag: {risk: low, cost: 1.0, sensitive: true, approval: {roles: [ops]}}",
+    )
+    asked: list[str] = []
+
+    async def approver(ask: Any) -> Any:
+        asked.append(ask.call_key)
+        await asyncio.Event().wait()  # a human who never answers
+
+    if url == "sqlite":
+        url = f"sqlite:///{tmp_path / 'c.db'}"
+    guard = Guardrails(PolicyPack.from_yaml(pack), store=url, approver=approver)
+    ran: list[str] = []
+
+    async def body(args: Any) -> str:
+        ran.append("ran")
+        return "tagged"
+
+    async def main() -> None:
+        coro = guard.arun(CallRequest("tag", "crm.tag", {"contact": "c1"}, Scope()), body)
+        while True:  # step it as its task would, until it waits for the approver
+            waits_for = coro.send(None)
+            if asked:
+                break
+            if waits_for is not None:
+                await asyncio.wait([waits_for])
+        coro.close()
+
+    asyncio.run(main())
+    assert ran == []
     guard.close()

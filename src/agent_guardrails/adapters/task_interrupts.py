@@ -206,17 +206,18 @@ class TaskInterrupts:
         ``call_key``. A flow: its store reads and writes are yielded (see
         :mod:`agent_guardrails.pipeline.effects`), never done while the lock is held, so an
         async ``ToolNode`` never blocks its event loop."""
-        with self._lock:
-            self._asking += 1
-            self._lock.notify_all()  # one call fewer on its way to a body
+        asking = [False]  # counted among the calls asking, once it needs a new question
         try:
-            return (yield from self._answer(ask, payload, record))
+            return (yield from self._answer(ask, payload, record, asking))
         finally:
-            with self._lock:
-                self._asking -= 1
-                self._lock.notify_all()
+            if asking[0]:
+                with self._lock:
+                    self._asking -= 1
+                    self._lock.notify_all()
 
-    def _answer(self, ask: str, payload: Any, record: Mapping[str, Any]) -> Flow[Any]:
+    def _answer(
+        self, ask: str, payload: Any, record: Mapping[str, Any], asking: list[bool]
+    ) -> Flow[Any]:
         if not self._loaded:
             logged = yield from self._read_log()
             with self._lock:
@@ -229,6 +230,10 @@ class TaskInterrupts:
                 mine = [s for s, owner in enumerate(self._owners) if owner == ask]
                 if mine and mine[-1] in self._answers:
                     return self._answers[mine[-1]]
+                if not asking[0]:  # no answer for it: it will ask, not head for its body
+                    asking[0] = True
+                    self._asking += 1
+                    self._lock.notify_all()
                 if self._claiming is None:
                     claim = self._claim(ask)
                     if claim is None:  # this ask holds the open slot already: put it again

@@ -30,7 +30,7 @@ from agent_guardrails.engine.decision import Decision, DecisionKind
 from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.pipeline import events
 from agent_guardrails.pipeline.edits import parse_edit
-from agent_guardrails.pipeline.effects import Await, Flow, StoreOp
+from agent_guardrails.pipeline.effects import Await, Flow, Invoke, StoreOp
 from agent_guardrails.pipeline.flow import (
     GOES_AHEAD,
     Decided,
@@ -154,6 +154,8 @@ def approval(
     except StoreUnavailable as exc:  # asking needs the store (a graph's slot log): fail closed
         yield from release(g, key, "approval.unavailable", {"reason": str(exc)})
         return call, offline(decision, call.request, exc)
+    except GeneratorExit:  # the flow is being closed: it may not ask for anything more
+        raise
     except BaseException as exc:
         # A graph interrupt puts the question to a human: record it, unless the call only
         # waits behind another call's question (it is put in a later run).
@@ -267,8 +269,10 @@ def edited(
 
 def _answer_of(asker: Callable[[ApprovalRequest], Any], ask: ApprovalRequest) -> Flow[Any]:
     """Ask: an approver returns its answer, a graph's asker is a flow (its store I/O goes
-    through the driver), an async approver an awaitable (awaited by the async driver)."""
-    produced = asker(ask)
+    through the driver), an async approver an awaitable (awaited by the async driver). The
+    asker is called as an effect, so on the caller's own thread (an event loop's, not a
+    store's thread that ran the steps before it: the human's time never holds a store)."""
+    produced = yield Invoke(asker, ask)
     if isinstance(produced, Generator):
         return (yield from produced)
     if inspect.isawaitable(produced):

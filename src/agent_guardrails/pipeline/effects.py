@@ -187,6 +187,10 @@ async def adrive(flow: Flow[T], store: Any) -> T:
             run = StoreRun(flow, effect, store)
             try:
                 advanced = await hand_off(run)
+            except GeneratorExit as exc:  # the coroutine is being closed: so is the flow
+                run.stopped(exc)  # raises it when the store's thread closes the flow
+                flow.close()  # it never began, or stopped at an effect: close it here
+                raise
             except BaseException as exc:  # cancelled, or the store closed meanwhile
                 advanced = run.stopped(exc)  # raises exc, or says where to throw it in
                 if advanced is None:  # it never began: as if the operation raised
@@ -247,10 +251,13 @@ class StoreRun:
     The caller (:func:`adrive`) may be cancelled while it waits. Whoever claims the run
     first decides who goes on with the flow, so that it never runs on two threads: if the
     run had not begun, the caller throws the cancellation in at ``op``'s ``yield``, as for an
-    operation that raised; if it had, the store's thread throws it in at the next ``yield``
-    and ends the flow there (nobody waits for what it returns); if it had just ended, the
-    caller throws it in at the effect it stopped at. (``dict.setdefault`` is the claim: one
-    atomic step, so the event loop never waits on a lock.)"""
+    operation that raised; if it had, the store's thread hands the flow the result of the
+    operation under way (it is done: an outbox must know its record was written), throws
+    the cancellation in at the next ``yield`` and ends the flow there (nobody waits for
+    what it returns); if it had just ended, the caller throws it in at the effect it
+    stopped at. A closed caller (``GeneratorExit``) closes the flow instead.
+    (``dict.setdefault`` is the claim: one atomic step, so the event loop never waits on a
+    lock.)"""
 
     __slots__ = ("_claims", "_ctx", "_outcome", "_raised", "flow", "op", "store")
 
@@ -297,15 +304,15 @@ class StoreRun:
                 result = getattr(store, op.name)(*op.args, **op.kwargs)
             except BaseException as exc:  # thrown back into the flow where it asked
                 result, error = None, exc
-            if "end" in self._claims:  # the caller stopped waiting: end the flow here
-                self._unwind(self._raised)
-                return Advanced(None, error=self._raised)
-            try:
+            try:  # what the operation did is the flow's to know, whoever waits
                 effect = ctx.run(flow.send, result) if error is None else ctx.run(flow.throw, error)
             except StopIteration as stop:
                 return Advanced(None, value=stop.value)
             except BaseException as exc:
                 return Advanced(None, error=exc)
+            if "end" in self._claims:  # the caller stopped waiting: end the flow here
+                self._unwind(self._raised)  # thrown in at ``effect``, which is not done
+                return Advanced(None, error=self._raised)
             if type(effect) is not StoreOp:
                 return Advanced(effect)
             op = effect

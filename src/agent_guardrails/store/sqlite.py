@@ -529,7 +529,8 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         """``work()`` on the store thread, awaited: a run of store operations in one
         hand-off (the pipeline's :class:`~agent_guardrails.pipeline.effects.StoreRun`: a
         call's snapshot, decision and reservation in one round trip). Its operations share
-        one deadline, counted from now."""
+        one deadline, counted from now: a run holds store operations and the pure steps
+        between them only (asking a human, the tool body and anything awaited end it)."""
         deadline = time.monotonic() + self.timeout
         return await self._thread.run(functools.partial(self._on_store_thread, deadline, work))
 
