@@ -14,6 +14,7 @@ from agent_guardrails import CallRequest, Guardrails, PolicyPack, Scope, StoreUn
 from agent_guardrails.pipeline.effects import StoreOp, drive
 from agent_guardrails.pipeline.outbox import Outbox
 from agent_guardrails.store import MemoryStore
+from agent_guardrails.store.base import AuditEvent
 
 PACK = """
 name: fc
@@ -261,3 +262,34 @@ def _resumed(flow: Any, first: Any) -> Any:
             effect = flow.send(result)
         except StopIteration as stop:
             return stop.value
+
+
+def test_closing_while_another_thread_flushes_waits_for_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``close()`` while another thread writes the outbox waits for that flush (a few
+    seconds at most) instead of warning that records it is writing are lost."""
+    store = FlakyStore()
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store=store)
+    writing, go_on = threading.Event(), threading.Event()
+    original = store.append_audit
+
+    def slow_append(event: Any) -> Any:
+        writing.set()
+        go_on.wait(5)
+        return original(event)
+
+    for n in range(3):
+        guard.outbox.keep(StoreOp("append_audit", AuditEvent("decision", {"n": n}, f"~{n}", None)))
+    store.append_audit = slow_append  # type: ignore[method-assign]
+    flusher = threading.Thread(target=guard.flush)
+    flusher.start()
+    assert writing.wait(5)
+    threading.Timer(0.2, go_on.set).start()
+    with caplog.at_level("WARNING", logger="agent_guardrails"):
+        guard.close()
+    flusher.join()
+    assert "lost" not in caplog.text
+    assert guard.outbox.pending == 0
+    written = [r.data.get("n") for r in store.audit_records() if r.kind == "decision"]
+    assert written == [0, 1, 2]

@@ -34,7 +34,7 @@ from agent_guardrails.errors import ConfigurationError, StoreUnavailable
 from agent_guardrails.pipeline import batch, spending
 from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest, Approver
 from agent_guardrails.pipeline.edits import ArgsSchema
-from agent_guardrails.pipeline.effects import Flow, adrive, drive
+from agent_guardrails.pipeline.effects import Flow, adrive, drive, for_event_loop
 from agent_guardrails.pipeline.events import ephemeral_key
 from agent_guardrails.pipeline.flow import (
     Asker,
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = ["Guardrails", "report_cost"]
 
 R = TypeVar("R")
+_FLUSH_WAIT = 5.0  # seconds closing waits for a flush of the outbox under way elsewhere
 
 
 class Guardrails:
@@ -513,6 +514,8 @@ class Guardrails:
     async def aclose(self) -> None:
         """:meth:`close` for async code: the outbox and the store are written and closed
         with async I/O."""
+        if self.outbox.pending:
+            await asyncio.to_thread(self.outbox.wait_for_flush, _FLUSH_WAIT)
         await self.aflush()
         self.outbox.warn_if_pending(self.store.url)
         self._finalizer.detach()
@@ -546,6 +549,8 @@ def _write_what_waits(outbox: Outbox, store: Store) -> None:
     """The last write of a guard's outbox (on close, when dropped, at exit)."""
     try:
         if outbox.pending:
+            if not for_event_loop():  # (a guard dropped on a loop's thread does not wait)
+                outbox.wait_for_flush(_FLUSH_WAIT)
             drive(outbox.flush(), store)
         outbox.warn_if_pending(store.url)
     except Exception:  # best effort: never raise from a finalizer

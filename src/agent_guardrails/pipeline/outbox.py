@@ -64,6 +64,13 @@ class Outbox:
             self._flushing.release()
         return len(self._waiting)
 
+    def wait_for_flush(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, for a flush under way (on another thread) to
+        end, so that closing writes, or counts as lost, what is left rather than what that
+        flush is writing. Blocks: never on an event loop's thread."""
+        if self._flushing.acquire(timeout=timeout):
+            self._flushing.release()
+
     def warn_if_pending(self, where: str) -> None:
         if self._waiting:
             _log.warning(
