@@ -230,6 +230,17 @@ def test_scope_values_with_invisible_or_control_characters_are_refused(bad: str)
         Scope.from_mapping({"workflow": bad})
     with pytest.raises(ValueError, match=rf"contains {code}"):
         Scope.parse(f"region=eu,workflow={bad}")
+    with pytest.raises(ValueError, match=rf"scope workflow .* contains {code}"):
+        Scope(workflow=bad)  # built directly, too
+
+
+@pytest.mark.parametrize("bad", ["", 5, None])
+def test_a_scope_built_directly_needs_non_empty_text(bad: object) -> None:
+    if bad is None:
+        assert Scope(workflow=None).as_dict() == {}  # None: the dimension is not set
+        return
+    with pytest.raises(ValueError, match="scope workflow must be a non-empty string"):
+        Scope(workflow=bad)  # type: ignore[arg-type]
 
 
 def test_scope_values_may_be_any_visible_text() -> None:
@@ -237,3 +248,4 @@ def test_scope_values_may_be_any_visible_text() -> None:
         "workflow": "café-ñ",
         "region": "東京",
     }
+    assert Scope(region="eu\u00a0west").region == "eu\u00a0west"  # a no-break space shows

@@ -53,6 +53,16 @@ class Scope:
     channel: str | None = None
     region: str | None = None
 
+    def __post_init__(self) -> None:
+        # Built directly (``Scope(region=...)``) as well as through from_mapping/parse: a
+        # value must be non-empty visible text however the scope was made. (Scopes are
+        # built when rules load and scopes resolve, not per call: resolution reuses them.)
+        for dim, value in self.items():
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"scope {dim} must be a non-empty string, got {value!r}")
+            if not value.isprintable():  # the usual case skips the per-character check
+                check_scope_value(dim, value)
+
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Scope:
         """Build a scope from a mapping; unknown keys are an error naming the allowed ones."""
