@@ -131,3 +131,22 @@ def test_a_failing_evaluation_is_logged_and_never_reaches_a_call(
 def test_a_bad_interval_is_refused(every: float) -> None:
     with pytest.raises(ConfigurationError, match="gate_watch must be"):
         Guardrails(PACK, store="memory://", gate_watch=every)
+
+
+def test_two_watches_of_the_same_evidence_demote_once(store: Store) -> None:
+    """Two processes' watches judge the same harm: the first lowers the level; the second's
+    demotion of that evidence no longer applies (the dial moved), so it neither records an
+    evaluation nor moves the dial again."""
+    guard = Guardrails(PACK, store=store, gate_watch=None)
+    failures(guard, 12)
+    guard.close()
+    first, second = Gates(store), Gates(store)
+    found = [e for e in second.evaluations(record=False) if e.verdict.verdict == "demote"]
+    assert len(found) == 1  # judged before the first watch acted
+    assert len(first.demote()) == 1
+    assert second.apply(found) == []  # its evaluation is stale now
+    assert second.demote() == []  # and evaluating again finds no harm at the new level
+    changes = [c for c in store.level_history("workflow=news") if c.by == AUTO_ACTOR]
+    assert [(c.old_level, c.new_level) for c in changes] == [(None, 1)]
+    evaluated = [r for r in store.audit_records() if r.kind == "gate.evaluated"]
+    assert len(evaluated) == 1

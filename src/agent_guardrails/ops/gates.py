@@ -274,6 +274,8 @@ class Gates:
             v = e.verdict
             if v.verdict != "demote" or v.level <= AutonomyLevel.ASSIST:
                 continue
+            if not self._still_at(v):  # moved since (another process's watch, a person)
+                continue
             evidence = {
                 "evaluation_id": e.id,
                 "audit_seq": e.audit_seq,
@@ -288,6 +290,17 @@ class Gates:
             )
         return changes
 
+    def _still_at(self, verdict: GateVerdict) -> bool:
+        """Whether the scope's dial is still at the level ``verdict`` judged. Several
+        processes each run a gate watch: the one that demotes first moves the dial, and
+        the others' demotion of the same evidence no longer applies (a look just before
+        the change: two watches within the same few milliseconds can still both record)."""
+        live = self.store.get_level(verdict.scope)
+        level = (
+            live if live is not None else int(self.pack.initial_level(Scope.parse(verdict.scope)))
+        )
+        return level == verdict.level
+
     def demote(self) -> list[LevelChange]:
         """Evaluate every scope now and apply each ``demote`` (one level down, recorded as
         :data:`AUTO_ACTOR` with its evaluation as evidence); only those verdicts are recorded
@@ -295,7 +308,9 @@ class Gates:
         found = [
             e
             for e in self.evaluations(record=False)
-            if e.verdict.verdict == "demote" and e.verdict.level > AutonomyLevel.ASSIST
+            if e.verdict.verdict == "demote"
+            and e.verdict.level > AutonomyLevel.ASSIST
+            and self._still_at(e.verdict)
         ]
         now = self.clock()
         return self.apply([self._record(e.verdict, now) for e in found])
