@@ -314,12 +314,8 @@ def test_an_approver_runs_on_the_callers_thread_not_the_store_thread(tmp_path: A
         asyncio.get_running_loop()  # raises off the loop
         return ApprovalAnswer("approve", by="ana", roles=("ops",))
 
-    pack = PACK.replace(
-        "crm.tag: {risk: low, cost: 1.0}",
-        "crm.tag: {risk: low, cost: 1.0, sensitive: true, approval: {roles: [ops]}}",
-    )
     guard = Guardrails(
-        PolicyPack.from_yaml(pack), store=f"sqlite:///{tmp_path / 'a.db'}", approver=approver
+        PolicyPack.from_yaml(ASKING), store=f"sqlite:///{tmp_path / 'a.db'}", approver=approver
     )
     request = CallRequest("tag", "crm.tag", {"contact": "c1"}, Scope())
 
@@ -380,6 +376,10 @@ actions:
 budgets:
   - {name: daily, limit: 1000, window: day}
 """
+ASKING = PACK.replace(
+    "crm.tag: {risk: low, cost: 1.0}",
+    "crm.tag: {risk: low, cost: 1.0, sensitive: true, approval: {roles: [ops]}}",
+)  # every call asks a human with the role ops
 
 
 def test_an_async_call_on_sqlite_is_two_hand_offs(tmp_path: Any) -> None:
@@ -422,10 +422,6 @@ def test_closing_a_call_that_waits_for_an_async_approver(url: str, tmp_path: Any
     """``coroutine.close()`` (what a closed loop or the garbage collector does to a pending
     coroutine) on a call awaiting its approver: the close completes (the approval step does
     not answer ``GeneratorExit`` with store writes, which Python refuses), nothing ran."""
-    pack = PACK.replace(
-        "crm.tag: {risk: low, cost: 1.0}",
-        "crm.tag: {risk: low, cost: 1.0, sensitive: true, approval: {roles: [ops]}}",
-    )
     asked: list[str] = []
 
     async def approver(ask: Any) -> Any:
@@ -434,7 +430,7 @@ def test_closing_a_call_that_waits_for_an_async_approver(url: str, tmp_path: Any
 
     if url == "sqlite":
         url = f"sqlite:///{tmp_path / 'c.db'}"
-    guard = Guardrails(PolicyPack.from_yaml(pack), store=url, approver=approver)
+    guard = Guardrails(PolicyPack.from_yaml(ASKING), store=url, approver=approver)
     ran: list[str] = []
 
     async def body(args: Any) -> str:

@@ -269,13 +269,19 @@ class Gates:
         """Apply every ``demote`` among ``evaluations`` (default: evaluate and record every
         scope now): one level down, recorded as :data:`AUTO_ACTOR` with the evaluation as
         evidence. Promotions are never applied here: see :meth:`promote`."""
+        return self._lower(
+            e
+            for e in (self.evaluations() if evaluations is None else evaluations)
+            if e.verdict.verdict == "demote"
+            and e.verdict.level > AutonomyLevel.ASSIST
+            and self._still_at(e.verdict)  # moved since (another process's watch, a person)
+        )
+
+    def _lower(self, demotions: Iterable[Evaluation]) -> list[LevelChange]:
+        """One level down for each demotion, with its evaluation as evidence."""
         changes = []
-        for e in self.evaluations() if evaluations is None else evaluations:
+        for e in demotions:
             v = e.verdict
-            if v.verdict != "demote" or v.level <= AutonomyLevel.ASSIST:
-                continue
-            if not self._still_at(v):  # moved since (another process's watch, a person)
-                continue
             evidence = {
                 "evaluation_id": e.id,
                 "audit_seq": e.audit_seq,
@@ -313,7 +319,7 @@ class Gates:
             and self._still_at(e.verdict)
         ]
         now = self.clock()
-        return self.apply([self._record(e.verdict, now) for e in found])
+        return self._lower([self._record(e.verdict, now) for e in found])
 
     def promote(
         self, scope: str, *, by: str, reason: str = "", override: bool = False

@@ -278,7 +278,7 @@ class StoreRun:
         outcome = self._advance(self.op)
         self._outcome = outcome
         if self._claims.setdefault("end", "store") != "store" and outcome.effect is not None:
-            self._unwind(self._raised)  # the caller stopped meanwhile: end the flow here
+            self._unwind()  # the caller stopped meanwhile: end the flow here
         return outcome
 
     def stopped(self, exc: BaseException) -> Advanced | None:
@@ -297,13 +297,9 @@ class StoreRun:
         return outcome._replace(raised=exc)
 
     def _advance(self, op: StoreOp) -> Advanced:
-        flow, store, ctx = self.flow, self.store, self._ctx
+        flow, ctx = self.flow, self._ctx
         while True:
-            error: BaseException | None = None
-            try:
-                result = getattr(store, op.name)(*op.args, **op.kwargs)
-            except BaseException as exc:  # thrown back into the flow where it asked
-                result, error = None, exc
+            result, error = _perform(self.store, op)
             try:  # what the operation did is the flow's to know, whoever waits
                 effect = ctx.run(flow.send, result) if error is None else ctx.run(flow.throw, error)
             except StopIteration as stop:
@@ -311,18 +307,18 @@ class StoreRun:
             except BaseException as exc:
                 return Advanced(None, error=exc)
             if "end" in self._claims:  # the caller stopped waiting: end the flow here
-                self._unwind(self._raised)  # thrown in at ``effect``, which is not done
+                self._unwind()  # thrown in at ``effect``, which is not done
                 return Advanced(None, error=self._raised)
             if type(effect) is not StoreOp:
                 return Advanced(effect)
             op = effect
 
-    def _unwind(self, raised: BaseException | None) -> None:
+    def _unwind(self) -> None:
         """End the flow for a caller that no longer waits, as :func:`adrive` would have:
         the caller's exception thrown in, the store operations the flow then asks for done,
         any other effect refused by closing the flow."""
-        flow, store, ctx = self.flow, self.store, self._ctx
-        error: BaseException | None = raised if raised is not None else asyncio.CancelledError()
+        flow, ctx = self.flow, self._ctx
+        error = self._raised  # set by the caller before it claimed the end
         result: Any = None
         while True:
             try:
@@ -338,8 +334,12 @@ class StoreRun:
             if type(effect) is not StoreOp:
                 ctx.run(flow.close)
                 return
-            error = None
-            try:
-                result = getattr(store, effect.name)(*effect.args, **effect.kwargs)
-            except BaseException as exc:
-                error = exc
+            result, error = _perform(self.store, effect)
+
+
+def _perform(store: Any, op: StoreOp) -> tuple[Any, BaseException | None]:
+    """``op`` on ``store``: its result, or what it raised (for the flow, where it asked)."""
+    try:
+        return getattr(store, op.name)(*op.args, **op.kwargs), None
+    except BaseException as exc:
+        return None, exc
