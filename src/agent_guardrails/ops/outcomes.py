@@ -22,7 +22,8 @@ nothing and names every bad row and field.
 >>> from agent_guardrails.store import open_store
 >>> from agent_guardrails.ops.operations import apply_pack
 >>> store = open_store("memory://")
->>> _ = apply_pack(store, "name: p\\nversion: 1\\n", by="ana")
+>>> pack = "name: p\\nversion: 1\\nlevels: [{scope: {workflow: news}, level: execute}]\\n"
+>>> _ = apply_pack(store, pack, by="ana")
 >>> record_outcome(store, "revenue", 12.5, entity="c1", scope="workflow=news").scope_key
 'workflow=news'
 """

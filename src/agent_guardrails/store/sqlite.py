@@ -192,7 +192,7 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "guardrails.db"
     >>> store = SQLiteStore(f"sqlite:///{path}")
-    >>> from agent_guardrails.decision import Charge
+    >>> from agent_guardrails.engine.decision import Charge
     >>> store.reserve("call-1", [Charge("budget:b@0", "budget", 2.0, 5.0, 86400, "b")]).ok
     True
     >>> store.counters("budget:")
