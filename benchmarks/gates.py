@@ -1,11 +1,14 @@
 """Promotion gates: operating characteristics, and what evaluating a million outcomes costs.
 
 1. **Operating characteristics.** Scopes with a known true success rate run a simulated
-   number of calls per week; each week the gate (``min_success_rate`` with ``min_samples``,
-   95% Wilson bound) judges that week's window. Reported per true rate and weekly volume:
-   how often a week's verdict is a wrong ``promote`` (true rate at or below the threshold;
-   the goal is at most the declared alpha, 5% two-sided, so 2.5% on the side that promotes),
-   how many runs a truly good scope needs before its first ``promote``, and how many weeks a
+   number of calls per week; each week the gate (``min_success_rate`` with ``min_samples``)
+   judges a 4-week window and the scope's record since it reached its level. Beside it, in
+   the same run, the baseline: the window's one-look 95% Wilson bound alone (the gate
+   before the bound for repeated looks). Reported per true rate and weekly volume: how
+   often a week's verdict is a wrong ``promote`` (true rate at or below the threshold; the
+   goal is at most the declared alpha, 5% two-sided, so 2.5% on the side that promotes),
+   how often such a scope is ever promoted over all the weekly looks (the same goal), how
+   many runs a truly good scope needs before its first ``promote``, and how many weeks a
    truly bad scope at the next level takes to be demoted by its floor.
 2. **Cost.** Counting the evidence of N recorded calls (``tally`` over their decision,
    started and finished audit records) and of N KPI outcomes (the lift's cohorts), against
@@ -30,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent_guardrails.engine.gate_stats import wilson
 from agent_guardrails.engine.gates import Window, evaluate
 from agent_guardrails.ops.gates import tally
 from agent_guardrails.policy.pack import GateRule, PolicyPack
@@ -48,45 +52,76 @@ def binomial(rng: random.Random, n: int, p: float) -> int:
 
 def operating(weeks: int, trials: int, rng: random.Random) -> None:
     print(
-        "1. operating characteristics: gate success >= 0.95 on the 95% Wilson lower bound, "
-        f"min 50 runs, a 4-week window judged every week for {weeks} weeks, {trials} scopes each"
+        "1. operating characteristics: gate success >= 0.95, min 50 runs, a 4-week window "
+        f"judged every week for {weeks} weeks, {trials} scopes each"
     )
     print(
-        f"{'true rate':>9} {'runs/week':>9} {'wrong promote':>14} {'ever, in':>9} "
-        f"{'runs to promote (median)':>25}"
+        "   one look: the window's 95% Wilson lower bound alone (the baseline);\n"
+        "   the gate: that, and the record since the scope reached its level on the bound for "
+        "repeated looks"
     )
+    print(
+        f"{'true rate':>9} {'runs/week':>9} {'wrong promote per look':>23} "
+        f"{'ever, in ' + str(weeks) + ' looks':>19} {'runs to promote (median)':>25}"
+    )
+    print(f"{'':>19} {'one look':>11} {'the gate':>11} {'one look':>9} {'the gate':>9}")
     for volume in (25, 100, 400):
         for p in (0.90, 0.93, 0.95, 0.97, 0.99):
-            looks = wrong = ever = 0
-            runs_to: list[int] = []
+            looks = [0, 0]
+            wrong = [0, 0]
+            ever = [0, 0]
+            runs_to: list[list[int]] = [[], []]
             for _ in range(trials):
                 history: list[int] = []
-                for week in range(weeks):
+                promoted = [False, False]
+                for _ in range(weeks):
                     history.append(binomial(rng, volume, p))
                     recent = history[-4:]
                     n = volume * len(recent)
-                    w = Window(0.0, 1.0, decided=n, executed=n, succeeded=sum(recent))
-                    looks += 1
-                    if evaluate("s", 1, [w], up=UP).verdict != "promote":
-                        continue
-                    if p <= THRESHOLD:
-                        wrong += 1
-                        ever += 1
-                    else:
-                        runs_to.append((week + 1) * volume)
-                    break  # promoted: the scope leaves this gate
+                    k = sum(recent)
+                    w = Window(0.0, 1.0, decided=n, executed=n, succeeded=k)
+                    total = volume * len(history)
+                    tenure = Window(0.0, 1.0, decided=total, executed=total, succeeded=sum(history))
+                    verdicts = (
+                        n >= 50 and wilson(k, n).low >= THRESHOLD,
+                        evaluate("s", 1, [w], up=UP, tenure=tenure).verdict == "promote",
+                    )
+                    for i, promotes in enumerate(verdicts):
+                        if promoted[i]:
+                            continue  # promoted: the scope has left this gate
+                        looks[i] += 1
+                        if not promotes:
+                            continue
+                        promoted[i] = True
+                        if p <= THRESHOLD:
+                            wrong[i] += 1
+                            ever[i] += 1
+                        else:
+                            runs_to[i].append(total)
+                    if all(promoted):
+                        break
             if p <= THRESHOLD:
-                per_look, ever_text, median = f"{wrong / looks:.2%}", f"{ever / trials:.1%}", "-"
+                cells = [f"{wrong[i] / looks[i]:.2%}" for i in (0, 1)]
+                cells += [f"{ever[i] / trials:.1%}" for i in (0, 1)]
+                medians = "-"
             else:
-                per_look, ever_text = "-", "-"
-                median = f"{statistics.median(runs_to):,.0f}" if runs_to else "never"
-                if len(runs_to) < trials:
-                    median += f" ({trials - len(runs_to)} never)"
-            print(f"{p:>9.2f} {volume:>9} {per_look:>14} {ever_text:>9} {median:>25}")
+                cells = ["-"] * 4
+                each: list[str] = []
+                for i in (0, 1):
+                    m = f"{statistics.median(runs_to[i]):,.0f}" if runs_to[i] else "never"
+                    if 0 < len(runs_to[i]) < trials:
+                        m += f" ({trials - len(runs_to[i])} never)"
+                    each.append(m)
+                medians = " / ".join(each)
+            print(
+                f"{p:>9.2f} {volume:>9} {cells[0]:>11} {cells[1]:>11} {cells[2]:>9} "
+                f"{cells[3]:>9} {medians:>25}"
+            )
     print(
         "   wrong promote: share of weekly looks that promote a scope whose true rate is at or\n"
-        "   below 0.95 (goal: <= 2.5%, the one-sided alpha of a 95% interval); 'ever, in': share\n"
-        f"   of such scopes promoted at least once in {weeks} weekly looks (repeated looks add up)"
+        "   below 0.95 (goal: <= 2.5%, the one-sided alpha of a 95% interval); 'ever': share\n"
+        f"   of such scopes promoted at least once in {weeks} weekly looks (goal: <= 2.5% too:\n"
+        "   repeated looks add up for a one-look bound); runs to promote: one look / the gate"
     )
     print()
     print("   demotion floor 0.90 (interval's upper bound below it), judged weekly on that week")
@@ -343,13 +378,28 @@ def kept(url: str, n: int, label: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run, too short for figures")
+    parser.add_argument(
+        "--only",
+        type=int,
+        choices=(1, 2, 3),
+        action="append",
+        help="run only this section (repeatable; default: all three)",
+    )
     args = parser.parse_args()
+    sections = set(args.only or (1, 2, 3))
     rng = random.Random(20261206)
-    operating(weeks=12 if args.quick else 26, trials=20 if args.quick else 200, rng=rng)
-    print()
     n = 20_000 if args.quick else 1_000_000
-    cost(n)
-    print()
+    if 1 in sections:
+        operating(weeks=12 if args.quick else 26, trials=20 if args.quick else 200, rng=rng)
+        print()
+    if 2 in sections:
+        cost(n)
+        print()
+    if 3 in sections:
+        kept_everywhere(n)
+
+
+def kept_everywhere(n: int) -> None:
     print(
         f"3. cost on a store that keeps gate evidence ({n:,} calls, {n:,} KPI outcomes; best of 3)"
     )

@@ -22,6 +22,7 @@ from agent_guardrails.engine import gate_stats as gs
 from agent_guardrails.engine.gate_stats import (
     Interval,
     Moments,
+    anytime_interval,
     binom_cdf,
     binom_pmf,
     binom_sf,
@@ -449,7 +450,12 @@ def test_rate_intervals_hold_the_estimate_inside_zero_one(
     counted: tuple[int, int], confidence: float
 ) -> None:
     k, n = counted
-    for interval in (wilson(k, n, confidence), clopper_pearson(k, n, confidence)):
+    intervals = (
+        wilson(k, n, confidence),
+        clopper_pearson(k, n, confidence),
+        anytime_interval(k, n, confidence),
+    )
+    for interval in intervals:
         assert 0.0 <= interval.low <= interval.estimate <= interval.high <= 1.0
         if n > 0:
             assert interval.estimate == k / n
@@ -526,6 +532,138 @@ def test_runs_needed_examples() -> None:
     assert runs_needed(0, 10, threshold=0.0) == 0
     assert runs_needed(10, 10, threshold=1.0) is None
     assert runs_needed(50, 100, threshold=0.4999999) is None  # beyond 10**9 more runs
+
+
+# --- the bound for repeated looks (a confidence sequence) -----------------------------------
+
+
+def anytime_real(
+    successes: float, n: float, confidence: float, prior: tuple[float, float] = (1.0, 1.0)
+) -> tuple[float, float]:
+    """The confidence sequence's bounds from scipy: where the beta-binomial mixture's
+    likelihood ratio ``B(a + s, b + f) / B(a, b) / (p^s (1 - p)^f)`` reaches
+    ``2 / (1 - confidence)``."""
+    from scipy.optimize import brentq
+
+    a, b = prior
+    failures = n - successes
+    level = math.log(2.0 / (1.0 - confidence))
+    log_mixture = float(special.betaln(a + successes, b + failures) - special.betaln(a, b))
+
+    def excess(p: float) -> float:
+        held = successes * math.log(p) if successes else 0.0
+        lost = failures * math.log1p(-p) if failures else 0.0
+        return log_mixture - held - lost - level
+
+    estimate = successes / n
+    tiny = 1e-300
+    low = 0.0 if successes == 0 else brentq(excess, tiny, estimate, xtol=1e-15, rtol=1e-13)
+    edge = math.nextafter(1.0, 0.0)
+    if failures == 0 or excess(edge) < 0:  # beyond the last float below 1
+        high = 1.0
+    else:
+        high = brentq(excess, estimate, edge, xtol=1e-15, rtol=1e-13)
+    return float(low), float(high)
+
+
+PRIORS = [(1.0, 1.0), (0.5, 0.5), gs.prior_at(0.95), gs.prior_at(0.3), gs.prior_at(0.999)]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_anytime_interval_matches_scipy(n: int) -> None:
+    for k, confidence, prior in itertools.product(counts(n), CONFIDENCES, PRIORS):
+        ours = anytime_interval(k, n, confidence, prior)
+        low, high = anytime_real(k, n, confidence, prior)
+        assert close(ours.low, low, 1e-9, 1e-11), (k, n, confidence, ours.low, low)
+        assert close(ours.high, high, 1e-9, 1e-11), (k, n, confidence, ours.high, high)
+        assert ours.estimate == k / n
+
+
+def test_anytime_interval_is_wider_than_wilson_where_gates_judge() -> None:
+    # The price of looking again and again: at agent-scale counts and the gates' confidence
+    # the bound for repeated looks is wider than the one-look Wilson bound.
+    for n in (20, 100, 400, 5000):
+        for k in counts(n):
+            once, always = wilson(k, n), anytime_interval(k, n)
+            assert always.low <= once.low + 1e-12
+            assert always.high >= once.high - 1e-12
+    assert anytime_interval(0, 0) == Interval(0.0, 0.0, 1.0, 0.95)
+    assert round(anytime_interval(396, 400).low, 3) == 0.956  # Wilson: 0.975
+
+
+def test_anytime_interval_rarely_ever_excludes_the_true_rate() -> None:
+    # Ville's inequality, checked by simulation: over 1,000 runs of one scope looked at after
+    # every tenth, the lower bound rises above the true rate at some look at most
+    # (1 - confidence) / 2 of the time.
+    rng = random.Random(7)
+    rate, confidence, scopes, runs = 0.9, 0.8, 200, 1000
+    ever = 0
+    for _ in range(scopes):
+        k = 0
+        for n in range(1, runs + 1):
+            k += rng.random() < rate
+            if n % 10 == 0 and anytime_interval(k, n, confidence).low > rate:
+                ever += 1
+                break
+    # (The Wilson bound at the same confidence, looked at as often, does in about half.)
+    assert ever / scopes <= (1 - confidence) / 2 + 0.03  # 0.10 allowed, with sampling slack
+
+
+def meets_anytime(
+    k: int, n: int, more: int, threshold: float, confidence: float, bound: str, slack: float
+) -> bool:
+    low, high = anytime_real(k * (n + more) / n, n + more, confidence)
+    return low >= threshold - slack if bound == "low" else high <= threshold + slack
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    successes_and_trials(max_n=10**5),
+    st.floats(0.01, 0.99),
+    st.sampled_from([0.8, 0.9, 0.95, 0.99]),
+    st.sampled_from(["low", "high"]),
+)
+def test_runs_needed_on_the_anytime_bound_is_the_least_that_clears_it(
+    counted: tuple[int, int], threshold: float, confidence: float, bound: str
+) -> None:
+    k, n = counted
+    side: Any = bound
+    more = runs_needed(
+        k, n, threshold=threshold, confidence=confidence, bound=side, method="anytime"
+    )
+    if n == 0:
+        assert more is None
+    elif more is None:
+        impossible = k / n <= threshold if bound == "low" else k / n >= threshold
+        assert impossible or not meets_anytime(k, n, 10**9, threshold, confidence, bound, -1e-9)
+    else:
+        assert meets_anytime(k, n, more, threshold, confidence, bound, 1e-9)
+        if more > 0:
+            assert not meets_anytime(k, n, more - 1, threshold, confidence, bound, -1e-9)
+
+
+def test_the_gates_prior_centers_on_the_threshold() -> None:
+    assert gs.prior_at(0.95) == pytest.approx((9.5, 0.5))
+    assert gs.prior_at(0.3, weight=20) == pytest.approx((6.0, 14.0))
+    assert gs.prior_at(0.999) == pytest.approx((9.99, 0.5))  # each side at least half a run
+    # centered where gates judge, it proves a rate near the threshold with fewer runs
+    uniform = runs_needed(97, 100, threshold=0.95, method="anytime")
+    centered = runs_needed(97, 100, threshold=0.95, method="anytime", prior=gs.prior_at(0.95))
+    assert uniform is not None
+    assert centered is not None
+    assert centered < 0.8 * uniform
+    for bad in [(0.0, 1.0), (1.0, -2.0), (1.0,), (float("nan"), 1.0), "flat"]:
+        with pytest.raises(ValueError, match="prior"):
+            anytime_interval(5, 10, 0.95, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="weight must be > 0"):
+        gs.prior_at(0.5, weight=0.0)
+
+
+def test_runs_needed_names_its_methods() -> None:
+    assert runs_needed(99, 100, threshold=0.95, method="anytime") == 222
+    assert runs_needed(99, 100, threshold=0.95) == 15
+    with pytest.raises(ValueError, match="method must be 'wilson' or 'anytime'"):
+        runs_needed(99, 100, threshold=0.95, method="bayes")  # type: ignore[arg-type]
 
 
 # --- sample-ratio mismatch ------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import math
 import random
 from dataclasses import replace
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from agent_guardrails.engine import gate_stats as stats
 from agent_guardrails.engine import gates
+from agent_guardrails.engine.gate_metrics import combined
 from agent_guardrails.engine.gates import Window, evaluate
 from agent_guardrails.policy.pack import GateRule
 
@@ -29,7 +31,7 @@ def window(**kw: Any) -> Window:
     return Window(**kw)
 
 
-CLEAN = window(decided=300, executed=300, succeeded=297, answered=40, within_sla=40, escalated=12)
+CLEAN = window(decided=500, executed=500, succeeded=496, answered=100, within_sla=100, escalated=20)
 
 
 def test_the_module_examples_run() -> None:
@@ -52,6 +54,10 @@ def test_promote_when_every_metric_passes_on_its_bound() -> None:
         "policy_pass_rate": "pass",
         "escalation_rate": "pass",
         "sla_adherence": "pass",
+        # the same rates over the scope's time at the level, on the bound for repeated looks
+        "success_rate_overall": "pass",
+        "escalation_rate_overall": "pass",
+        "sla_adherence_overall": "pass",
     }
     # The point value is not enough: 0.96 observed over 100 runs has a lower bound < 0.95.
     thin = window(decided=100, executed=100, succeeded=96)
@@ -63,12 +69,15 @@ def test_hold_says_how_many_more_runs_and_the_figure_is_right() -> None:
     w = window(decided=200, executed=200, succeeded=193)  # 0.965 observed
     v = evaluate(SCOPE, 1, [w], up=up)
     assert v.verdict == "hold"
-    (m,) = v.metrics
-    assert m.status == "short"
+    m, overall = v.metrics
+    assert (m.name, overall.name) == ("success_rate", "success_rate_overall")
+    assert m.status == overall.status == "short"
     assert m.more is not None
-    assert m.more > 0
-    assert v.more == m.more
+    assert overall.more is not None
+    assert 0 < m.more < overall.more  # the bound for repeated looks is wider
+    assert v.more == overall.more  # the most any short metric needs
     assert f"about {m.more} more runs" in m.sentence
+    assert f"about {overall.more} more runs" in overall.sentence
     assert "needs lower bound >= 0.95" in m.sentence
     # At the observed rate, that many more runs proves it, and one fewer does not.
     rate = 193 / 200
@@ -76,6 +85,23 @@ def test_hold_says_how_many_more_runs_and_the_figure_is_right() -> None:
     assert stats.wilson(round(rate * n), n).low >= 0.95 - 0.002
     k_before = rate * (n - 1)
     assert _wilson_low_real(k_before, n - 1) < 0.95
+    n = 200 + overall.more
+    prior = stats.prior_at(0.95)
+    assert stats.anytime_interval(round(rate * n), n, prior=prior).low >= 0.95 - 0.002
+    assert _anytime_low_real(rate * (n - 1), n - 1) < 0.95
+
+
+def _anytime_low_real(k: float, n: int, a: float = 9.5, b: float = 0.5) -> float:
+    """The bound for repeated looks at real-valued counts, from scipy (a test dependency),
+    with the gate's prior for a threshold of 0.95: Beta(9.5, 0.5), worth 10 runs."""
+    from scipy.optimize import brentq
+    from scipy.special import betaln
+
+    def excess(p: float) -> float:
+        mixture = betaln(a + k, b + n - k) - betaln(a, b)
+        return float(mixture - k * math.log(p) - (n - k) * math.log1p(-p) - math.log(40))
+
+    return float(brentq(excess, 1e-12, k / n, xtol=1e-14))
 
 
 def _wilson_low_real(k: float, n: int, z: float = 1.959963984540054) -> float:
@@ -287,3 +313,73 @@ def test_the_verdict_is_deterministic_and_serialisable() -> None:
     assert a == b
     assert json.loads(json.dumps(a)) == a
     assert a["method"].startswith("rates: two-sided Wilson")
+
+
+def test_a_window_that_passes_once_is_not_enough_for_repeated_looks() -> None:
+    # 294 of 300 passes the one-look Wilson bound (0.957 >= 0.95) but not the bound that holds
+    # however often the gates look (0.943): a scope that just began its level holds ...
+    up = rule(min_success_rate=0.95)
+    w = window(decided=300, executed=300, succeeded=294)
+    v = evaluate(SCOPE, 1, [w], up=up)
+    assert v.verdict == "hold"
+    assert v.reasons == ("short:success_rate_overall",)
+    assert "a bound for repeated looks" in v.explanation
+    # ... one whose longer record at the level proves the rate is promoted on the same window
+    steady = window(start=-30 * 86_400.0, decided=1500, executed=1500, succeeded=1480)
+    assert evaluate(SCOPE, 1, [w], up=up, tenure=steady).verdict == "promote"
+    # ... and one whose record at the level is worse than this week is not.
+    shaky = window(start=-30 * 86_400.0, decided=1500, executed=1500, succeeded=1400)
+    v = evaluate(SCOPE, 1, [w], up=up, tenure=shaky)
+    assert v.verdict == "hold"
+    overall = next(m for m in v.metrics if m.name == "success_rate_overall")
+    assert (overall.status, overall.n, overall.more) == ("fail", 1500, None)
+
+
+def test_the_tenure_defaults_to_the_windows_together() -> None:
+    up = rule(min_success_rate=0.95, consecutive_windows=2)
+    v = evaluate(SCOPE, 1, [CLEAN, CLEAN], up=up)
+    assert v.verdict == "promote"
+    overall = next(m for m in v.metrics if m.name == "success_rate_overall")
+    assert overall.n == 2 * CLEAN.executed
+    assert overall.low == stats.anytime_interval(2 * 496, 1000, prior=(9.5, 0.5)).low
+
+
+def test_every_declared_rate_is_judged_over_the_tenure() -> None:
+    up = rule(
+        min_success_rate=0.5,
+        max_escalation_rate=0.1,
+        min_sla_adherence=0.5,
+        min_policy_pass_rate=0.9,
+    )
+    # a week that passes each rate on its Wilson bound, in a tenure that fails each one
+    tenure = window(
+        start=-60 * 86_400.0,
+        decided=2000,
+        policy_failed=400,
+        escalated=600,
+        executed=2000,
+        succeeded=900,
+        answered=700,
+        within_sla=300,
+    )
+    v = evaluate(SCOPE, 1, [CLEAN], up=up, tenure=tenure)
+    assert v.verdict == "hold"
+    assert set(v.reasons) == {
+        "short:success_rate_overall",
+        "short:escalation_rate_overall",
+        "short:sla_adherence_overall",
+        "short:policy_pass_rate_overall",
+    }
+
+
+def test_combined_adds_counts_and_spans_the_windows() -> None:
+    a = window(
+        start=0.0, end=10.0, decided=5, executed=4, succeeded=3, pack_versions=frozenset({"1"})
+    )
+    b = window(start=10.0, end=25.0, decided=7, executed=7, succeeded=7, unattributed=1)
+    both = combined([a, b])
+    assert (both.start, both.end) == (0.0, 25.0)
+    assert (both.decided, both.executed, both.succeeded, both.unattributed) == (12, 11, 10, 1)
+    assert both.pack_versions == frozenset({"1"})
+    with pytest.raises(ValueError, match="at least one window"):
+        combined([])

@@ -35,9 +35,9 @@ levels:
   - {scope: {workflow: news}, level: execute, ceiling: optimize}
   - {scope: {workflow: ads}, level: assist, ceiling: execute}
 gates:
-  - {from: execute, to: optimize, min_samples: 20, min_success_rate: 0.8,
+  - {from: execute, to: optimize, min_samples: 20, min_success_rate: 0.7,
      min_policy_pass_rate: 1.0, cooldown: 7d}
-  - {from: assist, to: execute, min_samples: 5, min_success_rate: 0.5, cooldown: 7d}
+  - {from: assist, to: execute, min_samples: 5, min_success_rate: 0.4, cooldown: 7d}
 """
 
 NEWS = Scope(workflow="news")
@@ -134,7 +134,7 @@ def test_a_policy_violation_demotes_in_the_call_then_cooldown_blocks_promotion(
     assert trip.data["call_key"] == change.evidence["call_key"]
     # A level change starts a new window: the drafts that follow pass the assist gate, but
     # the cooldown holds the promotion until it has run out.
-    calls(store, NEWS, 8)
+    calls(store, NEWS, 12)
     (v,) = Gates(store).evaluate("workflow=news")
     assert v.level == 0
     assert (v.verdict, v.reasons) == ("hold", ("cooldown",))
@@ -144,7 +144,7 @@ def test_a_policy_violation_demotes_in_the_call_then_cooldown_blocks_promotion(
 
 def test_a_scope_without_a_gate_into_its_level_keeps_its_level(store: Store) -> None:
     text = PACK.replace('version: "1"', 'version: "2"').replace(
-        "  - {from: assist, to: execute, min_samples: 5, min_success_rate: 0.5, cooldown: 7d}\n",
+        "  - {from: assist, to: execute, min_samples: 5, min_success_rate: 0.4, cooldown: 7d}\n",
         "",
     )
     apply_pack(store, text, by="ana")
@@ -166,6 +166,27 @@ def test_a_kill_switch_trip_is_demoted_by_the_gates_run(store: Store) -> None:
     (record,) = [r for r in store.audit_records() if r.seq == e.audit_seq]
     assert record.kind == "gate.evaluated"
     assert record.data["evaluation_id"] == e.id
+
+
+def test_the_record_at_a_level_reaches_back_past_the_windows_to_the_last_change(
+    store: Store,
+) -> None:
+    calls(store, NEWS, 25, fail=5)
+    # 20 days on, the gate's one 14-day window is empty; the record at the level is not
+    (v,) = Gates(store).evaluate("workflow=news", now=time.time() + 20 * 86_400, record=False)
+    assert v.verdict == "hold"
+    metrics = {m.name: m for m in v.metrics}
+    assert metrics["success_rate"].status == "missing"
+    overall = metrics["success_rate_overall"]
+    assert (overall.n, overall.estimate) == (25, 20 / 25)
+    # a level change starts a new record: what came before it no longer counts
+    time.sleep(0.01)
+    set_level(store, NEWS, "assist", by="ana", reason="a fresh start")
+    set_level(store, NEWS, "execute", by="ana", reason="back", override=True)
+    calls(store, NEWS, 3)
+    (v,) = Gates(store).evaluate("workflow=news", now=time.time() + 20 * 86_400, record=False)
+    overall = next(m for m in v.metrics if m.name == "success_rate_overall")
+    assert (overall.n, overall.estimate) == (3, 1.0)
 
 
 def test_replay_is_deterministic_and_records_nothing(store: Store) -> None:
@@ -235,10 +256,12 @@ def test_cli_gates_promote_and_refusals(tmp_path: Path, capsys: pytest.CaptureFi
     verdicts = {v["scope"]: v for v in data["verdicts"]}
     assert verdicts["workflow=news"]["verdict"] == "promote"
     assert verdicts["workflow=ads"]["verdict"] == "hold"
-    assert verdicts["workflow=ads"]["more"] == 3
+    # 2 clean drafts: the window needs 3 more (min_samples 5), the bound for repeated looks
+    # 9 more (11 clean runs prove a rate >= 0.4 on it, 10 do not): the larger is what is missing.
+    assert verdicts["workflow=ads"]["more"] == 9
     code, text = cli("gates", "workflow=ads", "--store", url)
     assert code == 0
-    assert "HOLD (about 3 more)" in text
+    assert "HOLD (about 9 more)" in text
     assert "3 more" in text
     code, _ = cli(
         "level", "set", "workflow=ads", "execute", "--by", "x", "--reason", "r", "--store", url

@@ -40,7 +40,7 @@ gates:
 
 def work(store: Store) -> None:
     guard = Guardrails(active_policy(store), store=store)
-    for i in range(30):
+    for i in range(40):
         guard.run(CallRequest("tag", "crm.tag", {"n": i}, Scope(workflow="news")), lambda a: "ok")
     bad = CallRequest("publish", "page.publish", {"title": "Guaranteed"}, Scope(workflow="ads"))
     guard.run(bad, lambda a: "published")  # a violation at Optimize: the trip-wire fires
@@ -56,7 +56,7 @@ def test_one_row_per_active_scope_with_incidents_and_recommendations() -> None:
     assert set(rows) == {"workflow=news", "workflow=ads"}  # idle did nothing
     news, ads = rows["workflow=news"], rows["workflow=ads"]
     assert (news.verdict, news.recommendation) == ("promote", "promote")
-    assert news.kpis["Runs"][-1].value == 30.0
+    assert news.kpis["Runs"][-1].value == 40.0
     assert [m.name for m in news.metrics] == ["success_rate"]
     assert ads.level == 1
     kinds = [i.kind for i in ads.incidents]

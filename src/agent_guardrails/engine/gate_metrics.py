@@ -5,20 +5,35 @@ against, its status and a sentence a non-statistician can read (used by
 A minimum (success rate, policy pass rate, SLA adherence) passes when its Wilson lower bound
 reaches the threshold; a maximum (escalation rate) when the upper bound stays under it. A
 metric that has not passed says how many more runs would get there at the observed rate, or
-that none would. Policy pass at 100% is a trip-wire plus the bound ``n`` clean calls prove.
+that none would.
+
+The same rates are judged once more over the scope's whole time at its level
+(:func:`standing_metrics`, named ``<metric>_overall``), on
+:func:`~agent_guardrails.engine.gate_stats.anytime_interval`: a bound that holds however
+often the gates look, so that looking every week (or every minute) does not add up to a
+wrong promotion. Policy pass at 100% is a trip-wire plus the bound ``n`` clean calls prove.
 Lift is the relative lift of a KPI's mean, treatment over control.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent_guardrails.engine import gate_stats as stats
 from agent_guardrails.policy.pack import GateRule
 
-__all__ = ["MetricResult", "Status", "Window", "floors", "promotion_metrics"]
+__all__ = [
+    "MetricResult",
+    "Status",
+    "Window",
+    "combined",
+    "floors",
+    "promotion_metrics",
+    "standing_metrics",
+]
 
 Status = Literal["pass", "short", "fail", "harm", "missing"]
 
@@ -110,6 +125,33 @@ class Window:
             m: stats.Moments | None = getattr(self, name)
             out[name] = None if m is None else {"n": m.n, "mean": m.mean, "m2": m.m2}
         return out
+
+
+_COUNTS = (
+    "decided",
+    "policy_failed",
+    "escalated",
+    "executed",
+    "succeeded",
+    "answered",
+    "within_sla",
+    "unattributed",
+)
+
+
+def combined(windows: Sequence[Window]) -> Window:
+    """The ``windows``' counts added up: one window from the first start to the last end
+    (the windows are consecutive and do not overlap). Cohorts and KPIs are not added."""
+    if not windows:
+        raise ValueError("combined needs at least one window")
+    totals = {name: sum(getattr(w, name) for w in windows) for name in _COUNTS}
+    versions = frozenset().union(*(w.pack_versions for w in windows))
+    return Window(
+        min(w.start for w in windows),
+        max(w.end for w in windows),
+        pack_versions=versions,
+        **totals,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +295,27 @@ def promotion_metrics(rule: GateRule, w: Window) -> list[MetricResult]:
     return out
 
 
+def standing_metrics(rule: GateRule, w: Window) -> list[MetricResult]:
+    """The rates ``rule`` declares, over ``w``: everything the scope did since its level or
+    pack last changed, judged on the interval that holds however often it is looked at.
+    Policy pass at 100% is left to each window (a failure at level 1 or above demotes at
+    once, so the record at a level is clean by construction); lift is judged per window."""
+    z = rule.confidence
+    out: list[MetricResult] = []
+    rates: list[tuple[str, int, int, float | None, Literal["min", "max"]]] = [
+        ("success_rate", w.succeeded, w.executed, rule.min_success_rate, "min"),
+        ("escalation_rate", w.escalated, w.decided, rule.max_escalation_rate, "max"),
+        ("sla_adherence", w.within_sla, w.answered, rule.min_sla_adherence, "min"),
+    ]
+    if rule.min_policy_pass_rate is not None and rule.min_policy_pass_rate < 1.0:
+        passed = w.decided - w.policy_failed
+        rates.append(("policy_pass_rate", passed, w.decided, rule.min_policy_pass_rate, "min"))
+    for name, k, n, threshold, direction in rates:
+        if threshold is not None and n:  # nothing observed: the window's metric is missing
+            out.append(_rate(name, k, n, threshold, z, direction, overall=True))
+    return out
+
+
 _LABELS = {
     "success_rate": "Success",
     "policy_pass_rate": "Policy pass",
@@ -299,13 +362,23 @@ def _rate(
     threshold: float,
     confidence: float,
     direction: Literal["min", "max"],
+    *,
+    overall: bool = False,
 ) -> MetricResult:
-    """A rate judged on its Wilson bound: the lower one against a minimum, the upper one
-    against a maximum; short of it, how many more at the observed rate would get there."""
+    """A rate judged on its Wilson bound (``overall``: its bound for repeated looks, over the
+    scope's time at its level): the lower one against a minimum, the upper one against a
+    maximum; short of it, how many more at the observed rate would get there."""
     if n == 0:
         return _missing(name, threshold, direction)
-    ci = stats.wilson(k, n, confidence)
+    method: Literal["wilson", "anytime"] = "anytime" if overall else "wilson"
+    prior = stats.prior_at(threshold) if overall else stats.UNIFORM
+    if overall:
+        ci = stats.anytime_interval(k, n, confidence, prior)
+    else:
+        ci = stats.wilson(k, n, confidence)
     label, unit = _LABELS[name], _UNITS[name]
+    if overall:
+        name, label = f"{name}_overall", f"{label} at this level (a bound for repeated looks)"
     bound, passes, needs, counted = _BOUND[direction]
     met = ci.low >= threshold if bound == "low" else ci.high <= threshold
     if met:
@@ -321,7 +394,9 @@ def _rate(
             0,
             f"{label} {_ci(ci)} of {n} {unit}: {passes} {threshold:.2f}.",
         )
-    more = stats.runs_needed(k, n, threshold=threshold, confidence=confidence, bound=bound)
+    more = stats.runs_needed(
+        k, n, threshold=threshold, confidence=confidence, bound=bound, method=method, prior=prior
+    )
     if more is None:
         return MetricResult(
             name,

@@ -13,8 +13,10 @@ s and returns a :class:`GateVerdict`:
   kill-switch trip), or evidence of harm (a rate's whole interval on the wrong side of its
   floor, escalations whose lower bound exceeds their cap).
 - ``promote``: every metric the gate declares passes on its interval bound, with at least
-  ``min_samples`` calls, in each of the last ``consecutive_windows`` windows, outside the
-  cooldown after a demotion, and below the scope's ceiling. A promotion is applied by a
+  ``min_samples`` calls, in each of the last ``consecutive_windows`` windows; its rates
+  pass as well over the scope's whole time at this level (its ``tenure``) on a bound that
+  holds however often the gates look (so weekly looks do not add up to a wrong promotion);
+  outside the cooldown after a demotion, and below the scope's ceiling. A promotion is applied by a
   person (``agent-guardrails gates promote``); a promotion to Orchestrate is always only
   proposed.
 - ``hold``: anything else, with how much more evidence would decide it.
@@ -31,9 +33,12 @@ Missing data never passes and never demotes by itself: a metric with no observat
 >>> thin = Window(start=0.0, end=1.0, decided=20, executed=20, succeeded=19)
 >>> v = evaluate("workflow=newsletter", 0, [thin], up=rule)
 >>> v.verdict, v.more
-('hold', 119)
+('hold', 305)
 >>> print(v.metrics[1].sentence)
 Success 0.95 [0.76, 0.99] needs lower bound >= 0.90: about 119 more runs.
+>>> print(v.metrics[2].sentence)  # doctest: +NORMALIZE_WHITESPACE
+Success at this level (a bound for repeated looks) 0.95 [0.69, 1.00] needs lower bound
+>= 0.90: about 305 more runs.
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ from agent_guardrails.engine import gate_stats as stats
 from agent_guardrails.engine.gate_metrics import (
     MetricResult,
     Window,
+    combined,
     floors,
     promotion_metrics,
+    standing_metrics,
 )
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack import GateRule, PolicyPack
@@ -58,8 +65,10 @@ __all__ = ["METHOD", "GateVerdict", "MetricResult", "Verdict", "Window", "evalua
 Verdict = Literal["promote", "hold", "demote", "invalid"]
 
 METHOD = (
-    "rates: two-sided Wilson score intervals; policy pass 100%: a trip-wire plus the exact "
-    "one-sided bound 0 failures in n proves; lift: relative lift of the KPI's mean, "
+    "rates: two-sided Wilson score intervals per window, and over the time at the level a "
+    "confidence sequence valid at every look (beta-binomial mixture, a beta prior centered "
+    "on the threshold worth 10 runs); policy pass 100%: a trip-wire plus the exact one-sided "
+    "bound 0 failures in n proves; lift: relative lift of the KPI's mean, "
     "treatment over control, delta-method interval with Welch degrees of freedom; split: "
     "exact two-sided binomial test, alpha 0.001; runs still needed: the observed rate held "
     "constant"
@@ -117,12 +126,15 @@ def evaluate(
     ceiling: int = AutonomyLevel.ORCHESTRATE,
     chain_ok: bool = True,
     cooling: bool = False,
+    tenure: Window | None = None,
 ) -> GateVerdict:
     """The verdict for ``scope`` at ``level`` from its ``windows`` (oldest first, the last
     the current one). ``up``: the gate from ``level`` to the next (none: no promotion is
     declared); ``down``: the gate that led to ``level`` (its demotion floors and escalation
     cap apply); ``ceiling``: the highest level the pack allows the scope; ``chain_ok``: the
-    audit chain verified; ``cooling``: a demotion's cooldown is still running."""
+    audit chain verified; ``cooling``: a demotion's cooldown is still running; ``tenure``:
+    everything the scope did since its level or pack last changed (default: the
+    ``windows`` together), whose rates a promotion needs on the bound for repeated looks."""
     if not windows:
         raise ValueError("evaluate needs at least one window (the current one)")
     current = windows[-1]
@@ -179,7 +191,10 @@ def evaluate(
             to_level=None,
         )
     per_window = [promotion_metrics(up, w) for w in windows[-up.consecutive_windows :]]
-    latest = per_window[-1]
+    latest = [
+        *per_window[-1],
+        *standing_metrics(up, combined(windows) if tenure is None else tenure),
+    ]
     blocking = [m for m in latest if m.status != "pass"]
     passed_windows = sum(all(m.status == "pass" for m in ms) for ms in per_window)
     needed_windows = up.consecutive_windows
@@ -194,14 +209,14 @@ def evaluate(
             )
         mores = [m.more for m in blocking]
         more = None if not mores or any(m is None for m in mores) else max(m or 0 for m in mores)
-        return verdict("hold", reasons, " ".join(parts), metrics=latest, more=more)
+        return verdict("hold", reasons, " ".join(parts), metrics=tuple(latest), more=more)
     if cooling:
         return verdict(
             "hold",
             ["cooldown"],
             "Every metric passes, but the scope was demoted recently and its cooldown has not "
             "run out; no promotion until it has.",
-            metrics=latest,
+            metrics=tuple(latest),
         )
     to = level + 1
     return verdict(
@@ -211,7 +226,7 @@ def evaluate(
         f"window(s): {AutonomyLevel(level).name.lower()} -> {AutonomyLevel(to).name.lower()} "
         "may be applied by a person."
         + (" A promotion to Orchestrate is always a proposal." if to == 3 else ""),
-        metrics=latest,
+        metrics=tuple(latest),
         proposal_only=to == AutonomyLevel.ORCHESTRATE,
     )
 

@@ -14,8 +14,10 @@ folds them into :class:`~agent_guardrails.engine.gates.Window` s and the pure
 
 Windows: a gate's ``window`` long, the last one ending now, ``consecutive_windows`` of them.
 A level change on the scope or a pack activation starts a new window: nothing before it
-counts. A call that started more than :data:`UNFINISHED_GRACE` seconds before the end of its
-window and recorded no end makes the window ``invalid`` (its outcome is unknown).
+counts. The scope's *tenure*, everything it did since that change, is counted too: a
+promotion needs its rates on a bound that holds however often the gates look. A call that
+started more than :data:`UNFINISHED_GRACE` seconds before the end of its window and
+recorded no end makes the window ``invalid`` (its outcome is unknown).
 
 Every evaluation made by :meth:`Gates.evaluate` with ``record=True`` is appended to the audit
 log (``gate.evaluated``, with its inputs, method and verdict; its id is the SHA-256 of that
@@ -30,7 +32,7 @@ record's content); a demotion (``apply``) and a promotion (``promote``) name it 
 ... levels: [{scope: {workflow: news}, level: assist, ceiling: optimize}]
 ... gates: [{from: assist, to: execute, min_samples: 50, min_success_rate: 0.9}]
 ... ''', by="ana")
->>> [v.verdict for v in Gates(store).evaluate(record=False)]
+>>> [v.verdict for v in Gates(store).evaluate("workflow=news", record=False)]
 ['hold']
 """
 
@@ -44,6 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from agent_guardrails.engine.gate_metrics import combined
 from agent_guardrails.engine.gates import GateVerdict, Window, evaluate, gate_for
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.ops.gate_evidence import (
@@ -204,9 +207,12 @@ class Gates:
 
     def judge(self, evidence: Evidence, dials: Iterable[str] = ()) -> list[GateVerdict]:
         """The verdict of every scope in ``evidence`` (and of ``dials``)."""
-        windows = _tally(evidence.log, self.pack, evidence.now, evidence.calls, dials)
+        log, now, calls = evidence.log, evidence.now, evidence.calls
+        windows = _tally(log, self.pack, now, calls, dials)
         return [
-            self._judge(dial, series, evidence.log, evidence.now, evidence.chain_ok)
+            self._judge(
+                dial, series, _tenure(series, log, dial, calls), log, now, evidence.chain_ok
+            )
             for dial, series in windows.items()
         ]
 
@@ -233,7 +239,13 @@ class Gates:
         ]
 
     def _judge(
-        self, dial: str, windows: list[Window], log: _Log, now: float, chain_ok: bool
+        self,
+        dial: str,
+        windows: list[Window],
+        tenure: Window,
+        log: _Log,
+        now: float,
+        chain_ok: bool,
     ) -> GateVerdict:
         scope = Scope.parse(dial)
         level = _level_at(log, dial, self.pack, now)
@@ -251,6 +263,7 @@ class Gates:
                 ceiling=int(self.pack.ceiling_for(scope)),
                 chain_ok=chain_ok,
                 cooling=cooling,
+                tenure=tenure,
             )
             done(verdict)
         return verdict
@@ -445,6 +458,18 @@ def _spans(rule: GateRule | None, log: _Log, dial: str, now: float) -> list[tupl
             continue  # before the last level or pack change: does not count
         spans.append((max(start, cut), end))
     return spans
+
+
+def _tenure(windows: Sequence[Window], log: _Log, dial: str, calls: CallSource) -> Window:
+    """Everything ``dial`` did since its level or the pack last changed (since the log began,
+    if neither has): its windows plus what came before the oldest of them."""
+    first = windows[0].start
+    cuts = [c for c in (*log.cuts.get(dial, ()), *log.global_cuts) if c <= first]
+    since = max(cuts, default=0.0)
+    if since >= first:
+        return combined(windows)
+    before = _window(since, first, calls, dial, None, log, Scope.parse(dial))
+    return combined([before, *windows])
 
 
 def _window(

@@ -47,7 +47,7 @@ def earned_autonomy(
     )
     guard = Guardrails(pack, store=store, approver=approver)
     ran = failed = sent = 0
-    for i in range(260):
+    for i in range(600):
         flaky = rng.random() < 0.015
 
         def build(args: Mapping[str, Any], flaky: bool = flaky) -> dict[str, Any]:
