@@ -84,6 +84,13 @@ from agent_guardrails.adapters.graph import (
 )
 from agent_guardrails.adapters.task_interrupts import TaskInterrupts
 from agent_guardrails.adapters.tools import ToolBinding, binding, unmapped_action
+from agent_guardrails.adapters.transcript import (
+    STAMP,
+    answered,
+    model_usage,
+    truthful,
+    with_corrections,
+)
 from agent_guardrails.adapters.turns import batch_asker, let_through, turn_calls
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.engine.rules import may_ask
@@ -104,8 +111,6 @@ __all__ = ["GuardrailsMiddleware"]
 
 ToolResult = ToolMessage | Command[Any]
 _R = TypeVar("_R")
-_STAMP = "guardrails_tools"  # the AI message's note of each tool's action and scope
-_ANSWERED = "guardrails_answered"  # on a tool message the middleware returned
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +319,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         last = messages[-1] if messages else None
         if not isinstance(last, AIMessage) or not last.tool_calls:
             return None
-        stamped = (last.response_metadata or {}).get(_STAMP) or {}
+        stamped = (last.response_metadata or {}).get(STAMP) or {}
         guard = self.guardrails
         tool_calls: list[Mapping[str, Any]] = []
         bindings: list[ToolBinding] = []
@@ -352,7 +357,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
     ) -> dict[str, Any]:
         guard = self.guardrails
         replies: list[Any] = [
-            _answered(refusal_message(result, call.request.call_id, call.request.tool))
+            answered(refusal_message(result, call.request.call_id, call.request.tool))
             for call, result in refused
         ]
         if any(d.kind is DecisionKind.HALT for _, d in outcomes):
@@ -385,31 +390,31 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
                         "action": bound.action,
                         "scope": dict(bound.declared),
                     }
-                metadata = {**(message.response_metadata or {}), _STAMP: marks}
+                metadata = {**(message.response_metadata or {}), STAMP: marks}
                 message = message.model_copy(update={"response_metadata": metadata})
             out.append(message)
         return cast(_R, replace(response, result=out))
 
     def _message(self, request: ToolCallRequest, call: CallRequest, result: object) -> ToolResult:
         if isinstance(result, ToolMessage):
-            return _answered(result)
+            return answered(result)
         if isinstance(result, Command):
             update = result.update
             if isinstance(update, Mapping) and isinstance(update.get("messages"), list):
                 for message in update["messages"]:
                     if isinstance(message, ToolMessage):
-                        _answered(message)
+                        answered(message)
             return result
         if is_result(result):
             return self._refusal(request, call, result)
         tool_call = request.tool_call
-        return _answered(tool_message(result, tool_call.get("id") or "", tool_call["name"]))
+        return answered(tool_message(result, tool_call.get("id") or "", tool_call["name"]))
 
     def _refusal(
         self, request: ToolCallRequest, call: CallRequest, result: GuardrailResult
     ) -> ToolResult:
         tool_call = request.tool_call
-        message = _answered(refusal_message(result, tool_call.get("id") or "", tool_call["name"]))
+        message = answered(refusal_message(result, tool_call.get("id") or "", tool_call["name"]))
         if result["status"] == "halted" and self.end_on_halt:
             return Command(update={"messages": [message], "guardrails_halted": True})
         return message
@@ -429,15 +434,15 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         if stopped is not None:
             return AIMessage(content=stopped)
         self._learn(request)
-        request, corrected = _truthful(request)
+        request, corrected = truthful(request)
         started = time.time_ns()
         response = self._stamp(handler(request))
-        usage = _usage(request, response)
+        usage = model_usage(request, response)
         if usage is not None:
             self.guardrails.record_model_spend(
                 **usage, scope=scope, call_key=key, started_ns=started
             )
-        return _with_corrections(response, corrected)
+        return with_corrections(response, corrected)
 
     def awrap_model_call(
         self,
@@ -460,15 +465,15 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         if stopped is not None:
             return AIMessage(content=stopped)
         self._learn(request)
-        request, corrected = _truthful(request)
+        request, corrected = truthful(request)
         started = time.time_ns()
         response = self._stamp(await handler(request))
-        usage = _usage(request, response)
+        usage = model_usage(request, response)
         if usage is not None:
             await self.guardrails.arecord_model_spend(
                 **usage, scope=scope, call_key=key, started_ns=started
             )
-        return _with_corrections(response, corrected)
+        return with_corrections(response, corrected)
 
     def _stop(self, request: ModelRequest) -> ExtendedModelResponse[Any] | None:
         """After a kill-switch halt (``on_halt: end``) the model is not asked again: the run
@@ -485,97 +490,6 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         config = current_config()
         scope = self.guardrails.resolve_scope(context=run_scope(None, config))
         return scope, call_key(config, "model")
-
-
-def _answered(message: ToolMessage) -> ToolMessage:
-    """Mark a tool message as the middleware's answer to its call (a result or a refusal)."""
-    message.response_metadata = {**(message.response_metadata or {}), _ANSWERED: True}
-    return message
-
-
-def _truthful(request: ModelRequest) -> tuple[ModelRequest, list[ToolMessage]]:
-    """The model's input with no made-up result for a guarded call.
-
-    A chat client that sends a new message while a guarded call waits for a human (Agent
-    Chat UI does) adds a tool message of its own for each pending call ("Successfully
-    handled tool call."), and the run it starts drops the pending question: the call never
-    runs. Each tool message of the last tool-calling turn that answers a guarded call
-    (stamped on the model's message) and did not come from this middleware is replaced by
-    the truth, for the model and, under the same message id, in the thread's state."""
-    messages = request.messages
-    turn = next((i for i in range(len(messages) - 1, -1, -1) if _calls_tools(messages[i])), None)
-    if turn is None:
-        return request, []
-    ai = cast(AIMessage, messages[turn])
-    marks = (ai.response_metadata or {}).get(_STAMP)
-    if not isinstance(marks, Mapping):
-        return request, []  # a turn from before this release, or not from a wrapped model
-    guarded = {
-        str(c.get("id")): str(marks[c["name"]].get("action"))
-        for c in ai.tool_calls
-        if isinstance(marks.get(c["name"]), Mapping) and marks[c["name"]].get("action")
-    }
-    out, corrected = list(messages), []
-    for i in range(turn + 1, len(messages)):
-        message = messages[i]
-        if (
-            isinstance(message, ToolMessage)
-            and message.tool_call_id in guarded
-            and not (message.response_metadata or {}).get(_ANSWERED)
-        ):
-            result = {
-                "status": "denied",
-                "decision": "deny",
-                "action": guarded[message.tool_call_id],
-                "reasons": ["not_run"],
-                "message": "not run: a new message came while this call waited for a "
-                "human's answer, so it was never asked about again nor run; ask for it "
-                "again if it is still wanted",
-            }
-            fixed = _answered(refusal_message(result, message.tool_call_id, message.name or ""))  # type: ignore[arg-type]
-            fixed.id = message.id
-            out[i] = fixed
-            corrected.append(fixed)
-    if not corrected:
-        return request, []
-    return request.override(messages=out), corrected
-
-
-def _calls_tools(message: object) -> bool:
-    return isinstance(message, AIMessage) and bool(message.tool_calls)
-
-
-def _with_corrections(
-    response: ModelResponse | AIMessage | ExtendedModelResponse[Any], corrected: list[ToolMessage]
-) -> ModelResponse | AIMessage | ExtendedModelResponse[Any]:
-    """The response, with the corrected tool messages written over the made-up ones."""
-    if not corrected:
-        return response
-    if isinstance(response, ExtendedModelResponse):
-        return response  # another middleware's command: the model saw the truth regardless
-    model_response = (
-        response if isinstance(response, ModelResponse) else ModelResponse(result=[response])
-    )
-    return ExtendedModelResponse(
-        model_response=model_response, command=Command(update={"messages": corrected})
-    )
-
-
-def _usage(request: ModelRequest, response: ModelResponse) -> dict[str, Any] | None:
-    """The model's name and the tokens a response used (``None``: it reported none)."""
-    model = request.model
-    name = str(
-        getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
-    )
-    messages = response.result if isinstance(response, ModelResponse) else [response]
-    tokens_in = tokens_out = 0
-    for message in messages:
-        usage = getattr(message, "usage_metadata", None) or {}
-        tokens_in += int(usage.get("input_tokens", 0))
-        tokens_out += int(usage.get("output_tokens", 0))
-    if not tokens_in and not tokens_out:
-        return None
-    return {"model": name, "input_tokens": tokens_in, "output_tokens": tokens_out}
 
 
 class _TurnMiddleware(GuardrailsMiddleware):

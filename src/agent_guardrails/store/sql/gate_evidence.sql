@@ -1,4 +1,4 @@
--- Gate evidence (ops/gate_evidence.py, store/_operators.py), shared by the SQLite and
+-- Gate evidence (ops/gate_evidence.py, store/_gate_evidence_ops.py), shared by the SQLite and
 -- PostgreSQL stores: the calls the gates have read from the audit log, the few records that
 -- cut or trip their windows, and how far they have read (a checkpoint in {p}meta). Written
 -- once, with ? placeholders and {p} before every table name. Each statement starts at a
