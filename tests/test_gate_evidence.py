@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,7 +72,9 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gates, "UNFINISHED_GRACE", 0.05)
 
 
-def write_calls(store: Store, rng: random.Random, n: int) -> None:
+def write_calls(
+    store: Store, rng: random.Random, n: int, versions: tuple[str, ...] = ("1", "1", "2")
+) -> None:
     """``n`` calls' records, interleaved as concurrent calls would write them."""
     scripts = []
     for _ in range(n):
@@ -82,7 +85,7 @@ def write_calls(store: Store, rng: random.Random, n: int) -> None:
             "action": action,
             "level": rng.choice((0, 1, 2)),
             "scope": rng.choice(SCOPES),
-            "pack_version": rng.choice(("1", "1", "2")),
+            "pack_version": rng.choice(versions),
             "validators": [{"passed": rng.random() > 0.15}],
         }
         if rng.random() < 0.5:
@@ -184,6 +187,23 @@ def test_kept_evidence_counts_every_window_as_the_fold_does(sql_store: Store, se
             assert_same(sql_store, at)
     assert isinstance(sql_store, GateEvidence)
     assert sql_store.gate_checkpoint().seq == sql_store.audit_records()[-1].seq
+
+
+def test_a_windows_pack_versions_are_read_as_the_fold_does(sql_store: Store) -> None:
+    # Calls under three versions (read from the index of versions, not the rows): every
+    # window's set of versions, one or several, matches a fold of the whole log.
+    rng = random.Random(11)
+    write_calls(sql_store, rng, 60, versions=("1", "2", "10", "3"))
+    for at in nows(sql_store):
+        assert_same(sql_store, at)
+    g = Gates(sql_store)
+    (latest,) = {w.pack_versions for ws in _tally(*_args(g, time.time() + 1)).values() for w in ws}
+    assert latest == {"1", "2", "3", "10"}
+
+
+def _args(g: Gates, at: float) -> tuple[Any, ...]:
+    evidence = g.read(at)
+    return evidence.log, g.pack, at, evidence.calls, ()
 
 
 def test_a_past_evaluation_folds_the_log_as_it_stood(sql_store: Store) -> None:

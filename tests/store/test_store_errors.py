@@ -302,7 +302,29 @@ def test_a_version_1_sqlite_database_is_upgraded_in_place(tmp_path: Path) -> Non
     assert [(o.level, o.pack_version) for o in store.outcomes()] == [(None, None), (1, "4")]
     store.close()
     db = sqlite3.connect(tmp_path / "s.db")
-    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("4",)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-    assert {"ag_gate_calls", "ag_gate_events", "ag_outcomes_kpi"} <= tables
+    assert {"ag_gate_calls", "ag_gate_events", "ag_outcomes_kpi", "ag_gate_calls_versions"} <= (
+        tables
+    )
+    db.close()
+
+
+def test_a_version_3_sqlite_store_gains_the_index_of_pack_versions(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    open_store(url).close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute("DROP INDEX ag_gate_calls_versions")
+    db.execute("UPDATE ag_meta SET value = '3' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    open_store(url).close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT MIN(pack_version) FROM ag_gate_calls WHERE scope = 'x'"
+    ).fetchall()
+    assert "ag_gate_calls_versions" in str(plan)
     db.close()

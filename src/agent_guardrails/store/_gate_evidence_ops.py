@@ -143,10 +143,9 @@ class GateEvidenceOperations:
         )
         if not decided:
             return WindowCounts(entities={} if entities else None)
-        violating, with_cohort, low, high = int(row[7] or 0), int(row[8] or 0), row[9], row[10]
-        versions = {str(low), str(high)}
-        if low != high:  # more than two: read them all
-            versions = {str(r[0]) for r in (yield self._all("gate_versions", where))}
+        violating, with_cohort = int(row[7] or 0), int(row[8] or 0)
+        rows = yield self._all("gate_versions", (scope, scope, *where))
+        versions = {str(r[0]) for r in rows}
         within = 0
         if answered:
             for (action,) in (yield self._all("gate_answered_actions", where)):

@@ -24,7 +24,9 @@ __all__ = ["SCHEMA_VERSION", "chain_lock", "create_schema", "current_schema", "q
 # 3: ag_outcomes.level and .pack_version (sql/postgres_upgrade_3.sql).
 # 4: gate evidence (ag_gate_calls, ag_gate_events, an index of outcomes by scope and
 #    metric): new tables and an index, made by schema.sql on upgrade.
-SCHEMA_VERSION = 4
+# 5: an index of the gates' calls by scope and pack version (ag_gate_calls_versions), made
+#    by schema.sql on upgrade.
+SCHEMA_VERSION = 5
 
 
 def quote_ident(ident: str) -> str:

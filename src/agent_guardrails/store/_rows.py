@@ -95,8 +95,9 @@ __all__ = [
 
 # SQLite's schema version. 2: ag_outcomes.level and .pack_version (a version 1 database is
 # upgraded in place when a store opens it). 3: gate evidence (ag_gate_calls, ag_gate_events,
-# an index of outcomes by scope and metric), new tables made by schema.sql.
-SCHEMA_VERSION = 3
+# an index of outcomes by scope and metric), new tables made by schema.sql. 4: an index of
+# the gates' calls by scope and pack version (ag_gate_calls_versions), made by schema.sql.
+SCHEMA_VERSION = 4
 EPS = 1e-9  # the same tolerance as MemoryStore: used + amount may exceed limit by this much
 
 # ---------------------------------------------------------------------------- rows -> records

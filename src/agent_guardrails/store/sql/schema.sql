@@ -114,6 +114,8 @@ CREATE TABLE IF NOT EXISTS {p}gate_calls (
     PRIMARY KEY (scope, at, key)
 ){without_rowid};
 CREATE INDEX IF NOT EXISTS ag_gate_calls_at ON {p}gate_calls (at);
+-- The pack versions of a scope's calls in a window, without reading the calls (the gates).
+CREATE INDEX IF NOT EXISTS ag_gate_calls_versions ON {p}gate_calls (scope, pack_version, at);
 CREATE TABLE IF NOT EXISTS {p}gate_events (
     seq {seq_pk},
     ts DOUBLE PRECISION NOT NULL,
