@@ -95,10 +95,15 @@ class Dialect:
     ddl: Mapping[str, str] = field(default_factory=dict)
     #: psycopg's placeholder style: ``%s`` for ``?``, and a literal ``%`` doubled.
     pyformat: bool = False
+    #: The statements' dialect words: ``{bytewise}`` after a text expression compares it
+    #: byte by byte (PostgreSQL's ``COLLATE "C"``; SQLite's default ``BINARY``): for
+    #: ``COUNT(DISTINCT ...)``, whose equality is the same, a sort several times cheaper.
+    words: Mapping[str, str] = field(default_factory=dict)
 
     def render(self, text: str, fill: Mapping[str, str]) -> str:
-        """``text`` for this dialect, with ``{name}`` placeholders from ``fill`` filled in."""
-        for key, value in fill.items():
+        """``text`` for this dialect, with ``{name}`` placeholders from ``fill`` (and the
+        dialect's :attr:`words`) filled in."""
+        for key, value in {**self.words, **fill}.items():
             text = text.replace("{" + key + "}", value)
         if self.pyformat:
             text = _PERCENT.sub("%%", text).replace("?", "%s")
@@ -125,12 +130,14 @@ SQLITE = Dialect(
         "seq_pk": "INTEGER PRIMARY KEY",
         "without_rowid": " WITHOUT ROWID",
     },
+    words={"bytewise": ""},
 )
 POSTGRES = Dialect(
     "postgresql",
     no_limit=None,
     ddl={"serial": "BIGSERIAL PRIMARY KEY", "seq_pk": "BIGINT PRIMARY KEY", "without_rowid": ""},
     pyformat=True,
+    words={"bytewise": ' COLLATE "C"'},
 )
 
 

@@ -112,7 +112,7 @@ WHERE scope = ? AND at >= ? AND at < ? AND policy_failed = 1 AND level >= 1 ORDE
 
 -- name: gate_split
 -- The entities of each cohort. Args: scope, start, end.
-SELECT cohort, COUNT(DISTINCT entity) FROM {p}gate_calls
+SELECT cohort, COUNT(DISTINCT entity{bytewise}) FROM {p}gate_calls
 WHERE scope = ? AND at >= ? AND at < ? AND entity IS NOT NULL
     AND cohort IN ('control', 'treatment')
 GROUP BY cohort;
@@ -140,14 +140,14 @@ WHERE scope_key = ? AND metric = ? AND cohort = ? AND at >= ? AND at < ?;
 -- name: kpi_entities
 -- One cohort's entities in [start, end), from the outcomes in the window (by time).
 -- Args: dial key, metric, cohort, start, end.
-SELECT COUNT(DISTINCT entity) FROM {p}outcomes
+SELECT COUNT(DISTINCT entity{bytewise}) FROM {p}outcomes
 WHERE scope_key = ? AND metric = ? AND cohort = ? AND at >= ? AND at < ?;
 
 -- name: kpi_entities_in_order
 -- The same, read in entity order through ag_outcomes_entities (+at keeps the time index
 -- out): no sort, but every outcome of the cohort is read. For a window that holds most of
 -- the cohort's outcomes. Args: dial key, metric, cohort, start, end.
-SELECT COUNT(DISTINCT entity) FROM {p}outcomes
+SELECT COUNT(DISTINCT entity{bytewise}) FROM {p}outcomes
 WHERE scope_key = ? AND metric = ? AND cohort = ? AND +at >= ? AND +at < ?;
 
 -- name: kpi_span
