@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from agent_guardrails.ops import _scorecard_svg as _svg
 from agent_guardrails.ops import scorecard
-from agent_guardrails.ops._scorecard_render import BLOCKS, EMPTY, GAP
+from agent_guardrails.ops._scorecard_render import BLOCKS, EMPTY, GAP, key_numbers
 from agent_guardrails.ops.scorecard import (
     Anomaly,
     Direction,
@@ -652,3 +652,13 @@ def test_any_valid_scorecard_round_trips_and_renders(rows: list[ScopeRow]) -> No
     assert all("nan" not in a.get(k, "") for s in page.svgs for _, a in s.children for k in a)
     md = to_markdown(card)
     assert len(summary_table(md)) == len(rows) if rows else EMPTY in md
+
+
+def test_the_summary_names_a_rate_over_the_level_only_when_it_holds_the_scope_back() -> None:
+    held = metric("success_rate_overall", 0.975, 0.941, 0.99, 0.95, "short", 820)
+    cleared = metric("success_rate_overall", 0.975, 0.955, 0.99, 0.95, "pass", 820)
+    for extra, shown in ((held, True), (cleared, False)):
+        row = dataclasses.replace(PROMOTE, metrics=(*PROMOTE.metrics, extra))
+        numbers = key_numbers(row, lambda text: text)
+        assert any(part.startswith(extra.label) for part in numbers) is shown
+        assert len([p for p in numbers if "lift" not in p]) == 4 + shown

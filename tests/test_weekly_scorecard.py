@@ -57,7 +57,8 @@ def test_one_row_per_active_scope_with_incidents_and_recommendations() -> None:
     news, ads = rows["workflow=news"], rows["workflow=ads"]
     assert (news.verdict, news.recommendation) == ("promote", "promote")
     assert news.kpis["Runs"][-1].value == 40.0
-    assert [m.name for m in news.metrics] == ["success_rate"]
+    assert [m.name for m in news.metrics] == ["success_rate", "success_rate_overall"]
+    assert news.metrics[1].label == "Success rate at this level (repeated looks)"
     assert ads.level == 1
     kinds = [i.kind for i in ads.incidents]
     assert kinds == ["pack.activated", "trip_wire", "level.changed", "kill_switch.engaged"]

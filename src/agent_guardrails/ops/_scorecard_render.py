@@ -26,8 +26,11 @@ HOW_TO_READ = (
     "Verdicts are judged on interval bounds, not point values: a metric passes only when its "
     "whole interval clears the threshold (the lower bound for a minimum, the upper bound for a "
     "maximum), so a good-looking estimate from too few runs is reported short, with the runs "
-    "it still needs. Missing data never passes. Lift is relative to a control cohort "
-    "(treatment / control - 1); an interval that spans zero is no evidence of lift."
+    "it still needs. Missing data never passes. A promotion also needs each rate over the "
+    "scope's whole time at its level to pass on a wider bound that holds however often the "
+    "gates look (the lines 'at this level (repeated looks)'), so that weekly looks do not add "
+    "up to a lucky promotion. Lift is relative to a control cohort (treatment / control - 1); "
+    "an interval that spans zero is no evidence of lift."
 )
 VERDICTS = ("promote", "hold", "demote", "invalid")
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -68,9 +71,14 @@ def lift_text(line: LiftLine) -> str:
 
 
 def key_numbers(row: ScopeRow, esc: Callable[[str], str]) -> list[str]:
-    """The summary table's numbers: each gate metric, the pooled lifts, the incident count;
-    ``esc`` escapes the names from the data."""
-    parts = [f"{esc(m.label)} {metric_value(m)} {m.status}" for m in row.metrics]
+    """The summary table's numbers: each gate metric (those over the scope's time at its
+    level only when they hold it back), the pooled lifts, the incident count; ``esc``
+    escapes the names from the data."""
+    parts = [
+        f"{esc(m.label)} {metric_value(m)} {m.status}"
+        for m in row.metrics
+        if not (m.name.endswith("_overall") and m.status == "pass")
+    ]
     parts += [f"lift {esc(x.kpi)} {lift_text(x)}" for x in row.lift if x.cohort == "all"]
     if row.incidents:
         parts.append(f"{len(row.incidents)} incident{'s' * (len(row.incidents) != 1)}")

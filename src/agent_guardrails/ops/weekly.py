@@ -55,11 +55,16 @@ WEEKS = 8
 
 _WEEK = 7 * 86_400.0
 _INCIDENTS = ("kill_switch.engaged", "trip_wire", "level.changed", "pack.activated")
-_LABELS = {
+_WINDOW_LABELS = {
     "success_rate": "Success rate",
     "policy_pass_rate": "Policy pass rate",
     "escalation_rate": "Escalation rate",
     "sla_adherence": "SLA adherence",
+}
+_LABELS = {
+    **_WINDOW_LABELS,
+    # the same rates over the scope's whole time at its level, on the bound for repeated looks
+    **{f"{k}_overall": f"{v} at this level (repeated looks)" for k, v in _WINDOW_LABELS.items()},
 }
 _RATES = frozenset(_LABELS)
 
