@@ -383,3 +383,45 @@ def test_combined_adds_counts_and_spans_the_windows() -> None:
     assert both.pack_versions == frozenset({"1"})
     with pytest.raises(ValueError, match="at least one window"):
         combined([])
+
+
+def test_a_policy_failure_at_this_level_holds_a_100_percent_gate_back() -> None:
+    # At Assist a failure demotes nothing; a clean window after a failing record must not
+    # promote through a 100% policy gate (a lucky clean week).
+    up = rule(**{"from": 0}, min_policy_pass_rate=1.0)
+    clean = window(decided=60, executed=60, succeeded=60)
+    failing = window(
+        start=-90 * 86_400.0, decided=3000, policy_failed=60, executed=3000, succeeded=3000
+    )
+    assert evaluate(SCOPE, 0, [clean], up=up).verdict == "promote"
+    v = evaluate(SCOPE, 0, [clean], up=up, tenure=failing)
+    assert (v.verdict, v.reasons) == ("hold", ("short:policy_pass_rate_overall",))
+    assert "60 of 3000 decided calls since the level began failed a validator" in v.explanation
+
+
+def test_the_tenure_is_counted_only_when_a_promotion_is_in_question() -> None:
+    counted: list[int] = []
+
+    def tenure() -> Window:
+        counted.append(1)
+        return CLEAN
+
+    bad = window(decided=100, executed=100, succeeded=50)
+    assert (
+        evaluate(
+            SCOPE,
+            2,
+            [bad],
+            up=rule(**{"from": 2}),
+            down=rule(demote_below_success_rate=0.9),
+            tenure=tenure,
+        ).verdict
+        == "demote"
+    )
+    assert evaluate(SCOPE, 1, [CLEAN], up=None, tenure=tenure).verdict == "hold"  # no gate
+    assert counted == []
+    assert (
+        evaluate(SCOPE, 1, [CLEAN], up=rule(min_success_rate=0.5), tenure=tenure).verdict
+        == "promote"
+    )
+    assert counted == [1]

@@ -189,6 +189,39 @@ def test_the_record_at_a_level_reaches_back_past_the_windows_to_the_last_change(
     assert (overall.n, overall.estimate) == (3, 1.0)
 
 
+def test_an_evaluation_at_the_very_moment_of_a_change_judges_an_empty_window(
+    store: Store,
+) -> None:
+    calls(store, NEWS, 5)
+    activated = next(r.ts for r in store.audit_records() if r.kind == "pack.activated")
+    (v,) = Gates(store).evaluate("workflow=news", now=activated, record=False)
+    assert v.verdict == "hold"
+    (w,) = v.windows
+    assert (w.start, w.end, w.decided) == (activated, activated, 0)
+
+
+def test_the_gate_watchs_demotions_never_count_what_came_before_the_windows(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The record at a level can be a long history; only a promotion needs it.
+    from agent_guardrails.ops import gates as gates_module
+
+    calls(store, NEWS, 25)
+    counted: list[str] = []
+    real = gates_module._tenure
+
+    def spy(windows: Any, log: Any, dial: str, source: Any) -> Any:
+        counted.append(dial)
+        return real(windows, log, dial, source)
+
+    monkeypatch.setattr(gates_module, "_tenure", spy)
+    assert Gates(store).demote() == []
+    assert counted == []
+    (v,) = Gates(store).evaluate("workflow=news", record=False)
+    assert v.verdict == "promote"
+    assert counted == ["workflow=news"]
+
+
 def test_replay_is_deterministic_and_records_nothing(store: Store) -> None:
     calls(store, NEWS, 25)
     before = len(store.audit_records())

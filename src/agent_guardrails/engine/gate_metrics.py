@@ -298,8 +298,9 @@ def promotion_metrics(rule: GateRule, w: Window) -> list[MetricResult]:
 def standing_metrics(rule: GateRule, w: Window) -> list[MetricResult]:
     """The rates ``rule`` declares, over ``w``: everything the scope did since its level or
     pack last changed, judged on the interval that holds however often it is looked at.
-    Policy pass at 100% is left to each window (a failure at level 1 or above demotes at
-    once, so the record at a level is clean by construction); lift is judged per window."""
+    Policy pass at 100% stays a trip-wire there: one failure since the level began holds
+    the promotion back (at Assist nothing demotes on a failure, so without this a lucky
+    clean window could pass a scope that fails now and then). Lift is judged per window."""
     z = rule.confidence
     out: list[MetricResult] = []
     rates: list[tuple[str, int, int, float | None, Literal["min", "max"]]] = [
@@ -307,12 +308,31 @@ def standing_metrics(rule: GateRule, w: Window) -> list[MetricResult]:
         ("escalation_rate", w.escalated, w.decided, rule.max_escalation_rate, "max"),
         ("sla_adherence", w.within_sla, w.answered, rule.min_sla_adherence, "min"),
     ]
-    if rule.min_policy_pass_rate is not None and rule.min_policy_pass_rate < 1.0:
-        passed = w.decided - w.policy_failed
-        rates.append(("policy_pass_rate", passed, w.decided, rule.min_policy_pass_rate, "min"))
+    policy = rule.min_policy_pass_rate
+    if policy is not None and policy < 1.0:
+        rates.append(("policy_pass_rate", w.decided - w.policy_failed, w.decided, policy, "min"))
     for name, k, n, threshold, direction in rates:
         if threshold is not None and n:  # nothing observed: the window's metric is missing
             out.append(_rate(name, k, n, threshold, z, direction, overall=True))
+    if policy == 1.0 and w.policy_failed:
+        rate = (w.decided - w.policy_failed) / w.decided
+        out.append(
+            MetricResult(
+                "policy_pass_rate_overall",
+                "fail",
+                rate,
+                None,
+                None,
+                1.0,
+                "min",
+                w.decided,
+                None,
+                f"Policy pass at this level {rate:.2f}: {w.policy_failed} of {w.decided} "
+                "decided calls since the level began failed a validator; the gate needs "
+                "100%, so the record at this level must be clean (a change of level or pack "
+                "starts a new one).",
+            )
+        )
     return out
 
 

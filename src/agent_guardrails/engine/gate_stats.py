@@ -38,9 +38,10 @@ million trials), so a gate over a million outcomes costs about a millisecond.
   mixture's likelihood ratio ``B(a + s, b + f) / B(a, b) / (p^s (1 - p)^f)`` reaches
   ``2 / (1 - confidence)``, found by bisection. Any beta prior ``(a, b)`` keeps the
   guarantee; it decides where the sequence is tightest. The gates center it on the
-  threshold, worth 10 runs (:func:`prior_at`): near the threshold that needs 20-35%
-  fewer runs than the uniform prior. The price of the guarantee is width: at 400 runs of
-  99% the uniform prior proves about 0.956 where Wilson proves 0.975.
+  threshold, worth 10 runs (:func:`prior_at`): near the threshold that needs about 10-35%
+  fewer runs than the uniform prior, the more the higher the threshold (20-35% from 0.95).
+  The price of the guarantee is width: at 400 runs of 99% the uniform prior proves about
+  0.956 where Wilson proves 0.975.
 - **Missing evidence**: :func:`runs_needed` answers "how many more runs, at the rate seen so
   far, until the bound clears the threshold", by doubling then bisection.
 

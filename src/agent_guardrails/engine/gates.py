@@ -43,7 +43,7 @@ Success at this level (a bound for repeated looks) 0.95 [0.69, 1.00] needs lower
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -126,7 +126,7 @@ def evaluate(
     ceiling: int = AutonomyLevel.ORCHESTRATE,
     chain_ok: bool = True,
     cooling: bool = False,
-    tenure: Window | None = None,
+    tenure: Window | Callable[[], Window] | None = None,
 ) -> GateVerdict:
     """The verdict for ``scope`` at ``level`` from its ``windows`` (oldest first, the last
     the current one). ``up``: the gate from ``level`` to the next (none: no promotion is
@@ -134,7 +134,8 @@ def evaluate(
     cap apply); ``ceiling``: the highest level the pack allows the scope; ``chain_ok``: the
     audit chain verified; ``cooling``: a demotion's cooldown is still running; ``tenure``:
     everything the scope did since its level or pack last changed (default: the
-    ``windows`` together), whose rates a promotion needs on the bound for repeated looks."""
+    ``windows`` together), whose rates a promotion needs on the bound for repeated looks,
+    or a function that counts it: called only when a promotion is in question."""
     if not windows:
         raise ValueError("evaluate needs at least one window (the current one)")
     current = windows[-1]
@@ -193,7 +194,7 @@ def evaluate(
     per_window = [promotion_metrics(up, w) for w in windows[-up.consecutive_windows :]]
     latest = [
         *per_window[-1],
-        *standing_metrics(up, combined(windows) if tenure is None else tenure),
+        *standing_metrics(up, _tenure(tenure, windows)),
     ]
     blocking = [m for m in latest if m.status != "pass"]
     passed_windows = sum(all(m.status == "pass" for m in ms) for ms in per_window)
@@ -229,6 +230,12 @@ def evaluate(
         metrics=tuple(latest),
         proposal_only=to == AutonomyLevel.ORCHESTRATE,
     )
+
+
+def _tenure(tenure: Window | Callable[[], Window] | None, windows: Sequence[Window]) -> Window:
+    if tenure is None:
+        return combined(windows)
+    return tenure if isinstance(tenure, Window) else tenure()
 
 
 def gate_for(pack: PolicyPack, scope: Scope, level: int, *, up: bool) -> GateRule | None:

@@ -38,6 +38,7 @@ record's content); a demotion (``apply``) and a promotion (``promote``) name it 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -205,13 +206,23 @@ class Gates:
             self.store.verify_audit().ok,
         )
 
-    def judge(self, evidence: Evidence, dials: Iterable[str] = ()) -> list[GateVerdict]:
-        """The verdict of every scope in ``evidence`` (and of ``dials``)."""
+    def judge(
+        self, evidence: Evidence, dials: Iterable[str] = (), *, tenure: bool = True
+    ) -> list[GateVerdict]:
+        """The verdict of every scope in ``evidence`` (and of ``dials``). ``tenure=False``:
+        the rates over each scope's time at its level are judged on its windows alone, with
+        no count of what came before them; for callers that act only on demotions, which
+        never depend on those rates (the gate watch)."""
         log, now, calls = evidence.log, evidence.now, evidence.calls
         windows = _tally(log, self.pack, now, calls, dials)
         return [
             self._judge(
-                dial, series, _tenure(series, log, dial, calls), log, now, evidence.chain_ok
+                dial,
+                series,
+                functools.partial(_tenure if tenure else _windows_only, series, log, dial, calls),
+                log,
+                now,
+                evidence.chain_ok,
             )
             for dial, series in windows.items()
         ]
@@ -242,7 +253,7 @@ class Gates:
         self,
         dial: str,
         windows: list[Window],
-        tenure: Window,
+        tenure: Callable[[], Window],
         log: _Log,
         now: float,
         chain_ok: bool,
@@ -324,15 +335,14 @@ class Gates:
         """Evaluate every scope now and apply each ``demote`` (one level down, recorded as
         :data:`AUTO_ACTOR` with its evaluation as evidence); only those verdicts are recorded
         (what the pipeline's gate watch runs, see :mod:`agent_guardrails.pipeline.gate_watch`)."""
+        evidence = self.read()
         found = [
-            e
-            for e in self.evaluations(record=False)
-            if e.verdict.verdict == "demote"
-            and e.verdict.level > AutonomyLevel.ASSIST
-            and self._still_at(e.verdict)
+            v
+            for v in self.judge(evidence, tenure=False)
+            if v.verdict == "demote" and v.level > AutonomyLevel.ASSIST and self._still_at(v)
         ]
         now = self.clock()
-        return self._lower([self._record(e.verdict, now) for e in found])
+        return self._lower([self._record(v, now) for v in found])
 
     def promote(
         self, scope: str, *, by: str, reason: str = "", override: bool = False
@@ -454,9 +464,9 @@ def _spans(rule: GateRule | None, log: _Log, dial: str, now: float) -> list[tupl
     spans = []
     for i in range(count - 1, -1, -1):
         start, end = now - (i + 1) * length, now - i * length
-        if end <= cut:
+        if end <= cut and i > 0:
             continue  # before the last level or pack change: does not count
-        spans.append((max(start, cut), end))
+        spans.append((max(start, cut), end))  # the current one, empty if the cut is now
     return spans
 
 
@@ -470,6 +480,10 @@ def _tenure(windows: Sequence[Window], log: _Log, dial: str, calls: CallSource) 
         return combined(windows)
     before = _window(since, first, calls, dial, None, log, Scope.parse(dial))
     return combined([before, *windows])
+
+
+def _windows_only(windows: Sequence[Window], *_: object) -> Window:
+    return combined(windows)
 
 
 def _window(
