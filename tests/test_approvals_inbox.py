@@ -252,3 +252,34 @@ def test_notifications_from_an_async_run_do_not_block_the_loop(tmp_path: Path) -
     result = asyncio.run(go())  # under blockbuster (tests/conftest.py)
     assert result.interrupts
     assert seen == ["raised"]
+
+
+BUDGET_PACK = PACK + "budgets:\n  - {name: daily, limit: 10, window: day}\n"
+
+
+def test_the_sweep_releases_what_an_expired_question_held(every_store_url: str) -> None:
+    # Nobody answered (or a chat client dropped the question): past its expiry an answer
+    # is refused anyway, so the budget it held is released, once, and recorded.
+    store = open_store(every_store_url)
+    guard = Guardrails(PolicyPack.from_yaml(BUDGET_PACK), store=store)
+    result = _agent(guard).invoke(
+        {"messages": [("user", "go")]}, {"configurable": {"thread_id": "th-2"}}, version="v2"
+    )
+    assert result.interrupts
+    guard.flush()
+    (p,) = pending(store)
+    assert sum(store.counters("budget:").values()) == 0.5
+    assert sweep(store, now=p.asked_at + 3600, warn_before=0.0) == ([], [])
+    assert sum(store.counters("budget:").values()) == 0.5  # not expired yet: still held
+    expired, _ = sweep(store, now=p.asked_at + 7201)
+    assert [x.call_key for x in expired] == [p.call_key]
+    assert sum(store.counters("budget:").values()) == 0.0
+    record = store.call_record(p.call_key)
+    assert record is not None
+    assert record.state == "released"
+    released = [r for r in store.audit_records() if r.kind == "reservation.released"]
+    assert [(r.call_key, r.data["reason"]) for r in released] == [(p.call_key, "approval_expired")]
+    assert sweep(store, now=p.asked_at + 9000) == ([], [])
+    assert len([r for r in store.audit_records() if r.kind == "reservation.released"]) == 1
+    guard.close()
+    store.close()

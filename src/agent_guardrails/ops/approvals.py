@@ -10,9 +10,13 @@ recorded as expired. Each row says what the call is (tool, action, level, estima
 who may answer (roles), its age against its timeout, and where to answer it (the thread
 and the call key; the graph's ``get_state(thread).interrupts`` has the interrupt ids).
 
-``sweep`` records each question past its expiry once (``approval.expired``) and notifies
-``expired``; a question within ``warn_before`` of its expiry is notified ``expiring`` once
-(``approval.expiring``). Run it from a scheduler (cron, a LangGraph cron job).
+``sweep`` records each question past its expiry once (``approval.expired``), releases
+what the call held (its budget and exposure; ``reservation.released``, reason
+``approval_expired``: an answer after the expiry is refused anyway, so the hold served
+nothing; it used to stay until a late answer or the end of its counters' window) and
+notifies ``expired``; a question within
+``warn_before`` of its expiry is notified ``expiring`` once (``approval.expiring``). Run it
+from a scheduler (cron, a LangGraph cron job).
 
 >>> from agent_guardrails.store import open_store
 >>> [p.call_key for p in pending(open_store("memory://"))]
@@ -173,6 +177,7 @@ def sweep(
                 store.append_audit(
                     AuditEvent("approval.expired", data, p.call_key, f"{p.call_key}:expired")
                 )
+                _release_hold(store, p.call_key)
                 hub.send(p.event("expired"))
                 expired.append(p)
             elif not p.warned and p.expires_at - now <= warn_before:
@@ -185,3 +190,18 @@ def sweep(
     finally:
         hub.close()
     return expired, expiring
+
+
+def _release_hold(store: Store, call_key: str) -> None:
+    """Release what an expired question's call holds, if it still only holds (a call that
+    started meanwhile keeps its charge: it is running)."""
+    record = store.call_record(call_key)
+    if record is None or record.state != "reserved":
+        return
+    event = AuditEvent(
+        "reservation.released",
+        {"reason": "approval_expired"},
+        call_key,
+        f"{call_key}:expired-released",
+    )
+    store.release(call_key, audit=event)
