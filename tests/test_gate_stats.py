@@ -487,13 +487,47 @@ def wilson_real(successes: float, n: float, confidence: float) -> tuple[float, f
     return center - half, center + half
 
 
+Bounds = Callable[[float, float, float], tuple[float, float]]
+
+
 def meets(
-    k: int, n: int, more: int, threshold: float, confidence: float, bound: str, slack: float
+    k: int,
+    n: int,
+    more: int,
+    threshold: float,
+    confidence: float,
+    bound: str,
+    slack: float,
+    bounds: Bounds = wilson_real,
 ) -> bool:
     """Whether the bound after ``more`` runs at the observed rate clears the threshold, give
     or take ``slack`` (so that the test does not hinge on the last bit)."""
-    low, high = wilson_real(k * (n + more) / n, n + more, confidence)
+    low, high = bounds(k * (n + more) / n, n + more, confidence)
     return low >= threshold - slack if bound == "low" else high <= threshold + slack
+
+
+def check_least(
+    more: int | None,
+    counted: tuple[int, int],
+    threshold: float,
+    confidence: float,
+    bound: str,
+    slack: float,
+    bounds: Bounds = wilson_real,
+) -> None:
+    """``more`` (what runs_needed said) is the least number of runs that clears the
+    threshold, or None where none does (or nothing was observed)."""
+    k, n = counted
+    args = (threshold, confidence, bound)
+    if n == 0:
+        assert more is None
+    elif more is None:
+        impossible = k / n <= threshold if bound == "low" else k / n >= threshold
+        assert impossible or not meets(k, n, 10**9, *args, -slack, bounds)
+    else:
+        assert meets(k, n, more, *args, slack, bounds)
+        if more > 0:
+            assert not meets(k, n, more - 1, *args, -slack, bounds)
 
 
 @slow_settings
@@ -509,15 +543,7 @@ def test_runs_needed_is_the_least_that_clears_the_threshold(
     k, n = counted
     side: Any = bound
     more = runs_needed(k, n, threshold=threshold, confidence=confidence, bound=side)
-    if n == 0:
-        assert more is None
-    elif more is None:
-        impossible = k / n <= threshold if bound == "low" else k / n >= threshold
-        assert impossible or not meets(k, n, 10**9, threshold, confidence, bound, -1e-12)
-    else:
-        assert meets(k, n, more, threshold, confidence, bound, 1e-12)
-        if more > 0:
-            assert not meets(k, n, more - 1, threshold, confidence, bound, -1e-12)
+    check_least(more, counted, threshold, confidence, bound, 1e-12)
 
 
 def test_runs_needed_examples() -> None:
@@ -609,13 +635,6 @@ def test_anytime_interval_rarely_ever_excludes_the_true_rate() -> None:
     assert ever / scopes <= (1 - confidence) / 2 + 0.03  # 0.10 allowed, with sampling slack
 
 
-def meets_anytime(
-    k: int, n: int, more: int, threshold: float, confidence: float, bound: str, slack: float
-) -> bool:
-    low, high = anytime_real(k * (n + more) / n, n + more, confidence)
-    return low >= threshold - slack if bound == "low" else high <= threshold + slack
-
-
 @settings(deadline=None, max_examples=60)
 @given(
     successes_and_trials(max_n=10**5),
@@ -631,15 +650,7 @@ def test_runs_needed_on_the_anytime_bound_is_the_least_that_clears_it(
     more = runs_needed(
         k, n, threshold=threshold, confidence=confidence, bound=side, method="anytime"
     )
-    if n == 0:
-        assert more is None
-    elif more is None:
-        impossible = k / n <= threshold if bound == "low" else k / n >= threshold
-        assert impossible or not meets_anytime(k, n, 10**9, threshold, confidence, bound, -1e-9)
-    else:
-        assert meets_anytime(k, n, more, threshold, confidence, bound, 1e-9)
-        if more > 0:
-            assert not meets_anytime(k, n, more - 1, threshold, confidence, bound, -1e-9)
+    check_least(more, counted, threshold, confidence, bound, 1e-9, anytime_real)
 
 
 def test_the_gates_prior_centers_on_the_threshold() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import math
 import random
 from dataclasses import replace
 from typing import Any
@@ -15,6 +14,7 @@ from agent_guardrails.engine import gates
 from agent_guardrails.engine.gate_metrics import combined
 from agent_guardrails.engine.gates import Window, evaluate
 from agent_guardrails.policy.pack import GateRule
+from tests.test_gate_stats import anytime_real
 
 SCOPE = "workflow=newsletter"
 
@@ -88,20 +88,7 @@ def test_hold_says_how_many_more_runs_and_the_figure_is_right() -> None:
     n = 200 + overall.more
     prior = stats.prior_at(0.95)
     assert stats.anytime_interval(round(rate * n), n, prior=prior).low >= 0.95 - 0.002
-    assert _anytime_low_real(rate * (n - 1), n - 1) < 0.95
-
-
-def _anytime_low_real(k: float, n: int, a: float = 9.5, b: float = 0.5) -> float:
-    """The bound for repeated looks at real-valued counts, from scipy (a test dependency),
-    with the gate's prior for a threshold of 0.95: Beta(9.5, 0.5), worth 10 runs."""
-    from scipy.optimize import brentq
-    from scipy.special import betaln
-
-    def excess(p: float) -> float:
-        mixture = betaln(a + k, b + n - k) - betaln(a, b)
-        return float(mixture - k * math.log(p) - (n - k) * math.log1p(-p) - math.log(40))
-
-    return float(brentq(excess, 1e-12, k / n, xtol=1e-14))
+    assert anytime_real(rate * (n - 1), n - 1, 0.95, prior)[0] < 0.95
 
 
 def _wilson_low_real(k: float, n: int, z: float = 1.959963984540054) -> float:

@@ -315,24 +315,7 @@ def standing_metrics(rule: GateRule, w: Window) -> list[MetricResult]:
         if threshold is not None and n:  # nothing observed: the window's metric is missing
             out.append(_rate(name, k, n, threshold, z, direction, overall=True))
     if policy == 1.0 and w.policy_failed:
-        rate = (w.decided - w.policy_failed) / w.decided
-        out.append(
-            MetricResult(
-                "policy_pass_rate_overall",
-                "fail",
-                rate,
-                None,
-                None,
-                1.0,
-                "min",
-                w.decided,
-                None,
-                f"Policy pass at this level {rate:.2f}: {w.policy_failed} of {w.decided} "
-                "decided calls since the level began failed a validator; the gate needs "
-                "100%, so the record at this level must be clean (a change of level or pack "
-                "starts a new one).",
-            )
-        )
+        out.append(_unclean(w, overall=True))
     return out
 
 
@@ -457,20 +440,7 @@ def _policy(rule: GateRule, w: Window) -> MetricResult:
     if n == 0:
         return _missing("policy_pass_rate", 1.0, "min")
     if w.policy_failed:
-        rate = (n - w.policy_failed) / n
-        return MetricResult(
-            "policy_pass_rate",
-            "fail",
-            rate,
-            None,
-            None,
-            1.0,
-            "min",
-            n,
-            None,
-            f"Policy pass {rate:.2f}: {w.policy_failed} of {n} decided calls failed a "
-            "validator; the gate needs 100% in the window.",
-        )
+        return _unclean(w, overall=False)
     bound = stats.zero_failure_upper(n, rule.confidence)
     need = rule.min_samples
     text = (
@@ -488,6 +458,30 @@ def _policy(rule: GateRule, w: Window) -> MetricResult:
         n,
         0 if n >= need else need - n,
         text,
+    )
+
+
+def _unclean(w: Window, *, overall: bool) -> MetricResult:
+    """A 100% policy gate failed: a validator failed in the window (or, ``overall``, at
+    any time since the level began)."""
+    rate = (w.decided - w.policy_failed) / w.decided
+    failed = f"{w.policy_failed} of {w.decided} decided calls"
+    return MetricResult(
+        "policy_pass_rate_overall" if overall else "policy_pass_rate",
+        "fail",
+        rate,
+        None,
+        None,
+        1.0,
+        "min",
+        w.decided,
+        None,
+        f"Policy pass at this level {rate:.2f}: {failed} since the level began failed a "
+        "validator; the gate needs 100%, so the record at this level must be clean (a "
+        "change of level or pack starts a new one)."
+        if overall
+        else f"Policy pass {rate:.2f}: {failed} failed a validator; the gate needs 100% in "
+        "the window.",
     )
 
 

@@ -219,7 +219,7 @@ class Gates:
             self._judge(
                 dial,
                 series,
-                functools.partial(_tenure if tenure else _windows_only, series, log, dial, calls),
+                functools.partial(_tenure, series, log, dial, calls) if tenure else None,
                 log,
                 now,
                 evidence.chain_ok,
@@ -253,7 +253,7 @@ class Gates:
         self,
         dial: str,
         windows: list[Window],
-        tenure: Callable[[], Window],
+        tenure: Callable[[], Window] | None,
         log: _Log,
         now: float,
         chain_ok: bool,
@@ -459,8 +459,7 @@ def _level_at(log: _Log, dial: str, pack: PolicyPack, now: float) -> int:
 def _spans(rule: GateRule | None, log: _Log, dial: str, now: float) -> list[tuple[float, float]]:
     length = rule.window if rule is not None else 14 * 86_400.0
     count = rule.consecutive_windows if rule is not None else 1
-    cuts = [*log.cuts.get(dial, ()), *log.global_cuts]
-    cut = max((c for c in cuts if c <= now), default=float("-inf"))
+    cut = _last_cut(log, dial, now)
     spans = []
     for i in range(count - 1, -1, -1):
         start, end = now - (i + 1) * length, now - i * length
@@ -470,20 +469,21 @@ def _spans(rule: GateRule | None, log: _Log, dial: str, now: float) -> list[tupl
     return spans
 
 
+def _last_cut(log: _Log, dial: str, now: float) -> float:
+    """When ``dial``'s level or the pack last changed, as of ``now`` (-inf: never)."""
+    cuts = [*log.cuts.get(dial, ()), *log.global_cuts]
+    return max((c for c in cuts if c <= now), default=float("-inf"))
+
+
 def _tenure(windows: Sequence[Window], log: _Log, dial: str, calls: CallSource) -> Window:
     """Everything ``dial`` did since its level or the pack last changed (since the log began,
     if neither has): its windows plus what came before the oldest of them."""
     first = windows[0].start
-    cuts = [c for c in (*log.cuts.get(dial, ()), *log.global_cuts) if c <= first]
-    since = max(cuts, default=0.0)
+    since = max(_last_cut(log, dial, windows[-1].end), 0.0)  # the windows begin after it
     if since >= first:
         return combined(windows)
     before = _window(since, first, calls, dial, None, log, Scope.parse(dial))
     return combined([before, *windows])
-
-
-def _windows_only(windows: Sequence[Window], *_: object) -> Window:
-    return combined(windows)
 
 
 def _window(
