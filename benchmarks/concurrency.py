@@ -8,8 +8,10 @@ A served agent runs many conversations at once on one asyncio loop. This runs N 
 runs per second as a ratio to the same agent without middleware, measured in the same run
 (goal: >= 0.9 at N = 50 and N = 200, on SQLite and PostgreSQL; the memory store is shown for
 reference). Then the event loop's lag: a ticker task measures its worst and p99 delay while
-another process holds the store's write lock for a second and guarded calls wait for it
-(goal: p99 < 5 ms; the calls wait, the loop does not).
+another process holds the store's write lock for a second and 10 guarded runs wait for it
+(goal: p99 < 5 ms while they wait; the calls wait, the loop does not). The same figures
+over the whole runs are printed beside it, with the bare agent's 10 runs as their baseline:
+10 runs stepping at once delay a 1 ms ticker by their own CPU time, guarded or not.
 
 PostgreSQL rows need ``--postgres URL`` or ``AGENT_GUARDRAILS_TEST_POSTGRES``; each run uses a
 throw-away schema.
@@ -110,36 +112,117 @@ def hold_sqlite_lock(path: str, seconds: float, ready: Any) -> None:
         db.close()
 
 
-async def loop_lag(graph: Any, path: str, seconds: float = 1.0) -> tuple[float, float]:
-    """Worst and p99 delay of a 1 ms ticker (weighted by the time it was late) while another
-    process holds the SQLite writer lock for ``seconds`` and 10 guarded runs wait for it."""
+Lag = tuple[float, float]  # the worst and the p99 delay of a 1 ms ticker, in seconds
+SETTLE = 0.4  # by then every run waits for the store (its first model call takes 200 ms)
+
+
+def _worst_and_p99(delays: list[float]) -> Lag:
+    if not delays:
+        return 0.0, 0.0
+    delays = sorted(delays)
+    return delays[-1], delays[max(int(len(delays) * 0.99) - 1, 0)]
+
+
+async def ticking(runs: Any) -> list[tuple[float, float]]:
+    """Await ``runs`` while a 1 ms ticker measures the loop: (when, how late) per tick.
+
+    Each late wake-up stands for every tick it swallowed: a loop blocked for 800 ms counts
+    as 800 late ticks (lags 800, 799, ... ms), not as one sample among many."""
+    ticks: list[tuple[float, float]] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            late = now - before - 0.001
+            ticks.extend((now - k * 0.001, late - k * 0.001) for k in range(int(late / 0.001) + 1))
+
+    tick = asyncio.create_task(ticker())
+    await runs
+    stop.set()
+    await tick
+    return ticks
+
+
+async def loop_lag(graph: Any, path: str, seconds: float = 1.0) -> tuple[Lag, Lag]:
+    """The loop's lag while another process holds the SQLite writer lock for ``seconds``
+    and 10 guarded runs wait for it: (worst, p99) over the whole runs, and over the time
+    the runs only wait (from ``SETTLE`` after the lock was taken to 50 ms before its
+    release). The goal is about the second: a waiting call must not hold the loop. The
+    first also holds the runs' own steps (10 runs stepping at once delay a ticker by
+    their CPU time), which the bare agent shows too (:func:`bare_lag`)."""
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     holder = ctx.Process(target=hold_sqlite_lock, args=(path, seconds, ready))
     holder.start()
     await asyncio.get_running_loop().run_in_executor(None, ready.wait)
-    delays: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        # Each late wake-up stands for every tick it swallowed: a loop blocked for 800 ms
-        # counts as 800 late ticks (lags 800, 799, ... ms), not as one sample among many.
-        while not stop.is_set():
-            before = time.perf_counter()
-            await asyncio.sleep(0.001)
-            late = time.perf_counter() - before - 0.001
-            delays.extend(late - k * 0.001 for k in range(int(late / 0.001) + 1))
-
-    tick = asyncio.create_task(ticker())
-    await asyncio.gather(*(graph.ainvoke({"messages": [("user", f"l{i}")]}) for i in range(10)))
-    stop.set()
-    await tick
+    taken = time.perf_counter()
+    runs = asyncio.gather(*(graph.ainvoke({"messages": [("user", f"l{i}")]}) for i in range(10)))
+    ticks = await ticking(runs)
     await asyncio.get_running_loop().run_in_executor(None, holder.join)
-    delays.sort()
-    return delays[-1], delays[int(len(delays) * 0.99) - 1]
+    waiting = [late for at, late in ticks if taken + SETTLE <= at <= taken + seconds - 0.05]
+    return _worst_and_p99([late for _, late in ticks]), _worst_and_p99(waiting)
 
 
-async def main_async(stores: dict[str, str], sizes: Sequence[int], repeats: int) -> None:
+async def bare_lag(graph: Any) -> Lag:
+    """The same ticker over 10 runs of the agent without guardrails: what the runs' own
+    steps cost the loop, the baseline of the whole-run figure."""
+    runs = asyncio.gather(*(graph.ainvoke({"messages": [("user", f"b{i}")]}) for i in range(10)))
+    return _worst_and_p99([late for _, late in await ticking(runs)])
+
+
+class HandOffs:
+    """``--diagnose``: every hand-off to the SQLite store thread, timed (queued, working,
+    back on the loop), by wrapping ``StoreThreads.run``: where a guarded run waits."""
+
+    def __init__(self) -> None:
+        from agent_guardrails.store._offload import StoreThreads
+
+        self.records: list[tuple[float, float, float, float]] = []
+        run = StoreThreads.run
+        records = self.records
+
+        async def timed_run(threads: StoreThreads, work: Any) -> Any:
+            put = time.perf_counter()
+            marks: list[float] = []
+
+            def timed() -> Any:
+                marks.append(time.perf_counter())
+                try:
+                    return work()
+                finally:
+                    marks.append(time.perf_counter())
+
+            result = await run(threads, timed)
+            records.append((put, marks[0], marks[1], time.perf_counter()))
+            return result
+
+        StoreThreads.run = timed_run  # type: ignore[method-assign,assignment]
+
+    def report(self, runs: int) -> str:
+        if not self.records:
+            return ""
+        queued = sorted(start - put for put, start, _, _ in self.records)
+        work = sorted(end - start for _, start, end, _ in self.records)
+        back = sorted(done - end for _, _, end, done in self.records)
+        self.records.clear()
+
+        def med(xs: list[float]) -> str:
+            return f"{xs[len(xs) // 2] * 1e3:.2f}"
+
+        return (
+            f"   store thread: {len(work) / runs:.1f} hand-offs per run; median ms: queued "
+            f"{med(queued)}, working {med(work)}, back on the loop {med(back)}; "
+            f"working per run {sum(work) / runs * 1e3:.2f} ms"
+        )
+
+
+async def main_async(
+    stores: dict[str, str], sizes: Sequence[int], repeats: int, diagnose: bool = False
+) -> None:
+    hand_offs = HandOffs() if diagnose else None
     pack = PolicyPack.from_yaml(PACK)
     bare = agent(None)
     print(f"model latency {MODEL_LATENCY * 1e3:.0f} ms; runs/s, best of {repeats}")
@@ -152,16 +235,25 @@ async def main_async(stores: dict[str, str], sizes: Sequence[int], repeats: int)
             best_bare = best_guarded = 0.0
             for _ in range(repeats):
                 best_bare = max(best_bare, await runs_per_second(bare, n))
+                if hand_offs is not None:
+                    hand_offs.records.clear()
                 best_guarded = max(best_guarded, await runs_per_second(guarded, n))
             ratio = best_guarded / best_bare
             goal = "" if n < 50 or name == "memory" else ("  met" if ratio >= 0.9 else "  NOT met")
             print(f"{name:<10}{n:>5}{best_bare:>10.1f}{best_guarded:>10.1f}{ratio:>8.2f}{goal}")
+            if hand_offs is not None and name == "sqlite":
+                print(hand_offs.report(n))
         if name == "sqlite":
-            worst, p99 = await loop_lag(guarded, url.removeprefix("sqlite:///"))
-            verdict = "met" if p99 < 0.005 else "NOT met"
+            whole, waiting = await loop_lag(guarded, url.removeprefix("sqlite:///"))
+            baseline = await bare_lag(bare)
+            verdict = "met" if waiting[1] < 0.005 else "NOT met"
             print(
-                f"loop lag while another process holds the SQLite write lock 1 s: worst "
-                f"{worst * 1e3:.1f} ms, p99 {p99 * 1e3:.2f} ms (goal p99 < 5 ms: {verdict})"
+                "loop lag while another process holds the SQLite write lock 1 s and 10 runs "
+                f"wait for it: worst {waiting[0] * 1e3:.1f} ms, p99 {waiting[1] * 1e3:.2f} ms "
+                f"(goal p99 < 5 ms: {verdict}); over the whole runs worst "
+                f"{whole[0] * 1e3:.1f} ms, p99 {whole[1] * 1e3:.2f} ms, where the bare "
+                f"agent's 10 runs alone give worst {baseline[0] * 1e3:.1f} ms, "
+                f"p99 {baseline[1] * 1e3:.2f} ms"
             )
         guard.close()
 
@@ -170,6 +262,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="N up to 50, one repeat")
     parser.add_argument("--postgres", default=os.environ.get("AGENT_GUARDRAILS_TEST_POSTGRES"))
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="time every hand-off to the SQLite store thread (its last repeat per N)",
+    )
     args = parser.parse_args()
     sizes = (1, 10, 50) if args.quick else (1, 10, 50, 200)
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,7 +276,7 @@ def main() -> None:
             sep = "&" if "?" in args.postgres else "?"
             stores["postgres"] = f"{args.postgres}{sep}schema={schema}&pool_max=20"
         try:
-            asyncio.run(main_async(stores, sizes, 1 if args.quick else 3))
+            asyncio.run(main_async(stores, sizes, 1 if args.quick else 3, args.diagnose))
         finally:
             if args.postgres:
                 import psycopg

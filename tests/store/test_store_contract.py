@@ -21,7 +21,13 @@ from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import MemoryStore, Store
-from agent_guardrails.store.base import AuditEvent, AuditRecord, Outcome, verify_chain
+from agent_guardrails.store.base import (
+    AuditEvent,
+    AuditRecord,
+    LazyData,
+    Outcome,
+    verify_chain,
+)
 from tests.store.store_helpers import StoreFactory
 
 DAY_END = 1_704_326_400
@@ -620,6 +626,33 @@ def test_audit_data_with_non_string_keys_still_verifies(store: Store) -> None:
     store.append_audit(AuditEvent("ints", {"m": {2: "b", 10: "a"}}))
     assert store.verify_audit().ok
     assert verify_chain(store.audit_records()).ok
+
+
+class _Built(LazyData):
+    """Audit data built on first read, as a decision's is; counts its builds."""
+
+    __slots__ = ("builds", "value")
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        super().__init__()
+        self.value = value
+        self.builds = 0
+
+    def build(self) -> dict[str, Any]:
+        self.builds += 1
+        return dict(self.value)
+
+
+def test_lazily_built_audit_data_is_stored_as_if_it_were_a_dict(store: Store) -> None:
+    data: dict[str, Any] = {"z": 1.5, "a": [{"y": None, "b": "\u00e9"}], "m": "ok"}
+    lazy = _Built(data)
+    store.append_audit(AuditEvent("decision", lazy, "k1", "k1:decision"))
+    store.append_audit(AuditEvent("decision", dict(data), "k2", "k2:decision"))
+    first, second = store.audit_records()
+    assert first.data == second.data == data
+    assert lazy.builds == 1  # built once, however often the store reads it
+    assert store.verify_audit().ok
+    assert verify_chain([first, second]).ok
 
 
 def test_empty_log_verifies(store: Store) -> None:

@@ -13,13 +13,13 @@ import hashlib
 import itertools
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import ToolMessage
 
 from agent_guardrails.engine.decision import CallRequest, Decision
-from agent_guardrails.store.base import AuditEvent
+from agent_guardrails.store.base import AuditEvent, LazyData
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
@@ -94,35 +94,25 @@ def finished_event(
     )
 
 
-class _DecisionData(Mapping[str, Any]):
+class _DecisionData(LazyData):
     """A decision's audit data, serialised only when a store reads it (the memory store
     reads lazily, so the hot path does not pay for it)."""
 
-    __slots__ = ("_data", "_decision", "_key", "_trace")
+    __slots__ = ("_decision", "_key", "_trace")
 
     def __init__(self, decision: Decision, key: str, trace: SpanContext | None) -> None:
+        super().__init__()
         self._decision = decision
         self._key = key
         self._trace = trace
-        self._data: dict[str, Any] | None = None
 
-    def _materialise(self) -> dict[str, Any]:
-        if self._data is None:
-            self._data = self._decision.as_dict()
-            self._data["call_key"] = self._key
-            if self._trace is not None:
-                self._data["trace_id"] = f"{self._trace.trace_id:032x}"
-                self._data["span_id"] = f"{self._trace.span_id:016x}"
-        return self._data
-
-    def __getitem__(self, name: str) -> Any:
-        return self._materialise()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._materialise())
-
-    def __len__(self) -> int:
-        return len(self._materialise())
+    def build(self) -> dict[str, Any]:
+        data = self._decision.as_dict()
+        data["call_key"] = self._key
+        if self._trace is not None:
+            data["trace_id"] = f"{self._trace.trace_id:032x}"
+            data["span_id"] = f"{self._trace.span_id:016x}"
+        return data
 
 
 def args_digest(tool: str, args: Mapping[str, Any]) -> str:

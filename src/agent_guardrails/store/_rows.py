@@ -62,6 +62,7 @@ from agent_guardrails.store.base import (
     AuditRecord,
     CallRecord,
     KillSwitch,
+    LazyData,
     LevelChange,
     Outcome,
     PackVersion,
@@ -208,7 +209,11 @@ def audit_payload(event: AuditEvent) -> tuple[str, dict[str, Any]]:
     keys (``{1: ...}``) is normalised first (keys become strings, as JSON has them), so the
     record verifies the same after it is read back.
     """
-    data = dict(event.data)
+    raw = event.data
+    if isinstance(raw, LazyData):  # built by us: string keys, JSON-ready
+        data = dict(raw.materialise())
+        return canonical_json(data), data
+    data = dict(raw)
     text = canonical_json(data)
     if not _str_keys(data):
         data = json.loads(text)

@@ -52,7 +52,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol, runtime_checkable
 
@@ -68,6 +68,7 @@ __all__ = [
     "CallRecord",
     "Dials",
     "KillSwitch",
+    "LazyData",
     "Ledger",
     "LevelChange",
     "Outcome",
@@ -132,12 +133,49 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+class LazyData(Mapping[str, Any]):
+    """Audit data built only when a store reads it (the memory store keeps events as they
+    are, so the hot path does not pay for data nobody reads). :meth:`build` returns a
+    JSON-ready ``dict`` whose keys are all strings, at any depth; it is called once."""
+
+    __slots__ = ("_built",)
+
+    def __init__(self) -> None:
+        self._built: dict[str, Any] | None = None
+
+    def build(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def materialise(self) -> dict[str, Any]:
+        """The data (built on first use, then kept)."""
+        built = self._built
+        if built is None:
+            built = self._built = self.build()
+        return built
+
+    def __getitem__(self, name: str) -> Any:
+        return self.materialise()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.materialise())
+
+    def __len__(self) -> int:
+        return len(self.materialise())
+
+
+# One encoder for every record: ``json.dumps`` with these arguments builds an equal one per
+# call, which costs more than encoding a small record.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_plain)
+
+
 def canonical_json(data: Any) -> str:
     """The JSON text that is hashed and stored: sorted keys, no spaces; any ``Mapping``
     (including lazily built audit data) is serialised as an object."""
-    if isinstance(data, Mapping) and not isinstance(data, dict):
+    if isinstance(data, LazyData):
+        data = data.materialise()
+    elif isinstance(data, Mapping) and not isinstance(data, dict):
         data = dict(data)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=_plain)
+    return _CANONICAL.encode(data)
 
 
 def chain_hash(
