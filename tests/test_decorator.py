@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -145,6 +147,32 @@ def test_simulate_gives_the_draft(shape: str) -> None:
     target = build(shape, guard, sent, simulate=preview, scope={"workflow": "drafts"})
     result = call(target, to="b@example.com")
     assert result["draft"] == {"preview": "Hello -> b@example.com"}
+    assert sent == []
+
+
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s.endswith("async")])
+def test_an_async_simulate_is_awaited_on_the_loop_a_plain_one_runs_off_it(shape: str) -> None:
+    """On async paths a plain ``simulate=`` function may block, so it runs on a worker
+    thread; an ``async def`` one is awaited on the loop, with no thread hop."""
+    guard, sent = make_guard(), Sent()
+    threads: list[str] = []
+
+    async def apreview(to: str, subject: str = "Hello") -> dict[str, str]:
+        threads.append(threading.current_thread().name)
+        await asyncio.sleep(0)
+        return {"preview": f"{subject} -> {to}"}
+
+    def preview(to: str, subject: str = "Hello") -> dict[str, str]:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.001)  # blocking: blockbuster would refuse it on the loop
+        return {"preview": f"{subject} -> {to}"}
+
+    for fn in (apreview, preview):
+        target = build(shape, guard, sent, simulate=fn, scope={"workflow": "drafts"})
+        result = call(target, to="b@example.com")
+        assert result["draft"] == {"preview": "Hello -> b@example.com"}
+    assert threads[0] == threading.main_thread().name  # asyncio.run's loop is on this thread
+    assert threads[1] != threading.main_thread().name
     assert sent == []
 
 

@@ -575,3 +575,64 @@ def test_may_ask_says_whether_an_action_can_need_a_human(policy: str, asks: bool
     pack = PolicyPack.from_yaml(f"name: p\nversion: 1\nactions:\n  a.b: {policy}\n")
     assert may_ask(pack, "a.b") is asks
     assert may_ask(pack, "not.in.pack") is False
+
+
+def test_what_the_pipeline_checked_is_not_run_again() -> None:
+    """``checked`` carries what the application's validators said (run off the event loop
+    by the pipeline, by their index): the engine uses it and runs only the others."""
+    from agent_guardrails.engine.rules import user_validators
+    from agent_guardrails.policy.validators import ValidatorRegistry
+
+    calls: list[str] = []
+
+    def mine(call: CallRequest, params: Any) -> str | None:
+        calls.append(call.action)
+        return "from the function"
+
+    registry = ValidatorRegistry()
+    registry.register("mine", mine)
+    pack = PolicyPack.from_yaml(
+        pack_text(
+            "defaults: {level: execute}\n"
+            "actions:\n"
+            "  crm.tag:\n"
+            "    risk: low\n"
+            "    validators:\n"
+            "      - banned_terms: {terms: [spam]}\n"
+            "      - mine: {}\n"
+        ),
+        registry=registry,
+    )
+    assert [i for i, _ in user_validators(pack, "crm.tag")] == [1]  # built-ins run inline
+    call = CallRequest("tag", "crm.tag", {"note": "hello"}, Scope())
+    passed = decide(
+        call, pack, level=AutonomyLevel.EXECUTE, used={}, now=NOON_WEDNESDAY, checked={1: None}
+    )
+    assert passed.kind is DecisionKind.ALLOW
+    assert calls == []
+    refused = decide(
+        call,
+        pack,
+        level=AutonomyLevel.EXECUTE,
+        used={},
+        now=NOON_WEDNESDAY,
+        checked={1: "no consent"},
+    )
+    assert refused.kind is DecisionKind.DENY
+    assert calls == []
+    assert refused.reasons == ("validator_failed:mine",)
+    assert "mine: no consent" in refused.message
+    spam = CallRequest("tag", "crm.tag", {"note": "spam"}, Scope())
+    both = decide(
+        spam,
+        pack,
+        level=AutonomyLevel.EXECUTE,
+        used={},
+        now=NOON_WEDNESDAY,
+        checked={1: "no consent"},
+    )
+    assert both.reasons == ("validator_failed:banned_terms", "validator_failed:mine")
+    assert calls == []  # after the first failure the rest are reported from `checked` too
+    unchecked = decide(call, pack, level=AutonomyLevel.EXECUTE, used={}, now=NOON_WEDNESDAY)
+    assert unchecked.kind is DecisionKind.DENY
+    assert calls == ["crm.tag"]

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from agent_guardrails import CallRequest, Guardrails, PolicyPack, Scope
+from agent_guardrails import CallRequest, Guardrails, PolicyPack, Scope, register_validator
 from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.pipeline.effects import Effect, Invoke, StoreOp, StoreRun, adrive, drive
 from agent_guardrails.store._offload import StoreThreads
@@ -449,4 +449,64 @@ def test_closing_a_call_that_waits_for_an_async_approver(url: str, tmp_path: Any
 
     asyncio.run(main())
     assert ran == []
+    guard.close()
+
+
+_HELD = threading.Event()  # set while the slow check below waits
+_RELEASE = threading.Event()
+
+
+def _slow_check(call: CallRequest, params: Any) -> str | None:
+    """A validator waiting on an API (a threading.Event here), up to 10 s."""
+    _HELD.set()
+    _RELEASE.wait(10)
+    return None
+
+
+register_validator("test_store_runs_slow_check", _slow_check)
+
+SLOW_CHECKED = """
+name: slow-checks
+version: 1
+defaults: {level: execute}
+actions:
+  crm.tag:
+    risk: low
+    validators:
+      - test_store_runs_slow_check: {}
+  crm.note: {risk: low}
+"""
+
+
+def test_a_slow_validator_holds_neither_the_store_thread_nor_the_loop(tmp_path: Any) -> None:
+    """A custom validator that waits (on an API) runs on a worker thread: while it waits,
+    another run's call on the same SQLite store goes through (its store operations are not
+    queued behind the validator on the store's one thread), and the loop runs meanwhile
+    (the test's own polling and timeout tick on it)."""
+    _HELD.clear()
+    _RELEASE.clear()
+    guard = Guardrails(PolicyPack.from_yaml(SLOW_CHECKED), store=f"sqlite:///{tmp_path / 'c.db'}")
+
+    async def body(args: Any) -> str:
+        return "done"
+
+    async def main() -> tuple[object, object]:
+        slow = asyncio.create_task(
+            guard.arun(CallRequest("tag", "crm.tag", {"contact": "c1"}, Scope()), body)
+        )
+        while not _HELD.is_set():
+            await asyncio.sleep(0.005)
+        try:
+            other = await asyncio.wait_for(
+                guard.arun(CallRequest("note", "crm.note", {"contact": "c2"}, Scope()), body),
+                timeout=3,
+            )
+        finally:
+            _RELEASE.set()
+        return other, await slow
+
+    other, slow = asyncio.run(main())
+    assert other == "done"
+    assert slow == "done"
+    assert guard.store.verify_audit().ok
     guard.close()

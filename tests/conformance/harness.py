@@ -32,6 +32,7 @@ import inspect
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,7 +52,14 @@ from langgraph.types import Command
 from pydantic import PrivateAttr
 from typing_extensions import TypedDict
 
-from agent_guardrails import Guardrails, StoreUnavailable, guarded, report_cost
+from agent_guardrails import (
+    Guardrails,
+    StoreUnavailable,
+    guarded,
+    register_consent_check,
+    register_validator,
+    report_cost,
+)
 from agent_guardrails.guard_node import GuardNode
 from agent_guardrails.middleware import GuardrailsMiddleware
 from agent_guardrails.store import Store
@@ -87,8 +95,56 @@ ACTIONS: dict[str, str] = {
 
 
 def email_draft(to: str, subject: str) -> dict[str, str]:
-    """``send_email``'s ``simulate=`` function: the draft the model gets at Assist."""
+    """``send_email``'s ``simulate=`` function: the draft the model gets at Assist. It
+    blocks (as a function calling a template service would): under blockbuster, on an event
+    loop, that is an error."""
+    USER_CODE.ran("simulate")
     return {"preview": f"To {to}: {subject}", "by": "simulate"}
+
+
+# ---------------------------------------------------------------------------- user code
+
+
+class UserCode:
+    """Where the application's own callbacks ran: ``(what, thread name, on an event loop)``.
+    Each one blocks briefly (``time.sleep``), like a check calling an API with a sync
+    client: on an event loop's thread blockbuster raises ``BlockingError``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: list[tuple[str, str, bool]] = []
+
+    def ran(self, what: str) -> None:
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        with self._lock:
+            self.calls.append((what, threading.current_thread().name, on_loop))
+        time.sleep(0.001)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+
+USER_CODE = UserCode()
+
+
+def _blocking_validator(call: Any, params: Any) -> str | None:
+    USER_CODE.ran("validator")
+    contact = str(call.args.get("contact", ""))
+    return "the contact is on the block list" if contact.startswith("blocked-") else None
+
+
+def _blocking_consent(contact: str, channel: str | None) -> bool:
+    USER_CODE.ran("consent")
+    return not contact.startswith("no-consent-")
+
+
+register_validator("conformance_blocking", _blocking_validator)
+register_consent_check("conformance_consent", _blocking_consent)
 
 
 # ---------------------------------------------------------------------------- body runs

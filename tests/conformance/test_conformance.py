@@ -20,6 +20,7 @@ from tests.conformance import workers
 from tests.conformance.conftest import MATRIX, Env
 from tests.conformance.harness import (
     BATCHED,
+    USER_CODE,
     Agent,
     Ask,
     Behaviour,
@@ -780,4 +781,58 @@ def test_p13_policy_violation_demotes(env: Env) -> None:
         run = agent.start("t2", ("note_contact", {"contact": "c-2"}))
     c.check(status_of(run, "call-0") == "simulated", f"not a draft: {run.content('call-0')!r}")
     c.check(runs.count() == 0, "a call ran at Assist after the demotion")
+    c.verify()
+
+
+# ---------------------------------------------------------------------------- 14
+
+USER_CHECKED = pack_text(
+    """
+defaults: {level: execute}
+actions:
+  crm.note:
+    risk: low
+    validators:
+      - conformance_blocking: {}
+      - consent: {check: conformance_consent, entity: contact}
+  email.send: {risk: low, kind: orchestrate}
+"""
+)
+
+
+@MATRIX
+def test_p14_user_code_off_the_loop(env: Env) -> None:
+    """The application's own validators, consent checks and ``simulate=`` functions may
+    block (they call APIs): on async paths they run on a worker thread, never on the event
+    loop nor on a store's own thread; they decide as on the sync paths."""
+    runs, c = Runs(), Checks()
+    agent = env.agent(env.guard(USER_CHECKED), ["note_contact", "send_email"], runs=runs)
+    USER_CODE.clear()
+    with no_exception(c, "the runs"):
+        ok = agent.start("t1", ("note_contact", {"contact": "c-1"}))
+        blocked = agent.start("t2", ("note_contact", {"contact": "blocked-2"}))
+        refused = agent.start("t3", ("note_contact", {"contact": "no-consent-3"}))
+    c.check(ok.content("call-0") == "noted c-1", f"a passing call: {ok.content('call-0')!r}")
+    c.check(runs.args_of("note_contact") == [{"contact": "c-1"}], f"body runs: {runs.all()}")
+    c.check(
+        reasons_of(blocked, "call-0") == ["validator_failed:conformance_blocking"],
+        f"the custom validator's refusal: {blocked.content('call-0')!r}",
+    )
+    c.check(
+        reasons_of(refused, "call-0") == ["validator_failed:consent"],
+        f"the consent check's refusal: {refused.content('call-0')!r}",
+    )
+    with no_exception(c, "the drafted run"):  # orchestrate at Execute: a draft
+        draft = agent.start("t4", ("send_email", {"to": "c4", "subject": "Hi"}))
+    c.check(status_of(draft, "call-0") == "simulated", f"model got {draft.content('call-0')!r}")
+    seen = {what for what, _, _ in USER_CODE.calls}
+    c.check(seen == {"validator", "consent", "simulate"}, f"user code that ran: {seen}")
+    on_loop = [(what, thread) for what, thread, loop in USER_CODE.calls if loop]
+    c.check(not on_loop, f"user code ran on an event loop: {on_loop}")
+    store_threads = [
+        (what, thread)
+        for what, thread, _ in USER_CODE.calls
+        if thread.startswith("agent-guardrails")
+    ]
+    c.check(not store_threads, f"user code ran on a store's thread: {store_threads}")
     c.verify()

@@ -230,7 +230,9 @@ def guarded(
         scope: scope values declared by the tool (``{"channel": "email"}``); they win over
             the run's context and the call's arguments.
         simulate: called with the tool's arguments at Assist (level 0) instead of the body;
-            its return value is the draft the agent sees.
+            its return value is the draft the agent sees. An ``async def`` is awaited; a
+            plain function runs on a worker thread on async paths (it may block), on the
+            caller's thread on sync ones.
         raise_on_deny: raise ``GuardrailError`` subclasses instead of returning a
             :class:`~agent_guardrails.pipeline.results.GuardrailResult` (default: the
             guardrails').
@@ -322,12 +324,19 @@ def _guard_function(fn: Callable[..., Any], spec: _Spec, tool_name: str) -> Call
         def body(arguments: Mapping[str, Any]) -> Any:
             return binder.call(fn, arguments)
 
-    simulate = None
+    simulate: Callable[[Mapping[str, Any]], Any] | None = None
     if spec.simulate is not None:
         sim = spec.simulate
+        if inspect.iscoroutinefunction(sim):  # stays a coroutine function: awaited, no thread
 
-        def simulate(arguments: Mapping[str, Any]) -> Any:
-            return binder.call(sim, arguments)
+            async def asimulate(arguments: Mapping[str, Any]) -> Any:
+                return await binder.call(sim, arguments)
+
+            simulate = asimulate
+        else:
+
+            def simulate(arguments: Mapping[str, Any]) -> Any:
+                return binder.call(sim, arguments)
 
     schema = _schema(tool_name, fn)
 

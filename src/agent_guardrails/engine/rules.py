@@ -42,7 +42,7 @@ from agent_guardrails.policy.pack import ActionPolicy, PolicyPack
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.policy.validators import CompiledValidator
 
-__all__ = ["decide", "may_ask"]
+__all__ = ["check", "decide", "may_ask", "user_validators"]
 
 _EPS = 1e-9
 _KIND_MIN_LEVEL = {
@@ -63,9 +63,13 @@ def decide(
     now: float,
     charges: tuple[Charge, ...] | None = None,
     in_doubt: bool = False,
+    checked: Mapping[int, str | None] | None = None,
 ) -> Decision:
     """Decide one call. ``used`` maps counter keys to what is already spent or reserved;
-    ``kill_switches`` are the engaged switches' scopes. Pure: same inputs, same decision."""
+    ``kill_switches`` are the engaged switches' scopes. ``checked`` holds what validators
+    already said about this call, by their index in the action's list (see
+    :func:`user_validators`: the pipeline runs the application's own checks off the event
+    loop first); the others run here. Pure: same inputs, same decision."""
     name = call.action
 
     # 1. kill-switch
@@ -116,15 +120,15 @@ def decide(
     outcomes = plan.passed  # all passed (the usual case): one shared tuple per action
     validators = plan.validators
     for i, validator in enumerate(validators):
-        try:
-            msg = validator.fn(call, validator.params)
-        except Exception as exc:
-            msg = f"the validator raised {type(exc).__name__}: {exc}"
+        msg = _said(validator, i, call, checked)
         if msg is not None:  # the first failure: run the rest as before, once each
             outcomes = (
                 *outcomes[:i],
                 ValidatorOutcome(validator.name, False, msg),
-                *(_run_validator(v, call) for v in validators[i + 1 :]),
+                *(
+                    _outcome(v, _said(v, j, call, checked))
+                    for j, v in enumerate(validators[i + 1 :], start=i + 1)
+                ),
             )
             failed = [o for o in outcomes if not o.passed]
             return _verdict(
@@ -310,6 +314,7 @@ class _Plan:
         "priced",
         "roles",
         "timeout",
+        "user",
         "validators",
     )
 
@@ -322,6 +327,7 @@ class _Plan:
         self.timeout = action.approval.timeout
         self.validators = pack.validators_for(name)
         self.passed = tuple(ValidatorOutcome(v.name, True, "") for v in self.validators)
+        self.user = tuple((i, v) for i, v in enumerate(self.validators) if v.user)
         levels = sorted(AutonomyLevel)
         self.modes = tuple(_mode(name, action, level, False) for level in levels)
         self.doubt_modes = tuple(_mode(name, action, level, True) for level in levels)
@@ -353,13 +359,37 @@ def _plan(pack: PolicyPack, name: str) -> _Plan | None:
     return plan
 
 
-def _run_validator(validator: CompiledValidator, call: CallRequest) -> ValidatorOutcome:
-    """Run one validator; one that raises fails closed (the call is denied, never run)."""
+def check(validator: CompiledValidator, call: CallRequest) -> str | None:
+    """Run one validator: ``None`` if ``call`` passes, else why not. One that raises fails
+    closed (its message says so, and the call is denied, never run)."""
     try:
-        msg = validator(call)
+        return validator.fn(call, validator.params)
     except Exception as exc:
-        msg = f"the validator raised {type(exc).__name__}: {exc}"
+        return f"the validator raised {type(exc).__name__}: {exc}"
+
+
+def _said(
+    validator: CompiledValidator,
+    index: int,
+    call: CallRequest,
+    checked: Mapping[int, str | None] | None,
+) -> str | None:
+    """What validator ``index`` says of ``call``: as already ``checked``, else run now."""
+    if checked is not None and index in checked:
+        return checked[index]
+    return check(validator, call)
+
+
+def _outcome(validator: CompiledValidator, msg: str | None) -> ValidatorOutcome:
     return ValidatorOutcome(validator.name, msg is None, msg or "")
+
+
+def user_validators(pack: PolicyPack, name: str) -> tuple[tuple[int, CompiledValidator], ...]:
+    """The validators of action ``name`` that run the application's own code (custom
+    validators, ``consent``'s check), with their index in the action's list: what the
+    pipeline runs off the event loop and passes to :func:`decide` as ``checked``."""
+    plan = _plan(pack, name)
+    return () if plan is None else plan.user
 
 
 def _level_mode(

@@ -33,7 +33,6 @@ from agent_guardrails.pipeline.edits import parse_edit
 from agent_guardrails.pipeline.effects import Await, Flow, Invoke, StoreOp
 from agent_guardrails.pipeline.flow import (
     GOES_AHEAD,
-    Decided,
     decide,
     halted_meanwhile,
     hold,
@@ -245,9 +244,10 @@ def edited(
         yield from write(StoreOp("append_audit", audit), g.outbox)
         return call, refused
     new = rescoped(g, call, edited, f"{call.key}:edit")
-    checked, prior, used = yield from decide(g, new)
+    decided = yield from decide(g, new)
+    checked = decided.decision
     if "in_doubt" in checked.reasons:  # the edited call itself crashed mid-run: ask again
-        checked = yield from hold(g, new, Decided(checked, prior, used))
+        checked = yield from hold(g, new, decided)
         return (yield from approval(g, new, checked))
     if "approval_required:cap_exceeded" in checked.reasons:
         # The human approved the edit, not the breach the edit causes: ask again.
@@ -258,7 +258,7 @@ def edited(
             message=checked.message.replace("needs approval", "denied: the edited call")
             + "; the edit was approved, not this breach: submit it for approval",
         )
-    checked = yield from hold(g, new, Decided(checked, prior, used))
+    checked = yield from hold(g, new, decided._replace(decision=checked))
     if checked.kind in GOES_AHEAD:  # allowed, or waiting for the approval just given
         return new, resolved(checked, "edited", answer)
     return new, checked

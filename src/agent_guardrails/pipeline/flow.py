@@ -25,10 +25,12 @@ yields the store operations, the tool body and the human's answer it needs as
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from langchain_core.messages import ToolMessage
@@ -41,7 +43,7 @@ from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import KillSwitchEngaged, StoreUnavailable
 from agent_guardrails.pipeline import events
 from agent_guardrails.pipeline.edits import ArgsSchema
-from agent_guardrails.pipeline.effects import Effect, Flow, Invoke, StoreOp
+from agent_guardrails.pipeline.effects import Effect, Flow, Invoke, OffLoop, StoreOp
 from agent_guardrails.pipeline.outbox import write
 from agent_guardrails.pipeline.results import error_for, result_for
 from agent_guardrails.pipeline.scoping import ScopeSources
@@ -54,6 +56,7 @@ from agent_guardrails.store.base import CallRecord, Snapshot
 if TYPE_CHECKING:
     from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest
     from agent_guardrails.pipeline.guardrails import Guardrails
+    from agent_guardrails.policy.validators import CompiledValidator
     from agent_guardrails.telemetry.spans import CallSpan
 
 __all__ = ["GuardedCall", "decide", "guarded_call", "hold", "refuse", "rescoped", "run"]
@@ -92,19 +95,24 @@ class GuardedCall:
         return not self.key.startswith("~")
 
 
+_NOT_CHECKED: Mapping[int, str | None] = MappingProxyType({})
+
+
 class Decided(NamedTuple):
     decision: Decision
     prior: CallRecord | None  # what the store knew of this key
     used: Mapping[str, float]  # the counters this call would move, as read
+    checked: Mapping[int, str | None] = _NOT_CHECKED  # the application's validators said
 
 
 def guarded_call(g: Guardrails, call: GuardedCall) -> Flow[Any]:
     """scope -> kill-switch -> level -> validators -> caps -> approval -> run -> charge ->
     record. Returns the body's result, a replayed result, a draft or a refusal."""
-    decision, prior, used = yield from decide(g, call)
+    decided = yield from decide(g, call)
+    prior = decided.prior
     if prior is not None and prior.state == "finished":
         return replay(call, prior)  # exactly once: this key already ran
-    decision = yield from hold(g, call, Decided(decision, prior, used))
+    decision = yield from hold(g, call, decided)
     if decision.kind is DecisionKind.REQUIRE_APPROVAL:
         from agent_guardrails.pipeline.approvals import approval
 
@@ -141,9 +149,10 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
             if not (yield from live.follow(snap.pack)):
                 break
         except StoreUnavailable as exc:
-            decision = store_down(pack, request, exc, now)
+            checked = yield from user_checks(pack, request)
+            decision = store_down(pack, request, exc, now, checked)
             call.span.decided(decision, key, resumed=False)
-            return Decided(decision, None, {})
+            return Decided(decision, None, {}, checked)
     prior = snap.call
     used: Mapping[str, float] = snap.used
     if prior is not None and prior.state == "reserved" and prior.charges:
@@ -154,6 +163,7 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
         AutonomyLevel(snap.level) if snap.level is not None else pack.initial_level(request.scope)
     )
     trial = split(pack, request.scope, level, request.args) if pack.gates else None
+    checked = yield from user_checks(pack, request)
     decision = rules.decide(
         request,
         pack,
@@ -163,6 +173,7 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
         now=now,
         charges=charges,
         in_doubt=prior is not None and prior.state == "started",
+        checked=checked,
     )
     if trial is not None:
         decision.cohort, decision.cohort_entity = trial.cohort, trial.entity
@@ -174,7 +185,24 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
     call.span.decided(decision, key, resumed=resumed)
     if prior is not None and prior.state == "finished":
         call.span.replayed()
-    return Decided(decision, prior, snap.used)
+    return Decided(decision, prior, snap.used, checked)
+
+
+def user_checks(pack: PolicyPack, request: CallRequest) -> Flow[Mapping[int, str | None]]:
+    """Run the action's validators that are the application's own code (custom validators,
+    ``consent``'s check) as one :class:`OffLoop` effect: off the event loop and off a
+    store's thread on the async paths. The engine runs the built-ins itself."""
+    todo = rules.user_validators(pack, request.action)
+    if not todo:  # the usual case: no effect, no hand-off
+        return _NOT_CHECKED
+    checked: Mapping[int, str | None] = yield OffLoop(_run_checks, todo, request)
+    return checked
+
+
+def _run_checks(
+    todo: tuple[tuple[int, CompiledValidator], ...], request: CallRequest
+) -> dict[int, str | None]:
+    return {i: rules.check(validator, request) for i, validator in todo}
 
 
 def rescoped(g: Guardrails, call: GuardedCall, args: Mapping[str, Any], key: str) -> GuardedCall:
@@ -206,7 +234,7 @@ def hold(g: Guardrails, call: GuardedCall, decided: Decided) -> Flow[Decision]:
     """Reserve what a call going ahead needs, with its decision record, in one atomic
     store step (an allowed call is also marked started); a lost race is a denial. A call
     that stops here is recorded (and what an earlier run of it held is released)."""
-    decision, prior, used = decided
+    decision, prior, used = decided.decision, decided.prior, decided.used
     key = call.key
     trace = call.span.trace_ids()
     if decision.kind not in GOES_AHEAD:
@@ -248,6 +276,7 @@ def hold(g: Guardrails, call: GuardedCall, decided: Decided) -> Flow[Decision]:
         used={**used, res.breach.key: res.used},
         now=g.clock(),
         charges=decision.charges,
+        checked=decided.checked,
     )
     call.span.decided(denied, key, resumed=False)
     yield from write(StoreOp("append_audit", events.decision_event(denied, key, trace)), g.outbox)
@@ -334,7 +363,10 @@ def refuse(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
     if decision.kind is DecisionKind.SIMULATE:
         args = call.request.args
         if call.simulate is not None:
-            result["draft"] = yield Invoke(call.simulate, args)
+            # The application's function: a sync one may block, so it runs off the loop.
+            draft = call.simulate
+            effect = Invoke if inspect.iscoroutinefunction(draft) else OffLoop
+            result["draft"] = yield effect(draft, args)
         else:
             result["draft"] = describe(decision, args)
         return result
@@ -423,12 +455,21 @@ def _stop_held(
 
 
 def store_down(
-    pack: PolicyPack, request: CallRequest, exc: StoreUnavailable, now: float
+    pack: PolicyPack,
+    request: CallRequest,
+    exc: StoreUnavailable,
+    now: float,
+    checked: Mapping[int, str | None] | None = None,
 ) -> Decision:
     """Fail closed: without the store (or its active pack) only ``fail_open`` actions with
     no caps and no approval run, and the decision says so."""
     decision = rules.decide(
-        request, pack, level=pack.initial_level(request.scope), used={}, now=now
+        request,
+        pack,
+        level=pack.initial_level(request.scope),
+        used={},
+        now=now,
+        checked=checked,
     )
     if decision.kind is DecisionKind.ALLOW and decision.fail_open and not decision.charges:
         return replace(

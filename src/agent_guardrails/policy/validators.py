@@ -17,7 +17,13 @@ Built-ins (names as used in a pack's ``validators:`` list):
 - ``consent``: ``{check: crm_consent, entity: contact_id}``; calls the function registered
   with :func:`register_consent_check` for every entity id in that argument (a list counts each).
 
-Register your own before loading the pack that uses it:
+Register your own before loading the pack that uses it. Your validators and consent checks
+are *your code*, which may do I/O (a moderation API, a CRM lookup): on the async paths they run
+on a worker thread (``asyncio.to_thread``), never on the event loop nor on a store's own
+thread, so a slow or blocking check delays only its own call; the sync paths call them on the
+caller's thread. The built-ins (except ``consent``, which calls your check) are pure and run
+inline. A check may be called for a call that the kill-switch then halts: keep checks free of
+side effects.
 
 >>> from pydantic import BaseModel
 >>> class Params(BaseModel):
@@ -60,15 +66,19 @@ ConsentCheck: TypeAlias = Callable[[str, "str | None"], bool]
 class _Registered:
     fn: ValidatorFn
     params: type[BaseModel] | None
+    user: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledValidator:
-    """A validator bound to its parameters, ready to run on calls."""
+    """A validator bound to its parameters, ready to run on calls. ``user``: it runs code
+    registered by the application (a custom validator, or ``consent``'s check), which may
+    block, so async paths run it on a worker thread."""
 
     name: str
     fn: ValidatorFn
     params: Any
+    user: bool = True
 
     def __call__(self, call: CallRequest) -> str | None:
         return self.fn(call, self.params)
@@ -86,7 +96,7 @@ class ValidatorRegistry:
         self._consent: dict[str, ConsentCheck] = {}
         if builtins:
             for name, (fn, params) in _BUILTINS.items():
-                self._validators[name] = _Registered(fn, params)
+                self._validators[name] = _Registered(fn, params, user=name == "consent")
 
     def register(
         self, name: str, fn: ValidatorFn, *, params: type[BaseModel] | None = None
@@ -130,7 +140,7 @@ class ValidatorRegistry:
             params = entry.params.model_validate(dict(raw_params or {}))
         if isinstance(params, _ConsentParams):
             params = _BoundConsent(params, self.consent_check(params.check))
-        return CompiledValidator(name, entry.fn, params)
+        return CompiledValidator(name, entry.fn, params, entry.user)
 
     def _lookup(self, name: str) -> _Registered:
         try:
