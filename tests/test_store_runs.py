@@ -301,33 +301,52 @@ def test_a_cancelled_flush_does_not_write_a_record_twice(tmp_path: Any) -> None:
     guard.close()
 
 
-def test_an_approver_runs_on_the_callers_thread_not_the_store_thread(tmp_path: Any) -> None:
-    """The human's time never holds the store thread: a sync approver of an async call on
-    SQLite runs on the event loop's thread, as on any other store (it may use the loop),
-    not on the store thread that ran the call's snapshot and reservation just before."""
+def test_an_approver_runs_off_the_store_thread_and_a_plain_one_off_the_loop(
+    tmp_path: Any,
+) -> None:
+    """The human's time never holds the store thread that ran the call's snapshot and
+    reservation just before: an ``async def`` approver of an async call on SQLite is awaited
+    on the event loop's thread; a plain function (which may block for the human's whole
+    time, as ``input()`` or a polling client does) runs on a worker thread, off the loop."""
     from agent_guardrails import ApprovalAnswer
 
-    where: list[str] = []
+    where: list[tuple[str, bool]] = []
+
+    def on_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
 
     def approver(ask: Any) -> ApprovalAnswer:
-        where.append(thread_name())
-        asyncio.get_running_loop()  # raises off the loop
+        where.append((thread_name(), on_loop()))
+        time.sleep(0.001)  # blocking: blockbuster refuses it on the loop
         return ApprovalAnswer("approve", by="ana", roles=("ops",))
 
-    guard = Guardrails(
-        PolicyPack.from_yaml(ASKING), store=f"sqlite:///{tmp_path / 'a.db'}", approver=approver
-    )
-    request = CallRequest("tag", "crm.tag", {"contact": "c1"}, Scope())
+    async def aapprover(ask: Any) -> ApprovalAnswer:
+        where.append((thread_name(), on_loop()))
+        await asyncio.sleep(0)
+        return ApprovalAnswer("approve", by="ana", roles=("ops",))
 
     async def body(args: Any) -> str:
         return "tagged"
 
-    async def main() -> Any:
-        return await guard.arun(request, body)
+    approvers: list[Callable[[Any], Any]] = [aapprover, approver]
+    for i, fn in enumerate(approvers):
+        guard = Guardrails(
+            PolicyPack.from_yaml(ASKING), store=f"sqlite:///{tmp_path / f'a{i}.db'}", approver=fn
+        )
+        request = CallRequest("tag", "crm.tag", {"contact": "c1"}, Scope())
 
-    assert asyncio.run(main()) == "tagged"
-    assert where == ["MainThread"]
-    guard.close()
+        async def main(guard: Guardrails = guard, request: CallRequest = request) -> Any:
+            return await guard.arun(request, body)
+
+        assert asyncio.run(main()) == "tagged"
+        guard.close()
+    assert where[0] == ("MainThread", True)
+    assert where[1][1] is False
+    assert not where[1][0].startswith(("MainThread", "agent-guardrails")), where
 
 
 def test_a_caller_stopped_as_its_run_ended_throws_in_where_the_flow_stands() -> None:

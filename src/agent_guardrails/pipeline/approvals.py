@@ -30,7 +30,7 @@ from agent_guardrails.engine.decision import Decision, DecisionKind
 from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.pipeline import events
 from agent_guardrails.pipeline.edits import parse_edit
-from agent_guardrails.pipeline.effects import Await, Flow, Invoke, StoreOp
+from agent_guardrails.pipeline.effects import Await, Flow, Invoke, OffLoop, StoreOp
 from agent_guardrails.pipeline.flow import (
     GOES_AHEAD,
     decide,
@@ -148,8 +148,11 @@ def approval(
         span.approval_reasked(first.data)
     asked = g.clock()
     asker = (lambda _ask: answer) if answer is not None else (call.ask or g.approver)
+    # The application's approver (no graph to interrupt) may block for the human's whole
+    # time: a plain function runs off the loop. A graph's asker runs where the call runs.
+    yours = answer is None and call.ask is None
     try:
-        given = (yield from _answer_of(asker, ask)) if asker is not None else None
+        given = (yield from _answer_of(asker, ask, yours)) if asker is not None else None
     except StoreUnavailable as exc:  # asking needs the store (a graph's slot log): fail closed
         yield from release(g, key, "approval.unavailable", {"reason": str(exc)})
         return call, offline(decision, call.request, exc)
@@ -267,12 +270,17 @@ def edited(
 # ---------------------------------------------------------------------------- pieces
 
 
-def _answer_of(asker: Callable[[ApprovalRequest], Any], ask: ApprovalRequest) -> Flow[Any]:
+def _answer_of(
+    asker: Callable[[ApprovalRequest], Any], ask: ApprovalRequest, yours: bool = False
+) -> Flow[Any]:
     """Ask: an approver returns its answer, a graph's asker is a flow (its store I/O goes
     through the driver), an async approver an awaitable (awaited by the async driver). The
-    asker is called as an effect, so on the caller's own thread (an event loop's, not a
-    store's thread that ran the steps before it: the human's time never holds a store)."""
-    produced = yield Invoke(asker, ask)
+    asker is called as an effect, so never on a store's thread that ran the steps before
+    it (the human's time never holds a store): a graph's asker on the caller's own thread,
+    the application's plain-function approver (``yours``) off the event loop
+    (:class:`~agent_guardrails.pipeline.effects.OffLoop`)."""
+    off = yours and not inspect.iscoroutinefunction(asker)
+    produced = yield (OffLoop if off else Invoke)(asker, ask)
     if isinstance(produced, Generator):
         return (yield from produced)
     if inspect.isawaitable(produced):

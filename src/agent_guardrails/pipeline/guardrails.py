@@ -83,7 +83,9 @@ class Guardrails:
             A store opened from a URL is closed by :meth:`close`.
         approver: called for calls that need approval outside a LangGraph run (see
             :mod:`agent_guardrails.pipeline.approvals`). Without one such calls come back
-            ``pending_approval`` and hold nothing.
+            ``pending_approval`` and hold nothing. An ``async def`` approver is awaited; a
+            plain function, which may block for the human's time, runs on a worker thread
+            on async paths (``arun``, ``ainvoke``).
         raise_on_deny: raise :class:`~agent_guardrails.errors.GuardrailError` subclasses
             instead of returning a :class:`~agent_guardrails.pipeline.results.GuardrailResult`.
         scope: default scope values for every call (e.g. ``{"agent": "campaign-bot"}``).
