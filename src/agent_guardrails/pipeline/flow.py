@@ -149,7 +149,8 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
             if not (yield from live.follow(snap.pack)):
                 break
         except StoreUnavailable as exc:
-            checked = yield from user_checks(pack, request)
+            checks = user_checks(pack, request)
+            checked = _NOT_CHECKED if checks is None else (yield checks)
             decision = store_down(pack, request, exc, now, checked)
             call.span.decided(decision, key, resumed=False)
             return Decided(decision, None, {}, checked)
@@ -163,7 +164,8 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
         AutonomyLevel(snap.level) if snap.level is not None else pack.initial_level(request.scope)
     )
     trial = split(pack, request.scope, level, request.args) if pack.gates else None
-    checked = yield from user_checks(pack, request)
+    checks = user_checks(pack, request)
+    checked = _NOT_CHECKED if checks is None else (yield checks)
     decision = rules.decide(
         request,
         pack,
@@ -188,15 +190,14 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
     return Decided(decision, prior, snap.used, checked)
 
 
-def user_checks(pack: PolicyPack, request: CallRequest) -> Flow[Mapping[int, str | None]]:
-    """Run the action's validators that are the application's own code (custom validators,
-    ``consent``'s check) as one :class:`OffLoop` effect: off the event loop and off a
-    store's thread on the async paths. The engine runs the built-ins itself."""
+def user_checks(pack: PolicyPack, request: CallRequest) -> OffLoop | None:
+    """The action's validators that are the application's own code (custom validators,
+    ``consent``'s check) as one :class:`OffLoop` effect, whose result is the engine's
+    ``checked``: off the event loop and off a store's thread on the async paths. ``None``
+    when there are none (the usual case: no effect, no hand-off); the engine runs the
+    built-ins itself."""
     todo = rules.user_validators(pack, request.action)
-    if not todo:  # the usual case: no effect, no hand-off
-        return _NOT_CHECKED
-    checked: Mapping[int, str | None] = yield OffLoop(_run_checks, todo, request)
-    return checked
+    return OffLoop(_run_checks, todo, request) if todo else None
 
 
 def _run_checks(
