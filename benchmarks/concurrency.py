@@ -7,11 +7,17 @@ A served agent runs many conversations at once on one asyncio loop. This runs N 
 200 ms per call (a fast real model) and asks for one guarded tool call per run, and reports
 runs per second as a ratio to the same agent without middleware, measured in the same run
 (goal: >= 0.9 at N = 50 and N = 200, on SQLite and PostgreSQL; the memory store is shown for
-reference). Then the event loop's lag: a ticker task measures its worst and p99 delay while
-another process holds the store's write lock for a second and 10 guarded runs wait for it
-(goal: p99 < 5 ms while they wait; the calls wait, the loop does not). The same figures
-over the whole runs are printed beside it, with the bare agent's 10 runs as their baseline:
-10 runs stepping at once delay a 1 ms ticker by their own CPU time, guarded or not.
+reference), with ``interrupt="per_call"`` beside the default (batched). Two agents with no
+store measure what LangChain itself charges for the middleware's shape, at each N: one with
+the two wrap hooks doing nothing, one with an ``after_model`` hook doing nothing (the graph
+node every model turn runs in batched mode). Each figure comes with this process's CPU time
+per run: at N = 200 the loop is busy all the time, and runs per second follow it.
+
+Then the event loop's lag: a ticker task measures its worst and p99 delay while another
+process holds the store's write lock for a second and 10 guarded runs wait for it (goal:
+p99 < 5 ms while they wait; the calls wait, the loop does not). The same figures over the
+whole runs are printed beside it, with the bare agent's 10 runs as their baseline: 10 runs
+stepping at once delay a 1 ms ticker by their own CPU time, guarded or not.
 
 PostgreSQL rows need ``--postgres URL`` or ``AGENT_GUARDRAILS_TEST_POSTGRES``; each run uses a
 throw-away schema.
@@ -28,9 +34,10 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -84,17 +91,57 @@ async def tag_contact(contact: str) -> str:
     return contact
 
 
-def agent(guard: Guardrails | None) -> Any:
-    middleware = [GuardrailsMiddleware(guard, actions={"tag_contact": "crm.tag"})] if guard else []
+class WrapHooks(AgentMiddleware):
+    """GuardrailsMiddleware's two wrap hooks, doing nothing (async: plain functions that
+    return the handler's awaitable, as ours do)."""
+
+    def wrap_tool_call(self, request: Any, handler: Any) -> Any:
+        return handler(request)
+
+    def awrap_tool_call(self, request: Any, handler: Any) -> Any:
+        return handler(request)
+
+    def wrap_model_call(self, request: Any, handler: Any) -> Any:
+        return handler(request)
+
+    def awrap_model_call(self, request: Any, handler: Any) -> Any:
+        return handler(request)
+
+
+class EmptyNode(AgentMiddleware):
+    """An ``after_model`` hook doing nothing: the graph node (one more step per model turn)
+    that batched mode adds."""
+
+    def after_model(self, state: Any, runtime: Any) -> None:
+        return None
+
+    async def aafter_model(self, state: Any, runtime: Any) -> None:
+        return None
+
+
+def agent(guard: Guardrails | None, interrupt: Literal["batched", "per_call"] = "batched") -> Any:
+    middleware = (
+        [GuardrailsMiddleware(guard, actions={"tag_contact": "crm.tag"}, interrupt=interrupt)]
+        if guard
+        else []
+    )
     return create_agent(SlowModel(), [tag_contact], middleware=middleware)
 
 
+REFERENCES = {"wrap hooks only": WrapHooks, "empty after_model": EmptyNode}
+
+
 async def runs_per_second(graph: Any, n: int) -> float:
-    start = time.perf_counter()
+    return (await measured(graph, n))[0]
+
+
+async def measured(graph: Any, n: int) -> tuple[float, float]:
+    """Runs per second of ``n`` concurrent runs, and this process's CPU seconds per run."""
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(
         *(graph.ainvoke({"messages": [("user", f"c{uuid.uuid4().hex[:8]}")]}) for _ in range(n))
     )
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), (time.process_time() - cpu) / n
 
 
 def hold_sqlite_lock(path: str, seconds: float, ready: Any) -> None:
@@ -219,28 +266,63 @@ class HandOffs:
         )
 
 
+def _cell(figure: tuple[float, float], width: int = 16) -> str:
+    """``runs/s (CPU ms/run)``, right-aligned in ``width``."""
+    runs, cpu = figure
+    return f"{runs:.1f} ({cpu * 1e3:.2f})".rjust(width)
+
+
 async def main_async(
     stores: dict[str, str], sizes: Sequence[int], repeats: int, diagnose: bool = False
 ) -> None:
     hand_offs = HandOffs() if diagnose else None
     pack = PolicyPack.from_yaml(PACK)
     bare = agent(None)
-    print(f"model latency {MODEL_LATENCY * 1e3:.0f} ms; runs/s, best of {repeats}")
-    print(f"{'store':<10}{'N':>5}{'bare':>10}{'guarded':>10}{'ratio':>8}")
+    print(
+        f"model latency {MODEL_LATENCY * 1e3:.0f} ms; runs/s, best of {repeats}, and this "
+        "process's CPU ms per run (of that best repeat)"
+    )
+    print("LangChain's own cost of the middleware's shape (no store, no guard):")
+    print(f"{'agent':<20}{'N':>5}{'bare':>16}{'this agent':>18}{'ratio':>8}")
+    references = {
+        name: create_agent(SlowModel(), [tag_contact], middleware=[cls()])
+        for name, cls in REFERENCES.items()
+    }
+    for n in sizes:
+        best: dict[str, tuple[float, float]] = {}
+        for _ in range(repeats):
+            for name, graph in (("bare", bare), *references.items()):
+                got = await measured(graph, n)
+                best[name] = max(best.get(name, (0.0, 0.0)), got)
+        for name in references:
+            print(
+                f"{name:<20}{n:>5}{_cell(best['bare'])}{_cell(best[name], 18)}"
+                f"{best[name][0] / best['bare'][0]:>8.2f}"
+            )
+    print("Guarded (goal: the default, batched, >= 0.9 of bare at N = 50 and 200):")
+    print(
+        f"{'store':<10}{'N':>5}{'bare':>16}{'guarded':>16}{'ratio':>8}{'per_call':>16}{'ratio':>8}"
+    )
     for name, url in stores.items():
         guard = Guardrails(pack, store=url)
         guarded = agent(guard)
-        await guarded.ainvoke({"messages": [("user", "warm-up")]})
+        per_call = agent(guard, "per_call")
+        for graph in (guarded, per_call):
+            await graph.ainvoke({"messages": [("user", "warm-up")]})
         for n in sizes:
-            best_bare = best_guarded = 0.0
+            best_bare = best_guarded = best_per_call = (0.0, 0.0)
             for _ in range(repeats):
-                best_bare = max(best_bare, await runs_per_second(bare, n))
+                best_bare = max(best_bare, await measured(bare, n))
                 if hand_offs is not None:
                     hand_offs.records.clear()
-                best_guarded = max(best_guarded, await runs_per_second(guarded, n))
-            ratio = best_guarded / best_bare
+                best_guarded = max(best_guarded, await measured(guarded, n))
+                best_per_call = max(best_per_call, await measured(per_call, n))
+            ratio = best_guarded[0] / best_bare[0]
             goal = "" if n < 50 or name == "memory" else ("  met" if ratio >= 0.9 else "  NOT met")
-            print(f"{name:<10}{n:>5}{best_bare:>10.1f}{best_guarded:>10.1f}{ratio:>8.2f}{goal}")
+            print(
+                f"{name:<10}{n:>5}{_cell(best_bare)}{_cell(best_guarded)}{ratio:>8.2f}"
+                f"{_cell(best_per_call)}{best_per_call[0] / best_bare[0]:>8.2f}{goal}"
+            )
             if hand_offs is not None and name == "sqlite":
                 print(hand_offs.report(n))
         if name == "sqlite":
