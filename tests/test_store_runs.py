@@ -302,12 +302,13 @@ def test_a_cancelled_flush_does_not_write_a_record_twice(tmp_path: Any) -> None:
 
 
 def test_an_approver_runs_off_the_store_thread_and_a_plain_one_off_the_loop(
-    tmp_path: Any,
+    every_store_url: str,
 ) -> None:
-    """The human's time never holds the store thread that ran the call's snapshot and
-    reservation just before: an ``async def`` approver of an async call on SQLite is awaited
+    """The human's time never holds a store's thread that ran the call's snapshot and
+    reservation just before (SQLite): an ``async def`` approver of an async call is awaited
     on the event loop's thread; a plain function (which may block for the human's whole
-    time, as ``input()`` or a polling client does) runs on a worker thread, off the loop."""
+    time, as ``input()`` or a polling client does) runs on a worker thread, off the loop.
+    On every store."""
     from agent_guardrails import ApprovalAnswer
 
     where: list[tuple[str, bool]] = []
@@ -333,10 +334,8 @@ def test_an_approver_runs_off_the_store_thread_and_a_plain_one_off_the_loop(
         return "tagged"
 
     approvers: list[Callable[[Any], Any]] = [aapprover, approver]
-    for i, fn in enumerate(approvers):
-        guard = Guardrails(
-            PolicyPack.from_yaml(ASKING), store=f"sqlite:///{tmp_path / f'a{i}.db'}", approver=fn
-        )
+    for fn in approvers:
+        guard = Guardrails(PolicyPack.from_yaml(ASKING), store=every_store_url, approver=fn)
         request = CallRequest("tag", "crm.tag", {"contact": "c1"}, Scope())
 
         async def main(guard: Guardrails = guard, request: CallRequest = request) -> Any:
