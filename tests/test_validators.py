@@ -375,3 +375,28 @@ def test_a_validator_that_raises_fails_closed() -> None:
 def test_validator_names_are_checked(name: str) -> None:
     with pytest.raises(ValueError, match="use lowercase letters"):
         ValidatorRegistry().register(name, small_lists)
+
+
+def test_an_async_validator_or_consent_check_is_refused_at_registration() -> None:
+    """An ``async def`` check would hand back a coroutine nobody awaits (read as a failure
+    message): registering one fails at once, saying what to do instead."""
+
+    async def acheck(call: Any, params: Any) -> str | None:
+        return None
+
+    async def aconsent(contact: str, channel: str | None) -> bool:
+        return True
+
+    class AsyncCallable:
+        async def __call__(self, call: Any, params: Any) -> str | None:
+            return None
+
+    registry = ValidatorRegistry()
+    for fn in (acheck, AsyncCallable()):
+        with pytest.raises(TypeError, match="is an async function; register a plain function"):
+            registry.register("acheck", fn)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="consent check 'crm' is an async function"):
+        registry.register_consent("crm", aconsent)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="is not callable"):
+        registry.register("nothing", None)  # type: ignore[arg-type]
+    assert "acheck" not in registry.names()

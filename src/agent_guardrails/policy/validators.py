@@ -37,6 +37,7 @@ side effects.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -106,10 +107,12 @@ class ValidatorRegistry:
             raise ValueError(
                 f"validator name {name!r}: use lowercase letters, digits, '_', '.', '-'"
             )
+        _plain_function("validator", name, fn)
         self._validators[name] = _Registered(fn, params)
 
     def register_consent(self, name: str, check: ConsentCheck) -> None:
         """Make ``check(entity_id, channel) -> bool`` usable as ``consent: {check: name}``."""
+        _plain_function("consent check", name, check)
         self._consent[name] = check
 
     def names(self) -> list[str]:
@@ -150,6 +153,20 @@ class ValidatorRegistry:
                 f"unknown validator {name!r}; known validators: {', '.join(self.names())}. "
                 "Register custom ones with register_validator(name, fn) before loading"
             ) from None
+
+
+def _plain_function(what: str, name: str, fn: Callable[..., Any]) -> None:
+    """Validators and consent checks are plain functions: an ``async def`` one would hand
+    back a coroutine that nobody awaits (read as a failure message), so it is refused."""
+    if not callable(fn):
+        raise TypeError(f"{what} {name!r}: {fn!r} is not callable")
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+    ):
+        raise TypeError(
+            f"{what} {name!r} is an async function; register a plain function instead (it "
+            "may block: on async paths it runs on a worker thread, never on the event loop)"
+        )
 
 
 # --------------------------------------------------------------------------- built-ins
