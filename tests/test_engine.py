@@ -605,32 +605,27 @@ def test_what_the_pipeline_checked_is_not_run_again() -> None:
     )
     assert [i for i, _ in user_validators(pack, "crm.tag")] == [1]  # built-ins run inline
     call = CallRequest("tag", "crm.tag", {"note": "hello"}, Scope())
-    passed = decide(
-        call, pack, level=AutonomyLevel.EXECUTE, used={}, now=NOON_WEDNESDAY, checked={1: None}
-    )
+
+    def at_execute(request: CallRequest, checked: Mapping[int, str | None]) -> Decision:
+        return decide(
+            request,
+            pack,
+            level=AutonomyLevel.EXECUTE,
+            used={},
+            now=NOON_WEDNESDAY,
+            checked=checked,
+        )
+
+    passed = at_execute(call, {1: None})
     assert passed.kind is DecisionKind.ALLOW
     assert calls == []
-    refused = decide(
-        call,
-        pack,
-        level=AutonomyLevel.EXECUTE,
-        used={},
-        now=NOON_WEDNESDAY,
-        checked={1: "no consent"},
-    )
+    refused = at_execute(call, {1: "no consent"})
     assert refused.kind is DecisionKind.DENY
     assert calls == []
     assert refused.reasons == ("validator_failed:mine",)
     assert "mine: no consent" in refused.message
     spam = CallRequest("tag", "crm.tag", {"note": "spam"}, Scope())
-    both = decide(
-        spam,
-        pack,
-        level=AutonomyLevel.EXECUTE,
-        used={},
-        now=NOON_WEDNESDAY,
-        checked={1: "no consent"},
-    )
+    both = at_execute(spam, {1: "no consent"})
     assert both.reasons == ("validator_failed:banned_terms", "validator_failed:mine")
     assert calls == []  # after the first failure the rest are reported from `checked` too
     unchecked = decide(call, pack, level=AutonomyLevel.EXECUTE, used={}, now=NOON_WEDNESDAY)

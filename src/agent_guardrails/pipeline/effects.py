@@ -113,21 +113,14 @@ class Invoke(Effect):
         return result
 
 
-class OffLoop(Effect):
-    """``fn(*args)`` where ``fn`` is the application's own sync code, which may block (a
+class OffLoop(Invoke):
+    """:class:`Invoke` where ``fn`` is the application's own sync code, which may block (a
     custom validator or consent check calling an API, a ``simulate=`` function): the sync
     driver calls it on the caller's thread; the async driver runs it on a worker thread
     (:func:`asyncio.to_thread`, in the caller's :mod:`contextvars` context), so neither the
     event loop nor a store's own thread waits for it. An awaitable result is awaited."""
 
-    __slots__ = ("args", "fn")
-
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.fn = fn
-        self.args = args
-
-    def run(self, store: Any) -> Any:
-        return self.fn(*self.args)
+    __slots__ = ()
 
     async def arun(self, store: Any) -> Any:
         result = await asyncio.to_thread(self.fn, *self.args)
