@@ -131,10 +131,6 @@ def agent(guard: Guardrails | None, interrupt: Literal["batched", "per_call"] = 
 REFERENCES = {"wrap hooks only": WrapHooks, "empty after_model": EmptyNode}
 
 
-async def runs_per_second(graph: Any, n: int) -> float:
-    return (await measured(graph, n))[0]
-
-
 async def measured(graph: Any, n: int) -> tuple[float, float]:
     """Runs per second of ``n`` concurrent runs, and this process's CPU seconds per run."""
     start, cpu = time.perf_counter(), time.process_time()

@@ -30,7 +30,7 @@ from agent_guardrails.engine.decision import Decision, DecisionKind
 from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.pipeline import events
 from agent_guardrails.pipeline.edits import parse_edit
-from agent_guardrails.pipeline.effects import Await, Flow, Invoke, OffLoop, StoreOp
+from agent_guardrails.pipeline.effects import Await, Flow, Invoke, StoreOp, user_code
 from agent_guardrails.pipeline.flow import (
     GOES_AHEAD,
     decide,
@@ -147,12 +147,15 @@ def approval(
     if first is not None:
         span.approval_reasked(first.data)
     asked = g.clock()
-    asker = (lambda _ask: answer) if answer is not None else (call.ask or g.approver)
-    # The application's approver (no graph to interrupt) may block for the human's whole
-    # time: a plain function runs off the loop. A graph's asker runs where the call runs.
-    yours = answer is None and call.ask is None
+    asking: Invoke | None = None
+    if answer is not None:
+        asking = Invoke(lambda _ask: answer, ask)
+    elif call.ask is not None:  # a graph's asker: it runs where the call runs
+        asking = Invoke(call.ask, ask)
+    elif g.approver is not None:  # the application's: it may block for the human's time
+        asking = user_code(g.approver, ask)
     try:
-        given = (yield from _answer_of(asker, ask, yours)) if asker is not None else None
+        given = (yield from _answer_of(asking)) if asking is not None else None
     except StoreUnavailable as exc:  # asking needs the store (a graph's slot log): fail closed
         yield from release(g, key, "approval.unavailable", {"reason": str(exc)})
         return call, offline(decision, call.request, exc)
@@ -270,17 +273,14 @@ def edited(
 # ---------------------------------------------------------------------------- pieces
 
 
-def _answer_of(
-    asker: Callable[[ApprovalRequest], Any], ask: ApprovalRequest, yours: bool = False
-) -> Flow[Any]:
+def _answer_of(asking: Invoke) -> Flow[Any]:
     """Ask: an approver returns its answer, a graph's asker is a flow (its store I/O goes
     through the driver), an async approver an awaitable (awaited by the async driver). The
     asker is called as an effect, so never on a store's thread that ran the steps before
     it (the human's time never holds a store): a graph's asker on the caller's own thread,
-    the application's plain-function approver (``yours``) off the event loop
-    (:class:`~agent_guardrails.pipeline.effects.OffLoop`)."""
-    off = yours and not inspect.iscoroutinefunction(asker)
-    produced = yield (OffLoop if off else Invoke)(asker, ask)
+    the application's plain-function approver off the event loop
+    (:func:`~agent_guardrails.pipeline.effects.user_code`)."""
+    produced = yield asking
     if isinstance(produced, Generator):
         return (yield from produced)
     if inspect.isawaitable(produced):

@@ -43,6 +43,7 @@ __all__ = [
     "Flow",
     "Invoke",
     "OffLoop",
+    "user_code",
     "Pause",
     "StoreOp",
     "StoreRun",
@@ -127,6 +128,13 @@ class OffLoop(Invoke):
         if inspect.isawaitable(result):
             return await result
         return result
+
+
+def user_code(fn: Callable[..., Any], *args: Any) -> Invoke:
+    """``fn(*args)`` where ``fn`` is the application's (a ``simulate=`` function, an
+    ``approver=``): an ``async def`` one is awaited where the call runs, a plain one may
+    block, so it runs :class:`OffLoop`."""
+    return Invoke(fn, *args) if inspect.iscoroutinefunction(fn) else OffLoop(fn, *args)
 
 
 class Pause(Effect):

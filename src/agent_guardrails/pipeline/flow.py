@@ -25,7 +25,6 @@ yields the store operations, the tool body and the human's answer it needs as
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,7 +42,7 @@ from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import KillSwitchEngaged, StoreUnavailable
 from agent_guardrails.pipeline import events
 from agent_guardrails.pipeline.edits import ArgsSchema
-from agent_guardrails.pipeline.effects import Effect, Flow, Invoke, OffLoop, StoreOp
+from agent_guardrails.pipeline.effects import Effect, Flow, OffLoop, StoreOp, user_code
 from agent_guardrails.pipeline.outbox import write
 from agent_guardrails.pipeline.results import error_for, result_for
 from agent_guardrails.pipeline.scoping import ScopeSources
@@ -364,10 +363,7 @@ def refuse(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Any]:
     if decision.kind is DecisionKind.SIMULATE:
         args = call.request.args
         if call.simulate is not None:
-            # The application's function: a sync one may block, so it runs off the loop.
-            draft = call.simulate
-            effect = Invoke if inspect.iscoroutinefunction(draft) else OffLoop
-            result["draft"] = yield effect(draft, args)
+            result["draft"] = yield user_code(call.simulate, args)
         else:
             result["draft"] = describe(decision, args)
         return result
