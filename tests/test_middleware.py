@@ -24,6 +24,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from agent_guardrails import Guardrails, PolicyPack, Scope, guarded
 from agent_guardrails.adapters.middleware import GuardrailsMiddleware
+from agent_guardrails.adapters.tools import Bindings
+from agent_guardrails.ops.operations import apply_pack
 
 PACK = """
 name: mw
@@ -502,6 +504,62 @@ def test_guarded_tool_under_the_middleware_is_guarded_once(guard: Guardrails) ->
     assert runs == ["c1"]
     assert len(kinds(guard, "decision")) == 1
     assert sum(guard.store.counters("budget:").values()) == 30  # charged once, not twice
+
+
+def test_a_tool_is_bound_again_under_a_new_pack_or_a_new_tool_object() -> None:
+    """An adapter works a tool's binding out once, and again when the pack in force or the
+    tool object changes: a tool bound by its name only once the pack has that action."""
+    bindings = Bindings({"send_email": "email.send"})
+    v1 = PolicyPack.from_yaml(PACK)
+    v2 = PolicyPack.from_yaml(PACK.replace("  crm.tag:", "  ping: {}\n  crm.tag:"))
+    assert bindings.of("ping", None, v1).action is None
+    assert bindings.of("ping", None, v2).action == "ping"
+    assert bindings.of("ping", None, v1).action is None
+
+    @tool
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    marked = ping.model_copy(update={"metadata": {"guardrails_action": "crm.tag"}})
+    assert bindings.of("ping", ping, v1).action is None
+    assert bindings.of("ping", marked, v1).action == "crm.tag"
+    assert bindings.of("send_email", marked, v1).action == "email.send"  # the mapping wins
+
+
+def test_model_calls_are_charged_from_the_call_after_a_priced_pack_takes_effect(
+    guard: Guardrails,
+) -> None:
+    """Without ``model_prices`` a model call is not charged; a pack that prices models,
+    applied while the agent runs, is followed at the next tool call, and every model call
+    after that is charged (the hook reads the pack in force at each call)."""
+    priced = PACK.replace('"7"', '"8"') + (
+        "model_prices:\n  ScriptedModel: {input_per_1k: 100, output_per_1k: 100}\n"
+    )
+
+    @tool
+    def tag_contact(contact: str) -> str:
+        """Tag a contact."""
+        if contact == "c1":
+            apply_pack(guard.store, priced, by="ops")  # from elsewhere, mid-run
+        return f"tagged {contact}"
+
+    def turn(i: int) -> AIMessage:
+        return AIMessage(
+            content="",
+            tool_calls=[{"name": "tag_contact", "args": {"contact": f"c{i}"}, "id": f"x{i}"}],
+            usage_metadata={"input_tokens": 4, "output_tokens": 2, "total_tokens": 6},
+        )
+
+    model = ScriptedModel(messages=iter([turn(1), turn(2), turn(3), AIMessage(content="ok")]))
+    middleware = [GuardrailsMiddleware(guard, actions=ACTIONS, interrupt="per_call")]
+    a = Driven(create_agent(model, [tag_contact], middleware=middleware))
+    a.invoke({"messages": [("user", "x")]}, None, version="v2")
+    assert guard.policy.version == "8"
+    # Three tool calls (30 each); model calls 1 and 2 ran under the unpriced pack in hand,
+    # the second tool call followed the new pack, so model call 3 costs 0.6 (the last
+    # answer reports no tokens).
+    assert sum(guard.store.counters("budget:").values()) == pytest.approx(90 + 0.6)
 
 
 def test_model_spend_counts_against_budgets_and_stops_the_run(tools: Tools) -> None:

@@ -46,7 +46,7 @@ from agent_guardrails.adapters.graph import (
     run_scope,
     with_args,
 )
-from agent_guardrails.adapters.tools import binding
+from agent_guardrails.adapters.tools import Bindings
 from agent_guardrails.adapters.turns import batch_asker, let_through, turn_calls
 from agent_guardrails.engine.decision import Decision, DecisionKind
 from agent_guardrails.errors import ConfigurationError
@@ -83,6 +83,7 @@ class GuardNode:
             raise ConfigurationError("GuardNode needs a Guardrails object")
         self.guardrails = guardrails
         self.actions = dict(actions or {})
+        self._bindings = Bindings(self.actions)
         self.tools: dict[str, BaseTool] = {tool.name: tool for tool in tools}
         self.tools_node = tools_node
         self.model_node = model_node
@@ -97,7 +98,7 @@ class GuardNode:
         guard = self.guardrails
         context = _compat.runtime_context(config)
         bindings = [
-            binding(c["name"], self.tools.get(c["name"]), self.actions, guard.policy)
+            self._bindings.of(c["name"], self.tools.get(c["name"]), guard.policy)
             for c in last.tool_calls
         ]
         calls = turn_calls(guard, last.tool_calls, bindings, run_scope(context, config), config)
@@ -154,7 +155,7 @@ class GuardNode:
                 name=tool_call["name"],
                 status="error",
             )
-        return let_through(self.guardrails, request, tool_call, carried, self.actions)
+        return let_through(self.guardrails, request, tool_call, carried, self._bindings)
 
     def _run(self, request: ToolCallRequest, handler: Any) -> Any:
         let = self._let_through(request)

@@ -53,7 +53,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal, NotRequired, TypeVar, cast
+from typing import Annotated, Any, Literal, NotRequired, TypeVar
 
 from langchain.agents.middleware.types import (
     AgentMiddleware,
@@ -83,7 +83,7 @@ from agent_guardrails.adapters.graph import (
     with_args,
 )
 from agent_guardrails.adapters.task_interrupts import TaskInterrupts
-from agent_guardrails.adapters.tools import ToolBinding, binding, unmapped_action
+from agent_guardrails.adapters.tools import Bindings, ToolBinding, unmapped_action
 from agent_guardrails.adapters.transcript import (
     STAMP,
     answered,
@@ -170,6 +170,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             )
         self.guardrails = guardrails
         self.actions = dict(actions or {})
+        self._bindings = Bindings(self.actions)
         self.unmapped = unmapped
         self.interrupt = interrupt
         self._tools: dict[str, BaseTool] = {t.name: t for t in tools}
@@ -275,7 +276,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
     def _prepare(self, request: ToolCallRequest) -> _Prepared | None:
         tool_call = request.tool_call
         name = tool_call["name"]
-        bound = binding(name, request.tool, self.actions, self.guardrails.policy)
+        bound = self._bindings.of(name, request.tool, self.guardrails.policy)
         action = bound.action
         if action is None:
             if self.unmapped == "allow":
@@ -305,7 +306,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         carried = turn.get(request.tool_call.get("id") or "")
         if not isinstance(carried, Mapping):
             return None
-        return let_through(self.guardrails, request, request.tool_call, carried, self.actions)
+        return let_through(self.guardrails, request, request.tool_call, carried, self._bindings)
 
     # ------------------------------------------------------------------ the turn (batched)
 
@@ -337,7 +338,7 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         return calls, batch_asker(context, config, resolved=resolved)
 
     def _binding(self, name: str, stamped: Mapping[str, Any]) -> ToolBinding:
-        bound = binding(name, self._tools.get(name), self.actions, self.guardrails.policy)
+        bound = self._bindings.of(name, self._tools.get(name), self.guardrails.policy)
         mark = stamped.get(name)
         if isinstance(mark, Mapping) and name not in self._tools:
             # A fresh worker resuming the run: decide as the turn was decided first.
@@ -380,7 +381,6 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         """Mark the model's tool calls with the action and scope they are decided by."""
         if not isinstance(response, ModelResponse):
             return response
-        out: list[Any] = []
         for message in response.result:
             if isinstance(message, AIMessage) and message.tool_calls:
                 marks = {}
@@ -390,10 +390,9 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
                         "action": bound.action,
                         "scope": dict(bound.declared),
                     }
-                metadata = {**(message.response_metadata or {}), STAMP: marks}
-                message = message.model_copy(update={"response_metadata": metadata})
-            out.append(message)
-        return cast(_R, replace(response, result=out))
+                # On the model's own new message (as tool messages are marked, answered()).
+                message.response_metadata = {**(message.response_metadata or {}), STAMP: marks}
+        return response
 
     def _message(self, request: ToolCallRequest, call: CallRequest, result: object) -> ToolResult:
         if isinstance(result, ToolMessage):
@@ -429,16 +428,20 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         stop = self._stop(request)
         if stop is not None:
             return stop
-        scope, key = self._model_scope()
-        stopped = self.guardrails.model_check(scope)
-        if stopped is not None:
-            return AIMessage(content=stopped)
+        scope = key = None
+        if self.guardrails.policy.model_prices:  # else nothing to check (the usual case)
+            scope, key = self._model_scope()
+            stopped = self.guardrails.model_check(scope)
+            if stopped is not None:
+                return AIMessage(content=stopped)
         self._learn(request)
         request, corrected = truthful(request)
         started = time.time_ns()
         response = self._stamp(handler(request))
-        usage = model_usage(request, response)
+        usage = self._usage(request, response)
         if usage is not None:
+            if scope is None:
+                scope, key = self._model_scope()
             self.guardrails.record_model_spend(
                 **usage, scope=scope, call_key=key, started_ns=started
             )
@@ -460,16 +463,20 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
         stop = self._stop(request)
         if stop is not None:
             return stop
-        scope, key = self._model_scope()
-        stopped = await self.guardrails.amodel_check(scope)
-        if stopped is not None:
-            return AIMessage(content=stopped)
+        scope = key = None
+        if self.guardrails.policy.model_prices:
+            scope, key = self._model_scope()
+            stopped = await self.guardrails.amodel_check(scope)
+            if stopped is not None:
+                return AIMessage(content=stopped)
         self._learn(request)
         request, corrected = truthful(request)
         started = time.time_ns()
         response = self._stamp(await handler(request))
-        usage = model_usage(request, response)
+        usage = self._usage(request, response)
         if usage is not None:
+            if scope is None:
+                scope, key = self._model_scope()
             await self.guardrails.arecord_model_spend(
                 **usage, scope=scope, call_key=key, started_ns=started
             )
@@ -485,6 +492,14 @@ class GuardrailsMiddleware(AgentMiddleware[GuardrailsState, Any, Any]):
             model_response=ModelResponse(result=[message]),
             command=Command(update={"guardrails_halted": False}),
         )
+
+    def _usage(self, request: ModelRequest, response: ModelResponse) -> dict[str, Any] | None:
+        """What the model call used, to charge, when the pack in force prices models
+        (``model_prices``); without prices a model call is neither checked nor charged, and
+        the hook reads neither its scope nor its usage."""
+        if not self.guardrails.policy.model_prices:
+            return None
+        return model_usage(request, response)
 
     def _model_scope(self) -> tuple[Scope, str | None]:
         config = current_config()

@@ -17,7 +17,7 @@ from typing import Any
 from agent_guardrails.pipeline.edits import ArgsSchema, schema_of
 from agent_guardrails.policy.pack import PolicyPack
 
-__all__ = ["ToolBinding", "binding", "unmapped_action"]
+__all__ = ["Bindings", "ToolBinding", "binding", "unmapped_action"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,40 @@ def binding(
     if not isinstance(action, str):
         action = name if pack.action(name) is not None else None
     return ToolBinding(action, declared, simulate, schema_of(tool))
+
+
+class Bindings:
+    """An adapter's :func:`binding` of each tool, worked out once per tool object and pack
+    (every model turn stamps its calls and every call is decided by its tool's binding; a
+    live pack change or a new tool object works it out again). ``actions`` is the adapter's
+    mapping, copied: it is fixed when the adapter is made.
+
+    >>> pack = PolicyPack.from_dict({"name": "p", "version": 1, "actions": {"crm.tag": {}}})
+    >>> bindings = Bindings({"tag": "crm.tag"})
+    >>> bindings.of("tag", None, pack).action
+    'crm.tag'
+    >>> bindings.of("tag", None, pack) is bindings.of("tag", None, pack)
+    True
+    """
+
+    __slots__ = ("_seen", "actions")
+
+    LIMIT = 1024  # names kept (a model may call tools that do not exist)
+
+    def __init__(self, actions: Mapping[str, str] | None = None) -> None:
+        self.actions: Mapping[str, str] = dict(actions or {})
+        self._seen: dict[str, tuple[object | None, PolicyPack, ToolBinding]] = {}
+
+    def of(self, name: str, tool: object | None, pack: PolicyPack) -> ToolBinding:
+        """The binding of the tool called ``name`` (``tool``: the tool object, if known)
+        under ``pack``."""
+        seen = self._seen.get(name)
+        if seen is not None and seen[0] is tool and seen[1] is pack:
+            return seen[2]
+        bound = binding(name, tool, self.actions, pack)
+        if seen is not None or len(self._seen) < self.LIMIT:
+            self._seen[name] = (tool, pack, bound)
+        return bound
 
 
 def unmapped_action(name: str) -> str:

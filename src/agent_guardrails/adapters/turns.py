@@ -35,7 +35,7 @@ from agent_guardrails.adapters.graph import (
     interrupt_asker,
     to_answer,
 )
-from agent_guardrails.adapters.tools import ToolBinding, binding, unmapped_action
+from agent_guardrails.adapters.tools import Bindings, ToolBinding, unmapped_action
 from agent_guardrails.engine.decision import CallRequest, Decision
 from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest
 from agent_guardrails.pipeline.batch import AskAll
@@ -138,7 +138,7 @@ def let_through(
     request: ToolCallRequest,
     tool_call: Mapping[str, Any],
     carried: Mapping[str, Any],
-    actions: Mapping[str, str],
+    bindings: Bindings,
 ) -> tuple[GuardedCall, Decision, ToolCallRequest]:
     """A call the turn's decision let through, ready to run where tools run: what the
     decision carried (:meth:`Guardrails.carry`, with ``args`` when a human edited them),
@@ -152,7 +152,7 @@ def let_through(
     scope = Scope.from_mapping(carried.get("scope") or {})
     runtime = request.runtime
     config = getattr(runtime, "config", None)
-    bound = binding(name, request.tool, actions, guard.policy)
+    bound = bindings.of(name, request.tool, guard.policy)
     call = guard.prepare(
         CallRequest(name, str(carried["action"]), args, scope, call_id),
         call_key=str(carried["key"]),
