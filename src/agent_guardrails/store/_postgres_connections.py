@@ -33,10 +33,13 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from agent_guardrails.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from agent_guardrails.store._postgres_pipe import HotPipe
 
 __all__ = [
     "AsyncPostgresConnections",
@@ -104,6 +107,13 @@ def no_connection(url: str, timeout: float, pool_max: int) -> StoreUnavailable:
 def message(exc: BaseException) -> str:
     """A driver error's message on one line."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def raise_unavailable(url: str, pools: Any, exc: BaseException, note: str = "") -> NoReturn:
@@ -374,6 +384,10 @@ class AsyncPostgresConnections:
         self._by_loop: dict[asyncio.AbstractEventLoop, Any] = {}
         self._opening: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # The hot path's pipelined connections (:mod:`._postgres_pipe`), by event loop, and
+        # when each loop may next try to open one.
+        self._pipes: dict[asyncio.AbstractEventLoop, HotPipe] = {}
+        self._pipe_due: dict[asyncio.AbstractEventLoop, float] = {}
         self.closed = False
         if hasattr(os, "register_at_fork"):
             me = weakref.ref(self)
@@ -384,6 +398,11 @@ class AsyncPostgresConnections:
                     _ABANDONED.extend(conns._by_loop.values())
                     conns._by_loop = {}
                     conns._opening = {}
+                    for pipe in conns._pipes.values():
+                        pipe.abandon()
+                    _ABANDONED.extend(conns._pipes.values())
+                    conns._pipes = {}
+                    conns._pipe_due = {}
 
             os.register_at_fork(after_in_child=forked)
 
@@ -428,6 +447,10 @@ class AsyncPostgresConnections:
             for other in [lp for lp in self._by_loop if lp.is_closed()]:
                 # Its loop is gone (asyncio.run ended without aclose()): let it go.
                 self._opening.pop(other, None)
+                self._pipe_due.pop(other, None)
+                gone_pipe = self._pipes.pop(other, None)
+                if gone_pipe is not None:
+                    gone_pipe.close()
                 gone = self._by_loop.pop(other, None)
                 if gone is not None:
                     self._close_elsewhere(other, gone, None)
@@ -508,6 +531,55 @@ class AsyncPostgresConnections:
         finally:
             await pool.putconn(conn)
 
+    def unavailable(self, exc: BaseException) -> NoReturn:
+        """Raise :class:`StoreUnavailable` for driver error ``exc``."""
+        raise_unavailable(self.url, self._pools, exc)
+
+    # ------------------------------------------------------------------ the hot path's pipe
+
+    PIPE_RETRY = 1.0  # seconds between attempts to open a loop's pipelined connection
+
+    def pipe(self, statements: Mapping[bytes, bytes]) -> HotPipe | None:
+        """This event loop's pipelined connection for the hot path (:mod:`._postgres_pipe`),
+        or ``None`` while it is not open: then it is opened in the background (at most once
+        every :attr:`PIPE_RETRY` seconds) and the caller uses the pool meanwhile."""
+        loop = asyncio.get_running_loop()
+        pipe = self._pipes.get(loop)
+        if pipe is not None and pipe.alive:
+            return pipe
+        now = time.monotonic()
+        if self.closed or now < self._pipe_due.get(loop, 0.0):
+            return None
+        self._pipe_due[loop] = now + self.PIPE_RETRY
+        task = loop.create_task(self._open_pipe(loop, statements))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return None
+
+    async def _open_pipe(
+        self, loop: asyncio.AbstractEventLoop, statements: Mapping[bytes, bytes]
+    ) -> None:
+        from agent_guardrails.store._postgres_pipe import HotPipe
+
+        try:
+            await self._open()  # the pool first: the schema is set up by then
+            conn = await self._connect()
+        except StoreUnavailable:
+            return  # tried again on a later call, at most once every PIPE_RETRY seconds
+        if self.closed:
+            await conn.close()
+            return
+        self._pipes[loop] = HotPipe(conn, statements)
+
+    def _close_pipes(self, pipes: list[HotPipe]) -> None:
+        current = _running_loop()
+        for pipe in pipes:
+            loop = pipe.loop
+            if loop is current or loop.is_closed() or not loop.is_running():
+                pipe.close()
+            else:
+                loop.call_soon_threadsafe(pipe.close)
+
     async def _close_pool(self, pool: Any, last: Callable[[Any], Awaitable[None]] | None) -> None:
         if last is not None:
             try:
@@ -527,6 +599,8 @@ class AsyncPostgresConnections:
 
     def _take(self) -> list[tuple[asyncio.AbstractEventLoop, Any]]:
         self.closed = True
+        pipes, self._pipes = list(self._pipes.values()), {}
+        self._close_pipes(pipes)
         pools = list(self._by_loop.items())
         self._by_loop = {}
         self._opening = {}

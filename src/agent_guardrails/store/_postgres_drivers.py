@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 from agent_guardrails.store._postgres_connections import (
     AsyncPostgresConnections,
     PostgresConnections,
+    StatementFailed,
     atransaction,
     transaction,
 )
+from agent_guardrails.store._postgres_pipe import HotPipe, PipeLost
 from agent_guardrails.store._steps import (
     ALL,
     COUNT,
@@ -45,6 +47,10 @@ def _text(value: Any) -> bytes | None:
     return str(value).encode()
 
 
+class _Unpiped(Exception):
+    """A hot-path step asked the pipe for a statement it does not take: run it pooled."""
+
+
 class PostgresDrivers:
     """The drivers of :class:`~.postgres.PostgresStore`'s steps (mixed into it)."""
 
@@ -52,6 +58,7 @@ class PostgresDrivers:
     _aconns: AsyncPostgresConnections
     _hot: dict[bytes, bytes]
     _ahot: dict[bytes, str]
+    _ready: bool
     _q: dict[str, str]
     _pg: Any
 
@@ -121,6 +128,28 @@ class PostgresDrivers:
     async def _arun_step(self, step: Callable[[], Step[T]]) -> T:
         """:meth:`_run_step`, awaited on this event loop's async pool."""
         return await self._aconns.run(lambda conn: self._adrive(conn, step()))
+
+    async def _arun_hot(self, step: Callable[[], Step[T]]) -> T:
+        """:meth:`_arun_step` for a hot-path step (a reservation's fast path, a start, a
+        settlement): its :class:`~._steps.Hot` statements go through this loop's pipelined
+        connection when it is open (:mod:`._postgres_pipe`). The step runs again on a
+        pooled connection when the pipe is not open or was lost, and when it needs a
+        statement of another kind (the general path after ``GR003``: nothing is committed
+        by then, a ``GR003`` rolls its statement back)."""
+        pipe = self._aconns.pipe(self._hot) if self._ready else None  # (set up first)
+        if pipe is not None:
+            try:
+                return await adrive(step(), functools.partial(self._apiped, pipe))
+            except (PipeLost, _Unpiped):
+                pass
+            except StatementFailed as exc:
+                self._aconns.unavailable(exc)
+        return await self._arun_step(step)
+
+    async def _apiped(self, pipe: HotPipe, effect: Any) -> Any:
+        if type(effect) is not Hot:
+            raise _Unpiped
+        return await pipe.run(effect.name, effect.params, effect.expect)
 
     def _read(self, step: Callable[[], Step[T]]) -> T:
         return self._run_step(step)

@@ -56,8 +56,10 @@ from agent_guardrails.store._operators import AsyncSQLOperations
 from agent_guardrails.store._postgres_connections import (
     AsyncPostgresConnections,
     PostgresConnections,
+    StatementFailed,
 )
 from agent_guardrails.store._postgres_drivers import PostgresDrivers
+from agent_guardrails.store._postgres_pipe import PipeLost
 from agent_guardrails.store._postgres_schema import (
     SCHEMA_VERSION,
     chain_lock,
@@ -91,6 +93,7 @@ _TAMPERED = "GR002"  # raised by ag_chain_pending: the head row is missing or be
 _GENERAL = "GR003"  # raised by ag_reserve's fast path: run the general path
 # The hot-path statements prepared on each pooled connection (sql/postgres.sql, hot_*).
 _RESERVE1, _START, _SETTLE = b"ag_reserve1", b"ag_start", b"ag_settle"
+_CHAIN = b"ag_chain"
 _DOLLAR = re.compile(r"\$\d+")
 
 
@@ -169,6 +172,7 @@ class PostgresStore(PostgresDrivers, AsyncSQLOperations):
             _RESERVE1: q["hot_reserve1"].encode(),
             _START: q["hot_start"].encode(),
             _SETTLE: q["hot_settle"].encode(),
+            _CHAIN: q["hot_chain"].encode(),
         }
         # The async driver runs the same statements through psycopg (prepared there too).
         ahot = {name: _DOLLAR.sub("%s", sql.decode()) for name, sql in hot.items()}
@@ -194,9 +198,10 @@ class PostgresStore(PostgresDrivers, AsyncSQLOperations):
         if now < self._chain_due:
             return
         self._chain_due = now + self.CHAIN_INTERVAL
-        with contextlib.suppress(self._pg.Error):  # (a broken connection goes back to
-            # the pool, which replaces it)
-            yield Statement(self._q["chain"], (False, self.CHAIN_BATCH, None, None))
+        # (A broken pooled connection goes back to the pool, which replaces it; a lost
+        # pipe is opened again.)
+        with contextlib.suppress(self._pg.Error, StatementFailed, PipeLost):
+            yield Hot(_CHAIN, [str(self.CHAIN_BATCH).encode()])
 
     def _chain_all_step(self) -> Step[None]:
         """Chain every waiting record, waiting for the chain lock: before reading the log."""
@@ -516,7 +521,7 @@ class PostgresStore(PostgresDrivers, AsyncSQLOperations):
         start: AuditEvent | None = None,
     ) -> ReserveResult:
         step = self._reserve_one(call_key, charges, audit, force, now, start)
-        return await self._arun_step(step)
+        return await self._arun_hot(step)
 
     async def areserve_many(
         self,
@@ -529,7 +534,7 @@ class PostgresStore(PostgresDrivers, AsyncSQLOperations):
         return await self._arun_step(self._reserve_batch(items, audit, force, now))
 
     async def astart(self, call_key: str, *, audit: AuditEvent | None = None) -> bool:
-        return await self._arun_step(lambda: self._start_step(call_key, audit))
+        return await self._arun_hot(lambda: self._start_step(call_key, audit))
 
     async def afinish(
         self,
@@ -542,12 +547,12 @@ class PostgresStore(PostgresDrivers, AsyncSQLOperations):
     ) -> None:
         if actual_cost is not None:
             check_finite(actual_cost, "actual_cost")
-        await self._arun_step(
+        await self._arun_hot(
             lambda: self._settle_step(call_key, ok, False, actual_cost, result, audit)
         )
 
     async def arelease(self, call_key: str, *, audit: AuditEvent | None = None) -> None:
-        await self._arun_step(lambda: self._settle_step(call_key, False, True, None, None, audit))
+        await self._arun_hot(lambda: self._settle_step(call_key, False, True, None, None, audit))
 
     async def aappend_audit(self, event: AuditEvent) -> AuditRecord | None:
         return await self._arun_step(lambda: self._append_audit_step(event))

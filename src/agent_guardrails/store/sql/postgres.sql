@@ -76,6 +76,10 @@ SELECT {s}.ag_reserve1($1::text, $2::text, $3::float8, $4::float8, $5::text, $6:
 -- name: hot_start
 SELECT {s}.ag_start($1::text, $2::float8, $3::text, $4::text, $5::text, $6::text, $7::text);
 
+-- name: hot_chain
+-- The chain step after a hot-path write: at most this many records, never waiting.
+SELECT o_count FROM {s}.ag_chain_pending(false, $1::bigint, NULL, NULL);
+
 -- name: hot_settle
 SELECT {s}.ag_settle($1::text, $2::bool, $3::bool, $4::float8, $5::text, $6::float8,
     $7::text, $8::text, $9::text, $10::text, $11::text);

@@ -1,0 +1,227 @@
+"""The PostgreSQL store's pipelined connection for the async hot path (``_postgres_pipe``).
+
+Statements from many coroutines share one connection in libpq's pipeline mode: each gets
+its own answer, each commits or fails alone, an expected SQLSTATE is an answer, a lost
+connection fails what waits on it with ``PipeLost``, and the store then runs the operation
+on a pooled connection, so terminated backends cost no call. Everything runs with
+``blockbuster`` active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+
+from agent_guardrails.engine.decision import Charge
+from agent_guardrails.store._postgres_connections import StatementFailed
+from agent_guardrails.store._postgres_pipe import HotPipe, PipeLost
+from agent_guardrails.store.base import AuditEvent
+from tests.store.async_helpers import LoopThread
+from tests.store.store_helpers import StoreFactory, pg_base, pg_execute
+
+pytestmark = pytest.mark.postgres
+
+DAY_END = 1_704_326_400
+BUDGET = Charge("budget:pipe|USD@1704240000", "budget", 1.0, 1e9, DAY_END, "pipe")
+
+
+def _statements(table: str) -> dict[bytes, bytes]:
+    return {
+        b"echo": b"SELECT $1::text || '!'",
+        b"number": b"SELECT $1::int",  # 'x' raises 22P02 (invalid text representation)
+        b"put": f"INSERT INTO {table} VALUES ($1::text) RETURNING 1".encode(),
+        b"slow": b"SELECT pg_sleep($1::float8)::text",
+    }
+
+
+async def _pipe(table: str) -> HotPipe:
+    conn = await psycopg.AsyncConnection.connect(pg_base(), autocommit=True)
+    return HotPipe(conn, _statements(table))
+
+
+@pytest.fixture
+def table(pg_schema: str) -> str:
+    pg_execute(f'CREATE SCHEMA "{pg_schema}"')
+    name = f'"{pg_schema}".keys'
+    pg_execute(f"CREATE TABLE {name} (k text PRIMARY KEY)")
+    return name
+
+
+def test_many_coroutines_each_get_their_own_answer(
+    table: str, event_loop_thread: LoopThread
+) -> None:
+    async def main() -> list[Any]:
+        pipe = await _pipe(table)
+        try:
+            return await asyncio.gather(*(pipe.run(b"echo", [str(i).encode()]) for i in range(500)))
+        finally:
+            pipe.close()
+
+    answers = event_loop_thread.run(main())
+    assert answers == [(f"{i}!".encode(),) for i in range(500)]
+
+
+def test_each_statement_commits_or_fails_alone(table: str, event_loop_thread: LoopThread) -> None:
+    """A duplicate key and a bad number among good writes: the good ones commit, the bad
+    ones fail alone (or answer ``None`` for the SQLSTATE the caller expects)."""
+
+    async def main() -> list[Any]:
+        pipe = await _pipe(table)
+        try:
+            calls = []
+            for i in range(60):
+                if i % 10 == 3:
+                    calls.append(pipe.run(b"put", [b"k0"]))  # a duplicate of the first
+                elif i % 10 == 7:
+                    calls.append(pipe.run(b"number", [b"x"], "22P02"))
+                else:
+                    calls.append(pipe.run(b"put", [f"k{i}".encode()]))
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            pipe.close()
+
+    answers = event_loop_thread.run(main())
+    for i, answer in enumerate(answers):
+        if i % 10 == 3:
+            assert isinstance(answer, StatementFailed)
+            assert "duplicate key" in str(answer)
+        elif i % 10 == 7:
+            assert answer is None
+        else:
+            assert answer == (b"1",)
+    written = {k for (k,) in pg_execute(f"SELECT k FROM {table}")}
+    assert written == {f"k{i}" for i in range(60) if i % 10 not in (3, 7)}
+
+
+def test_a_cancelled_caller_leaves_the_others_their_answers(
+    table: str, event_loop_thread: LoopThread
+) -> None:
+    async def main() -> tuple[Any, Any]:
+        pipe = await _pipe(table)
+        try:
+            slow = asyncio.ensure_future(pipe.run(b"slow", [b"0.2"]))
+            after = asyncio.ensure_future(pipe.run(b"echo", [b"after"]))
+            await asyncio.sleep(0.05)
+            slow.cancel()
+            return await after, await pipe.run(b"echo", [b"later"])
+        finally:
+            pipe.close()
+
+    assert event_loop_thread.run(main()) == ((b"after!",), (b"later!",))
+
+
+def test_a_lost_connection_fails_what_waits_and_what_comes(
+    table: str, event_loop_thread: LoopThread
+) -> None:
+    async def main() -> tuple[list[Any], bool, BaseException | None]:
+        pipe = await _pipe(table)
+        pid = pipe._pgconn.backend_pid
+        waiting = [asyncio.ensure_future(pipe.run(b"slow", [b"5"])) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        await asyncio.to_thread(pg_execute, "SELECT pg_terminate_backend(%s)", (pid,))
+        results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+        later: BaseException | None = None
+        try:
+            await pipe.run(b"echo", [b"x"])
+        except PipeLost as exc:
+            later = exc
+        return results, pipe.alive, later
+
+    results, alive, later = event_loop_thread.run(main())
+    assert all(isinstance(r, PipeLost) for r in results), results
+    assert not alive
+    assert isinstance(later, PipeLost)
+
+
+async def _reserve_and_finish(store: Any, tag: str, n: int) -> list[BaseException]:
+    """``n`` guarded calls' reservation and settlement at once: the errors they met."""
+
+    async def one(i: int) -> None:
+        key = f"{tag}-{i}"
+        res = await store.areserve(
+            key,
+            [BUDGET],
+            audit=AuditEvent("decision", {"i": i}, key, f"{key}:d"),
+            start=AuditEvent("execution.started", {}, key, f"{key}:s"),
+        )
+        assert res.ok
+        assert res.started
+        await store.afinish(key, ok=True, audit=AuditEvent("done", {}, key, f"{key}:f"))
+
+    out = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+    return [r for r in out if isinstance(r, BaseException)]
+
+
+def test_the_store_uses_the_pipe_and_terminated_backends_cost_no_call(
+    pg_url: str, pg_schema: str, open_stores: StoreFactory, event_loop_thread: LoopThread
+) -> None:
+    """Once a loop's pipe is open, reservations and settlements go through it; after every
+    backend of the store is terminated (the pipe's and the pool's), no call fails: those
+    in flight run again on a pooled connection and the pipe is opened again."""
+    app = f"ag-pipe-{pg_schema}"
+    store: Any = open_stores(f"{pg_url}&application_name={app}&pool_min=2&pool_max=4")
+    run: Any = event_loop_thread.run
+    wants: list[int] = []
+
+    assert run(_reserve_and_finish(store, "warm", 20)) == []
+
+    async def pipes() -> list[HotPipe]:
+        """The loop's open pipes, once one is open: calls want it, it opens in the
+        background (again at most once a second after a failure)."""
+        for _ in range(40):
+            assert await _reserve_and_finish(store, f"want{len(wants)}", 1) == []
+            wants.append(1)
+            await asyncio.sleep(0.1)
+            found = [p for p in store._aconns._pipes.values() if p.alive]
+            if found:
+                return found
+        return []
+
+    (pipe,) = run(pipes())
+    sent_before = len(pipe._prepared)
+    assert run(_reserve_and_finish(store, "piped", 50)) == []
+    assert pipe.alive
+    assert len(pipe._prepared) >= max(sent_before, 2)  # reserve1, settle, ...
+
+    async def cut_while_busy() -> list[BaseException]:
+        calls = asyncio.ensure_future(_reserve_and_finish(store, "cut", 100))
+        await asyncio.sleep(0.01)
+        await asyncio.to_thread(
+            pg_execute,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (app,),
+        )
+        return await calls
+
+    assert run(cut_while_busy()) == []
+    assert not pipe.alive
+    assert run(_reserve_and_finish(store, "after", 20)) == []
+    (reopened,) = run(pipes())
+    assert reopened is not pipe
+    assert run(_reserve_and_finish(store, "again", 20)) == []
+    calls = 210 + len(wants)
+    assert store.counters() == {BUDGET.key: float(calls)}
+    records = store.audit_records()
+    assert len([r for r in records if r.kind == "decision"]) == calls
+    assert store.verify_audit().ok
+
+
+def test_closing_the_store_closes_its_pipes(
+    pg_url: str, pg_schema: str, open_stores: StoreFactory, event_loop_thread: LoopThread
+) -> None:
+    app = f"ag-close-{pg_schema}"
+    store: Any = open_stores(f"{pg_url}&application_name={app}&pool_min=1&pool_max=2")
+    event_loop_thread.run(_reserve_and_finish(store, "a", 5))
+
+    async def settle() -> None:
+        await asyncio.sleep(0.2)
+        await _reserve_and_finish(store, "b", 5)
+        await store.aclose()
+
+    event_loop_thread.run(settle())
+    left = pg_execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,))
+    assert left == [(0,)]
