@@ -225,3 +225,33 @@ def test_closing_the_store_closes_its_pipes(
     event_loop_thread.run(settle())
     left = pg_execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,))
     assert left == [(0,)]
+
+
+def test_the_snapshot_reads_numbers_exactly(
+    pg_url: str, open_stores: StoreFactory, event_loop_thread: LoopThread
+) -> None:
+    """The hot path's snapshot comes back as JSON text: its counters and the call's time
+    are the stored doubles to the last bit, on both APIs (through the pipe once open)."""
+    store: Any = open_stores(pg_url)
+    key = "budget:f|USD@1704240000"
+    amounts = [0.1, 1 / 3, 2.0**-30, 123456789.123456789, 1e-300, 7e22]
+    for i, amount in enumerate(amounts):
+        charge = Charge(key, "budget", amount, 1e300, DAY_END, "f")
+        assert store.reserve(f"k{i}", [charge]).ok
+    stored = store.counters()[key]
+    row = pg_execute(f"SELECT updated_at FROM {store.schema}.ag_calls WHERE key = 'k1'")
+
+    async def read() -> list[Any]:
+        snaps = []
+        for _ in range(10):  # the first through the pool, later ones through the pipe
+            snaps.append(await store.asnapshot(dial_key="w", counter_keys=[key], call_key="k1"))
+            await asyncio.sleep(0.05)
+        return snaps
+
+    for snap in [
+        store.snapshot(dial_key="w", counter_keys=[key], call_key="k1"),
+        *event_loop_thread.run(read()),
+    ]:
+        assert snap.used == {key: stored}
+        assert snap.call.updated_at == row[0][0]
+        assert snap.call.charges[0].amount == 1 / 3

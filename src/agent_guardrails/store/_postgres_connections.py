@@ -388,6 +388,8 @@ class AsyncPostgresConnections:
         # when each loop may next try to open one.
         self._pipes: dict[asyncio.AbstractEventLoop, HotPipe] = {}
         self._pipe_due: dict[asyncio.AbstractEventLoop, float] = {}
+        # libpq 14 or later has pipeline mode (psycopg[binary] ships one); else the pool.
+        self._pipelines: bool = psycopg.pq.version() >= 140000
         self.closed = False
         if hasattr(os, "register_at_fork"):
             me = weakref.ref(self)
@@ -548,7 +550,7 @@ class AsyncPostgresConnections:
         if pipe is not None and pipe.alive:
             return pipe
         now = time.monotonic()
-        if self.closed or now < self._pipe_due.get(loop, 0.0):
+        if self.closed or not self._pipelines or now < self._pipe_due.get(loop, 0.0):
             return None
         self._pipe_due[loop] = now + self.PIPE_RETRY
         task = loop.create_task(self._open_pipe(loop, statements))
@@ -566,10 +568,13 @@ class AsyncPostgresConnections:
             conn = await self._connect()
         except StoreUnavailable:
             return  # tried again on a later call, at most once every PIPE_RETRY seconds
-        if self.closed:
-            await conn.close()
-            return
-        self._pipes[loop] = HotPipe(conn, statements)
+        try:
+            if not self.closed:
+                self._pipes[loop] = HotPipe(conn, statements)
+                return
+        except Exception:  # (e.g. lost at once) tried again later, as above
+            pass
+        await conn.close()
 
     def _close_pipes(self, pipes: list[HotPipe]) -> None:
         current = _running_loop()

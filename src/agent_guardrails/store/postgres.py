@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import struct
 import time
@@ -93,7 +94,7 @@ _TAMPERED = "GR002"  # raised by ag_chain_pending: the head row is missing or be
 _GENERAL = "GR003"  # raised by ag_reserve's fast path: run the general path
 # The hot-path statements prepared on each pooled connection (sql/postgres.sql, hot_*).
 _RESERVE1, _START, _SETTLE = b"ag_reserve1", b"ag_start", b"ag_settle"
-_CHAIN = b"ag_chain"
+_CHAIN, _SNAPSHOT = b"ag_chain", b"ag_snapshot"
 _DOLLAR = re.compile(r"\$\d+")
 
 
@@ -173,6 +174,7 @@ class PostgresStore(PostgresDrivers, AsyncSQLOperations):
             _START: q["hot_start"].encode(),
             _SETTLE: q["hot_settle"].encode(),
             _CHAIN: q["hot_chain"].encode(),
+            _SNAPSHOT: q["hot_snapshot"].encode(),
         }
         # The async driver runs the same statements through psycopg (prepared there too).
         ahot = {name: _DOLLAR.sub("%s", sql.decode()) for name, sql in hot.items()}
@@ -230,15 +232,17 @@ class PostgresStore(PostgresDrivers, AsyncSQLOperations):
     # ------------------------------------------------------------------ hot path: steps
 
     def _snapshot_step(self, dial_key: str, keys: list[str], call_key: str) -> Step[Snapshot]:
-        row = yield Statement(self._q["snapshot"], (dial_key, keys, keys, call_key), ONE)
-        level, switches, found_keys, found_used, pack, *call = row
+        listed = _rows.pg_text_array(keys)
+        params = [dial_key.encode(), listed, listed, call_key.encode()]
+        (text,) = yield Hot(_SNAPSHOT, params)
+        level, switches, found_keys, found_used, pack, call = json.loads(text)
         found = dict(zip(found_keys, found_used, strict=True))
         scopes = self._scopes
         return Snapshot(
             level=int(level) if level is not None else None,
             kill_switches=tuple(_rows.parse_scope(k, scopes) for k in switches),
             used={k: float(found.get(k, 0.0)) for k in keys},
-            call=_rows.call_record(call) if call[0] is not None else None,
+            call=_rows.call_record(call) if call is not None else None,
             pack=pack,
         )
 
@@ -508,7 +512,7 @@ class PostgresStore(PostgresDrivers, AsyncSQLOperations):
         self, *, dial_key: str, counter_keys: Sequence[str], call_key: str
     ) -> Snapshot:
         keys = list(counter_keys)
-        return await self._arun_step(lambda: self._snapshot_step(dial_key, keys, call_key))
+        return await self._arun_hot(lambda: self._snapshot_step(dial_key, keys, call_key))
 
     async def areserve(
         self,

@@ -29,18 +29,6 @@ ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 -- name: lock_chain
 SELECT pg_advisory_xact_lock({lock});
 
--- name: snapshot
--- The snapshot in one statement: the level, the engaged kill-switches, the counters asked
--- for (keys and values, in key order), the active pack's digest and the call's row.
--- Args: dial key, counter keys, counter keys again, call key.
-SELECT (SELECT level FROM {p}levels WHERE dial_key = ?),
-    ARRAY(SELECT scope_key FROM {p}kill_switches WHERE engaged ORDER BY id),
-    ARRAY(SELECT key FROM {p}counters WHERE key = ANY(?::text[]) ORDER BY key),
-    ARRAY(SELECT used FROM {p}counters WHERE key = ANY(?::text[]) ORDER BY key),
-    (SELECT digest FROM {p}packs WHERE active),
-    c.key, c.state, c.charges, c.result, c.updated_at
-FROM (SELECT 1) AS one LEFT JOIN {p}calls c ON c.key = ?;
-
 -- name: reserve
 -- ag_reserve: reserve_many, and reserve off its fast path. Arrays go in binary: psycopg's
 -- text format escapes every quote of the JSON payloads with a regular expression, which
@@ -75,6 +63,21 @@ SELECT {s}.ag_reserve1($1::text, $2::text, $3::float8, $4::float8, $5::text, $6:
 
 -- name: hot_start
 SELECT {s}.ag_start($1::text, $2::float8, $3::text, $4::text, $5::text, $6::text, $7::text);
+
+-- name: hot_snapshot
+-- The snapshot for the hot path (libpq, text format) as one JSON array: the level, the
+-- engaged kill-switches, the counters asked for (keys, then values, in key order), the
+-- active pack's digest, and the call's row (key, state, charges, result, updated_at) or
+-- null. Args: dial key, counter keys, counter keys again, call key (each placeholder once:
+-- the async pool's driver numbers them in order).
+SELECT json_build_array(
+    (SELECT level FROM {p}levels WHERE dial_key = $1::text),
+    ARRAY(SELECT scope_key FROM {p}kill_switches WHERE engaged ORDER BY id),
+    ARRAY(SELECT key FROM {p}counters WHERE key = ANY($2::text[]) ORDER BY key),
+    ARRAY(SELECT used FROM {p}counters WHERE key = ANY($3::text[]) ORDER BY key),
+    (SELECT digest FROM {p}packs WHERE active),
+    (SELECT json_build_array(c.key, c.state, c.charges, c.result, c.updated_at)
+     FROM {p}calls c WHERE c.key = $4::text))::text;
 
 -- name: hot_chain
 -- The chain step after a hot-path write: at most this many records, never waiting.
