@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from agent_guardrails.engine.decision import Charge
+from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.store._postgres_connections import StatementFailed
 from agent_guardrails.store._postgres_pipe import HotPipe, PipeLost
 from agent_guardrails.store.base import AuditEvent
@@ -255,3 +256,130 @@ def test_the_snapshot_reads_numbers_exactly(
         assert snap.used == {key: stored}
         assert snap.call.updated_at == row[0][0]
         assert snap.call.charges[0].amount == 1 / 3
+
+
+def test_a_nul_in_a_key_is_refused_not_cut(
+    pg_url: str, open_stores: StoreFactory, event_loop_thread: LoopThread
+) -> None:
+    """libpq reads text parameters up to a NUL: two keys that differ after one would be
+    one key (the second call a replay, never charged). The store refuses them instead, on
+    both APIs, through the pipe and the pool alike."""
+    store: Any = open_stores(pg_url)
+    with pytest.raises(StoreUnavailable, match="NUL"):
+        store.reserve("call\x00one", [BUDGET])
+
+    async def main() -> list[BaseException]:
+        errors: list[BaseException] = []
+        for i in range(10):  # the first through the pool, later ones through the pipe
+            try:
+                await store.areserve(f"call\x00{i}", [BUDGET])
+            except StoreUnavailable as exc:
+                errors.append(exc)
+            await asyncio.sleep(0.05)
+        return errors
+
+    errors = event_loop_thread.run(main())
+    assert len(errors) == 10
+    assert all("NUL" in str(e) for e in errors)
+    assert store.counters() == {}
+
+
+def test_one_pipe_is_opened_at_a_time(
+    pg_url: str,
+    pg_schema: str,
+    open_stores: StoreFactory,
+    event_loop_thread: LoopThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opening takes longer than the retry interval: calls meanwhile use the pool and start
+    no second opening, and closing the store leaves no connection behind."""
+    app = f"ag-slow-{pg_schema}"
+    store: Any = open_stores(f"{pg_url}&application_name={app}&pool_min=1&pool_max=2")
+    conns = store._aconns
+    opened: list[int] = []
+    connect = conns._connect
+
+    async def slow_connect() -> Any:
+        opened.append(1)
+        await asyncio.sleep(2.5 * conns.PIPE_RETRY)
+        return await connect()
+
+    monkeypatch.setattr(conns, "_connect", slow_connect)
+
+    async def main() -> None:
+        for i in range(40):
+            assert await _reserve_and_finish(store, f"s{i}", 1) == []
+            await asyncio.sleep(0.1)
+        await store.aclose()
+
+    event_loop_thread.run(main())
+    assert len(opened) >= 1
+    assert len(opened) <= 2  # (4 s of calls: the first opening took 2.5 s, then one more)
+    left = pg_execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,))
+    assert left == [(0,)]
+
+
+def test_a_statement_timeout_fails_the_statement_not_the_pipe(
+    table: str, event_loop_thread: LoopThread
+) -> None:
+    async def main() -> tuple[BaseException | None, bool, Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            pg_base(), autocommit=True, options="-c statement_timeout=100"
+        )
+        pipe = HotPipe(conn, _statements(table))
+        failed: BaseException | None = None
+        try:
+            await pipe.run(b"slow", [b"1"])
+        except StatementFailed as exc:
+            failed = exc
+        try:
+            return failed, pipe.alive, await pipe.run(b"echo", [b"still"])
+        finally:
+            pipe.close()
+
+    failed, alive, answer = event_loop_thread.run(main())
+    assert "statement timeout" in str(failed)
+    assert alive
+    assert answer == (b"still!",)
+
+
+# psycopg_pool's own worker tasks complain, unraisably, when their loop is closed under them.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_loop_closed_while_a_statement_waits_costs_the_next_loop_nothing(
+    pg_url: str, pg_schema: str, open_stores: StoreFactory
+) -> None:
+    """A loop is closed (without ``asyncio.run``'s clean-up) while a reservation waits in its
+    pipe for a row lock: the next loop's calls go through, and closing the store leaves no
+    connection behind."""
+    app = f"ag-closed-{pg_schema}"
+    store: Any = open_stores(f"{pg_url}&application_name={app}&pool_min=1&pool_max=2")
+    store.reserve("warm", [BUDGET])
+    loop = asyncio.new_event_loop()
+    waiting: list[Any] = []  # left pending when the loop closes
+
+    async def stuck() -> None:
+        for i in range(20):
+            await store.areserve(f"w{i}", [BUDGET])
+            await asyncio.sleep(0.1)
+            if any(p.alive for p in store._aconns._pipes.values()):
+                break
+        locker = await psycopg.AsyncConnection.connect(pg_base())
+        await locker.execute(
+            f'SELECT 1 FROM "{pg_schema}".ag_counters WHERE key = %s FOR UPDATE', (BUDGET.key,)
+        )
+        waiting.append(asyncio.ensure_future(store.areserve("stuck", [BUDGET])))
+        await asyncio.sleep(0.2)
+        await locker.close()  # (its transaction ends: the stuck statement goes on, unheard)
+
+    try:
+        loop.run_until_complete(stuck())
+    finally:
+        loop.close()
+
+    async def next_loop() -> bool:
+        return bool((await store.areserve("next", [BUDGET])).ok)
+
+    assert asyncio.run(next_loop())
+    store.close()
+    left = pg_execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,))
+    assert left == [(0,)]

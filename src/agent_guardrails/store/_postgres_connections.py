@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import threading
 import time
@@ -107,6 +108,23 @@ def no_connection(url: str, timeout: float, pool_max: int) -> StoreUnavailable:
 def message(exc: BaseException) -> str:
     """A driver error's message on one line."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def check_text_params(params: Sequence[bytes | None]) -> None:
+    """Refuse a text parameter holding a NUL byte: libpq reads text parameters up to their
+    first NUL, so ``"a\\x00b"`` would be sent as ``"a"`` (two call keys would become one).
+    Raises :class:`StatementFailed`, as psycopg refuses them on its own path."""
+    for param in params:
+        if param is not None and b"\x00" in param:
+            raise StatementFailed("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+
+
+def error_text(res: Any) -> str:
+    """The server's message in a failed libpq result, on one line, without its severity."""
+    text = str(res.error_message.decode(errors="replace"))
+    if text.startswith(("ERROR:", "FATAL:")):
+        text = text.split(":", 1)[1]
+    return " ".join(text.split()) or "the statement failed"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -322,6 +340,7 @@ class PostgresConnections:
         less Python per call, which is most of what a process spends per reservation. The
         result, or ``None`` when the statement raised SQLSTATE ``expect``; any other error
         raises :class:`StatementFailed`."""
+        check_text_params(params)
         pgconn = conn.pgconn
         prepared = self._prepared.get(conn)
         if prepared is None:
@@ -346,10 +365,7 @@ class PostgresConnections:
 
     @staticmethod
     def _failed(res: Any) -> NoReturn:
-        text = res.error_message.decode(errors="replace")
-        if text.startswith(("ERROR:", "FATAL:")):
-            text = text.split(":", 1)[1]
-        raise StatementFailed(" ".join(text.split()) or "the statement failed")
+        raise StatementFailed(error_text(res))
 
 
 # ---------------------------------------------------------------------------- async
@@ -552,7 +568,7 @@ class AsyncPostgresConnections:
         now = time.monotonic()
         if self.closed or not self._pipelines or now < self._pipe_due.get(loop, 0.0):
             return None
-        self._pipe_due[loop] = now + self.PIPE_RETRY
+        self._pipe_due[loop] = math.inf  # one opening at a time; retried after it ends
         task = loop.create_task(self._open_pipe(loop, statements))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -564,17 +580,20 @@ class AsyncPostgresConnections:
         from agent_guardrails.store._postgres_pipe import HotPipe
 
         try:
-            await self._open()  # the pool first: the schema is set up by then
-            conn = await self._connect()
-        except StoreUnavailable:
-            return  # tried again on a later call, at most once every PIPE_RETRY seconds
-        try:
-            if not self.closed:
-                self._pipes[loop] = HotPipe(conn, statements)
-                return
-        except Exception:  # (e.g. lost at once) tried again later, as above
-            pass
-        await conn.close()
+            try:
+                await self._open()  # the pool first: the schema is set up by then
+                conn = await self._connect()
+            except StoreUnavailable:
+                return  # tried again on a later call, at most once every PIPE_RETRY seconds
+            try:
+                if not self.closed:
+                    self._pipes[loop] = HotPipe(conn, statements)
+                    return
+            except Exception:  # (e.g. lost at once) tried again later, as above
+                pass
+            await conn.close()
+        finally:
+            self._pipe_due[loop] = time.monotonic() + self.PIPE_RETRY
 
     def _close_pipes(self, pipes: list[HotPipe]) -> None:
         current = _running_loop()
@@ -582,8 +601,11 @@ class AsyncPostgresConnections:
             loop = pipe.loop
             if loop is current or loop.is_closed() or not loop.is_running():
                 pipe.close()
-            else:
+                continue
+            try:
                 loop.call_soon_threadsafe(pipe.close)
+            except RuntimeError:  # it closed meanwhile
+                pipe.close()
 
     async def _close_pool(self, pool: Any, last: Callable[[Any], Awaitable[None]] | None) -> None:
         if last is not None:

@@ -38,13 +38,18 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent_guardrails.store._postgres_connections import StatementFailed
+from agent_guardrails.store._postgres_connections import (
+    StatementFailed,
+    check_text_params,
+    error_text,
+)
 
 __all__ = ["HotPipe", "PipeLost"]
 
-# SQLSTATE classes that mean the session is over: connection exceptions (08), operator
-# intervention (57: an administrator's shutdown, a crash, the server starting).
-_SESSION_OVER = ("08", "57")
+# What means the session is over: a FATAL (or PANIC) error, a connection exception (class
+# 08), a shutdown or crash (57P01-57P05; not 57014, a statement cancelled or timed out).
+_SESSION_OVER = ("08", "57P0")
+_SEVERITY: Any = None  # pq.DiagnosticField.SEVERITY_NONLOCALIZED, set on first use
 _FORGOTTEN = "26000"  # the server forgot a prepared statement (DISCARD ALL): prepare again
 _EXISTS = b"42P05"  # prepared already
 
@@ -105,13 +110,14 @@ class HotPipe:
         """Run hot statement ``name`` with text parameters: ``(value,)``, its first column
         in libpq's text format, or ``None`` when it raised SQLSTATE ``expect``. Another
         error raises :class:`StatementFailed`; a lost connection :class:`PipeLost`."""
+        if not self.alive:
+            raise PipeLost("the pipelined connection is closed")
+        check_text_params(params)
         future: asyncio.Future[tuple[bytes | None] | None] = self._loop.create_future()
         self._send(name, params, _Waiting(future, expect))
         return await future
 
     def _send(self, name: bytes, params: Sequence[bytes | None], waiting: _Waiting) -> None:
-        if not self.alive:
-            raise PipeLost("the pipelined connection is closed")
         pgconn = self._pgconn
         try:
             if name not in self._prepared:
@@ -125,7 +131,9 @@ class HotPipe:
             self._flush()
         except Exception as exc:  # the connection is bad: nothing sent can be trusted
             self._lose(exc)
-            raise PipeLost(str(exc)) from exc
+            future = waiting.future
+            if future is not None and not future.done():  # (failed before it was queued)
+                future.set_exception(PipeLost(str(exc) or type(exc).__name__))
 
     def _flush(self) -> None:
         if not self._writing and self._pgconn.flush() != 0:
@@ -142,6 +150,8 @@ class HotPipe:
             self._lose(exc)
 
     def _readable(self) -> None:
+        if not self.alive:  # (closed, or abandoned in a forked child: not ours to read)
+            return
         pgconn = self._pgconn
         try:
             pgconn.consume_input()
@@ -181,12 +191,12 @@ class HotPipe:
             future.set_result((res.get_value(0, 0),) if res is not None else (None,))
         elif state == waiting.expect and state:
             future.set_result(None)
-        elif state.startswith(_SESSION_OVER) or state == _FORGOTTEN:
+        elif _session_over(res, state) or state == _FORGOTTEN:
             if state == _FORGOTTEN:
                 self._prepared.clear()
-            future.set_exception(PipeLost(_message(res)))
+            future.set_exception(PipeLost(error_text(res)))
         else:
-            future.set_exception(StatementFailed(_message(res)))
+            future.set_exception(StatementFailed(error_text(res)))
 
     def _lose(self, exc: BaseException) -> None:
         """The connection is gone (or out of step): fail what waits, close it."""
@@ -194,12 +204,15 @@ class HotPipe:
             return
         self.alive = False
         waiting, self._waiting = self._waiting, deque()
-        for item in waiting:
-            if item.future is not None and not item.future.done():
-                item.future.set_exception(PipeLost(str(exc) or type(exc).__name__))
-        self._unregister()
-        with contextlib.suppress(Exception):
-            self._pgconn.finish()
+        try:
+            for item in waiting:
+                future = item.future
+                if future is not None and not future.done() and not future.get_loop().is_closed():
+                    future.set_exception(PipeLost(str(exc) or type(exc).__name__))
+        finally:
+            self._unregister()
+            with contextlib.suppress(Exception):
+                self._pgconn.finish()
 
     def _unregister(self) -> None:
         with contextlib.suppress(Exception):
@@ -221,8 +234,11 @@ class HotPipe:
         self._waiting = deque()
 
 
-def _message(res: Any) -> str:
-    text = str(res.error_message.decode(errors="replace"))
-    if text.startswith(("ERROR:", "FATAL:")):
-        text = text.split(":", 1)[1]
-    return " ".join(text.split()) or "the statement failed"
+def _session_over(res: Any, state: str) -> bool:
+    """Whether a failed result ended the session (the statement may run again pooled)."""
+    global _SEVERITY
+    if _SEVERITY is None:
+        from psycopg import pq
+
+        _SEVERITY = pq.DiagnosticField.SEVERITY_NONLOCALIZED
+    return state.startswith(_SESSION_OVER) or res.error_field(_SEVERITY) in (b"FATAL", b"PANIC")
