@@ -130,12 +130,13 @@ class PostgresDrivers:
         return await self._aconns.run(lambda conn: self._adrive(conn, step()))
 
     async def _arun_hot(self, step: Callable[[], Step[T]]) -> T:
-        """:meth:`_arun_step` for a hot-path step (a reservation's fast path, a start, a
+        """:meth:`_arun_step` for a hot-path step (the snapshot, a reservation, a start, a
         settlement): its :class:`~._steps.Hot` statements go through this loop's pipelined
-        connection when it is open (:mod:`._postgres_pipe`). The step runs again on a
-        pooled connection when the pipe is not open or was lost, and when it needs a
-        statement of another kind (the general path after ``GR003``: nothing is committed
-        by then, a ``GR003`` rolls its statement back)."""
+        connection when it is open (:mod:`._postgres_pipe`). The step runs on a pooled
+        connection when the pipe is not open, and again from its start when the pipe was
+        lost or the step needs a statement of another kind before anything committed (the
+        general path after ``GR003``, which rolled its statement back; a forced or
+        repeated-counter reservation, whose first statement is of that kind)."""
         pipe = self._aconns.pipe(self._hot) if self._ready else None  # (set up first)
         if pipe is not None:
             try:
