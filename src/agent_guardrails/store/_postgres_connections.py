@@ -19,7 +19,9 @@ See :mod:`.postgres` ("Connections") for what the store promises; this module ke
 :meth:`AsyncPostgresConnections.run` awaits ``work(connection)``, the first call on an
 event loop opens that loop's ``AsyncConnectionPool`` (after ``setup``, unless the sync side
 has done it), a broken connection is replaced and the operation retried once, and errors
-raise the same :class:`StoreUnavailable`. An async pool belongs to the event loop that
+raise the same :class:`StoreUnavailable`. Each loop also gets, opened in the background,
+the hot path's pipelined connection (:meth:`AsyncPostgresConnections.pipe`,
+:mod:`._postgres_pipe`). An async pool belongs to the event loop that
 opened it (its connections and workers live on that loop): a store used from several loops
 (``asyncio.run`` called more than once, or loops in several threads) opens one pool per
 loop, each sized ``pool_min``/``pool_max``, and forgets the pool of a loop that was closed.

@@ -21,7 +21,8 @@ Needs ``pip install 'agent-guardrails[postgres]'``. The tables are the ones desc
 :mod:`._rows` (``sql/schema.sql``), plus ``ag_audit_outbox`` (below).
 
 Where things are: this module has the store, its hot path and its audit chain;
-:mod:`._postgres_connections` the pool and the retry rule; :mod:`._operators` the operator
+:mod:`._postgres_connections` the pools and the retry rule; :mod:`._postgres_pipe` the async
+hot path's pipelined connection; :mod:`._operators` the operator
 steps and reads it shares with SQLite; the SQL is in ``sql/postgres.sql``,
 ``sql/postgres_functions.sql``, ``sql/postgres_upgrade_2.sql`` and ``sql/operators.sql``.
 Every operation is one *step* (:mod:`._steps`): a generator that yields the statements it
@@ -31,7 +32,8 @@ In short: construction never connects (the first operation sets up the schema an
 ``psycopg_pool`` pool); a broken connection is retried once on a fresh one; each hot-path
 step is one statement calling a function the store installs (``sql/postgres_functions.sql``);
 audit records go to an outbox in the hot path and are chained in batches (before every read
-of the log); async callers get the same steps on ``psycopg_pool.AsyncConnectionPool``. How
+of the log); async callers get the same steps on ``psycopg_pool.AsyncConnectionPool``, the
+hot path's through one pipelined connection per event loop (:mod:`._postgres_pipe`). How
 each point of the contract is kept, the retry rule, schema upgrades, tamper evidence and the
 measurements: ``docs/postgres-store.md``. Errors from the server or the network raise
 :class:`~agent_guardrails.errors.StoreUnavailable` with the driver's message; passwords are
