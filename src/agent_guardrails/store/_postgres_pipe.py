@@ -84,7 +84,7 @@ class HotPipe:
     def __init__(self, conn: Any, statements: Mapping[bytes, bytes]) -> None:
         from psycopg import pq
 
-        self._conn = conn
+        self._conn = conn  # kept: psycopg closes a connection object when it is collected
         self._pgconn: Any = conn.pgconn
         self._statements = statements
         self._prepared: set[bytes] = set()
