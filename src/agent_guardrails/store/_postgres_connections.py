@@ -665,11 +665,7 @@ class AsyncPostgresConnections:
                 with contextlib.suppress(Exception):
                     conn.pgconn.finish()
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if _running_loop() is loop:
             task = loop.create_task(self._close_pool(pool, last))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)

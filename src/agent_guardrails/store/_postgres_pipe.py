@@ -49,9 +49,8 @@ __all__ = ["HotPipe", "PipeLost"]
 # What means the session is over: a FATAL (or PANIC) error, a connection exception (class
 # 08), a shutdown or crash (57P01-57P05; not 57014, a statement cancelled or timed out).
 _SESSION_OVER = ("08", "57P0")
-_SEVERITY: Any = None  # pq.DiagnosticField.SEVERITY_NONLOCALIZED, set on first use
 _FORGOTTEN = "26000"  # the server forgot a prepared statement (DISCARD ALL): prepare again
-_EXISTS = b"42P05"  # prepared already
+_EXISTS = "42P05"  # prepared already
 
 
 class PipeLost(Exception):
@@ -93,6 +92,7 @@ class HotPipe:
         self._status = pq.ExecStatus
         self._ok = pq.ConnStatus.OK
         self._sqlstate = pq.DiagnosticField.SQLSTATE
+        self._severity = pq.DiagnosticField.SEVERITY_NONLOCALIZED
         self._writing = False
         self.alive = True
         self._pgconn.nonblocking = 1
@@ -181,7 +181,7 @@ class HotPipe:
         )
         state = (res.error_field(self._sqlstate) or b"").decode() if failed else ""
         if waiting.future is None:  # a prepare
-            if failed and res.error_field(self._sqlstate) != _EXISTS:
+            if failed and state != _EXISTS:
                 self._prepared.discard(waiting.prepare)  # the statement after it fails too
             return
         future = waiting.future
@@ -191,12 +191,17 @@ class HotPipe:
             future.set_result((res.get_value(0, 0),) if res is not None else (None,))
         elif state == waiting.expect and state:
             future.set_result(None)
-        elif _session_over(res, state) or state == _FORGOTTEN:
+        elif self._session_over(res, state) or state == _FORGOTTEN:
             if state == _FORGOTTEN:
                 self._prepared.clear()
             future.set_exception(PipeLost(error_text(res)))
         else:
             future.set_exception(StatementFailed(error_text(res)))
+
+    def _session_over(self, res: Any, state: str) -> bool:
+        """Whether a failed result ended the session (the statement may run again pooled)."""
+        fatal = res.error_field(self._severity) in (b"FATAL", b"PANIC")
+        return fatal or state.startswith(_SESSION_OVER)
 
     def _lose(self, exc: BaseException) -> None:
         """The connection is gone (or out of step): fail what waits, close it."""
@@ -232,13 +237,3 @@ class HotPipe:
         session is the parent's)."""
         self.alive = False
         self._waiting = deque()
-
-
-def _session_over(res: Any, state: str) -> bool:
-    """Whether a failed result ended the session (the statement may run again pooled)."""
-    global _SEVERITY
-    if _SEVERITY is None:
-        from psycopg import pq
-
-        _SEVERITY = pq.DiagnosticField.SEVERITY_NONLOCALIZED
-    return state.startswith(_SESSION_OVER) or res.error_field(_SEVERITY) in (b"FATAL", b"PANIC")
