@@ -15,6 +15,7 @@ from typing import IO, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from agent_guardrails.errors import ConfigurationError, StoreUnavailable
+from agent_guardrails.store._sqlite_checkpoints import BACKSTOP, Checkpoints
 
 try:
     import fcntl
@@ -325,6 +326,7 @@ class SQLiteConnections:
             except OSError as exc:
                 raise StoreUnavailable(f"{url}: writer lock file: {exc}") from exc
         self._conns: PerThread[sqlite3.Connection] = PerThread(self._connect, _close_db)
+        self._checkpoints = Checkpoints(path)  # WAL checkpoints off the callers' path
         # The deadline of the operation this thread runs for an async caller (set by
         # within(): its wait started when it was called, not when a thread picked it up).
         self._deadline = threading.local()
@@ -348,6 +350,9 @@ class SQLiteConnections:
                     "is the file on a network filesystem?"
                 )
             db.execute("PRAGMA synchronous = NORMAL")
+            # Commits leave checkpoints to the store's thread (_sqlite_checkpoints), unless
+            # the log grows past the backstop.
+            db.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP}")
         except BaseException as exc:
             db.close()
             if isinstance(exc, sqlite3.Error):
@@ -424,6 +429,7 @@ class SQLiteConnections:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
                 raise StoreUnavailable(f"{self.url}: {exc}") from exc
+            self._checkpoints.wrote()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
         finally:
@@ -444,6 +450,7 @@ class SQLiteConnections:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
 
     def close(self) -> None:
+        self._checkpoints.close()
         self._conns.close_all()
         if self._writers is not None:
             self._writers.close()

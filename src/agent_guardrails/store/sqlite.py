@@ -16,6 +16,11 @@ How it keeps the contract:
 - **WAL mode, ``synchronous=NORMAL``.** Readers never block the writer nor each other; a
   commit is durable once the WAL is synced at a checkpoint (a power loss can lose the last
   commits, a process crash cannot). ``synchronous=FULL`` is about 4x slower.
+- **Checkpoints on the store's own thread** (:mod:`._sqlite_checkpoints`): the WAL is copied
+  back into the database file by a background thread soon after commits, not by the commit
+  that crosses SQLite's 1,000-page mark (whose caller waited for the copy and two
+  ``fsync`` calls); a commit still checkpoints inline past 10,000 pages, so the log stays
+  bounded (about 40 MB) if that thread falls behind.
 - **One connection per thread**, opened on first use; a thread's connection is parked for
   the next thread when it ends (LangGraph runs each tool call on a fresh thread).
 - **Writes are ``BEGIN IMMEDIATE`` transactions**: the write lock is taken at the start, so
