@@ -4,6 +4,7 @@ not. Observed from the files: a checkpoint is what copies pages into the databas
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import threading
@@ -128,6 +129,16 @@ def test_close_stops_the_thread(path: str) -> None:
     assert thread_of(store)
     store.close()
     assert not thread_of(store)
+
+
+def test_a_store_dropped_unclosed_keeps_no_thread(path: str) -> None:
+    store = SQLiteStore(f"sqlite:///{path}")
+    calls(store, 3)
+    (thread,) = thread_of(store)
+    del store
+    gc.collect()
+    thread.join(5)  # without the finalizer it would wait out IDLE (10 s) first
+    assert not thread.is_alive()
 
 
 def _child(out: multiprocessing.Queue[int]) -> None:  # pragma: no cover - in the child

@@ -17,9 +17,9 @@ stream of commits that may not happen, and the commit that takes the log past
 so the log stays bounded even if the thread falls behind. Nothing about durability changes:
 a checkpoint only moves committed pages.
 
-The thread starts with the first commit, ends after :data:`IDLE` seconds without one (an
-idle or forgotten store keeps no thread), and is stopped by the store's ``close()``. A child
-process made by ``fork`` starts its own.
+The thread starts with the first commit, ends after :data:`IDLE` seconds without one, with
+the store's ``close()``, or when the store is garbage-collected unclosed (a store made per
+request and dropped keeps no thread). A child process made by ``fork`` starts its own.
 """
 
 from __future__ import annotations
@@ -114,12 +114,18 @@ class Checkpoints:
         this call has been checkpointed (as far as readers let it)."""
         return not self._due.is_set() and self.runs == self.begun
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread (an unfinished checkpoint is finished first)."""
+    def stop(self) -> threading.Thread | None:
+        """Tell the thread to end (after a checkpoint under way) and start no other; the
+        thread, if one runs. Also called when the store is garbage-collected unclosed."""
         with self._lock:
             self._closed = True
             thread = self._thread
         self._stop.set()
         self._due.set()
+        return thread
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread and wait for it to end."""
+        thread = self.stop()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)

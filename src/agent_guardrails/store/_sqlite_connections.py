@@ -327,6 +327,7 @@ class SQLiteConnections:
                 raise StoreUnavailable(f"{url}: writer lock file: {exc}") from exc
         self._conns: PerThread[sqlite3.Connection] = PerThread(self._connect, _close_db)
         self._checkpoints = Checkpoints(path)  # WAL checkpoints off the callers' path
+        weakref.finalize(self, self._checkpoints.stop)  # dropped unclosed: no thread stays
         # The deadline of the operation this thread runs for an async caller (set by
         # within(): its wait started when it was called, not when a thread picked it up).
         self._deadline = threading.local()
