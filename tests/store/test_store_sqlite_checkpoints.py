@@ -113,10 +113,13 @@ def test_the_log_stays_bounded_when_the_thread_never_checkpoints(store: SQLiteSt
     assert size(store.path + "-wal") < (_sqlite_checkpoints.BACKSTOP + 500) * PAGE
 
 
-def test_the_thread_ends_when_idle_and_starts_with_the_next_commit(store: SQLiteStore) -> None:
+def test_the_thread_ends_when_idle_empties_the_log_and_starts_with_the_next_commit(
+    store: SQLiteStore,
+) -> None:
     checkpoints(store).idle = 0.2
-    calls(store, 3)
+    calls(store, 300)
     wait_for(lambda: not thread_of(store))
+    assert size(store.path + "-wal") == 0  # as it ended, it emptied the log file
     runs = checkpoints(store).runs
     calls(store, 3, prefix="again")
     assert thread_of(store)
@@ -143,9 +146,10 @@ def test_a_store_dropped_unclosed_keeps_no_thread(path: str) -> None:
 
 def _child(out: multiprocessing.Queue[int]) -> None:  # pragma: no cover - in the child
     inherited = _INHERITED[0]  # the parent's store, as fork copied it
+    before = checkpoints(inherited).runs  # the parent's count, copied
     calls(inherited, 50, prefix=f"child{os.getpid()}-")
-    wait_for(lambda: checkpoints(inherited).runs > 0)
-    out.put(checkpoints(inherited).runs)
+    wait_for(lambda: checkpoints(inherited).runs > before)
+    out.put(checkpoints(inherited).runs - before)
 
 
 _INHERITED: list[SQLiteStore] = []

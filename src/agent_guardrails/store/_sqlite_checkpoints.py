@@ -17,7 +17,8 @@ stream of commits that may not happen, and the commit that takes the log past
 so the log stays bounded even if the thread falls behind. Nothing about durability changes:
 a checkpoint only moves committed pages.
 
-The thread starts with the first commit, ends after :data:`IDLE` seconds without one, with
+The thread starts with the first commit, ends after :data:`IDLE` seconds without one (and
+then empties the log file, unless someone is using it), with
 the store's ``close()``, or when the store is garbage-collected unclosed (a store made per
 request and dropped keeps no thread). A child process made by ``fork`` starts its own.
 """
@@ -90,6 +91,7 @@ class Checkpoints:
                 self.begun += 1
                 db = self._checkpoint(db)
                 self.runs += 1
+            self._truncate(db)  # idle: give the log file's space back
         finally:
             if db is not None:
                 db.close()
@@ -108,6 +110,18 @@ class Checkpoints:
             if db is not None:
                 db.close()
             return None
+
+    @staticmethod
+    def _truncate(db: sqlite3.Connection | None) -> None:
+        """Empty the log file if no one is reading or writing (it is all copied by now);
+        if someone is, leave it: a busy store has no need of it."""
+        if db is None:
+            return
+        try:
+            db.execute("PRAGMA busy_timeout = 0")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            _log.debug("WAL truncation failed: %s", exc)
 
     def settled(self) -> bool:
         """No commit waits for a checkpoint and none is under way: every commit made before
