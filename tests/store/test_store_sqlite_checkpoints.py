@@ -4,9 +4,11 @@ not. Observed from the files: a checkpoint is what copies pages into the databas
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -142,6 +144,32 @@ def test_a_store_dropped_unclosed_keeps_no_thread(path: str) -> None:
     gc.collect()
     thread.join(5)  # without the finalizer it would wait out IDLE (10 s) first
     assert not thread.is_alive()
+
+
+def test_the_thread_checkpoints_odd_file_names_and_never_makes_a_removed_file_anew(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "odd name?#%20.db")  # characters a file: URI must escape
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute("CREATE TABLE t (x TEXT)")
+    writer.executemany("INSERT INTO t VALUES (?)", [("y" * 1000,) for _ in range(2000)])
+    before = size(path)
+    found = Checkpoints(path, interval=0.01)
+    found.wrote()
+    wait_for(lambda: found.runs > 0)
+    found.close()
+    assert size(path) > before + 1_000_000  # the log's pages reached this very file
+    writer.close()
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
+    gone = Checkpoints(path, interval=0.01)
+    gone.wrote()
+    wait_for(lambda: gone.runs > 0)
+    gone.close()
+    assert not os.path.exists(path)
 
 
 def _child(out: multiprocessing.Queue[int]) -> None:  # pragma: no cover - in the child

@@ -29,6 +29,7 @@ import logging
 import os
 import sqlite3
 import threading
+from urllib.parse import quote
 
 __all__ = ["BACKSTOP", "IDLE", "INTERVAL", "Checkpoints"]
 
@@ -101,8 +102,13 @@ class Checkpoints:
     def _checkpoint(self, db: sqlite3.Connection | None) -> sqlite3.Connection | None:
         """One PASSIVE checkpoint; the connection to use next time (``None``: reopen)."""
         try:
-            if db is None:
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if db is None:  # mode=rw: a store file that was removed is not made anew here
+                db = sqlite3.connect(
+                    f"file:{quote(self.path)}?mode=rw",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
             db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             return db
         except sqlite3.Error as exc:  # the next commit's checkpoint, or the backstop, copies it
