@@ -16,6 +16,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
@@ -345,7 +346,7 @@ def test_an_approver_runs_off_the_store_thread_and_a_plain_one_off_the_loop(
         guard.close()
     assert where[0] == ("MainThread", True)
     assert where[1][1] is False
-    assert not where[1][0].startswith(("MainThread", "agent-guardrails")), where
+    assert where[1][0].startswith("agent-guardrails-user"), where  # not a store's thread
 
 
 def test_a_caller_stopped_as_its_run_ended_throws_in_where_the_flow_stands() -> None:
@@ -527,4 +528,59 @@ def test_a_slow_validator_holds_neither_the_store_thread_nor_the_loop(tmp_path: 
     assert other == "done"
     assert slow == "done"
     assert guard.store.verify_audit().ok
+    guard.close()
+
+
+_SEEN: list[object] = []
+_WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+
+
+def _quick_check(call: CallRequest, params: Any) -> str | None:
+    """A sync validator that answers at once; notes the caller's context it runs in."""
+    _SEEN.append(_WHO.get())
+    return None
+
+
+register_validator("test_store_runs_quick_check", _quick_check)
+
+QUICK_CHECKED = """
+name: quick-checks
+version: 1
+defaults: {level: execute}
+actions:
+  crm.tag:
+    risk: low
+    validators:
+      - test_store_runs_quick_check: {}
+"""
+
+
+def test_a_validator_runs_while_the_loops_default_executor_is_full() -> None:
+    """The application's sync code runs on the library's own worker threads, not on the
+    loop's default executor, which LangGraph also runs sync tools on: a check does not
+    wait behind them (here the default executor's one thread is held), and it runs in the
+    caller's context."""
+    _SEEN.clear()
+    guard = Guardrails(PolicyPack.from_yaml(QUICK_CHECKED), store="memory://")
+    release = threading.Event()
+
+    async def body(args: Any) -> str:
+        return "done"
+
+    async def main() -> object:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        held = loop.run_in_executor(None, release.wait, 10)  # a long sync tool, say
+        _WHO.set("ana")
+        try:
+            return await asyncio.wait_for(
+                guard.arun(CallRequest("tag", "crm.tag", {"contact": "c1"}, Scope()), body),
+                timeout=3,
+            )
+        finally:
+            release.set()
+            await held
+
+    assert asyncio.run(main()) == "done"
+    assert _SEEN == ["ana"]
     guard.close()

@@ -32,8 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
+import os
+import threading
 from collections.abc import Awaitable, Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
@@ -114,17 +118,50 @@ class Invoke(Effect):
         return result
 
 
+USER_THREADS = 32
+"""Most worker threads that run the application's own sync code for async callers at once."""
+
+
+class _UserThreads:
+    """The worker threads of :class:`OffLoop`: a pool of the library's own, not the event
+    loop's default executor, which LangGraph also runs sync tools and nodes on (6 threads on
+    a 2-core machine): a guard check does not queue behind the application's tools, nor
+    they behind a slow check. Made on first use; a forked child makes its own."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def pool(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(USER_THREADS, "agent-guardrails-user")
+                self._pid = os.getpid()
+            return self._pool
+
+
+_user_threads = _UserThreads()
+
+
 class OffLoop(Invoke):
     """:class:`Invoke` where ``fn`` is the application's own sync code, which may block (a
     custom validator or consent check calling an API, a ``simulate=`` function): the sync
-    driver calls it on the caller's thread; the async driver runs it on a worker thread
-    (:func:`asyncio.to_thread`, in the caller's :mod:`contextvars` context), so neither the
-    event loop nor a store's own thread waits for it. An awaitable result is awaited."""
+    driver calls it on the caller's thread; the async driver runs it on one of the
+    library's worker threads (:class:`_UserThreads`, in the caller's :mod:`contextvars`
+    context), so neither the event loop nor a store's own thread waits for it. An awaitable
+    result is awaited."""
 
     __slots__ = ()
 
     async def arun(self, store: Any) -> Any:
-        result = await asyncio.to_thread(self.fn, *self.args)
+        context = contextvars.copy_context()
+        result = await asyncio.get_running_loop().run_in_executor(
+            _user_threads.pool(), functools.partial(context.run, self.fn, *self.args)
+        )
         if inspect.isawaitable(result):
             return await result
         return result

@@ -18,12 +18,13 @@ Built-ins (names as used in a pack's ``validators:`` list):
   with :func:`register_consent_check` for every entity id in that argument (a list counts each).
 
 Register your own before loading the pack that uses it. Your validators and consent checks
-are *your code*, which may do I/O (a moderation API, a CRM lookup): on the async paths they run
-on a worker thread (``asyncio.to_thread``), never on the event loop nor on a store's own
-thread, so a slow or blocking check delays only its own call; the sync paths call them on the
-caller's thread. The built-ins (except ``consent``, which calls your check) are pure and run
-inline. A check may be called for a call that the kill-switch then halts: keep checks free of
-side effects.
+are *your code*, which may do I/O (a moderation API, a CRM lookup): on the async paths they
+run on one of the library's worker threads (at most 32 at once:
+``pipeline.effects.USER_THREADS``; not the event loop's default executor, which LangGraph's
+sync tools use), never on the event loop nor on a store's own thread, so a slow or blocking
+check delays only its own call; the sync paths call them on the caller's thread. The
+built-ins (except ``consent``, which calls your check) are pure and run inline. A check may
+be called for a call that the kill-switch then halts: keep checks free of side effects.
 
 >>> from pydantic import BaseModel
 >>> class Params(BaseModel):
