@@ -263,6 +263,19 @@ async def adrive(flow: Flow[T], store: Any) -> T:
                 if advanced.error is not None:
                     raise advanced.error
                 return advanced.value  # type: ignore[no-any-return]
+            if advanced.done is not None:  # the run stopped at a write that has committed
+                stopped = advanced.raised
+                if isinstance(stopped, Exception):  # ... it did not (StoreUnavailable)
+                    error = stopped
+                    continue
+                send, error = advanced.done
+                if stopped is not None:  # cancelled: the flow learns what it did, then that
+                    try:
+                        flow.send(send) if error is None else flow.throw(error)
+                    except StopIteration:
+                        raise stopped from None
+                    send, error = None, stopped
+                continue
             if advanced.raised is not None:  # the caller was stopped as the run ended
                 error = advanced.raised
                 continue
@@ -302,13 +315,22 @@ class Advanced(NamedTuple):
     value: Any = None  # what the flow returned
     error: BaseException | None = None  # or what it raised
     raised: BaseException | None = None  # to throw in at ``effect``: the caller was stopped
+    #: The outcome (result, error) of ``effect``, a store operation that was done but whose
+    #: writes wait for a commit shared with other callers (``StoreRun``): the caller hands
+    #: it to the flow once its hand-off returns, which it does only after that commit.
+    done: tuple[Any, BaseException | None] | None = None
 
 
 class StoreRun:
     """A run of store operations of one flow, done on a store's own thread (``__call__``):
     ``op``, then each store operation the flow asks for right after the one before, the
     flow advanced between them in the caller's :mod:`contextvars` context. Ends at the first
-    effect that is not a store operation, or at the flow's end.
+    effect that is not a store operation, or at the flow's end. On a store whose thread
+    commits several callers' operations together (SQLite under load) it also ends right
+    after an operation that wrote, before the flow sees its result: the caller hands the
+    flow that result when the hand-off returns, which is after the commit, or throws the
+    commit's failure in where the operation was asked for. So no flow goes on (to run a
+    tool, say) on a write that was not kept.
 
     The caller (:func:`adrive`) may be cancelled while it waits. Whoever claims the run
     first decides who goes on with the flow, so that it never runs on two threads: if the
@@ -321,12 +343,15 @@ class StoreRun:
     (``dict.setdefault`` is the claim: one atomic step, so the event loop never waits on a
     lock.)"""
 
-    __slots__ = ("_claims", "_ctx", "_outcome", "_raised", "flow", "op", "store")
+    __slots__ = ("_claims", "_ctx", "_held", "_outcome", "_raised", "flow", "op", "store")
 
     def __init__(self, flow: Flow[Any], op: StoreOp, store: Any) -> None:
         self.flow = flow
         self.op = op
         self.store = store
+        # A store whose thread commits several callers' operations together says when
+        # an operation's writes wait for that commit (SQLite: ``holds_uncommitted``).
+        self._held: Callable[[], bool] | None = getattr(store, "holds_uncommitted", None)
         self._ctx = contextvars.copy_context()
         self._ctx.run(_for_loop.set, True)
         self._claims: dict[str, str] = {}
@@ -340,6 +365,11 @@ class StoreRun:
         outcome = self._advance(self.op)
         self._outcome = outcome
         if self._claims.setdefault("end", "store") != "store" and outcome.effect is not None:
+            if outcome.done is not None:  # the flow first learns what its operation did
+                try:
+                    self._step(*outcome.done)
+                except BaseException:  # its end: nobody waits for what it returns
+                    return outcome
             self._unwind()  # the caller stopped meanwhile: end the flow here
         return outcome
 
@@ -358,10 +388,20 @@ class StoreRun:
             raise exc
         return outcome._replace(raised=exc)
 
+    def _step(self, result: Any, error: BaseException | None) -> Effect:
+        """Hand the flow an operation's outcome, in the caller's context: its next effect."""
+        if error is None:
+            return self._ctx.run(self.flow.send, result)
+        return self._ctx.run(self.flow.throw, error)
+
     def _advance(self, op: StoreOp) -> Advanced:
-        flow, ctx = self.flow, self._ctx
+        flow, ctx, held = self.flow, self._ctx, self._held
         while True:
             result, error = _perform(self.store, op)
+            if held is not None and held():
+                # Its writes are kept only if the store's shared commit succeeds: the flow
+                # must not go on before that, so the caller hands it the outcome then.
+                return Advanced(op, done=(result, error))
             try:  # what the operation did is the flow's to know, whoever waits
                 effect = ctx.run(flow.send, result) if error is None else ctx.run(flow.throw, error)
             except StopIteration as stop:

@@ -47,6 +47,9 @@ from agent_guardrails.store.base import (
 __all__ = ["OffloadedAsync", "StoreThreads"]
 
 P = ParamSpec("P")
+#: The most queued operations the store thread runs as one group (one transaction, one
+#: wake-up of each waiting loop); see :class:`StoreThreads`.
+GROUP_MAX = 64
 T = TypeVar("T")
 
 
@@ -59,12 +62,30 @@ class StoreThreads:
     ``loop.run_in_executor`` (about 50 µs against 90 µs on a 2-core machine), and the loop's
     thread takes no Python-level lock on the way (``SimpleQueue.put`` never waits). The
     threads start on the first ``run``; a forked child starts its own.
+
+    With ``group`` (SQLite's store thread:
+    :meth:`._sqlite_connections.SQLiteConnections.run_group`), the operations already
+    queued when the thread takes one, up to :data:`GROUP_MAX`, run as one group: ``group``
+    runs them in turn, their writes in one transaction, and each waiting event loop is
+    woken once with all of its answers. Under load that saves a commit and a wake-up per
+    operation (many runs on one loop queue their calls together); an operation that finds
+    the queue empty runs alone, as without ``group``. The price is latency under load: an
+    operation's answer waits for the rest of its group (at most
+    ``GROUP_MAX - 1`` operations queued before it was taken).
     """
 
-    def __init__(self, count: int, name: str, url: str) -> None:
+    def __init__(
+        self,
+        count: int,
+        name: str,
+        url: str,
+        *,
+        group: Callable[[Sequence[Callable[[], Any]]], list[tuple[bool, Any]]] | None = None,
+    ) -> None:
         self.count = count
         self.name = name
         self.url = url
+        self._group = group
         self._reset()
         self.closed = False
         if hasattr(os, "register_at_fork"):
@@ -97,18 +118,54 @@ class StoreThreads:
             self._starting.release()
 
     def _serve(self) -> None:
-        take = self._queue.get
+        take, take_now, group = self._queue.get, self._queue.get_nowait, self._group
         while True:
             item = take()
             if item is None:
                 return
-            loop, future, work = item
-            try:
-                result = work()
-            except BaseException as exc:
-                _reply(loop, _fail, future, exc)
+            if group is None:
+                self._run_one(item)
+                continue
+            items, stop = [item], False
+            while len(items) < GROUP_MAX:  # what else is queued already joins it
+                try:
+                    more = take_now()
+                except queue.Empty:
+                    break
+                if more is None:  # shut down: this thread ends after the group
+                    stop = True
+                    break
+                items.append(more)
+            if len(items) == 1:
+                self._run_one(item)
             else:
-                _reply(loop, _settle, future, result)
+                self._run_group(group, items)
+            if stop:
+                return
+
+    @staticmethod
+    def _run_one(item: Any) -> None:
+        loop, future, work = item
+        try:
+            result = work()
+        except BaseException as exc:
+            _reply(loop, _fail, future, exc)
+        else:
+            _reply(loop, _settle, future, result)
+
+    @staticmethod
+    def _run_group(
+        group: Callable[[Sequence[Callable[[], Any]]], list[tuple[bool, Any]]], items: list[Any]
+    ) -> None:
+        try:
+            results = group([work for _loop, _future, work in items])
+        except BaseException as exc:  # pragma: no cover - run_group catches each one's
+            results = [(False, exc)] * len(items)
+        replies: dict[asyncio.AbstractEventLoop, list[tuple[Any, bool, Any]]] = {}
+        for (loop, future, _work), (ok, value) in zip(items, results, strict=True):
+            replies.setdefault(loop, []).append((future, ok, value))
+        for loop, settled in replies.items():  # one wake-up per loop, not one per call
+            _reply(loop, _settle_all, settled)
 
     async def run(self, work: Callable[[], T]) -> T:
         """``work()`` on one of the threads, awaited."""
@@ -160,6 +217,15 @@ def _settle(future: asyncio.Future[Any], result: Any) -> None:
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        if not future.done():
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
 
 class OffloadedAsync(Store):

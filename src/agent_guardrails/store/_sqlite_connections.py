@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote
 
@@ -331,6 +331,7 @@ class SQLiteConnections:
         # The deadline of the operation this thread runs for an async caller (set by
         # within(): its wait started when it was called, not when a thread picked it up).
         self._deadline = threading.local()
+        self._group = threading.local()  # this thread's run_group, if it is in one
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -390,8 +391,157 @@ class SQLiteConnections:
         """A ``BEGIN IMMEDIATE`` transaction, after the writers' lock: committed on
         success, rolled back on error. Waits for the database at most ``timeout`` seconds
         in all (or until this thread's :meth:`within` deadline), then raises
-        :class:`StoreUnavailable` saying it is locked by another writer."""
+        :class:`StoreUnavailable` saying it is locked by another writer.
+
+        Inside :meth:`run_group` the transaction is the group's (opened by its first
+        write, committed when the group ends) and this write is a savepoint in it: rolled
+        back alone on error."""
+        group: _Group | None = getattr(self._group, "value", None)
+        if group is not None:
+            with self._in_group(group) as db:
+                yield db
+            return
         db = self.db()
+        self._open(db)
+        try:
+            try:
+                yield db
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise StoreUnavailable(f"{self.url}: {exc}") from exc
+            self._checkpoints.wrote()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.url}: {exc}") from exc
+        finally:
+            if self._writers is not None:
+                self._writers.release()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same committed state (inside
+        :meth:`run_group` once the group has written: the group's own state)."""
+        db = self.db()
+        group: _Group | None = getattr(self._group, "value", None)
+        if group is not None and group.db is not None:
+            try:
+                yield db
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.url}: {exc}") from exc
+            return
+        try:
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.url}: {exc}") from exc
+
+    def run_group(self, works: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run ``works`` in turn on this thread, their writes in one transaction: the
+        store thread's batch of queued operations (:class:`._offload.StoreThreads`).
+
+        The first write opens the transaction (the writers' lock, then ``BEGIN
+        IMMEDIATE``, by that operation's own deadline: one that cannot get it fails as it
+        would alone, and the next write tries again); each write is a savepoint in it,
+        rolled back alone when its operation fails; reads after it see the group's
+        writes. The transaction commits when all have run, so their results are returned
+        only then: ``(True, value)`` or ``(False, exception)`` each, in order. If the
+        commit fails, every operation that ran inside the transaction fails with
+        :class:`StoreUnavailable` (none of their writes were kept)."""
+        group = _Group()
+        self._group.value = group
+        results: list[tuple[bool, Any]] = []
+        try:
+            for work in works:
+                group.index = len(results)
+                try:
+                    results.append((True, work()))
+                except BaseException as exc:  # the caller's future gets it, as alone
+                    results.append((False, exc))
+        finally:
+            self._group.value = None
+            if group.db is not None:
+                error = self._end_group(group)
+                if error is not None:
+                    for i in range(group.first, len(results)):
+                        results[i] = (False, error)
+        return results
+
+    @contextlib.contextmanager
+    def _in_group(self, group: _Group) -> Iterator[sqlite3.Connection]:
+        """One operation's write inside the group's transaction: a savepoint."""
+        if group.broken:
+            raise StoreUnavailable(f"{self.url}: an earlier write of this group failed")
+        db = group.db
+        if db is None:
+            db = self.db()
+            self._open(db)
+            group.first, group.db = group.index, db
+        try:
+            db.execute("SAVEPOINT ag_op")
+        except sqlite3.Error as exc:
+            group.broken = True
+            raise StoreUnavailable(f"{self.url}: {exc}") from exc
+        try:
+            yield db
+        except BaseException as exc:
+            try:
+                db.execute("ROLLBACK TO ag_op")
+                db.execute("RELEASE ag_op")
+            except sqlite3.Error:
+                group.broken = True  # what it wrote may be in: commit nothing
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(f"{self.url}: {exc}") from exc
+            raise
+        try:
+            db.execute("RELEASE ag_op")
+        except sqlite3.Error as exc:
+            group.broken = True
+            raise StoreUnavailable(f"{self.url}: {exc}") from exc
+        group.wrote = group.index
+
+    def holds_uncommitted(self) -> bool:
+        """True on a thread running :meth:`run_group` whose current operation has written:
+        its writes are kept only if the group's commit succeeds."""
+        group: _Group | None = getattr(self._group, "value", None)
+        return group is not None and group.wrote == group.index
+
+    def _end_group(self, group: _Group) -> StoreUnavailable | None:
+        """Commit the group's transaction (nothing if a savepoint broke), then let go of
+        the writers' lock; the error its operations get if it did not commit."""
+        db = group.db
+        assert db is not None  # (called only once it opened)
+        lost = "nothing written by this batch of queued operations was kept"
+        try:
+            if group.broken:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                return StoreUnavailable(
+                    f"{self.url}: a write failed and could not be undone alone: {lost}"
+                )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            return StoreUnavailable(f"{self.url}: {exc}: {lost}")
+        else:
+            self._checkpoints.wrote()
+            return None
+        finally:
+            if self._writers is not None:
+                self._writers.release()
+
+    def _open(self, db: sqlite3.Connection) -> None:
+        """The writers' lock, then ``BEGIN IMMEDIATE``, by this thread's deadline; on
+        failure neither is held."""
         writers = self._writers
         deadline: float | None = getattr(self._deadline, "value", None)
         began = time.monotonic()
@@ -418,43 +568,29 @@ class SQLiteConnections:
                 if short:
                     with contextlib.suppress(sqlite3.Error):
                         db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            try:
-                yield db
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-            try:
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise StoreUnavailable(f"{self.url}: {exc}") from exc
-            self._checkpoints.wrote()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{self.url}: {exc}") from exc
-        finally:
+        except BaseException:
             if writers is not None:
                 writers.release()
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: every query inside sees the same committed state."""
-        db = self.db()
-        try:
-            db.execute("BEGIN")
-            try:
-                yield db
-            finally:
-                db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{self.url}: {exc}") from exc
+            raise
 
     def close(self) -> None:
         self._checkpoints.close()
         self._conns.close_all()
         if self._writers is not None:
             self._writers.close()
+
+
+class _Group:
+    """A :meth:`SQLiteConnections.run_group` under way."""
+
+    __slots__ = ("broken", "db", "first", "index", "wrote")
+
+    def __init__(self) -> None:
+        self.db: sqlite3.Connection | None = None  # set when its transaction begins
+        self.broken = False  # a savepoint failed to roll back: commit nothing
+        self.first = 0  # the operation that began it
+        self.index = 0  # the operation running now
+        self.wrote = -1  # the last operation that wrote
 
 
 def _close_db(db: sqlite3.Connection) -> None:

@@ -1,0 +1,393 @@
+"""SQLite's store thread runs the operations queued for it as one group: their writes in one
+transaction, each a savepoint, and one wake-up of each waiting event loop (issue 18: many
+runs on one loop).
+
+Each test holds the store thread on a first hand-off until the operations under test are
+queued behind it, so they form one group for certain; the event loop runs with
+``blockbuster`` active. The store thread's own connection traces its statements, so a test
+can count transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from agent_guardrails import CallRequest, Guardrails, PolicyPack
+from agent_guardrails.engine.decision import Charge
+from agent_guardrails.errors import StoreUnavailable
+from agent_guardrails.store.base import AuditEvent
+from agent_guardrails.store.sqlite import SQLiteStore
+from tests.store.async_helpers import LoopThread, watched_loop
+
+T = TypeVar("T")
+DAY_END = 1_704_326_400
+KEY = "budget:hot|USD@1704240000"
+
+
+def budget(amount: float = 1.0, limit: float = 100.0) -> Charge:
+    return Charge(KEY, "budget", amount, limit, DAY_END, "hot")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(f"sqlite:///{tmp_path / 'store.db'}")
+    yield opened
+    opened.close()
+
+
+async def grouped(
+    store: SQLiteStore, statements: list[str], *operations: Callable[[], Awaitable[Any]]
+) -> list[Any]:
+    """Queue ``operations`` behind a hand-off that holds the store thread, then let it go:
+    they run as one group. Returns each one's result or error, in order; ``statements``
+    gets what the store thread's connection ran meanwhile."""
+    await store.ahand_off(lambda: store._conns.db().set_trace_callback(statements.append))
+    release, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(10)
+
+    held = asyncio.ensure_future(store.ahand_off(hold))
+    await asyncio.to_thread(holding.wait, 10)
+    tasks = [asyncio.ensure_future(operation()) for operation in operations]
+    await asyncio.sleep(0)  # each task runs to its hand-off: all are queued now
+    await asyncio.to_thread(release.set)
+    await held
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
+def run(loop: LoopThread, coro: Awaitable[T]) -> T:
+    async def awaited() -> T:
+        return await coro
+
+    return loop.run(awaited())
+
+
+def test_queued_writes_commit_in_one_transaction(store: SQLiteStore) -> None:
+    """Twenty reservations queued at once: one ``COMMIT``, each a savepoint in it; every
+    one is kept, and a read queued after them sees them all."""
+    statements: list[str] = []
+    calls = [lambda i=i: store.areserve(f"k{i}", [budget()]) for i in range(20)]
+    snapshot = lambda: store.asnapshot(dial_key="global", counter_keys=[KEY], call_key="k0")  # noqa: E731
+    with watched_loop() as loop:
+        results = run(loop, grouped(store, statements, *calls, snapshot))
+    *reserved, seen = results
+    assert all(not isinstance(r, BaseException) and r.ok for r in reserved), reserved
+    assert statements.count("COMMIT") == 1, statements
+    assert statements.count("SAVEPOINT ag_op") == 20
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert not isinstance(seen, BaseException)
+    assert dict(seen.used) == {KEY: 20.0}
+    assert seen.call is not None
+    assert seen.call.state == "reserved"
+    assert store.counters() == {KEY: 20.0}
+    assert store.verify_audit().ok
+
+
+class Exploding(Mapping[str, Any]):
+    """Audit data that cannot be read: the reservation fails after it has written."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("this audit data cannot be read")
+
+    def __len__(self) -> int:
+        return 1
+
+
+def test_an_operation_that_fails_in_a_group_is_rolled_back_alone(store: SQLiteStore) -> None:
+    """The middle reservation fails after it updated the counter (its audit record cannot be
+    written): it gets its own error and its writes are undone; the others are kept."""
+    statements: list[str] = []
+    bad = AuditEvent("decision", Exploding(), "k1")
+    results = []
+    with watched_loop() as loop:
+        results = run(
+            loop,
+            grouped(
+                store,
+                statements,
+                lambda: store.areserve("k0", [budget()]),
+                lambda: store.areserve("k1", [budget(5.0)], audit=bad),
+                lambda: store.areserve("k2", [budget()]),
+            ),
+        )
+    assert isinstance(results[1], RuntimeError), results
+    assert "cannot be read" in str(results[1])
+    assert all(not isinstance(r, BaseException) and r.ok for r in (results[0], results[2]))
+    assert "ROLLBACK TO ag_op" in statements
+    assert statements.count("COMMIT") == 1
+    assert store.counters() == {KEY: 2.0}
+    assert store.call_record("k1") is None
+    assert store.call_record("k0") is not None
+    assert store.call_record("k2") is not None
+
+
+def test_a_group_that_cannot_commit_fails_every_operation_in_it(store: SQLiteStore) -> None:
+    """An operation ends the group's transaction under it (its savepoint cannot be let go):
+    nothing of the group is kept, and every operation in it is told so (none reports a
+    reservation that was not kept). The store then works as before."""
+    statements: list[str] = []
+
+    def breaks() -> None:
+        with store._conns.write() as db:
+            db.execute("ROLLBACK")
+
+    with watched_loop() as loop:
+        results = run(
+            loop,
+            grouped(
+                store,
+                statements,
+                lambda: store.areserve("k0", [budget()]),
+                lambda: store.ahand_off(breaks),
+                lambda: store.areserve("k2", [budget()]),
+            ),
+        )
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert all("nothing written by this batch" in str(r) for r in results), results
+        assert store.counters() == {}
+        assert store.call_record("k0") is None
+        after = run(loop, store.areserve("k3", [budget()]))
+    assert after.ok
+    assert store.counters() == {KEY: 1.0}
+    assert store.verify_audit().ok
+
+
+def test_a_group_answers_each_event_loop(store: SQLiteStore) -> None:
+    """Operations from two event loops in one group: each loop is woken with its own
+    answers, at once."""
+    statements: list[str] = []
+    release, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(10)
+
+    async def queued(key: str, amount: float) -> asyncio.Future[Any]:
+        future = asyncio.ensure_future(store.areserve(key, [budget(amount)]))
+        await asyncio.sleep(0)  # on the store thread's queue now
+        return future
+
+    async def answer(future: asyncio.Future[Any]) -> tuple[Any, float]:
+        result = await future
+        return result, time.monotonic()
+
+    with watched_loop() as loop, watched_loop() as other:
+        run(loop, store.ahand_off(lambda: store._conns.db().set_trace_callback(statements.append)))
+        held = run(loop, queued_hold(store, hold))
+        run(loop, asyncio.to_thread(holding.wait, 10))
+        mine = run(loop, queued("mine", 1.0))
+        theirs = run(other, queued("theirs", 2.0))
+        mine_too = run(loop, queued("mine-2", 1.0))
+        waiting = [
+            asyncio.run_coroutine_threadsafe(answer(future), where.loop)
+            for future, where in ((mine, loop), (theirs, other), (mine_too, loop))
+        ]
+        run(loop, asyncio.sleep(0.05))  # (the answers wait now; nothing else wakes a loop)
+        released = time.monotonic()
+        release.set()
+        got = [pending.result(timeout=5) for pending in waiting]
+        run(loop, held)
+    assert all(result.ok for result, _ in got), got
+    assert max(at for _, at in got) - released < 1.0, got  # each loop was woken
+    assert statements.count("COMMIT") == 1, statements  # the three were one group
+    assert store.counters() == {KEY: 4.0}
+
+
+async def queued_hold(store: SQLiteStore, hold: Callable[[], None]) -> asyncio.Future[None]:
+    future = asyncio.ensure_future(store.ahand_off(hold))
+    await asyncio.sleep(0)
+    return future
+
+
+def test_closing_the_store_lets_a_queued_group_finish(store: SQLiteStore) -> None:
+    """``close()`` while operations wait behind a busy store thread: those queued before it
+    complete (in one group), then the thread ends and ``close()`` returns."""
+    release, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(10)
+
+    async def scenario() -> list[Any]:
+        held = asyncio.ensure_future(store.ahand_off(hold))
+        await asyncio.to_thread(holding.wait, 10)
+        tasks = [asyncio.ensure_future(store.areserve(f"k{i}", [budget()])) for i in range(5)]
+        await asyncio.sleep(0)
+        closing = threading.Thread(target=store.close)
+        closing.start()
+        await asyncio.sleep(0.1)  # close() has queued the end and waits for the thread
+        await asyncio.to_thread(release.set)
+        await held
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(closing.join, 10)
+        assert not closing.is_alive()
+        return done
+
+    with watched_loop() as loop:
+        done = run(loop, scenario())
+    assert all(not isinstance(r, BaseException) and r.ok for r in done), done
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.counters()
+    reopened = SQLiteStore(store.url)
+    try:
+        assert reopened.counters() == {KEY: 5.0}
+    finally:
+        reopened.close()
+
+
+GUARD_PACK = """
+name: groups
+version: 1
+defaults: {level: execute}
+actions:
+  crm.tag: {risk: low, cost: 1.0}
+budgets:
+  - {name: daily, limit: 100, window: day}
+"""
+
+
+def test_a_guarded_call_whose_group_did_not_commit_is_denied_not_run(tmp_path: Path) -> None:
+    """A guarded call's reservation shares a group with an operation that breaks the
+    group's transaction: the call's flow must not go on as if it held its budget (the
+    reservation was never kept). It ends as when the store fails at the reservation: a
+    fail-closed ``store_unavailable`` denial, the tool not run, nothing left held."""
+    guard = Guardrails(PolicyPack.from_yaml(GUARD_PACK), store=f"sqlite:///{tmp_path / 'g.db'}")
+    store: Any = guard.store
+    ran: list[str] = []
+
+    async def body(args: Mapping[str, Any]) -> str:
+        ran.append("ran")
+        return "done"
+
+    def breaks() -> None:
+        with store._conns.write() as db:
+            db.execute("ROLLBACK")
+
+    async def scenario() -> list[Any]:
+        await guard.arun(CallRequest("warm", "crm.tag", {}), body)  # the pack is in place
+        ran.clear()
+        statements: list[str] = []
+        return await grouped(
+            store,
+            statements,
+            lambda: guard.arun(CallRequest("tag", "crm.tag", {}), body),
+            lambda: store.ahand_off(breaks),
+        )
+
+    try:
+        with watched_loop() as loop:
+            result, broke = run(loop, scenario())
+            run(loop, guard.aflush())
+    finally:
+        guard.close()
+    assert isinstance(broke, StoreUnavailable)
+    assert ran == []
+    assert isinstance(result, dict), result
+    assert result["reasons"] == ["store_unavailable"], result
+    reopened = SQLiteStore(f"sqlite:///{tmp_path / 'g.db'}")
+    try:
+        assert sum(reopened.counters("budget:").values()) == 1.0  # the warm-up call's only
+        assert reopened.in_doubt() == []
+        assert reopened.verify_audit().ok
+    finally:
+        reopened.close()
+
+
+def _cancel_test_guard(tmp_path: Path) -> tuple[Guardrails, Any]:
+    guard = Guardrails(PolicyPack.from_yaml(GUARD_PACK), store=f"sqlite:///{tmp_path / 'g.db'}")
+    return guard, guard.store
+
+
+def _settled(path: Path) -> tuple[float, list[Any], bool]:
+    """What a fresh store reads back: budget held, calls in doubt, the chain intact."""
+    reopened = SQLiteStore(f"sqlite:///{path}")
+    try:
+        held = sum(reopened.counters("budget:").values())
+        return held, reopened.in_doubt(), reopened.verify_audit().ok
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("when", ["before its group commits", "inside its run"])
+def test_a_caller_cancelled_while_its_group_is_under_way(tmp_path: Path, when: str) -> None:
+    """A guarded call is cancelled while the store thread is still inside its run (before
+    its reservation): the flow ends there, nothing is held. Or it is cancelled once its
+    reservation is done but waits for its group's commit (another operation of the group
+    holds the store thread): the reservation is kept, and the call is in doubt, as a call
+    cancelled right after its reservation always is (the tool never runs silently; a
+    re-run asks a human). In neither case does the tool run or the chain break."""
+    guard, store = _cancel_test_guard(tmp_path)
+    ran: list[str] = []
+    inside, gate = threading.Event(), threading.Event()
+    snapshot = store.snapshot
+
+    def slow_snapshot(**kwargs: Any) -> Any:
+        if when == "inside its run" and kwargs.get("call_key", "").endswith("tag-1"):
+            inside.set()
+            gate.wait(10)
+        return snapshot(**kwargs)
+
+    async def body(args: Mapping[str, Any]) -> str:
+        ran.append("ran")
+        return "done"
+
+    def hold_group() -> None:  # the operation after the call's in its group
+        inside.set()
+        gate.wait(10)
+
+    async def scenario() -> None:
+        await guard.arun(CallRequest("warm", "crm.tag", {}), body)
+        ran.clear()
+        store.snapshot = slow_snapshot
+        release, holding = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            holding.set()
+            release.wait(10)
+
+        held = asyncio.ensure_future(store.ahand_off(hold))
+        await asyncio.to_thread(holding.wait, 10)
+        call = asyncio.ensure_future(
+            guard.arun(CallRequest("tag", "crm.tag", {}), body, call_key="tag-1")
+        )
+        await asyncio.sleep(0)
+        then = asyncio.ensure_future(
+            store.ahand_off(hold_group if when == "before its group commits" else lambda: None)
+        )
+        await asyncio.sleep(0)
+        await asyncio.to_thread(release.set)
+        await held
+        await asyncio.to_thread(inside.wait, 10)  # the group is under way, the call in it
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.to_thread(gate.set)
+        await then
+        await guard.aflush()
+
+    try:
+        with watched_loop() as loop:
+            run(loop, scenario())
+    finally:
+        guard.close()
+    assert ran == []
+    budget_held, in_doubt, chain_ok = _settled(tmp_path / "g.db")
+    assert chain_ok
+    if when == "inside its run":
+        assert budget_held == 1.0  # the warm-up call's only
+        assert in_doubt == []
+    else:
+        assert budget_held == 2.0
+        assert [record.key for record in in_doubt] == ["tag-1"]
