@@ -22,6 +22,8 @@ import pytest
 from agent_guardrails import CallRequest, Guardrails, PolicyPack
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import StoreUnavailable
+from agent_guardrails.pipeline.effects import StoreOp, adrive
+from agent_guardrails.pipeline.outbox import Outbox
 from agent_guardrails.store.base import AuditEvent
 from agent_guardrails.store.sqlite import SQLiteStore
 from tests.store.async_helpers import LoopThread, watched_loop
@@ -133,7 +135,7 @@ def test_an_operation_that_fails_in_a_group_is_rolled_back_alone(store: SQLiteSt
     assert store.call_record("k2") is not None
 
 
-def test_a_group_that_cannot_commit_fails_every_operation_in_it(store: SQLiteStore) -> None:
+def test_a_group_whose_transaction_broke_keeps_nothing_and_says_so(store: SQLiteStore) -> None:
     """An operation ends the group's transaction under it (its savepoint cannot be let go):
     nothing of the group is kept, and every operation in it is told so (none reports a
     reservation that was not kept). The store then works as before."""
@@ -155,7 +157,8 @@ def test_a_group_that_cannot_commit_fails_every_operation_in_it(store: SQLiteSto
             ),
         )
         assert all(isinstance(r, StoreUnavailable) for r in results), results
-        assert all("nothing written by this batch" in str(r) for r in results), results
+        assert "nothing written by this batch" in str(results[0])
+        assert "earlier write of this group failed" in str(results[2])
         assert store.counters() == {}
         assert store.call_record("k0") is None
         after = run(loop, store.areserve("k3", [budget()]))
@@ -391,3 +394,223 @@ def test_a_caller_cancelled_while_its_group_is_under_way(tmp_path: Path, when: s
     else:
         assert budget_held == 2.0
         assert [record.key for record in in_doubt] == ["tag-1"]
+
+
+# --------------------------------------------------------------- a commit that fails for real
+
+
+def arm_failing_commit(store: SQLiteStore) -> None:
+    """On the store thread's connection: tables where a write is fine in itself but makes
+    its transaction's ``COMMIT`` fail (a deferred foreign-key violation, checked at the
+    commit, as a disk that fills up fails it there). See :func:`poison`."""
+    db = store._conns.db()
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY)")
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS child (parent INTEGER REFERENCES parent (id)"
+        " DEFERRABLE INITIALLY DEFERRED)"
+    )
+
+
+def poison(store: SQLiteStore, then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A write that makes its group's ``COMMIT`` fail; then ``then()`` (on the thread)."""
+
+    def work() -> None:
+        with store._conns.write() as db:
+            db.execute("INSERT INTO child VALUES (42)")
+        if then is not None:
+            then()
+
+    return work
+
+
+def test_a_commit_that_fails_fails_exactly_the_operations_that_wrote(store: SQLiteStore) -> None:
+    """The group's ``COMMIT`` itself fails: each operation that wrote in it is told its
+    writes were not kept; one that only read, and one refused on its own, keep their
+    answers. What the store holds afterwards matches what each was told."""
+    statements: list[str] = []
+    with watched_loop() as loop:
+        run(loop, store.ahand_off(lambda: arm_failing_commit(store)))
+        results = run(
+            loop,
+            grouped(
+                store,
+                statements,
+                lambda: store.areserve("k0", [budget()]),
+                lambda: store.acounters("budget:"),
+                lambda: store.areserve("k1", [budget(500.0)]),  # over the limit: refused
+                lambda: store.ahand_off(poison(store)),
+                lambda: store.areserve("k2", [budget()]),
+            ),
+        )
+    k0, read, k1, poisoned, k2 = results
+    assert isinstance(k0, StoreUnavailable)
+    assert "nothing written by this batch" in str(k0)
+    assert read == {KEY: 1.0}  # what it read (inside the group) is its answer
+    assert not isinstance(k1, BaseException)
+    assert not k1.ok  # refused on its own: it wrote nothing
+    assert isinstance(poisoned, StoreUnavailable)
+    assert isinstance(k2, StoreUnavailable)
+    assert statements.count("COMMIT") == 1
+    assert store.counters() == {}
+    assert store.call_record("k0") is None
+    assert store.call_record("k2") is None
+
+
+def test_a_transaction_lost_under_the_group_commits_nothing_behind_its_back(
+    store: SQLiteStore,
+) -> None:
+    """SQLite rolls a transaction back by itself after some errors (I/O, full disk); here a
+    read of the group ends it. The writes after it must not run outside the group (each
+    savepoint its own transaction, committed at once) while their callers are told that
+    nothing was kept: every answer matches what the store holds."""
+
+    def read_that_loses_the_transaction() -> None:
+        with store._conns.read() as db:  # inside the group: its transaction
+            db.execute("ROLLBACK")
+
+    statements: list[str] = []
+    with watched_loop() as loop:
+        k0, _lost, k2 = run(
+            loop,
+            grouped(
+                store,
+                statements,
+                lambda: store.areserve("k0", [budget()]),
+                lambda: store.ahand_off(read_that_loses_the_transaction),
+                lambda: store.areserve("k2", [budget()]),
+            ),
+        )
+    assert isinstance(k0, StoreUnavailable)
+    assert isinstance(k2, StoreUnavailable)
+    assert store.counters() == {}
+    assert store.call_record("k2") is None
+
+
+def test_an_operation_raising_stop_iteration_does_not_hold_back_the_others(
+    store: SQLiteStore,
+) -> None:
+    """A future cannot hold ``StopIteration``: the operation that raised it gets a
+    ``RuntimeError`` naming it, and the other answers of its group still arrive."""
+
+    def stops() -> None:
+        raise StopIteration("a bug in some step")
+
+    statements: list[str] = []
+
+    async def bounded() -> list[Any]:
+        return await asyncio.wait_for(
+            grouped(
+                store,
+                statements,
+                lambda: store.ahand_off(stops),
+                lambda: store.areserve("k0", [budget()]),
+            ),
+            5,
+        )
+
+    with watched_loop() as loop:
+        stopped, reserved = run(loop, bounded())
+    assert isinstance(stopped, RuntimeError)
+    assert "StopIteration" in str(stopped)
+    assert reserved.ok
+
+
+def test_a_guarded_call_after_a_broken_write_in_its_group_is_denied_not_raised(
+    tmp_path: Path,
+) -> None:
+    """The group breaks before a guarded call's turn: its reservation is refused (an
+    earlier write failed) and the call ends as a fail-closed denial, which it keeps when
+    the group then fails to commit: no ``StoreUnavailable`` reaches the caller."""
+    guard = Guardrails(PolicyPack.from_yaml(GUARD_PACK), store=f"sqlite:///{tmp_path / 'g.db'}")
+    store: Any = guard.store
+    ran: list[str] = []
+
+    async def body(args: Mapping[str, Any]) -> str:
+        ran.append("ran")
+        return "done"
+
+    def breaks() -> None:
+        with store._conns.write() as db:
+            db.execute("ROLLBACK")
+
+    async def scenario() -> list[Any]:
+        await guard.arun(CallRequest("warm", "crm.tag", {}), body)
+        ran.clear()
+        return await grouped(
+            store,
+            [],
+            lambda: store.ahand_off(breaks),
+            lambda: guard.arun(CallRequest("tag", "crm.tag", {}), body),
+        )
+
+    try:
+        with watched_loop() as loop:
+            broke, result = run(loop, scenario())
+            run(loop, guard.aflush())
+    finally:
+        guard.close()
+    assert isinstance(broke, StoreUnavailable)
+    assert ran == []
+    assert isinstance(result, dict), result
+    assert result["reasons"] == ["store_unavailable"]
+
+
+@pytest.mark.parametrize("stopped", ["waiting for the commit", "inside its run"])
+def test_a_cancelled_flush_keeps_what_its_failed_commit_did_not_write(
+    store: SQLiteStore, stopped: str
+) -> None:
+    """An outbox flush is cancelled after its write ran in a group, before the group's
+    ``COMMIT``, which then fails. The flush must learn that its write was not kept: both
+    records stay in the outbox, to be written later (none is lost). Cancelled either while
+    its answer waits for the commit, or while the store thread is still inside its run."""
+    outbox = Outbox()
+    outbox.keep(StoreOp("append_audit", AuditEvent("decision", {"n": 1}, "k1")))
+    outbox.keep(StoreOp("append_audit", AuditEvent("decision", {"n": 2}, "k2")))
+    inside, gate = threading.Event(), threading.Event()
+
+    def pause() -> None:
+        inside.set()
+        gate.wait(10)
+
+    append = store.append_audit
+    if stopped == "inside its run":
+
+        def slow_append(event: AuditEvent) -> Any:
+            record = append(event)  # written, in a savepoint of the group
+            pause()
+            return record
+
+        store.append_audit = slow_append  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await store.ahand_off(lambda: arm_failing_commit(store))
+        release, holding = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            holding.set()
+            release.wait(10)
+
+        held = asyncio.ensure_future(store.ahand_off(hold))
+        await asyncio.to_thread(holding.wait, 10)
+        flush = asyncio.ensure_future(adrive(outbox.flush(), store))
+        await asyncio.sleep(0)
+        after = pause if stopped == "waiting for the commit" else None
+        poisoned = asyncio.ensure_future(store.ahand_off(poison(store, after)))
+        await asyncio.sleep(0)
+        await asyncio.to_thread(release.set)
+        await held
+        await asyncio.to_thread(inside.wait, 10)
+        flush.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await flush
+        await asyncio.to_thread(gate.set)
+        with pytest.raises(StoreUnavailable):
+            await poisoned
+        await store.ahand_off(lambda: None)  # (the store thread has ended the flush)
+
+    with watched_loop() as loop:
+        run(loop, scenario())
+    store.append_audit = append  # type: ignore[method-assign]
+    assert outbox.pending == 2
+    assert store.audit_records() == []

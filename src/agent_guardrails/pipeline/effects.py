@@ -343,7 +343,17 @@ class StoreRun:
     (``dict.setdefault`` is the claim: one atomic step, so the event loop never waits on a
     lock.)"""
 
-    __slots__ = ("_claims", "_ctx", "_held", "_outcome", "_raised", "flow", "op", "store")
+    __slots__ = (
+        "_claims",
+        "_commit_error",
+        "_ctx",
+        "_held",
+        "_outcome",
+        "_raised",
+        "flow",
+        "op",
+        "store",
+    )
 
     def __init__(self, flow: Flow[Any], op: StoreOp, store: Any) -> None:
         self.flow = flow
@@ -352,6 +362,7 @@ class StoreRun:
         # A store whose thread commits several callers' operations together says when
         # an operation's writes wait for that commit (SQLite: ``holds_uncommitted``).
         self._held: Callable[[], bool] | None = getattr(store, "holds_uncommitted", None)
+        self._commit_error: BaseException | None = None
         self._ctx = contextvars.copy_context()
         self._ctx.run(_for_loop.set, True)
         self._claims: dict[str, str] = {}
@@ -364,14 +375,27 @@ class StoreRun:
             return None
         outcome = self._advance(self.op)
         self._outcome = outcome
+        if outcome.done is not None:
+            return outcome  # the end is claimed once the shared commit is known (_committed)
         if self._claims.setdefault("end", "store") != "store" and outcome.effect is not None:
-            if outcome.done is not None:  # the flow first learns what its operation did
-                try:
-                    self._step(*outcome.done)
-                except BaseException:  # its end: nobody waits for what it returns
-                    return outcome
             self._unwind()  # the caller stopped meanwhile: end the flow here
         return outcome
+
+    def _committed(self, error: BaseException | None) -> None:
+        """On the store's thread, once the commit that the run's last operation waited for
+        is known (``error``: it failed, so the operation's writes were not kept). If the
+        caller stopped meanwhile, the flow learns what its operation did, then ends here."""
+        self._commit_error = error
+        if self._claims.setdefault("end", "store") == "store":
+            return  # the caller hands the flow the outcome: its hand-off returns now
+        outcome = self._outcome
+        assert outcome is not None
+        assert outcome.done is not None
+        try:
+            self._step(*(outcome.done if error is None else (None, error)))
+        except BaseException:  # its end: nobody waits for what it returns
+            return
+        self._unwind()
 
     def stopped(self, exc: BaseException) -> Advanced | None:
         """On the caller's side, when its wait ended with ``exc``: None if the run never
@@ -386,6 +410,8 @@ class StoreRun:
         assert outcome is not None
         if outcome.effect is None:
             raise exc
+        if outcome.done is not None and self._commit_error is not None:
+            outcome = outcome._replace(done=(None, self._commit_error))  # not kept after all
         return outcome._replace(raised=exc)
 
     def _step(self, result: Any, error: BaseException | None) -> Effect:
@@ -401,6 +427,7 @@ class StoreRun:
             if held is not None and held():
                 # Its writes are kept only if the store's shared commit succeeds: the flow
                 # must not go on before that, so the caller hands it the outcome then.
+                self.store.after_commit(self._committed)
                 return Advanced(op, done=(result, error))
             try:  # what the operation did is the flow's to know, whoever waits
                 effect = ctx.run(flow.send, result) if error is None else ctx.run(flow.throw, error)

@@ -216,7 +216,17 @@ def _settle(future: asyncio.Future[Any], result: Any) -> None:
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
-        future.set_exception(exc)
+        future.set_exception(_raisable(exc))
+
+
+def _raisable(exc: BaseException) -> BaseException:
+    """``exc``, or a ``RuntimeError`` for what a future refuses to hold (``StopIteration``
+    from the operation)."""
+    if isinstance(exc, StopIteration | StopAsyncIteration):
+        error = RuntimeError(f"the store operation raised {type(exc).__name__}")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -225,7 +235,7 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             if ok:
                 future.set_result(value)
             else:
-                future.set_exception(value)
+                future.set_exception(_raisable(value))
 
 
 class OffloadedAsync(Store):

@@ -454,11 +454,15 @@ class SQLiteConnections:
         rolled back alone when its operation fails; reads after it see the group's
         writes. The transaction commits when all have run, so their results are returned
         only then: ``(True, value)`` or ``(False, exception)`` each, in order. If the
-        commit fails, every operation that ran inside the transaction fails with
-        :class:`StoreUnavailable` (none of their writes were kept)."""
+        commit fails (or the transaction was lost on the way: SQLite rolls one back by
+        itself after some I/O errors), every operation that wrote in it fails with
+        :class:`StoreUnavailable` instead (none of their writes were kept); the others
+        keep their results. Callbacks given to :meth:`after_commit` meanwhile are called
+        last, with that error or ``None``."""
         group = _Group()
         self._group.value = group
         results: list[tuple[bool, Any]] = []
+        error: StoreUnavailable | None = None
         try:
             for work in works:
                 group.index = len(results)
@@ -466,30 +470,46 @@ class SQLiteConnections:
                     results.append((True, work()))
                 except BaseException as exc:  # the caller's future gets it, as alone
                     results.append((False, exc))
+                if group.db is not None and not group.db.in_transaction:
+                    group.broken = True  # ended under it: what it wrote is gone
         finally:
             self._group.value = None
             if group.db is not None:
                 error = self._end_group(group)
                 if error is not None:
-                    for i in range(group.first, len(results)):
+                    for i in group.writers:
                         results[i] = (False, error)
+        for callback in group.after:
+            with contextlib.suppress(Exception):
+                callback(error)
         return results
+
+    def after_commit(self, callback: Callable[[StoreUnavailable | None], None]) -> None:
+        """Call ``callback`` (on this thread) once the running group's commit is known:
+        with ``None`` if it committed, else with the error its writers get."""
+        group: _Group | None = getattr(self._group, "value", None)
+        if group is None:
+            raise RuntimeError("after_commit() outside a group of operations")
+        group.after.append(callback)
 
     @contextlib.contextmanager
     def _in_group(self, group: _Group) -> Iterator[sqlite3.Connection]:
         """One operation's write inside the group's transaction: a savepoint."""
+        db = group.db
+        if db is not None and not db.in_transaction:
+            group.broken = True  # lost under it (SQLite rolls back by itself on some errors)
         if group.broken:
             raise StoreUnavailable(f"{self.url}: an earlier write of this group failed")
-        db = group.db
         if db is None:
             db = self.db()
             self._open(db)
-            group.first, group.db = group.index, db
+            group.db = db
         try:
             db.execute("SAVEPOINT ag_op")
         except sqlite3.Error as exc:
             group.broken = True
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
+        changes = db.total_changes
         try:
             yield db
         except BaseException as exc:
@@ -506,7 +526,9 @@ class SQLiteConnections:
         except sqlite3.Error as exc:
             group.broken = True
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
-        group.wrote = group.index
+        if db.total_changes != changes and group.wrote != group.index:  # (it changed rows)
+            group.wrote = group.index
+            group.writers.append(group.index)
 
     def holds_uncommitted(self) -> bool:
         """True on a thread running :meth:`run_group` whose current operation has written:
@@ -583,14 +605,15 @@ class SQLiteConnections:
 class _Group:
     """A :meth:`SQLiteConnections.run_group` under way."""
 
-    __slots__ = ("broken", "db", "first", "index", "wrote")
+    __slots__ = ("after", "broken", "db", "index", "writers", "wrote")
 
     def __init__(self) -> None:
         self.db: sqlite3.Connection | None = None  # set when its transaction begins
-        self.broken = False  # a savepoint failed to roll back: commit nothing
-        self.first = 0  # the operation that began it
+        self.broken = False  # a write failed and could not be undone alone: commit nothing
         self.index = 0  # the operation running now
         self.wrote = -1  # the last operation that wrote
+        self.writers: list[int] = []  # every operation that wrote
+        self.after: list[Callable[[StoreUnavailable | None], None]] = []
 
 
 def _close_db(db: sqlite3.Connection) -> None:

@@ -108,21 +108,24 @@ are one round trip, the finish the other.
 with :meth:`._sqlite_connections.SQLiteConnections.run_group`): when it takes an operation,
 the ones already queued behind it (up to :data:`~._offload.GROUP_MAX`, 64) run with it,
 their writes in one transaction, each in a savepoint of its own, and each waiting event
-loop is woken once with all of its answers. An operation that fails is undone alone and
-gets its own error; a transaction that cannot commit fails every operation that ran in it
-with :class:`~agent_guardrails.errors.StoreUnavailable` (nothing of it was kept), so no
-caller is told of a write that was lost; a guarded call's run of operations stops right
-after its write (:meth:`holds_uncommitted`), so its flow goes on (to the tool, say) only
-once the write is kept, and otherwise meets the error where it asked. Each write still
-waits for the lock by its own deadline (the first write of a group takes it; one that
-cannot leaves it to the next), answers are sent only after the commit, and an operation
-that finds the queue empty runs alone, exactly as before. It saves a commit (the write
-lock, ``BEGIN IMMEDIATE``, the WAL frames of the pages every call touches) and a wake-up of
-the loop per operation: with 200 concurrent agent runs on one loop, 0.86 of the bare
-agent's runs/s against 0.72 without (``interrupt="per_call"``; 0.75 against 0.60 batched),
-the store thread's CPU per run down from about 1.4 to 0.5 ms (A/B in one process,
-``benchmarks/README.md``). The price is latency under load: an answer waits for the rest of
-its group (a few ms per dozen operations).
+loop is woken once with all of its answers, after the commit. An operation that fails is
+undone alone and gets its own error. If the transaction cannot commit (or SQLite ended it
+under the group, as it does after some I/O errors), every operation that changed rows in it
+fails with :class:`~agent_guardrails.errors.StoreUnavailable` (none of its writes was kept)
+and the others keep their answers, so every answer matches what the file holds. A guarded
+call's run of operations stops right after a write that changed rows
+(:meth:`holds_uncommitted`): its flow goes on (to the tool, say) only once the write is
+committed, and otherwise meets the error where it asked; a caller cancelled meanwhile is
+ended by the store thread once the commit is known (:meth:`after_commit`). The first write
+of a group takes the write lock by its own deadline (one that cannot leaves it to the
+next), and an operation that finds the queue empty runs alone, exactly as before. It saves
+a commit (the write lock, ``BEGIN IMMEDIATE``, the WAL frames of the pages every call
+touches) and a wake-up of the loop per operation: with 200 concurrent agent runs on one
+loop, 0.83-0.86 of the bare agent's runs/s against 0.58-0.72 without
+(``interrupt="per_call"``; 0.71-0.75 against 0.59-0.60 batched), the store thread's CPU per
+run down from about 1.4 to 0.5 ms (A/B in one process, ``benchmarks/README.md``). The price
+is latency under load: an answer waits for the rest of its group (a few ms per dozen
+operations).
 
 Errors from SQLite (locked past the timeout, disk full, not a database) raise
 :class:`~agent_guardrails.errors.StoreUnavailable` naming the file and the error.
@@ -555,6 +558,11 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         whose commit is still to come (:class:`~agent_guardrails.pipeline.effects.StoreRun`
         then stops, so no flow goes on before its writes are kept)."""
         return self._conns.holds_uncommitted()
+
+    def after_commit(self, callback: Callable[[StoreUnavailable | None], None]) -> None:
+        """On the store thread, in a group: call ``callback`` once its commit is known
+        (:meth:`._sqlite_connections.SQLiteConnections.after_commit`)."""
+        self._conns.after_commit(callback)
 
     async def ahand_off(self, work: Callable[[], R]) -> R:
         """``work()`` on the store thread, awaited: a run of store operations in one
