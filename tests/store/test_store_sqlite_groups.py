@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,8 +22,8 @@ import pytest
 from agent_guardrails import CallRequest, Guardrails, PolicyPack
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import StoreUnavailable
-from agent_guardrails.pipeline.effects import StoreOp, adrive
-from agent_guardrails.pipeline.outbox import Outbox
+from agent_guardrails.pipeline.effects import Effect, Invoke, StoreOp, adrive
+from agent_guardrails.pipeline.outbox import Outbox, write
 from agent_guardrails.store.base import AuditEvent
 from agent_guardrails.store.sqlite import SQLiteStore
 from tests.store.async_helpers import LoopThread, watched_loop
@@ -75,7 +75,8 @@ def run(loop: LoopThread, coro: Awaitable[T]) -> T:
 
 def test_queued_writes_commit_in_one_transaction(store: SQLiteStore) -> None:
     """Twenty reservations queued at once: one ``COMMIT``, each a savepoint in it; every
-    one is kept, and a read queued after them sees them all."""
+    one is kept. A read queued with them answers from committed data: it does not see
+    them before they commit (they still might not)."""
     statements: list[str] = []
     calls = [lambda i=i: store.areserve(f"k{i}", [budget()]) for i in range(20)]
     snapshot = lambda: store.asnapshot(dial_key="global", counter_keys=[KEY], call_key="k0")  # noqa: E731
@@ -87,9 +88,8 @@ def test_queued_writes_commit_in_one_transaction(store: SQLiteStore) -> None:
     assert statements.count("SAVEPOINT ag_op") == 20
     assert statements.count("BEGIN IMMEDIATE") == 1
     assert not isinstance(seen, BaseException)
-    assert dict(seen.used) == {KEY: 20.0}
-    assert seen.call is not None
-    assert seen.call.state == "reserved"
+    assert seen.used.get(KEY, 0.0) == 0.0
+    assert seen.call is None
     assert store.counters() == {KEY: 20.0}
     assert store.verify_audit().ok
 
@@ -425,9 +425,10 @@ def poison(store: SQLiteStore, then: Callable[[], None] | None = None) -> Callab
 
 
 def test_a_commit_that_fails_fails_exactly_the_operations_that_wrote(store: SQLiteStore) -> None:
-    """The group's ``COMMIT`` itself fails: each operation that wrote in it is told its
-    writes were not kept; one that only read, and one refused on its own, keep their
-    answers. What the store holds afterwards matches what each was told."""
+    """The group's ``COMMIT`` itself fails: each operation that wrote in it is told so,
+    the refused one too (it was refused inside the transaction: for all it knows, on
+    another's write that was not kept); the read, which answered from committed data,
+    keeps its answer. What the store holds afterwards matches what each was told."""
     statements: list[str] = []
     with watched_loop() as loop:
         run(loop, store.ahand_off(lambda: arm_failing_commit(store)))
@@ -446,9 +447,8 @@ def test_a_commit_that_fails_fails_exactly_the_operations_that_wrote(store: SQLi
     k0, read, k1, poisoned, k2 = results
     assert isinstance(k0, StoreUnavailable)
     assert "nothing written by this batch" in str(k0)
-    assert read == {KEY: 1.0}  # what it read (inside the group) is its answer
-    assert not isinstance(k1, BaseException)
-    assert not k1.ok  # refused on its own: it wrote nothing
+    assert read == {}  # committed data only, which the failed commit did not change
+    assert isinstance(k1, StoreUnavailable)
     assert isinstance(poisoned, StoreUnavailable)
     assert isinstance(k2, StoreUnavailable)
     assert statements.count("COMMIT") == 1
@@ -460,14 +460,13 @@ def test_a_commit_that_fails_fails_exactly_the_operations_that_wrote(store: SQLi
 def test_a_transaction_lost_under_the_group_commits_nothing_behind_its_back(
     store: SQLiteStore,
 ) -> None:
-    """SQLite rolls a transaction back by itself after some errors (I/O, full disk); here a
-    read of the group ends it. The writes after it must not run outside the group (each
-    savepoint its own transaction, committed at once) while their callers are told that
-    nothing was kept: every answer matches what the store holds."""
+    """SQLite rolls a transaction back by itself after some errors (I/O, full disk); here
+    an operation's statement on the group's connection ends it. The writes after it must
+    not run outside the group (each savepoint its own transaction, committed at once)
+    while their callers are told that nothing was kept: every answer matches the file."""
 
     def read_that_loses_the_transaction() -> None:
-        with store._conns.read() as db:  # inside the group: its transaction
-            db.execute("ROLLBACK")
+        store._conns.db().execute("ROLLBACK")  # the group's connection: its transaction
 
     statements: list[str] = []
     with watched_loop() as loop:
@@ -613,4 +612,166 @@ def test_a_cancelled_flush_keeps_what_its_failed_commit_did_not_write(
         run(loop, scenario())
     store.append_audit = append  # type: ignore[method-assign]
     assert outbox.pending == 2
+    assert store.audit_records() == []
+
+
+def test_a_guarded_call_is_not_denied_on_a_write_that_was_not_kept(tmp_path: Path) -> None:
+    """Two guarded calls in one group whose commit fails, the budget with room for one
+    more: the second is not left with a ``budget_exceeded`` denial that rests on the
+    first's reservation, which was never kept. Both end ``store_unavailable``."""
+    pack = GUARD_PACK.replace("limit: 100", "limit: 2")
+    guard = Guardrails(PolicyPack.from_yaml(pack), store=f"sqlite:///{tmp_path / 'g.db'}")
+    store: Any = guard.store
+    ran: list[str] = []
+
+    async def body(args: Mapping[str, Any]) -> str:
+        ran.append("ran")
+        return "done"
+
+    async def scenario() -> list[Any]:
+        await guard.arun(CallRequest("warm", "crm.tag", {}), body)  # 1 of 2 used
+        ran.clear()
+        await store.ahand_off(lambda: arm_failing_commit(store))
+        return await grouped(
+            store,
+            [],
+            lambda: guard.arun(CallRequest("a", "crm.tag", {}), body),
+            lambda: guard.arun(CallRequest("b", "crm.tag", {}), body),
+            lambda: store.ahand_off(poison(store)),
+        )
+
+    try:
+        with watched_loop() as loop:
+            a, b, _poisoned = run(loop, scenario())
+            run(loop, guard.aflush())
+    finally:
+        guard.close()
+    assert ran == []
+    assert a["reasons"] == ["store_unavailable"], a
+    assert b["reasons"] == ["store_unavailable"], b
+    budget_held, in_doubt, chain_ok = _settled(tmp_path / "g.db")
+    assert budget_held == 1.0
+    assert in_doubt == []
+    assert chain_ok
+
+
+def test_a_flow_ended_for_a_cancelled_caller_writes_after_the_commit(store: SQLiteStore) -> None:
+    """A caller is cancelled while the store thread is inside its run (a read); its flow's
+    closing write (a record kept through the outbox, as a cancelled question's is) must
+    not ride in the group, whose commit then fails: it is written on its own once the
+    group is done, and so it is in the file."""
+    outbox = Outbox()
+    inside, gate = threading.Event(), threading.Event()
+    counters = store.counters
+
+    def slow_counters(prefix: str = "") -> dict[str, float]:
+        inside.set()
+        gate.wait(10)
+        return counters(prefix)
+
+    def flow() -> Generator[Effect, Any, str]:
+        yield StoreOp("counters")  # a read: the run goes on past it
+        try:
+            yield Invoke(lambda: "asked")  # the flow's next step off the store thread
+        except BaseException:
+            yield from write(
+                StoreOp("append_audit", AuditEvent("approval.requested", {}, "k")), outbox
+            )
+            raise
+        return "ok"
+
+    async def scenario() -> list[Any]:
+        await store.ahand_off(lambda: arm_failing_commit(store))
+        store.counters = slow_counters  # type: ignore[method-assign]
+        release, holding = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            holding.set()
+            release.wait(10)
+
+        held = asyncio.ensure_future(store.ahand_off(hold))
+        await asyncio.to_thread(holding.wait, 10)
+        task = asyncio.ensure_future(adrive(flow(), store))
+        await asyncio.sleep(0)
+        poisoned = asyncio.ensure_future(store.ahand_off(poison(store)))
+        await asyncio.sleep(0)
+        await asyncio.to_thread(release.set)
+        await held
+        await asyncio.to_thread(inside.wait, 10)
+        task.cancel()
+        await asyncio.to_thread(gate.set)
+        done = await asyncio.gather(task, poisoned, return_exceptions=True)
+        await store.ahand_off(lambda: None)  # (what the thread does after the group is done)
+        return list(done)
+
+    with watched_loop() as loop:
+        cancelled, poisoned = run(loop, scenario())
+    store.counters = counters  # type: ignore[method-assign]
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert isinstance(poisoned, StoreUnavailable)
+    assert [record.kind for record in store.audit_records()] == ["approval.requested"]
+    assert outbox.pending == 0
+
+
+@pytest.mark.parametrize("how", ["closed", "cancelled"])
+def test_a_caller_stopped_as_its_answer_arrives_learns_its_write_was_kept(
+    store: SQLiteStore, how: str
+) -> None:
+    """The group commits the write of an outbox flush, and the flush's caller is closed
+    (``GeneratorExit``) or cancelled just as the answer arrives: the flush first learns
+    that its record was written, so it is not kept to be written a second time."""
+    outbox = Outbox()
+    outbox.keep(StoreOp("append_audit", AuditEvent("decision", {"n": 1}, "k1")))
+    coro = adrive(outbox.flush(), store)
+    waiting: list[Any] = []
+
+    async def start() -> None:
+        waiting.append(coro.send(None))  # runs to the hand-off: the future it awaits
+
+    async def other() -> Any:
+        return await store.aappend_audit(AuditEvent("decision", {"n": 9}, "other"))
+
+    async def scenario() -> None:
+        await grouped(store, [], start, other)
+        while not waiting[0].done():
+            await asyncio.sleep(0.01)
+        if how == "closed":
+            coro.close()
+        else:
+            with pytest.raises(asyncio.CancelledError):
+                coro.throw(asyncio.CancelledError())
+
+    with watched_loop() as loop:
+        run(loop, scenario())
+    assert outbox.pending == 0
+    assert sorted(record.data["n"] for record in store.audit_records()) == [1, 9]
+
+
+def test_a_cancellation_is_not_lost_when_the_flow_fails_on_learning_its_outcome(
+    store: SQLiteStore,
+) -> None:
+    """A caller cancelled as its failed-commit answer arrives: handing its flow that error
+    ends the flow with it, and the caller still ends cancelled, not with the error."""
+
+    def flow() -> Generator[Effect, Any, str]:
+        yield StoreOp("append_audit", AuditEvent("decision", {}, "k"))  # no handler
+        return "ok"
+
+    coro = adrive(flow(), store)
+    waiting: list[Any] = []
+
+    async def start() -> None:
+        waiting.append(coro.send(None))
+
+    async def scenario() -> None:
+        await store.ahand_off(lambda: arm_failing_commit(store))
+        await grouped(store, [], start, lambda: store.ahand_off(poison(store)))
+        while not waiting[0].done():
+            await asyncio.sleep(0.01)
+        waiting[0].exception()  # (retrieved: the test looks at the caller instead)
+        with pytest.raises(asyncio.CancelledError):
+            coro.throw(asyncio.CancelledError())
+
+    with watched_loop() as loop:
+        run(loop, scenario())
     assert store.audit_records() == []

@@ -31,6 +31,7 @@ reservation are then one round trip to the thread instead of two.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -250,7 +251,11 @@ async def adrive(flow: Flow[T], store: Any) -> T:
             try:
                 advanced = await hand_off(run)
             except GeneratorExit as exc:  # the coroutine is being closed: so is the flow
-                run.stopped(exc)  # raises it when the store's thread closes the flow
+                stopped_at = run.stopped(exc)  # raises it when the store's thread closes it
+                if stopped_at is not None and stopped_at.done is not None:
+                    result, failed = stopped_at.done  # it first learns what its write did
+                    with contextlib.suppress(BaseException):
+                        flow.send(result) if failed is None else flow.throw(failed)
                 flow.close()  # it never began, or stopped at an effect: close it here
                 raise
             except BaseException as exc:  # cancelled, or the store closed meanwhile
@@ -272,8 +277,9 @@ async def adrive(flow: Flow[T], store: Any) -> T:
                 if stopped is not None:  # cancelled: the flow learns what it did, then that
                     try:
                         flow.send(send) if error is None else flow.throw(error)
-                    except StopIteration:
-                        raise stopped from None
+                    except BaseException as ended:  # it ended there: the cancellation stands
+                        cause = None if isinstance(ended, StopIteration) else ended
+                        raise stopped from cause
                     send, error = None, stopped
                 continue
             if advanced.raised is not None:  # the caller was stopped as the run ended
@@ -378,24 +384,39 @@ class StoreRun:
         if outcome.done is not None:
             return outcome  # the end is claimed once the shared commit is known (_committed)
         if self._claims.setdefault("end", "store") != "store" and outcome.effect is not None:
-            self._unwind()  # the caller stopped meanwhile: end the flow here
+            self._end_here()  # the caller stopped meanwhile
         return outcome
 
-    def _committed(self, error: BaseException | None) -> None:
-        """On the store's thread, once the commit that the run's last operation waited for
-        is known (``error``: it failed, so the operation's writes were not kept). If the
-        caller stopped meanwhile, the flow learns what its operation did, then ends here."""
+    def _end_here(self) -> None:
+        """End the flow for a caller that stopped (:meth:`_unwind`): now, or in a group
+        of operations once its commit is known, so that the flow's own closing writes
+        commit on their own and it is told truly what they did."""
+        after = getattr(self.store, "after_commit", None)
+        if after is None or not after(lambda _error: self._unwind):
+            self._unwind()
+
+    def _committed(self, error: BaseException | None) -> Callable[[], None] | None:
+        """On the store's thread, as soon as the commit that the run's last operation
+        waited for is known (``error``: it failed, so the operation's writes were not
+        kept), before the caller is answered. If the caller stopped meanwhile, the flow
+        is ended here once the answers are sent (what is returned): it first learns what
+        its operation did."""
         self._commit_error = error
         if self._claims.setdefault("end", "store") == "store":
-            return  # the caller hands the flow the outcome: its hand-off returns now
+            return None  # the caller hands the flow the outcome: its hand-off returns now
         outcome = self._outcome
         assert outcome is not None
         assert outcome.done is not None
-        try:
-            self._step(*(outcome.done if error is None else (None, error)))
-        except BaseException:  # its end: nobody waits for what it returns
-            return
-        self._unwind()
+        done = outcome.done if error is None else (None, error)
+
+        def end() -> None:
+            try:
+                self._step(*done)
+            except BaseException:  # its end: nobody waits for what it returns
+                return
+            self._unwind()
+
+        return end
 
     def stopped(self, exc: BaseException) -> Advanced | None:
         """On the caller's side, when its wait ended with ``exc``: None if the run never
@@ -436,7 +457,7 @@ class StoreRun:
             except BaseException as exc:
                 return Advanced(None, error=exc)
             if "end" in self._claims:  # the caller stopped waiting: end the flow here
-                self._unwind()  # thrown in at ``effect``, which is not done
+                self._end_here()  # thrown in at ``effect``, which is not done
                 return Advanced(None, error=self._raised)
             if type(effect) is not StoreOp:
                 return Advanced(effect)

@@ -47,6 +47,9 @@ from agent_guardrails.store.base import (
 __all__ = ["OffloadedAsync", "StoreThreads"]
 
 P = ParamSpec("P")
+#: Runs queued operations as one group: each one's ``(ok, result or error)``, and what
+#: to call once the answers are sent (see :class:`StoreThreads`).
+Grouper = Callable[[Sequence[Callable[[], Any]]], tuple[list[tuple[bool, Any]], Callable[[], None]]]
 #: The most queued operations the store thread runs as one group (one transaction, one
 #: wake-up of each waiting loop); see :class:`StoreThreads`.
 GROUP_MAX = 64
@@ -80,7 +83,7 @@ class StoreThreads:
         name: str,
         url: str,
         *,
-        group: Callable[[Sequence[Callable[[], Any]]], list[tuple[bool, Any]]] | None = None,
+        group: Grouper | None = None,
     ) -> None:
         self.count = count
         self.name = name
@@ -154,11 +157,10 @@ class StoreThreads:
             _reply(loop, _settle, future, result)
 
     @staticmethod
-    def _run_group(
-        group: Callable[[Sequence[Callable[[], Any]]], list[tuple[bool, Any]]], items: list[Any]
-    ) -> None:
+    def _run_group(group: Grouper, items: list[Any]) -> None:
+        then: Callable[[], None] | None = None
         try:
-            results = group([work for _loop, _future, work in items])
+            results, then = group([work for _loop, _future, work in items])
         except BaseException as exc:  # pragma: no cover - run_group catches each one's
             results = [(False, exc)] * len(items)
         replies: dict[asyncio.AbstractEventLoop, list[tuple[Any, bool, Any]]] = {}
@@ -166,6 +168,9 @@ class StoreThreads:
             replies.setdefault(loop, []).append((future, ok, value))
         for loop, settled in replies.items():  # one wake-up per loop, not one per call
             _reply(loop, _settle_all, settled)
+        if then is not None:
+            with contextlib.suppress(Exception):
+                then()
 
     async def run(self, work: Callable[[], T]) -> T:
         """``work()`` on one of the threads, awaited."""

@@ -22,9 +22,19 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HINT", "PerThread", "SQLiteConnections", "WriterLock", "parse_sqlite_url"]
+__all__ = [
+    "HINT",
+    "AfterCommit",
+    "PerThread",
+    "SQLiteConnections",
+    "WriterLock",
+    "parse_sqlite_url",
+]
 
 C = TypeVar("C")
+#: Told a group's commit (None, or the error its writers got); may return what to do once
+#: the group's answers are sent (see SQLiteConnections.after_commit).
+AfterCommit = Callable[[StoreUnavailable | None], Callable[[], None] | None]
 T = TypeVar("T")
 HINT = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
@@ -326,6 +336,9 @@ class SQLiteConnections:
             except OSError as exc:
                 raise StoreUnavailable(f"{url}: writer lock file: {exc}") from exc
         self._conns: PerThread[sqlite3.Connection] = PerThread(self._connect, _close_db)
+        # The store thread's second connection: its reads while its group's transaction is
+        # open, so that they answer from committed data only (see run_group).
+        self._side: PerThread[sqlite3.Connection] = PerThread(self._connect, _close_db)
         self._checkpoints = Checkpoints(path)  # WAL checkpoints off the callers' path
         weakref.finalize(self, self._checkpoints.stop)  # dropped unclosed: no thread stays
         # The deadline of the operation this thread runs for an async caller (set by
@@ -366,6 +379,17 @@ class SQLiteConnections:
         """This thread's connection (opened on first use)."""
         try:
             return self._conns.get()
+        except RuntimeError as exc:
+            raise StoreUnavailable(f"{self.url}: {exc}") from exc
+
+    def reader(self) -> sqlite3.Connection:
+        """The connection for a read outside a transaction: this thread's, or while its
+        group's transaction is open, its second one, which sees committed data only."""
+        group: _Group | None = getattr(self._group, "value", None)
+        if group is None or group.db is None:
+            return self.db()
+        try:
+            return self._side.get()
         except RuntimeError as exc:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
 
@@ -426,15 +450,8 @@ class SQLiteConnections:
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees the same committed state (inside
-        :meth:`run_group` once the group has written: the group's own state)."""
-        db = self.db()
-        group: _Group | None = getattr(self._group, "value", None)
-        if group is not None and group.db is not None:
-            try:
-                yield db
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"{self.url}: {exc}") from exc
-            return
+        :meth:`run_group` too: not the group's writes, which may yet fail to commit)."""
+        db = self.reader()
         try:
             db.execute("BEGIN")
             try:
@@ -444,21 +461,28 @@ class SQLiteConnections:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
 
-    def run_group(self, works: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+    def run_group(
+        self, works: Sequence[Callable[[], Any]]
+    ) -> tuple[list[tuple[bool, Any]], Callable[[], None]]:
         """Run ``works`` in turn on this thread, their writes in one transaction: the
         store thread's batch of queued operations (:class:`._offload.StoreThreads`).
 
         The first write opens the transaction (the writers' lock, then ``BEGIN
         IMMEDIATE``, by that operation's own deadline: one that cannot get it fails as it
         would alone, and the next write tries again); each write is a savepoint in it,
-        rolled back alone when its operation fails; reads after it see the group's
-        writes. The transaction commits when all have run, so their results are returned
-        only then: ``(True, value)`` or ``(False, exception)`` each, in order. If the
-        commit fails (or the transaction was lost on the way: SQLite rolls one back by
-        itself after some I/O errors), every operation that wrote in it fails with
-        :class:`StoreUnavailable` instead (none of their writes were kept); the others
-        keep their results. Callbacks given to :meth:`after_commit` meanwhile are called
-        last, with that error or ``None``."""
+        rolled back alone when its operation fails. Reads answer from committed data (a
+        second connection while the transaction is open), never from the group's
+        uncommitted writes. The transaction commits when all have run, so the results are
+        returned only then: ``(True, value)`` or ``(False, exception)`` each, in order. If
+        the commit fails (or the transaction was lost on the way: SQLite rolls one back by
+        itself after some I/O errors), every operation that wrote in it (began a write:
+        what it decided there may rest on another's lost write) fails with
+        :class:`StoreUnavailable` instead; the others keep their answers, which only
+        committed data decided. So every answer matches what the file holds.
+
+        Also returns ``then``: call it once the answers are sent. It calls, on this
+        thread, what :meth:`after_commit` was given meanwhile, with the commit's error or
+        ``None`` (a cancelled caller's flow ends there, its own writes committed alone)."""
         group = _Group()
         self._group.value = group
         results: list[tuple[bool, Any]] = []
@@ -470,8 +494,6 @@ class SQLiteConnections:
                     results.append((True, work()))
                 except BaseException as exc:  # the caller's future gets it, as alone
                     results.append((False, exc))
-                if group.db is not None and not group.db.in_transaction:
-                    group.broken = True  # ended under it: what it wrote is gone
         finally:
             self._group.value = None
             if group.db is not None:
@@ -479,18 +501,35 @@ class SQLiteConnections:
                 if error is not None:
                     for i in group.writers:
                         results[i] = (False, error)
+        laters: list[Callable[[], None]] = []
         for callback in group.after:
-            with contextlib.suppress(Exception):
-                callback(error)
-        return results
+            try:
+                later = callback(error)
+            except BaseException:  # each is its own caller's; the rest go on
+                continue
+            if later is not None:
+                laters.append(later)
 
-    def after_commit(self, callback: Callable[[StoreUnavailable | None], None]) -> None:
-        """Call ``callback`` (on this thread) once the running group's commit is known:
-        with ``None`` if it committed, else with the error its writers get."""
+        def then() -> None:
+            for later in laters:
+                try:
+                    later()
+                except BaseException:  # each ends its own flow; the rest go on
+                    continue
+
+        return results, then
+
+    def after_commit(self, callback: AfterCommit) -> bool:
+        """In a :meth:`run_group` on this thread: call ``callback`` as soon as the group's
+        commit is known (before its answers are sent: it must not wait for anything),
+        with ``None`` if it committed, else with the error its writers got; what it
+        returns, if anything, is called once the answers are sent (``then``). True.
+        Outside a group: False (nothing to wait for)."""
         group: _Group | None = getattr(self._group, "value", None)
         if group is None:
-            raise RuntimeError("after_commit() outside a group of operations")
+            return False
         group.after.append(callback)
+        return True
 
     @contextlib.contextmanager
     def _in_group(self, group: _Group) -> Iterator[sqlite3.Connection]:
@@ -509,7 +548,9 @@ class SQLiteConnections:
         except sqlite3.Error as exc:
             group.broken = True
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
-        changes = db.total_changes
+        if group.wrote != group.index:  # what it decides in here rests on the group's
+            group.wrote = group.index  # uncommitted writes: its answer waits for the commit
+            group.writers.append(group.index)
         try:
             yield db
         except BaseException as exc:
@@ -526,13 +567,11 @@ class SQLiteConnections:
         except sqlite3.Error as exc:
             group.broken = True
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
-        if db.total_changes != changes and group.wrote != group.index:  # (it changed rows)
-            group.wrote = group.index
-            group.writers.append(group.index)
 
     def holds_uncommitted(self) -> bool:
-        """True on a thread running :meth:`run_group` whose current operation has written:
-        its writes are kept only if the group's commit succeeds."""
+        """True on a thread running :meth:`run_group` whose current operation has written
+        (begun a write) in it: its writes are kept, and what it decided inside the
+        transaction stands, only if the group's commit succeeds."""
         group: _Group | None = getattr(self._group, "value", None)
         return group is not None and group.wrote == group.index
 
@@ -598,6 +637,7 @@ class SQLiteConnections:
     def close(self) -> None:
         self._checkpoints.close()
         self._conns.close_all()
+        self._side.close_all()
         if self._writers is not None:
             self._writers.close()
 
@@ -611,9 +651,9 @@ class _Group:
         self.db: sqlite3.Connection | None = None  # set when its transaction begins
         self.broken = False  # a write failed and could not be undone alone: commit nothing
         self.index = 0  # the operation running now
-        self.wrote = -1  # the last operation that wrote
-        self.writers: list[int] = []  # every operation that wrote
-        self.after: list[Callable[[StoreUnavailable | None], None]] = []
+        self.wrote = -1  # the last operation that wrote (began a write) in it
+        self.writers: list[int] = []  # every operation that did
+        self.after: list[AfterCommit] = []
 
 
 def _close_db(db: sqlite3.Connection) -> None:

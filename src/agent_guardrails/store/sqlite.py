@@ -109,23 +109,24 @@ with :meth:`._sqlite_connections.SQLiteConnections.run_group`): when it takes an
 the ones already queued behind it (up to :data:`~._offload.GROUP_MAX`, 64) run with it,
 their writes in one transaction, each in a savepoint of its own, and each waiting event
 loop is woken once with all of its answers, after the commit. An operation that fails is
-undone alone and gets its own error. If the transaction cannot commit (or SQLite ended it
-under the group, as it does after some I/O errors), every operation that changed rows in it
-fails with :class:`~agent_guardrails.errors.StoreUnavailable` (none of its writes was kept)
-and the others keep their answers, so every answer matches what the file holds. A guarded
-call's run of operations stops right after a write that changed rows
-(:meth:`holds_uncommitted`): its flow goes on (to the tool, say) only once the write is
-committed, and otherwise meets the error where it asked; a caller cancelled meanwhile is
-ended by the store thread once the commit is known (:meth:`after_commit`). The first write
-of a group takes the write lock by its own deadline (one that cannot leaves it to the
-next), and an operation that finds the queue empty runs alone, exactly as before. It saves
-a commit (the write lock, ``BEGIN IMMEDIATE``, the WAL frames of the pages every call
-touches) and a wake-up of the loop per operation: with 200 concurrent agent runs on one
-loop, 0.83-0.86 of the bare agent's runs/s against 0.58-0.72 without
-(``interrupt="per_call"``; 0.71-0.75 against 0.59-0.60 batched), the store thread's CPU per
-run down from about 1.4 to 0.5 ms (A/B in one process, ``benchmarks/README.md``). The price
-is latency under load: an answer waits for the rest of its group (a few ms per dozen
-operations).
+undone alone and gets its own error. Reads answer from committed data only (a second
+connection while the group's transaction is open). If the transaction cannot commit (or
+SQLite ended it under the group, as it does after some I/O errors), every operation that
+wrote in it fails with :class:`~agent_guardrails.errors.StoreUnavailable` (none of its
+writes was kept, and what it decided there may rest on another's lost write) and the others
+keep their answers, so every answer matches what the file holds. A guarded call's run of
+operations stops right after a write (:meth:`holds_uncommitted`): its flow goes on (to the
+tool, say) only once the write is committed, and otherwise meets the error where it asked;
+a caller cancelled meanwhile is ended by the store thread once the commit is known
+(:meth:`after_commit`). The first write of a group takes the write lock by its own deadline
+(one that cannot leaves it to the next), and an operation that finds the queue empty runs
+alone, exactly as before. It saves a commit (the write lock, ``BEGIN IMMEDIATE``, the WAL
+frames of the pages every call touches) and a wake-up of the loop per operation: with 200
+concurrent agent runs on one loop, 0.75-0.86 of the bare agent's runs/s against 0.58-0.72
+without (``interrupt="per_call"``; 0.71-0.75 against 0.59-0.63 batched), the store thread's
+CPU per run down from about 1.4 to 0.5 ms (A/B in one process, ``benchmarks/README.md``).
+The price is latency under load: an answer waits for the rest of its group (a few ms per
+dozen operations).
 
 Errors from SQLite (locked past the timeout, disk full, not a database) raise
 :class:`~agent_guardrails.errors.StoreUnavailable` naming the file and the error.
@@ -148,7 +149,12 @@ from agent_guardrails.store import _rows
 from agent_guardrails.store._offload import OffloadedAsync, StoreThreads
 from agent_guardrails.store._operators import SQLOperations
 from agent_guardrails.store._rows import EPS, SCHEMA_VERSION
-from agent_guardrails.store._sqlite_connections import HINT, SQLiteConnections, parse_sqlite_url
+from agent_guardrails.store._sqlite_connections import (
+    HINT,
+    AfterCommit,
+    SQLiteConnections,
+    parse_sqlite_url,
+)
 from agent_guardrails.store._statements import SQLITE, statements
 from agent_guardrails.store._steps import ALL, COUNT, ONE, Step, drive, just
 from agent_guardrails.store.base import (
@@ -251,7 +257,7 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         self._conns = SQLiteConnections(url, self.path, self.timeout, queue_writers=queue_writers)
         self._scopes: dict[str, Scope] = {}
         # Threads start on first use only: a store used only synchronously has none.
-        self._thread = StoreThreads(1, "agent-guardrails-sqlite", url, group=self._conns.run_group)
+        self._thread = StoreThreads(1, "agent-guardrails-sqlite", url, group=self._run_group)
         self._spare = StoreThreads(self.SPARE_READERS, "agent-guardrails-sqlite-read", url)
         self._busy_since: float | None = None  # when the store thread's operation began
         try:
@@ -351,7 +357,7 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         keys = list(counter_keys)
         sql = _snapshot_sql(len(keys))
         try:
-            rows = self._conns.db().execute(sql, (dial_key, *keys, call_key)).fetchall()
+            rows = self._conns.reader().execute(sql, (dial_key, *keys, call_key)).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
         level: int | None = None
@@ -559,10 +565,24 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         then stops, so no flow goes on before its writes are kept)."""
         return self._conns.holds_uncommitted()
 
-    def after_commit(self, callback: Callable[[StoreUnavailable | None], None]) -> None:
-        """On the store thread, in a group: call ``callback`` once its commit is known
+    def after_commit(self, callback: AfterCommit) -> bool:
+        """On the store thread, in a group: tell ``callback`` the group's commit as soon
+        as it is known; False outside a group
         (:meth:`._sqlite_connections.SQLiteConnections.after_commit`)."""
-        self._conns.after_commit(callback)
+        return self._conns.after_commit(callback)
+
+    def _run_group(
+        self, works: Sequence[Callable[[], Any]]
+    ) -> tuple[list[tuple[bool, Any]], Callable[[], None]]:
+        """The store thread's group (:meth:`SQLiteConnections.run_group`); what runs after
+        its answers are sent waits for the database by a deadline of its own and counts
+        as the thread being busy (reads go to the spare readers meanwhile)."""
+        results, then = self._conns.run_group(works)
+
+        def after() -> None:
+            self._on_store_thread(time.monotonic() + self.timeout, then)
+
+        return results, after
 
     async def ahand_off(self, work: Callable[[], R]) -> R:
         """``work()`` on the store thread, awaited: a run of store operations in one
