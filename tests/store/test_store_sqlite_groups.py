@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from agent_guardrails import CallRequest, Guardrails, PolicyPack
+from agent_guardrails import CallRequest, Guardrails, PolicyPack, Scope
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import StoreUnavailable
 from agent_guardrails.pipeline.effects import Effect, Invoke, StoreOp, adrive
@@ -75,8 +75,8 @@ def run(loop: LoopThread, coro: Awaitable[T]) -> T:
 
 def test_queued_writes_commit_in_one_transaction(store: SQLiteStore) -> None:
     """Twenty reservations queued at once: one ``COMMIT``, each a savepoint in it; every
-    one is kept. A read queued with them answers from committed data: it does not see
-    them before they commit (they still might not)."""
+    one is kept. A guarded call's snapshot queued after them sees them (queue order), and
+    its answer comes after the commit that keeps them."""
     statements: list[str] = []
     calls = [lambda i=i: store.areserve(f"k{i}", [budget()]) for i in range(20)]
     snapshot = lambda: store.asnapshot(dial_key="global", counter_keys=[KEY], call_key="k0")  # noqa: E731
@@ -88,8 +88,9 @@ def test_queued_writes_commit_in_one_transaction(store: SQLiteStore) -> None:
     assert statements.count("SAVEPOINT ag_op") == 20
     assert statements.count("BEGIN IMMEDIATE") == 1
     assert not isinstance(seen, BaseException)
-    assert seen.used.get(KEY, 0.0) == 0.0
-    assert seen.call is None
+    assert dict(seen.used) == {KEY: 20.0}
+    assert seen.call is not None
+    assert seen.call.state == "reserved"
     assert store.counters() == {KEY: 20.0}
     assert store.verify_audit().ok
 
@@ -615,10 +616,12 @@ def test_a_cancelled_flush_keeps_what_its_failed_commit_did_not_write(
     assert store.audit_records() == []
 
 
-def test_a_guarded_call_is_not_denied_on_a_write_that_was_not_kept(tmp_path: Path) -> None:
+def test_no_tool_runs_on_reservations_of_a_group_that_did_not_commit(tmp_path: Path) -> None:
     """Two guarded calls in one group whose commit fails, the budget with room for one
-    more: the second is not left with a ``budget_exceeded`` denial that rests on the
-    first's reservation, which was never kept. Both end ``store_unavailable``."""
+    more: neither tool runs and nothing stays held. The first is denied
+    ``store_unavailable``; the second, whose snapshot saw the first's reservation in
+    queue order, is denied too (``budget_exceeded``: it rested on a reservation that was
+    then not kept; fail-closed, and noted in the module docstring)."""
     pack = GUARD_PACK.replace("limit: 100", "limit: 2")
     guard = Guardrails(PolicyPack.from_yaml(pack), store=f"sqlite:///{tmp_path / 'g.db'}")
     store: Any = guard.store
@@ -648,7 +651,7 @@ def test_a_guarded_call_is_not_denied_on_a_write_that_was_not_kept(tmp_path: Pat
         guard.close()
     assert ran == []
     assert a["reasons"] == ["store_unavailable"], a
-    assert b["reasons"] == ["store_unavailable"], b
+    assert b["decision"] == "deny", b
     budget_held, in_doubt, chain_ok = _settled(tmp_path / "g.db")
     assert budget_held == 1.0
     assert in_doubt == []
@@ -774,4 +777,108 @@ def test_a_cancellation_is_not_lost_when_the_flow_fails_on_learning_its_outcome(
 
     with watched_loop() as loop:
         run(loop, scenario())
+    assert store.audit_records() == []
+
+
+def test_a_call_queued_behind_a_kill_switch_in_its_group_is_halted(tmp_path: Path) -> None:
+    """An operator engages the kill-switch and a guarded call is queued right behind it,
+    both in one group: the call sees the switch (queue order, as when each committed on
+    its own) and is halted; its tool does not run."""
+    guard = Guardrails(PolicyPack.from_yaml(GUARD_PACK), store=f"sqlite:///{tmp_path / 'g.db'}")
+    store: Any = guard.store
+    ran: list[str] = []
+
+    async def body(args: Mapping[str, Any]) -> str:
+        ran.append("ran")
+        return "done"
+
+    async def scenario() -> list[Any]:
+        await guard.arun(CallRequest("warm", "crm.tag", {}), body)
+        ran.clear()
+        return await grouped(
+            store,
+            [],
+            lambda: store.aset_kill_switch(Scope(), True, by="ops", reason="stop"),
+            lambda: guard.arun(CallRequest("tag", "crm.tag", {}), body),
+        )
+
+    try:
+        with watched_loop() as loop:
+            switch, result = run(loop, scenario())
+    finally:
+        guard.close()
+    assert switch.engaged
+    assert ran == []
+    assert isinstance(result, dict), result
+    assert any(reason.startswith("kill_switch") for reason in result["reasons"]), result
+
+
+def test_a_flush_cancelled_before_its_group_commits_learns_its_record_was_written(
+    store: SQLiteStore,
+) -> None:
+    """An outbox flush is cancelled while its write waits for its group's (successful)
+    commit: once the commit is known, its flow learns the record was written, so the
+    outbox does not keep it to write it again."""
+    outbox = Outbox()
+    outbox.keep(StoreOp("append_audit", AuditEvent("decision", {"n": 1}, "k1")))
+    inside, gate = threading.Event(), threading.Event()
+
+    def pause() -> None:
+        inside.set()
+        gate.wait(10)
+
+    async def scenario() -> None:
+        release, holding = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            holding.set()
+            release.wait(10)
+
+        held = asyncio.ensure_future(store.ahand_off(hold))
+        await asyncio.to_thread(holding.wait, 10)
+        flush = asyncio.ensure_future(adrive(outbox.flush(), store))
+        await asyncio.sleep(0)
+        paused = asyncio.ensure_future(store.ahand_off(pause))
+        await asyncio.sleep(0)
+        await asyncio.to_thread(release.set)
+        await held
+        await asyncio.to_thread(inside.wait, 10)
+        flush.cancel()
+        await asyncio.to_thread(gate.set)
+        await paused
+        await asyncio.gather(flush, return_exceptions=True)
+        await store.ahand_off(lambda: None)  # (the thread has ended the flush)
+
+    with watched_loop() as loop:
+        run(loop, scenario())
+    assert outbox.pending == 0
+    assert [record.data["n"] for record in store.audit_records()] == [1]
+
+
+def test_a_flush_cancelled_as_its_failed_commit_answer_arrives_keeps_its_record(
+    store: SQLiteStore,
+) -> None:
+    """The flush's caller is cancelled just as the answer of a failed commit arrives: the
+    flow is handed that failure (not the write's result from before the commit), so the
+    record stays in the outbox."""
+    outbox = Outbox()
+    outbox.keep(StoreOp("append_audit", AuditEvent("decision", {"n": 1}, "k1")))
+    coro = adrive(outbox.flush(), store)
+    waiting: list[Any] = []
+
+    async def start() -> None:
+        waiting.append(coro.send(None))
+
+    async def scenario() -> None:
+        await store.ahand_off(lambda: arm_failing_commit(store))
+        await grouped(store, [], start, lambda: store.ahand_off(poison(store)))
+        while not waiting[0].done():
+            await asyncio.sleep(0.01)
+        waiting[0].exception()
+        with pytest.raises(asyncio.CancelledError):
+            coro.throw(asyncio.CancelledError())
+
+    with watched_loop() as loop:
+        run(loop, scenario())
+    assert outbox.pending == 1
     assert store.audit_records() == []

@@ -383,6 +383,12 @@ class StoreRun:
         self._outcome = outcome
         if outcome.done is not None:
             return outcome  # the end is claimed once the shared commit is known (_committed)
+        rests = getattr(self.store, "rests_on_commit", None)
+        if outcome.effect is None and rests is not None and rests():
+            # The flow ended here, on reads in queue order (every write it tried failed):
+            # its answer stands whatever the commit does; _committed claims the end.
+            self.store.after_commit(self._committed)
+            return outcome
         if self._claims.setdefault("end", "store") != "store" and outcome.effect is not None:
             self._end_here()  # the caller stopped meanwhile
         return outcome
@@ -406,7 +412,8 @@ class StoreRun:
             return None  # the caller hands the flow the outcome: its hand-off returns now
         outcome = self._outcome
         assert outcome is not None
-        assert outcome.done is not None
+        if outcome.done is None:
+            return None  # the flow ended in the run: nothing is left to end
         done = outcome.done if error is None else (None, error)
 
         def end() -> None:
@@ -430,6 +437,8 @@ class StoreRun:
         outcome = self._outcome
         assert outcome is not None
         if outcome.effect is None:
+            if exc is self._commit_error:
+                return outcome  # its flow ended on its own in the group: its answer stands
             raise exc
         if outcome.done is not None and self._commit_error is not None:
             outcome = outcome._replace(done=(None, self._commit_error))  # not kept after all

@@ -382,6 +382,19 @@ class SQLiteConnections:
         except RuntimeError as exc:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
 
+    def in_order(self) -> sqlite3.Connection:
+        """The connection for a read that must see every operation queued before it (a
+        guarded call's snapshot: a kill-switch or level change queued ahead of it must
+        stop it): this thread's. Inside a group whose transaction is open, that is the
+        group's, uncommitted writes and all, so this operation's answer then stands only
+        if the group commits (it fails with the writers if not)."""
+        group: _Group | None = getattr(self._group, "value", None)
+        if group is not None and group.db is not None:
+            if not group.depends or group.depends[-1] != group.index:
+                group.depends.append(group.index)
+            return group.db
+        return self.db()
+
     def reader(self) -> sqlite3.Connection:
         """The connection for a read outside a transaction: this thread's, or while its
         group's transaction is open, its second one, which sees committed data only."""
@@ -440,7 +453,8 @@ class SQLiteConnections:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
                 raise StoreUnavailable(f"{self.url}: {exc}") from exc
-            self._checkpoints.wrote()
+            with contextlib.suppress(Exception):  # (committed: a hint to the thread only)
+                self._checkpoints.wrote()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
         finally:
@@ -476,9 +490,10 @@ class SQLiteConnections:
         returned only then: ``(True, value)`` or ``(False, exception)`` each, in order. If
         the commit fails (or the transaction was lost on the way: SQLite rolls one back by
         itself after some I/O errors), every operation that wrote in it (began a write:
-        what it decided there may rest on another's lost write) fails with
-        :class:`StoreUnavailable` instead; the others keep their answers, which only
-        committed data decided. So every answer matches what the file holds.
+        what it decided there may rest on another's lost write) or read it in queue order
+        (:meth:`in_order`) fails with :class:`StoreUnavailable` instead; the others keep
+        their answers, which only committed data decided. So every answer matches what the
+        file holds.
 
         Also returns ``then``: call it once the answers are sent. It calls, on this
         thread, what :meth:`after_commit` was given meanwhile, with the commit's error or
@@ -499,7 +514,7 @@ class SQLiteConnections:
             if group.db is not None:
                 error = self._end_group(group)
                 if error is not None:
-                    for i in group.writers:
+                    for i in group.depends:
                         results[i] = (False, error)
         laters: list[Callable[[], None]] = []
         for callback in group.after:
@@ -550,7 +565,8 @@ class SQLiteConnections:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
         if group.wrote != group.index:  # what it decides in here rests on the group's
             group.wrote = group.index  # uncommitted writes: its answer waits for the commit
-            group.writers.append(group.index)
+            if not group.depends or group.depends[-1] != group.index:
+                group.depends.append(group.index)
         try:
             yield db
         except BaseException as exc:
@@ -567,6 +583,12 @@ class SQLiteConnections:
         except sqlite3.Error as exc:
             group.broken = True
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
+
+    def rests_on_commit(self) -> bool:
+        """True on a thread running :meth:`run_group` whose current operation wrote or read
+        in queue order in it: its answer stands only if the group commits."""
+        group: _Group | None = getattr(self._group, "value", None)
+        return group is not None and bool(group.depends) and group.depends[-1] == group.index
 
     def holds_uncommitted(self) -> bool:
         """True on a thread running :meth:`run_group` whose current operation has written
@@ -594,7 +616,8 @@ class SQLiteConnections:
                 db.execute("ROLLBACK")
             return StoreUnavailable(f"{self.url}: {exc}: {lost}")
         else:
-            self._checkpoints.wrote()
+            with contextlib.suppress(Exception):  # (committed: a hint to the thread only)
+                self._checkpoints.wrote()
             return None
         finally:
             if self._writers is not None:
@@ -645,14 +668,14 @@ class SQLiteConnections:
 class _Group:
     """A :meth:`SQLiteConnections.run_group` under way."""
 
-    __slots__ = ("after", "broken", "db", "index", "writers", "wrote")
+    __slots__ = ("after", "broken", "db", "depends", "index", "wrote")
 
     def __init__(self) -> None:
         self.db: sqlite3.Connection | None = None  # set when its transaction begins
         self.broken = False  # a write failed and could not be undone alone: commit nothing
         self.index = 0  # the operation running now
         self.wrote = -1  # the last operation that wrote (began a write) in it
-        self.writers: list[int] = []  # every operation that did
+        self.depends: list[int] = []  # every operation that did, or read in queue order
         self.after: list[AfterCommit] = []
 
 

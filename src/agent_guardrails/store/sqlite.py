@@ -109,24 +109,29 @@ with :meth:`._sqlite_connections.SQLiteConnections.run_group`): when it takes an
 the ones already queued behind it (up to :data:`~._offload.GROUP_MAX`, 64) run with it,
 their writes in one transaction, each in a savepoint of its own, and each waiting event
 loop is woken once with all of its answers, after the commit. An operation that fails is
-undone alone and gets its own error. Reads answer from committed data only (a second
-connection while the group's transaction is open). If the transaction cannot commit (or
-SQLite ended it under the group, as it does after some I/O errors), every operation that
-wrote in it fails with :class:`~agent_guardrails.errors.StoreUnavailable` (none of its
-writes was kept, and what it decided there may rest on another's lost write) and the others
-keep their answers, so every answer matches what the file holds. A guarded call's run of
-operations stops right after a write (:meth:`holds_uncommitted`): its flow goes on (to the
-tool, say) only once the write is committed, and otherwise meets the error where it asked;
-a caller cancelled meanwhile is ended by the store thread once the commit is known
-(:meth:`after_commit`). The first write of a group takes the write lock by its own deadline
-(one that cannot leaves it to the next), and an operation that finds the queue empty runs
-alone, exactly as before. It saves a commit (the write lock, ``BEGIN IMMEDIATE``, the WAL
-frames of the pages every call touches) and a wake-up of the loop per operation: with 200
-concurrent agent runs on one loop, 0.75-0.86 of the bare agent's runs/s against 0.58-0.72
-without (``interrupt="per_call"``; 0.71-0.75 against 0.59-0.63 batched), the store thread's
-CPU per run down from about 1.4 to 0.5 ms (A/B in one process, ``benchmarks/README.md``).
-The price is latency under load: an answer waits for the rest of its group (a few ms per
-dozen operations).
+undone alone and gets its own error. A guarded call's snapshot reads in queue order (it
+sees what was queued before it, a kill-switch or level change among them, as when each
+committed alone) and its answer then stands only if the group commits; other reads answer
+from committed data (a second connection while the group's transaction is open). If the
+transaction cannot commit (or SQLite ended it under the group, as it does after some I/O
+errors), every operation that wrote in it, or read it in queue order, fails with
+:class:`~agent_guardrails.errors.StoreUnavailable` (none of its writes was kept, and what
+it decided there may rest on another's lost write) and the others keep their answers, so
+every answer matches what the file holds (one exception, fail-closed: a call whose snapshot
+saw another's reservation that was then not kept may be denied ``budget_exceeded``, and
+that denial recorded). A guarded call's run of operations stops right after a write
+(:meth:`holds_uncommitted`): its flow goes on (to the tool, say) only once the write is
+committed, and otherwise meets the error where it asked; a caller cancelled meanwhile is
+ended by the store thread once the commit is known (:meth:`after_commit`). The first write
+of a group takes the write lock by its own deadline (one that cannot leaves it to the
+next), and an operation that finds the queue empty runs alone, exactly as before. It saves
+a commit (the write lock, ``BEGIN IMMEDIATE``, the WAL frames of the pages every call
+touches) and a wake-up of the loop per operation: with 200 concurrent agent runs on one
+loop, 0.75-0.86 of the bare agent's runs/s against 0.58-0.72 without
+(``interrupt="per_call"``; 0.71-0.75 against 0.59-0.63 batched), the store thread's CPU per
+run down from about 1.4 to 0.5 ms (A/B in one process, ``benchmarks/README.md``). The price
+is latency under load: an answer waits for the rest of its group (a few ms per dozen
+operations).
 
 Errors from SQLite (locked past the timeout, disk full, not a database) raise
 :class:`~agent_guardrails.errors.StoreUnavailable` naming the file and the error.
@@ -357,7 +362,7 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         keys = list(counter_keys)
         sql = _snapshot_sql(len(keys))
         try:
-            rows = self._conns.reader().execute(sql, (dial_key, *keys, call_key)).fetchall()
+            rows = self._conns.in_order().execute(sql, (dial_key, *keys, call_key)).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
         level: int | None = None
@@ -564,6 +569,11 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         whose commit is still to come (:class:`~agent_guardrails.pipeline.effects.StoreRun`
         then stops, so no flow goes on before its writes are kept)."""
         return self._conns.holds_uncommitted()
+
+    def rests_on_commit(self) -> bool:
+        """True on the store thread while the operation it runs wrote, or read in queue
+        order, in a group whose commit is still to come."""
+        return self._conns.rests_on_commit()
 
     def after_commit(self, callback: AfterCommit) -> bool:
         """On the store thread, in a group: tell ``callback`` the group's commit as soon
