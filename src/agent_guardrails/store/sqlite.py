@@ -128,7 +128,7 @@ next), and an operation that finds the queue empty runs alone, exactly as before
 a commit (the write lock, ``BEGIN IMMEDIATE``, the WAL frames of the pages every call
 touches) and a wake-up of the loop per operation: with 200 concurrent agent runs on one
 loop, 0.75-0.86 of the bare agent's runs/s against 0.58-0.72 without
-(``interrupt="per_call"``; 0.71-0.75 against 0.59-0.63 batched), the store thread's CPU per
+(``interrupt="per_call"``; 0.71-0.82 against 0.59-0.63 batched), the store thread's CPU per
 run down from about 1.4 to 0.5 ms (A/B in one process, ``benchmarks/README.md``). The price
 is latency under load: an answer waits for the rest of its group (a few ms per dozen
 operations).
