@@ -44,13 +44,9 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     opened.close()
 
 
-async def grouped(
-    store: SQLiteStore, statements: list[str], *operations: Callable[[], Awaitable[Any]]
-) -> list[Any]:
-    """Queue ``operations`` behind a hand-off that holds the store thread, then let it go:
-    they run as one group. Returns each one's result or error, in order; ``statements``
-    gets what the store thread's connection ran meanwhile."""
-    await store.ahand_off(lambda: store._conns.db().set_trace_callback(statements.append))
+async def hold_store_thread(store: SQLiteStore) -> Callable[[], Awaitable[None]]:
+    """Hold the store thread on a hand-off, so that what is queued next forms one group;
+    returns what lets it go (and waits for that hand-off to end)."""
     release, holding = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -59,10 +55,25 @@ async def grouped(
 
     held = asyncio.ensure_future(store.ahand_off(hold))
     await asyncio.to_thread(holding.wait, 10)
+
+    async def let_go() -> None:
+        await asyncio.to_thread(release.set)
+        await held
+
+    return let_go
+
+
+async def grouped(
+    store: SQLiteStore, statements: list[str], *operations: Callable[[], Awaitable[Any]]
+) -> list[Any]:
+    """Queue ``operations`` behind a hand-off that holds the store thread, then let it go:
+    they run as one group. Returns each one's result or error, in order; ``statements``
+    gets what the store thread's connection ran meanwhile."""
+    await store.ahand_off(lambda: store._conns.db().set_trace_callback(statements.append))
+    let_go = await hold_store_thread(store)
     tasks = [asyncio.ensure_future(operation()) for operation in operations]
     await asyncio.sleep(0)  # each task runs to its hand-off: all are queued now
-    await asyncio.to_thread(release.set)
-    await held
+    await let_go()
     return list(await asyncio.gather(*tasks, return_exceptions=True))
 
 
@@ -218,22 +229,15 @@ async def queued_hold(store: SQLiteStore, hold: Callable[[], None]) -> asyncio.F
 def test_closing_the_store_lets_a_queued_group_finish(store: SQLiteStore) -> None:
     """``close()`` while operations wait behind a busy store thread: those queued before it
     complete (in one group), then the thread ends and ``close()`` returns."""
-    release, holding = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        holding.set()
-        release.wait(10)
 
     async def scenario() -> list[Any]:
-        held = asyncio.ensure_future(store.ahand_off(hold))
-        await asyncio.to_thread(holding.wait, 10)
+        let_go = await hold_store_thread(store)
         tasks = [asyncio.ensure_future(store.areserve(f"k{i}", [budget()])) for i in range(5)]
         await asyncio.sleep(0)
         closing = threading.Thread(target=store.close)
         closing.start()
         await asyncio.sleep(0.1)  # close() has queued the end and waits for the thread
-        await asyncio.to_thread(release.set)
-        await held
+        await let_go()
         done = await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(closing.join, 10)
         assert not closing.is_alive()
@@ -355,14 +359,7 @@ def test_a_caller_cancelled_while_its_group_is_under_way(tmp_path: Path, when: s
         await guard.arun(CallRequest("warm", "crm.tag", {}), body)
         ran.clear()
         store.snapshot = slow_snapshot
-        release, holding = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            holding.set()
-            release.wait(10)
-
-        held = asyncio.ensure_future(store.ahand_off(hold))
-        await asyncio.to_thread(holding.wait, 10)
+        let_go = await hold_store_thread(store)
         call = asyncio.ensure_future(
             guard.arun(CallRequest("tag", "crm.tag", {}), body, call_key="tag-1")
         )
@@ -371,8 +368,7 @@ def test_a_caller_cancelled_while_its_group_is_under_way(tmp_path: Path, when: s
             store.ahand_off(hold_group if when == "before its group commits" else lambda: None)
         )
         await asyncio.sleep(0)
-        await asyncio.to_thread(release.set)
-        await held
+        await let_go()
         await asyncio.to_thread(inside.wait, 10)  # the group is under way, the call in it
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -585,21 +581,13 @@ def test_a_cancelled_flush_keeps_what_its_failed_commit_did_not_write(
 
     async def scenario() -> None:
         await store.ahand_off(lambda: arm_failing_commit(store))
-        release, holding = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            holding.set()
-            release.wait(10)
-
-        held = asyncio.ensure_future(store.ahand_off(hold))
-        await asyncio.to_thread(holding.wait, 10)
+        let_go = await hold_store_thread(store)
         flush = asyncio.ensure_future(adrive(outbox.flush(), store))
         await asyncio.sleep(0)
         after = pause if stopped == "waiting for the commit" else None
         poisoned = asyncio.ensure_future(store.ahand_off(poison(store, after)))
         await asyncio.sleep(0)
-        await asyncio.to_thread(release.set)
-        await held
+        await let_go()
         await asyncio.to_thread(inside.wait, 10)
         flush.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -686,20 +674,12 @@ def test_a_flow_ended_for_a_cancelled_caller_writes_after_the_commit(store: SQLi
     async def scenario() -> list[Any]:
         await store.ahand_off(lambda: arm_failing_commit(store))
         store.counters = slow_counters  # type: ignore[method-assign]
-        release, holding = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            holding.set()
-            release.wait(10)
-
-        held = asyncio.ensure_future(store.ahand_off(hold))
-        await asyncio.to_thread(holding.wait, 10)
+        let_go = await hold_store_thread(store)
         task = asyncio.ensure_future(adrive(flow(), store))
         await asyncio.sleep(0)
         poisoned = asyncio.ensure_future(store.ahand_off(poison(store)))
         await asyncio.sleep(0)
-        await asyncio.to_thread(release.set)
-        await held
+        await let_go()
         await asyncio.to_thread(inside.wait, 10)
         task.cancel()
         await asyncio.to_thread(gate.set)
@@ -828,20 +808,12 @@ def test_a_flush_cancelled_before_its_group_commits_learns_its_record_was_writte
         gate.wait(10)
 
     async def scenario() -> None:
-        release, holding = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            holding.set()
-            release.wait(10)
-
-        held = asyncio.ensure_future(store.ahand_off(hold))
-        await asyncio.to_thread(holding.wait, 10)
+        let_go = await hold_store_thread(store)
         flush = asyncio.ensure_future(adrive(outbox.flush(), store))
         await asyncio.sleep(0)
         paused = asyncio.ensure_future(store.ahand_off(pause))
         await asyncio.sleep(0)
-        await asyncio.to_thread(release.set)
-        await held
+        await let_go()
         await asyncio.to_thread(inside.wait, 10)
         flush.cancel()
         await asyncio.to_thread(gate.set)

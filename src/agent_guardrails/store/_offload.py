@@ -236,11 +236,7 @@ def _raisable(exc: BaseException) -> BaseException:
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     for future, ok, value in settled:
-        if not future.done():
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(_raisable(value))
+        (_settle if ok else _fail)(future, value)
 
 
 class OffloadedAsync(Store):

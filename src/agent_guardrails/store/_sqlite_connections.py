@@ -390,8 +390,7 @@ class SQLiteConnections:
         if the group commits (it fails with the writers if not)."""
         group: _Group | None = getattr(self._group, "value", None)
         if group is not None and group.db is not None:
-            if not group.depends or group.depends[-1] != group.index:
-                group.depends.append(group.index)
+            group.depend()
             return group.db
         return self.db()
 
@@ -563,10 +562,8 @@ class SQLiteConnections:
         except sqlite3.Error as exc:
             group.broken = True
             raise StoreUnavailable(f"{self.url}: {exc}") from exc
-        if group.wrote != group.index:  # what it decides in here rests on the group's
-            group.wrote = group.index  # uncommitted writes: its answer waits for the commit
-            if not group.depends or group.depends[-1] != group.index:
-                group.depends.append(group.index)
+        group.wrote = group.index  # what it decides in here rests on the group's
+        group.depend()  # uncommitted writes: its answer waits for the commit
         try:
             yield db
         except BaseException as exc:
@@ -588,7 +585,7 @@ class SQLiteConnections:
         """True on a thread running :meth:`run_group` whose current operation wrote or read
         in queue order in it: its answer stands only if the group commits."""
         group: _Group | None = getattr(self._group, "value", None)
-        return group is not None and bool(group.depends) and group.depends[-1] == group.index
+        return group is not None and group.rests()
 
     def holds_uncommitted(self) -> bool:
         """True on a thread running :meth:`run_group` whose current operation has written
@@ -677,6 +674,15 @@ class _Group:
         self.wrote = -1  # the last operation that wrote (began a write) in it
         self.depends: list[int] = []  # every operation that did, or read in queue order
         self.after: list[AfterCommit] = []
+
+    def depend(self) -> None:
+        """The running operation's answer stands only if the group commits."""
+        if not self.rests():
+            self.depends.append(self.index)
+
+    def rests(self) -> bool:
+        """Whether the running operation's answer waits for the group's commit."""
+        return bool(self.depends) and self.depends[-1] == self.index
 
 
 def _close_db(db: sqlite3.Connection) -> None:
