@@ -347,3 +347,24 @@ def test_a_cohorts_entities_are_counted_alike_by_either_read(
             assert {c: (k.entities, k.n) for c, k in got.items()} == {
                 c: (e, m.n) for c, (e, m) in want.items()
             }
+
+
+def test_a_check_that_could_not_answer_is_no_policy_failure() -> None:
+    """A decision denied because the application's check raised or timed out (``error``)
+    counts as decided, not against the policy pass rate; a failed check does."""
+    store = open_store("memory://")
+    said = {
+        "ok": [{"name": "crm", "passed": True}],
+        "failed": [{"name": "crm", "passed": False}],
+        "error": [{"name": "crm", "passed": False, "error": True}],
+    }
+    for key, validators in said.items():
+        data = {"decision": "deny", "action": "crm.tag", "level": 1, "validators": validators}
+        store.append_audit(AuditEvent("decision", {**data, "scope": {}}, key))
+    calls, _events = gate_evidence.fold_page(store.audit_records())
+    assert {call.key: call.policy_failed for call in calls} == {
+        "ok": False,
+        "failed": True,
+        "error": False,
+    }
+    store.close()

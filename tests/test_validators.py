@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +21,8 @@ from agent_guardrails import (
     ValidatorRegistry,
     decide,
 )
+from agent_guardrails.engine.rules import CheckError
+from agent_guardrails.pipeline.flow import user_checks
 from tests.conftest import NOON_WEDNESDAY, pack_text
 
 REGISTRY = ValidatorRegistry()
@@ -367,8 +372,10 @@ def test_a_validator_that_raises_fails_closed() -> None:
     call = CallRequest("tag", "crm.tag", {"id": "c1"})
     decision = decide(call, pack, level=AutonomyLevel.EXECUTE, used={}, now=NOON_WEDNESDAY)
     assert decision.kind is DecisionKind.DENY
-    assert decision.reasons == ("validator_failed:crm_lookup",)
+    assert decision.reasons == ("validator_error:crm_lookup",)  # could not answer
     assert "ConnectionError: CRM down" in decision.message
+    assert [(v.passed, v.error) for v in decision.validators] == [(False, True)]
+    assert decision.as_dict()["validators"][0]["error"] is True
 
 
 @pytest.mark.parametrize("name", ["Brand", "brand voice", "9lives", ""])
@@ -400,3 +407,72 @@ def test_an_async_validator_or_consent_check_is_refused_at_registration() -> Non
     with pytest.raises(TypeError, match="is not callable"):
         registry.register("nothing", None)  # type: ignore[arg-type]
     assert "acheck" not in registry.names()
+
+
+def _two_checks(gate: threading.Event, seen: list[str], timeout: str = "0.2s") -> PolicyPack:
+    """``crm.tag`` with two checks: ``quick`` refuses at once; ``slow`` waits for ``gate``."""
+
+    def quick(call: CallRequest, _params: object) -> str | None:
+        seen.append(threading.current_thread().name)
+        return "quick says no"
+
+    def slow(call: CallRequest, _params: object) -> str | None:
+        gate.wait(10)
+        return None
+
+    registry = ValidatorRegistry()
+    registry.register("quick", quick)
+    registry.register("slow", slow)
+    return PolicyPack.from_yaml(
+        pack_text(
+            """
+            defaults: {level: execute, check_timeout: TIMEOUT}
+            actions:
+              crm.tag: {risk: low, validators: [quick, slow]}
+            """.replace("TIMEOUT", timeout)
+        ),
+        registry=registry,
+    )
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_checks_that_do_not_answer_in_time_fail_closed_and_answers_stand(mode: str) -> None:
+    gate, seen = threading.Event(), list[str]()
+    pack = _two_checks(gate, seen)
+    request = CallRequest("tag", "crm.tag", {"id": "c1"})
+    checks = user_checks(pack, request)
+    assert checks is not None
+    assert checks.timeout == 0.2
+    try:
+        began = time.monotonic()
+        said = checks.run(None) if mode == "sync" else asyncio.run(checks.arun(None))
+        waited = time.monotonic() - began
+    finally:
+        gate.set()
+    assert said[0] == "quick says no"  # what answered in time stands
+    assert isinstance(said[1], CheckError)
+    assert "did not answer within 0.2 s" in said[1]
+    assert 0.15 < waited < 5
+    assert seen
+    assert seen[0].startswith("agent-guardrails-user")
+    decision = decide(request, pack, level=AutonomyLevel.EXECUTE, used={}, now=1.0, checked=said)
+    assert decision.reasons == ("validator_failed:quick", "validator_error:slow")
+
+
+def test_without_a_check_timeout_sync_checks_run_on_the_callers_thread() -> None:
+    gate, seen = threading.Event(), list[str]()
+    gate.set()
+    pack = _two_checks(gate, seen, timeout="null")
+    assert pack.defaults.check_timeout is None
+    checks = user_checks(pack, CallRequest("tag", "crm.tag", {"id": "c1"}))
+    assert checks is not None
+    assert checks.run(None) == {0: "quick says no", 1: None}
+    assert seen == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", float("nan"), float("inf")])
+def test_a_bad_check_timeout_is_refused_at_load(value: object) -> None:
+    with pytest.raises(PolicyError, match="check_timeout"):
+        PolicyPack.from_dict(
+            {"name": "t", "version": "1", "defaults": {"check_timeout": value}, "actions": {}}
+        )

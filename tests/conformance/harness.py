@@ -143,8 +143,22 @@ def _blocking_consent(contact: str, channel: str | None) -> bool:
     return not contact.startswith("no-consent-")
 
 
+HUNG = threading.Event()
+"""Set: the hanging check answers. A test that clears it sets it again when it ends."""
+
+
+def _hanging_validator(call: Any, params: Any) -> str | None:
+    """Never answers for a ``hang-`` contact while :data:`HUNG` is clear (an API that hangs);
+    passes every other call."""
+    if str(call.args.get("contact", "")).startswith("hang-"):
+        HUNG.wait(30)
+    return None
+
+
 register_validator("conformance_blocking", _blocking_validator)
+register_validator("conformance_hangs", _hanging_validator)
 register_consent_check("conformance_consent", _blocking_consent)
+HUNG.set()
 
 
 # ---------------------------------------------------------------------------- body runs

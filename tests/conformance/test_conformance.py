@@ -11,6 +11,7 @@ in ``table.NOT_APPLICABLE`` and skip with the reason.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from agent_guardrails import Guardrails, PolicyPack, Scope
@@ -20,6 +21,7 @@ from tests.conformance import workers
 from tests.conformance.conftest import MATRIX, Env
 from tests.conformance.harness import (
     BATCHED,
+    HUNG,
     USER_CODE,
     Agent,
     Ask,
@@ -836,4 +838,53 @@ def test_p14_user_code_off_the_loop(env: Env) -> None:
         if thread.startswith("agent-guardrails") and not thread.startswith("agent-guardrails-user")
     ]
     c.check(not store_threads, f"user code ran on a store's thread: {store_threads}")
+    c.verify()
+
+
+# ---------------------------------------------------------------------------- 15
+
+CHECK_TIMED = pack_text(
+    """
+defaults: {level: execute, check_timeout: 0.3}
+actions:
+  crm.note:
+    risk: low
+    validators:
+      - conformance_hangs: {}
+levels:
+  - {scope: {}, level: execute}
+gates:
+  - {from: assist, to: execute}
+"""
+)
+
+
+@MATRIX
+def test_p15_a_hung_check_fails_closed_in_time(env: Env) -> None:
+    """An application's check that does not answer within the pack's ``check_timeout``
+    fails closed: the call is denied (``validator_error``), its body never runs and the run
+    does not hang. That is not a policy violation: no trip-wire lowers the level, and the
+    next call is decided as usual."""
+    runs, c = Runs(), Checks()
+    guard = env.guard(CHECK_TIMED)
+    agent = env.agent(guard, ["note_contact"], runs=runs)
+    HUNG.clear()
+    try:
+        began = time.monotonic()
+        with no_exception(c, "the run"):
+            hung = agent.start("t1", ("note_contact", {"contact": "hang-1"}))
+        waited = time.monotonic() - began
+    finally:
+        HUNG.set()
+    c.check(
+        reasons_of(hung, "call-0") == ["validator_error:conformance_hangs"],
+        f"the hung check's call: {hung.content('call-0')!r}",
+    )
+    c.check("did not answer within 0.3 s" in hung.content("call-0"), "the reason is not told")
+    c.check(runs.count() == 0, "the body of a call whose check hung ran")
+    c.check(waited < 10, f"the run waited {waited:.1f} s for a check timed out at 0.3 s")
+    c.check(records(guard.store, "trip_wire") == [], "a check that timed out tripped the level")
+    with no_exception(c, "the next run"):
+        ok = agent.start("t2", ("note_contact", {"contact": "c-2"}))
+    c.check(ok.content("call-0") == "noted c-2", f"the next call: {ok.content('call-0')!r}")
     c.verify()

@@ -696,6 +696,86 @@ def test_a_flow_ended_for_a_cancelled_caller_writes_after_the_commit(store: SQLi
     assert outbox.pending == 0
 
 
+def test_a_cancelled_callers_closing_writes_do_not_hold_back_the_groups_answers(
+    store: SQLiteStore,
+) -> None:
+    """The group's answers go out as soon as its commit is known; the flow of a caller
+    cancelled meanwhile ends after them, so its closing write (here: held up on purpose)
+    never delays another caller's answer."""
+    outbox = Outbox()
+    inside, gate, writing, late = (threading.Event() for _ in range(4))
+    counters, append = store.counters, store.append_audit
+
+    def slow_counters(prefix: str = "") -> dict[str, float]:
+        inside.set()
+        gate.wait(10)
+        return counters(prefix)
+
+    def slow_append(event: AuditEvent) -> Any:
+        writing.set()
+        late.wait(10)
+        return append(event)
+
+    def flow() -> Generator[Effect, Any, str]:
+        yield StoreOp("counters")  # a read: the run goes on past it
+        try:
+            yield Invoke(lambda: "asked")  # the flow's next step off the store thread
+        except BaseException:
+            yield from write(
+                StoreOp("append_audit", AuditEvent("approval.requested", {}, "k")), outbox
+            )
+            raise
+        return "ok"
+
+    async def scenario() -> tuple[Any, bool, list[Any]]:
+        store.counters = slow_counters  # type: ignore[method-assign]
+        let_go = await hold_store_thread(store)
+        task = asyncio.ensure_future(adrive(flow(), store))
+        await asyncio.sleep(0)
+        other = asyncio.ensure_future(store.areserve("other", [budget()]))
+        await asyncio.sleep(0)
+        await let_go()
+        await asyncio.to_thread(inside.wait, 10)
+        task.cancel()
+        store.append_audit = slow_append  # type: ignore[method-assign]
+        await asyncio.to_thread(gate.set)
+        try:
+            reserved = await asyncio.wait_for(asyncio.shield(other), 5)
+            held_up = not late.is_set()  # answered while the closing write may not end
+        finally:
+            await asyncio.to_thread(late.set)
+        cancelled = await asyncio.gather(task, other, return_exceptions=True)
+        await store.ahand_off(lambda: None)  # (what the thread does after the group is done)
+        return reserved, held_up, cancelled
+
+    with watched_loop() as loop:
+        reserved, held_up, (cancelled, _other) = run(loop, scenario())
+    store.counters, store.append_audit = counters, append  # type: ignore[method-assign]
+    assert reserved.ok
+    assert held_up, "the answer came only after the cancelled caller's closing write"
+    assert writing.is_set()  # that write was done, after the answers
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert [record.kind for record in store.audit_records()] == ["approval.requested"]
+    assert outbox.pending == 0
+
+
+def test_a_failing_hint_after_the_commit_fails_no_answer(store: SQLiteStore) -> None:
+    """What the store thread does after a group's commit succeeded (the hint to its
+    checkpoint thread) cannot fail the group: every write was kept, every caller is told so."""
+    statements: list[str] = []
+
+    def broken_hint() -> None:
+        raise RuntimeError("the checkpoint thread is gone")
+
+    store._conns._checkpoints.wrote = broken_hint  # type: ignore[method-assign]
+    calls = [lambda i=i: store.areserve(f"k{i}", [budget()]) for i in range(5)]
+    with watched_loop() as loop:
+        results = run(loop, grouped(store, statements, *calls))
+    assert statements.count("COMMIT") == 1, statements
+    assert all(not isinstance(r, BaseException) and r.ok for r in results), results
+    assert store.counters() == {KEY: 5.0}
+
+
 @pytest.mark.parametrize("how", ["closed", "cancelled"])
 def test_a_caller_stopped_as_its_answer_arrives_learns_its_write_was_kept(
     store: SQLiteStore, how: str

@@ -94,11 +94,15 @@ class Charge(NamedTuple):
 
 
 class ValidatorOutcome(NamedTuple):
-    """The result of one validator for one call."""
+    """The result of one validator for one call. ``error``: it did not pass because it could
+    not answer (the application's check raised, or did not answer within the pack's
+    ``defaults.check_timeout``): the call is denied all the same, but that is not a policy
+    violation (no trip-wire, not counted against the policy pass rate)."""
 
     name: str
     passed: bool
     message: str = ""
+    error: bool = False
 
 
 @dataclass(slots=True)
@@ -106,7 +110,8 @@ class Decision:
     """The engine's verdict for one call, with everything needed to explain and enforce it.
 
     ``reasons`` are machine-readable codes (``budget_exceeded``, ``exposure_exceeded``,
-    ``validator_failed:<name>``, ``level_too_low``, ``kill_switch:<scope>``,
+    ``validator_failed:<name>``, ``validator_error:<name>`` (the check could not answer),
+    ``level_too_low``, ``kill_switch:<scope>``,
     ``approval_required:<why>``, ``store_unavailable``, ...). ``charges`` are the counters to
     reserve when the call goes ahead. ``budget_left`` / ``exposure_left`` are the smallest
     headroom across the charges, after this call, where the call has any.
@@ -156,7 +161,9 @@ class Decision:
             "budget_left": self.budget_left,
             "exposure_left": self.exposure_left,
             "validators": [
-                {"name": v.name, "passed": v.passed, "message": v.message} for v in self.validators
+                {"name": v.name, "passed": v.passed, "message": v.message}
+                | ({"error": True} if v.error else {})
+                for v in self.validators
             ],
             "approval_roles": list(self.approval_roles),
         } | (

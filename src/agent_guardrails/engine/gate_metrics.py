@@ -43,11 +43,12 @@ class Window:
     """What one scope did in one evaluation window ``[start, end)``.
 
     ``decided``: calls decided (replays not counted); ``policy_failed``: of them, calls a
-    validator failed; ``escalated``: calls put to a human; ``executed``/``succeeded``: tool
-    bodies run and how many ended well; ``answered``/``within_sla``: approvals answered and
-    how many within the action's SLA; ``unattributed``: calls that started and recorded no
-    end; ``pack_versions``: the pack versions decisions were made under; ``control``/
-    ``treatment``: work items per cohort (with ``expected_treatment``, the pack's split);
+    validator failed (not counting checks that could not answer); ``escalated``: calls put
+    to a human; ``executed``/``succeeded``: tool bodies run and how many ended well;
+    ``answered``/``within_sla``: approvals answered and how many within the action's SLA;
+    ``unattributed``: calls that started and recorded no end; ``pack_versions``: the pack
+    versions decisions were made under; ``control``/``treatment``: work items per cohort
+    (with ``expected_treatment``, the pack's split);
     ``kpi_control``/``kpi_treatment``: the lift KPI per cohort; ``violations``/``kill_trips``:
     the audit record numbers of policy violations at level 1 or above and of kill-switch
     trips on the scope."""

@@ -42,7 +42,7 @@ from agent_guardrails.policy.pack import ActionPolicy, PolicyPack
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.policy.validators import CompiledValidator
 
-__all__ = ["check", "decide", "may_ask", "user_validators"]
+__all__ = ["CheckError", "check", "decide", "may_ask", "user_validators"]
 
 _EPS = 1e-9
 _KIND_MIN_LEVEL = {
@@ -124,7 +124,7 @@ def decide(
         if msg is not None:  # the first failure: run the rest as before, once each
             outcomes = (
                 *outcomes[:i],
-                ValidatorOutcome(validator.name, False, msg),
+                _outcome(validator, msg),
                 *(
                     _outcome(v, _said(v, j, call, checked))
                     for j, v in enumerate(validators[i + 1 :], start=i + 1)
@@ -133,7 +133,7 @@ def decide(
             failed = [o for o in outcomes if not o.passed]
             return _verdict(
                 DecisionKind.DENY,
-                tuple(f"validator_failed:{o.name}" for o in failed),
+                tuple(f"validator_{'error' if o.error else 'failed'}:{o.name}" for o in failed),
                 "denied: " + "; ".join(f"{o.name}: {o.message}" for o in failed),
                 call,
                 level,
@@ -359,13 +359,20 @@ def _plan(pack: PolicyPack, name: str) -> _Plan | None:
     return plan
 
 
+class CheckError(str):
+    """What a validator "said" when it could not answer: it raised, or did not answer in
+    time. The call fails closed on it like on a failure, but it is no policy violation."""
+
+    __slots__ = ()
+
+
 def check(validator: CompiledValidator, call: CallRequest) -> str | None:
     """Run one validator: ``None`` if ``call`` passes, else why not. One that raises fails
-    closed (its message says so, and the call is denied, never run)."""
+    closed (a :class:`CheckError` says so, and the call is denied, never run)."""
     try:
         return validator.fn(call, validator.params)
     except Exception as exc:
-        return f"the validator raised {type(exc).__name__}: {exc}"
+        return CheckError(f"the validator raised {type(exc).__name__}: {exc}")
 
 
 def _said(
@@ -381,7 +388,9 @@ def _said(
 
 
 def _outcome(validator: CompiledValidator, msg: str | None) -> ValidatorOutcome:
-    return ValidatorOutcome(validator.name, msg is None, msg or "")
+    if msg is None:
+        return ValidatorOutcome(validator.name, True, "")
+    return ValidatorOutcome(validator.name, False, msg, isinstance(msg, CheckError))
 
 
 def user_validators(pack: PolicyPack, name: str) -> tuple[tuple[int, CompiledValidator], ...]:

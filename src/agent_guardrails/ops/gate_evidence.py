@@ -294,7 +294,7 @@ def fold_page(records: Iterable[AuditRecord]) -> tuple[list[GateCall], list[Audi
                 call.pack_version = str(data.get("pack_version", ""))
                 call.cohort, call.entity = data.get("cohort"), data.get("cohort_entity")
             checks = data.get("validators") or ()
-            if checks and any(not v.get("passed", True) for v in checks):
+            if checks and any(not v.get("passed", True) and not v.get("error") for v in checks):
                 call.policy_failed = True
             decided = data.get("decision")
             if decided == "require_approval":

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent_guardrails.engine.charges import budget_counter
 from agent_guardrails.errors import ConfigurationError
+from agent_guardrails.pipeline.live_policy import stored_as
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack import PolicyPack
 from agent_guardrails.policy.scope import Scope
@@ -47,10 +48,13 @@ def apply_pack(
     """Validate ``source`` (YAML text or a path), store it as a new version and activate it.
 
     A pack that fails validation raises :class:`~agent_guardrails.errors.PolicyError` and
-    leaves the active version active.
+    leaves the active version active. A version already stored with the same content is
+    activated as it is (also when an earlier release of the library stored it); with other
+    content it is refused (``ConfigurationError``: give it a new version).
     """
     pack = PolicyPack.from_yaml(source, registry=registry)
-    store.save_pack(pack.name, pack.version, pack.digest, pack.to_yaml(), by=by)
+    if stored_as(pack, store.pack_versions(pack.name)) is None:
+        store.save_pack(pack.name, pack.version, pack.digest, pack.to_yaml(), by=by)
     return store.activate_pack(pack.name, pack.version, by=by, reason=reason or "applied")
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "Invoke",
     "OffLoop",
     "user_code",
+    "user_threads",
     "Pause",
     "StoreOp",
     "StoreRun",
@@ -146,6 +147,11 @@ class _UserThreads:
 
 
 _user_threads = _UserThreads()
+
+
+def user_threads() -> ThreadPoolExecutor:
+    """The library's worker threads for the application's own code (see :class:`OffLoop`)."""
+    return _user_threads.pool()
 
 
 class OffLoop(Invoke):

@@ -25,6 +25,9 @@ yields the store operations, the tool body and the human's answer it needs as
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,7 +45,7 @@ from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import KillSwitchEngaged, StoreUnavailable
 from agent_guardrails.pipeline import events
 from agent_guardrails.pipeline.edits import ArgsSchema
-from agent_guardrails.pipeline.effects import Effect, Flow, OffLoop, StoreOp, user_code
+from agent_guardrails.pipeline.effects import Effect, Flow, StoreOp, user_code, user_threads
 from agent_guardrails.pipeline.outbox import write
 from agent_guardrails.pipeline.results import error_for, result_for
 from agent_guardrails.pipeline.scoping import ScopeSources
@@ -189,20 +192,77 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
     return Decided(decision, prior, snap.used, checked)
 
 
-def user_checks(pack: PolicyPack, request: CallRequest) -> OffLoop | None:
+def user_checks(pack: PolicyPack, request: CallRequest) -> UserChecks | None:
     """The action's validators that are the application's own code (custom validators,
-    ``consent``'s check) as one :class:`OffLoop` effect, whose result is the engine's
-    ``checked``: off the event loop and off a store's thread on the async paths. ``None``
-    when there are none (the usual case: no effect, no hand-off); the engine runs the
-    built-ins itself."""
+    ``consent``'s check) as one :class:`UserChecks` effect, whose result is the engine's
+    ``checked``. ``None`` when there are none (the usual case: no effect, no hand-off); the
+    engine runs the built-ins itself."""
     todo = rules.user_validators(pack, request.action)
-    return OffLoop(_run_checks, todo, request) if todo else None
+    return UserChecks(todo, request, pack.defaults.check_timeout) if todo else None
+
+
+class UserChecks(Effect):
+    """The application's checks of one call, each one's answer by its index, bounded by
+    the pack's ``defaults.check_timeout``: a check that has not answered by then says
+    :class:`~agent_guardrails.engine.rules.CheckError` (the call fails closed; the check
+    goes on, on its worker thread, and what it says later is dropped). They run on one of
+    the library's worker threads (:class:`~agent_guardrails.pipeline.effects.OffLoop`'s),
+    in the caller's :mod:`contextvars` context: on the async paths always (never on the
+    event loop nor on a store's thread), on the sync paths when there is a timeout (without
+    one, on the caller's thread)."""
+
+    __slots__ = ("request", "timeout", "todo")
+
+    def __init__(
+        self,
+        todo: tuple[tuple[int, CompiledValidator], ...],
+        request: CallRequest,
+        timeout: float | None,
+    ) -> None:
+        self.todo = todo
+        self.request = request
+        self.timeout = timeout
+
+    def run(self, store: Any) -> dict[int, str | None]:
+        said: dict[int, str | None] = {}
+        if self.timeout is None:
+            return _run_checks(self.todo, self.request, said)
+        context = contextvars.copy_context()
+        work = user_threads().submit(context.run, _run_checks, self.todo, self.request, said)
+        try:
+            return work.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            work.cancel()  # not begun yet: it never will
+            return self._late(said)
+
+    async def arun(self, store: Any) -> dict[int, str | None]:
+        said: dict[int, str | None] = {}
+        context = contextvars.copy_context()
+        work = asyncio.get_running_loop().run_in_executor(
+            user_threads(), context.run, _run_checks, self.todo, self.request, said
+        )
+        try:
+            return await asyncio.wait_for(work, self.timeout)
+        except TimeoutError:
+            return self._late(said)
+
+    def _late(self, said: dict[int, str | None]) -> dict[int, str | None]:
+        answered = said.copy()  # one step under the GIL: the worker may still be writing
+        late = rules.CheckError(
+            f"did not answer within {self.timeout:g} s (the pack's defaults.check_timeout); "
+            "the call fails closed"
+        )
+        return {i: answered.get(i, late) for i, _ in self.todo}
 
 
 def _run_checks(
-    todo: tuple[tuple[int, CompiledValidator], ...], request: CallRequest
+    todo: tuple[tuple[int, CompiledValidator], ...],
+    request: CallRequest,
+    said: dict[int, str | None],
 ) -> dict[int, str | None]:
-    return {i: rules.check(validator, request) for i, validator in todo}
+    for i, validator in todo:
+        said[i] = rules.check(validator, request)
+    return said
 
 
 def rescoped(g: Guardrails, call: GuardedCall, args: Mapping[str, Any], key: str) -> GuardedCall:

@@ -10,22 +10,26 @@ The pack given to ``Guardrails(pack)`` bootstraps the store: it is saved as a ve
 activated when the store has no active pack or when this version was never stored before
 (deploying code with a new pack version applies it). Restarting with a version the store
 already knows leaves the store's active version as it is, so a rollback made from the CLI
-survives restarts. A stored version that cannot be loaded here (a validator this process
-has not registered) fails closed: calls are refused as if the store were unavailable, with
-the reason in the message.
+survives restarts. A version is known by its name and version, and is the same version when
+its content is the same: an earlier release of the library may have digested the same
+content differently (a field it did not have), so a digest that differs is compared by
+content before it counts as a conflict, and the store's digest stays the version's name.
+A stored version that cannot be loaded here (a validator this process has not registered)
+fails closed: calls are refused as if the store were unavailable, with the reason in the
+message.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from agent_guardrails.errors import PackUnloadable, PolicyError
+from agent_guardrails.errors import ConfigurationError, PackUnloadable, PolicyError
 from agent_guardrails.pipeline.effects import Flow, StoreOp
 from agent_guardrails.policy.pack import PolicyPack
-from agent_guardrails.store.base import PackVersion
+from agent_guardrails.store.base import PackVersion, pack_conflict
 
-__all__ = ["LivePolicy"]
+__all__ = ["LivePolicy", "stored_as"]
 
 _KEEP = 16  # loaded versions kept, by digest
 
@@ -58,12 +62,22 @@ class LivePolicy:
         """Save ``first`` (the constructor's pack); activate it if the store has no active
         pack or never stored this version. Raises ``StoreUnavailable``."""
         stored: list[PackVersion] = yield StoreOp("pack_versions", first.name)
-        known = any(v.version == first.version for v in stored)
-        yield StoreOp(
-            "save_pack", first.name, first.version, first.digest, first.to_yaml(), by="guardrails"
-        )
+        known = stored_as(first, stored)
+        if known is None:
+            yield StoreOp(
+                "save_pack",
+                first.name,
+                first.version,
+                first.digest,
+                first.to_yaml(),
+                by="guardrails",
+            )
+        elif known.digest != self.digest and self.pack is first:
+            with self._lock:  # stored by an earlier release: the store's name for it
+                self.digest = known.digest
+                self._loaded[known.digest] = first
         active: PackVersion | None = yield StoreOp("active_pack")
-        if active is None or not known:
+        if active is None or known is None:
             reason = "first use" if active is None else "new version deployed"
             yield StoreOp(
                 "activate_pack", first.name, first.version, by="guardrails", reason=reason
@@ -71,7 +85,7 @@ class LivePolicy:
             active = None
         self.bootstrapped = True
         if active is not None and active.digest != self.digest:
-            self._use(self._load(active))
+            self._use(self._load(active), active.digest)
 
     def follow(self, active: str | None) -> Flow[bool]:
         """Given the active pack's digest a snapshot read, switch to that version if it is
@@ -88,7 +102,7 @@ class LivePolicy:
             if pv is None:
                 return False
             pack = self._load(pv)
-        self._use(pack)
+        self._use(pack, active)
         return True
 
     def _load(self, pv: PackVersion) -> PolicyPack:
@@ -113,10 +127,39 @@ class LivePolicy:
             self._loaded[pv.digest] = pack
         return pack
 
-    def _use(self, pack: PolicyPack) -> None:
+    def _use(self, pack: PolicyPack, digest: str) -> None:
+        """Decide under ``pack``, stored under ``digest`` (the store's name for it)."""
         with self._lock:
+            self.digest = digest
             if pack is self.pack:
                 return
             self.pack = pack
-            self.digest = pack.digest
         self._changed(pack)
+
+
+def stored_as(pack: PolicyPack, stored: Sequence[PackVersion]) -> PackVersion | None:
+    """The stored version (of ``stored``, the versions of ``pack``'s name) that is ``pack``:
+    the same version, with the same content. ``None`` when its version is not stored.
+    Raises ``ConfigurationError`` when that version is stored with other content.
+
+    The same content may have another digest: a digest is taken over the pack as this
+    release of the library normalises it (every field, defaults included), so an earlier
+    release that lacked a field digested the same YAML differently. Such a version is
+    compared by content, read again by this release."""
+    for version in stored:
+        if version.version != pack.version:
+            continue
+        if version.digest == pack.digest:
+            return version
+        try:
+            again = PolicyPack.from_yaml(version.source, registry=pack.registry)
+        except PolicyError as exc:
+            raise ConfigurationError(
+                f"pack {pack.name} version {pack.version} is already stored, and the stored "
+                f"copy cannot be read here ({exc.problems[0] if exc.problems else exc}) to "
+                "compare it with this one; give this content a new version"
+            ) from None
+        if again.digest != pack.digest:
+            raise pack_conflict(pack.name, pack.version)
+        return version
+    return None

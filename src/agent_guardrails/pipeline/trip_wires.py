@@ -37,8 +37,9 @@ ACTOR = "agent-guardrails trip-wire"
 
 def trip(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[None]:
     """Demote the call's scope one level if ``decision`` is a policy violation at level 1
-    or above in a scope whose pack declares a gate into that level."""
-    failed = [v.name for v in decision.validators if not v.passed]
+    or above in a scope whose pack declares a gate into that level. A check that could not
+    answer (it raised, or timed out) is no violation: the call is denied, the level kept."""
+    failed = [v.name for v in decision.validators if not v.passed and not v.error]
     # A treatment call was decided a level above its scope's dial: the dial is one lower.
     level = int(decision.level) - (decision.cohort == "treatment")
     if not failed or level < AutonomyLevel.EXECUTE:

@@ -342,11 +342,18 @@ class ModelPrice(_Model):
 
 
 class Defaults(_Model):
-    """What applies where no rule says otherwise."""
+    """What applies where no rule says otherwise.
+
+    ``check_timeout``: how long the application's own checks of one call (custom
+    validators, ``consent``'s check: code that may call an API) may take in all, e.g. ``5s``;
+    each that has not answered by then fails closed (the call is denied with
+    ``validator_error:<name>``, as when a check raises; neither lowers the level). ``null``
+    waits as long as they take."""
 
     level: Level = AutonomyLevel.ASSIST
     ceiling: Level = AutonomyLevel.ORCHESTRATE
     currency: str = Field("USD", min_length=3, max_length=3)
+    check_timeout: Duration | None = 30.0
 
 
 class KillSwitchPolicy(_Model):

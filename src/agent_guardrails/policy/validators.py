@@ -22,9 +22,15 @@ are *your code*, which may do I/O (a moderation API, a CRM lookup): on the async
 run on one of the library's worker threads (at most 32 at once:
 ``pipeline.effects.USER_THREADS``; not the event loop's default executor, which LangGraph's
 sync tools use), never on the event loop nor on a store's own thread, so a slow or blocking
-check delays only its own call; the sync paths call them on the caller's thread. The
-built-ins (except ``consent``, which calls your check) are pure and run inline. A check may
-be called for a call that the kill-switch then halts: keep checks free of side effects.
+check delays only its own call; the sync paths run them on those threads too, so that the
+pack's ``defaults.check_timeout`` (30 s unless the pack says otherwise; ``null``: no limit,
+and then the sync paths call them on the caller's thread) bounds them everywhere. A check
+that raises, or has not answered in time, fails closed: the call is denied with
+``validator_error:<name>``; unlike a failed check (``validator_failed:<name>``) that is not a
+policy violation, so it neither trips the level down nor counts against the policy pass
+rate. The built-ins (except ``consent``, which calls your check) are pure and run inline. A
+check may be called for a call that the kill-switch then halts: keep checks free of side
+effects.
 
 >>> from pydantic import BaseModel
 >>> class Params(BaseModel):
