@@ -744,7 +744,7 @@ def test_a_cancelled_callers_closing_writes_do_not_hold_back_the_groups_answers(
             held_up = not late.is_set()  # answered while the closing write may not end
         finally:
             await asyncio.to_thread(late.set)
-        cancelled = await asyncio.gather(task, other, return_exceptions=True)
+        cancelled = list(await asyncio.gather(task, other, return_exceptions=True))
         await store.ahand_off(lambda: None)  # (what the thread does after the group is done)
         return reserved, held_up, cancelled
 
