@@ -26,6 +26,7 @@ VERDICTS = {
     "telemetry": "tracing (batch processor) adds",
     "gates": "per million calls and million outcomes",
     "retention": "chain intact",
+    "long_log": "the most any operator command holds",
 }
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agent_guardrails.store import Store
-from agent_guardrails.store.base import AuditEvent, canonical_json, chain_hash
+from agent_guardrails.store import Store, _operators, open_store
+from agent_guardrails.store.base import AuditEvent, ChainCheck, canonical_json, chain_hash
 from tests.store.store_helpers import StoreFactory, raw_sql
 
 Run = Callable[..., list[tuple[Any, ...]]]
@@ -136,6 +136,7 @@ CASES: list[tuple[Callable[[Run], None], int, str]] = [
 ]
 
 
+@pytest.mark.parametrize("page", [2, 5000], ids=["pages-of-2", "one-page"])
 @pytest.mark.parametrize(
     ("tamper", "first_bad", "problem"), CASES, ids=[c[0].__name__ for c in CASES]
 )
@@ -145,7 +146,11 @@ def test_tampering_is_detected(
     tamper: Callable[[Run], None],
     first_bad: int,
     problem: str,
+    page: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Verification reads the log a page at a time: a page boundary changes nothing."""
+    monkeypatch.setattr(_operators, "VERIFY_PAGE", page)
     store = open_api(durable_url)
     _log(store)
     tamper(raw_sql(durable_url))
@@ -271,3 +276,35 @@ def test_records_waiting_in_the_outbox_are_not_tamper_evident(
     run("DELETE FROM {t}audit_outbox WHERE call_key = 'k8'")
     assert store.verify_audit().ok
     assert [r.data for r in store.audit_records()[6:]] == [{"n": 0}]
+
+
+def test_records_appended_while_the_log_is_verified_are_not_taken_for_forgeries(
+    durable_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head and every page are read from one snapshot: records another process appends
+    between two pages (after the head was read) are simply not part of this verification.
+    (Sync API only: the writer appends from inside the verification, which on the async
+    path runs on the event loop; the async API runs the same step in the same transaction.)"""
+    monkeypatch.setattr(_operators, "VERIFY_PAGE", 2)
+    store = open_store(durable_url)
+    _log(store)
+    other = open_store(durable_url)
+    pages = 0
+    feed = ChainCheck.feed
+
+    def feed_then_append(check: ChainCheck, records: Any) -> Any:
+        nonlocal pages
+        pages += 1
+        if pages == 1:  # another writer, between the first page and the second
+            for i in range(3):
+                other.append_audit(AuditEvent("decision", {"late": i}, f"late{i}"))
+        return feed(check, records)
+
+    monkeypatch.setattr(ChainCheck, "feed", feed_then_append)
+    result = store.verify_audit()
+    monkeypatch.setattr(ChainCheck, "feed", feed)
+    assert result.ok, result.problem
+    assert result.checked == 6
+    assert store.verify_audit().checked == 9  # the next verification sees them
+    other.close()
+    store.close()

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent_guardrails.pipeline.notify import ApprovalEvent, Notifications, Notifier
-from agent_guardrails.store.base import AuditEvent, AuditRecord, Store
+from agent_guardrails.store.base import AuditEvent, AuditRecord, Store, read_audit
 
 __all__ = ["Pending", "pending", "sweep"]
 
@@ -116,10 +116,12 @@ class Pending:
 def pending(store: Store, *, now: float | None = None) -> list[Pending]:
     """Every question still waiting (or past its expiry and not yet recorded as expired),
     oldest first."""
-    return _pending(store.audit_records(), time.time() if now is None else now)
+    return _pending(read_audit(store), time.time() if now is None else now)
 
 
 def _pending(records: Iterable[AuditRecord], now: float) -> list[Pending]:
+    """The questions ``records`` leave open, read in one pass; what is kept is the
+    questions and the decisions that asked them (``require_approval``), not the log."""
     asked: dict[str, AuditRecord] = {}
     decided: dict[str, AuditRecord] = {}
     warned: set[str] = set()
@@ -128,7 +130,8 @@ def _pending(records: Iterable[AuditRecord], now: float) -> list[Pending]:
         if key is None:
             continue
         if r.kind == "decision":
-            decided.setdefault(key, r)
+            if r.data.get("decision") == "require_approval":
+                decided.setdefault(key, r)
         elif r.kind == "approval.requested":
             asked[key] = r
         elif r.kind == "approval.expiring":

@@ -28,6 +28,7 @@ a check fails (invalid pack, broken audit chain), 2 on usage or configuration er
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import json
 import os
@@ -42,6 +43,7 @@ from agent_guardrails.ops import cli_autonomy, cli_retention
 from agent_guardrails.ops import operations as ops
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import DEFAULT_STORE_URL, Store, open_store
+from agent_guardrails.store.base import read_audit
 
 __all__ = ["main"]
 
@@ -554,8 +556,8 @@ def _level_history(args: argparse.Namespace, out: TextIO) -> int:
 
 def _audit_tail(args: argparse.Namespace, out: TextIO) -> int:
     store = _open(args)
-    records = store.audit_records()
-    tail = records[-args.n :] if args.n > 0 else []
+    # A page at a time: the last n are kept, the log is never held whole.
+    tail = list(collections.deque(read_audit(store), maxlen=args.n)) if args.n > 0 else []
     if args.json:
         _emit_json(out, [r.as_dict() for r in tail])
         return 0
@@ -588,14 +590,17 @@ def _audit_verify(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _audit_export(args: argparse.Namespace, out: TextIO) -> int:
-    records = _open(args).audit_records()
-    lines = "".join(json.dumps(r.as_dict(), default=str) + "\n" for r in records)
+    records = read_audit(_open(args))  # a page at a time, written as read
     if args.output == "-":
-        out.write(lines)
-    else:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(lines)
-        out.write(f"wrote {len(records)} records to {args.output}\n")
+        for r in records:
+            out.write(json.dumps(r.as_dict(), default=str) + "\n")
+        return 0
+    written = 0
+    with open(args.output, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r.as_dict(), default=str) + "\n")
+            written += 1
+    out.write(f"wrote {written} records to {args.output}\n")
     return 0
 
 

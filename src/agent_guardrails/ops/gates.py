@@ -60,7 +60,14 @@ from agent_guardrails.ops.gate_evidence import (
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack import GateRule, PolicyPack
 from agent_guardrails.policy.scope import Scope
-from agent_guardrails.store.base import AuditEvent, AuditRecord, LevelChange, Outcome, Store
+from agent_guardrails.store.base import (
+    AuditEvent,
+    AuditRecord,
+    LevelChange,
+    Outcome,
+    Store,
+    read_audit,
+)
 from agent_guardrails.store.evidence import GateCall, GateEvidence
 
 __all__ = [
@@ -78,8 +85,6 @@ AUTO_ACTOR = "agent-guardrails gates"
 """Who a demotion applied by the gates is recorded as."""
 UNFINISHED_GRACE = 3600.0
 """How long a call may run before a missing end makes its window untrustworthy."""
-
-_PAGE = 5000
 
 
 @dataclass(slots=True)
@@ -196,7 +201,7 @@ class Gates:
                 log = _fold(self.store.gate_events(), self.pack)
                 return Evidence(at, log, StoredCalls(self.store, self.pack), chain_ok)
         at = self.clock() if now is None else now
-        source = _read_audit(self.store) if records is None else records
+        source = read_audit(self.store) if records is None else records
         log = _fold((r for r in source if r.ts <= at), self.pack)
         outcomes = [o for o in self.store.outcomes() if o.at <= at]
         return Evidence(
@@ -413,16 +418,6 @@ def demote_on_kill(store: Store, pack: PolicyPack, scope: Scope) -> list[LevelCh
 
 
 # ---------------------------------------------------------------------------- folding
-
-
-def _read_audit(store: Store) -> Iterable[AuditRecord]:
-    after = 0
-    while True:
-        page = store.audit_records(after=after, limit=_PAGE)
-        yield from page
-        if len(page) < _PAGE:
-            return
-        after = page[-1].seq
 
 
 def _fold(records: Iterable[AuditRecord], pack: PolicyPack) -> _Log:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -45,7 +45,7 @@ from agent_guardrails.pipeline.trip_wires import ACTOR as TRIP_WIRE
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack import PolicyPack
 from agent_guardrails.policy.scope import Scope
-from agent_guardrails.store.base import AuditRecord, Store
+from agent_guardrails.store.base import AuditRecord, Store, read_audit
 from agent_guardrails.telemetry.spans import iso
 
 __all__ = ["weekly_scorecard"]
@@ -84,16 +84,28 @@ def weekly_scorecard(
     start = datetime(start_day.year, start_day.month, start_day.day, tzinfo=UTC).timestamp()
     end = min(start + _WEEK, now) if start < now else start + _WEEK
     gates = Gates(store, pack)
-    records = store.audit_records()
-    evidence = gates.read(end, records)
-    week_records = [r for r in records if start <= r.ts < end]
-    activations = [r.ts for r in records if r.kind == "pack.activated" and r.ts < end]
+    # One pass over the log, a page at a time: the gates fold it as it goes by, and only
+    # the week's incidents and the count of pack activations are kept (a log of millions
+    # of records is never held in memory).
+    week_records: list[AuditRecord] = []
+    activations = 0
+
+    def watched(records: Iterable[AuditRecord]) -> Iterator[AuditRecord]:
+        nonlocal activations
+        for r in records:
+            if r.ts < end and r.kind in _INCIDENTS:
+                activations += r.kind == "pack.activated"
+                if start <= r.ts:
+                    week_records.append(r)
+            yield r
+
+    evidence = gates.read(end, watched(read_audit(store)))
     rows = []
     for v in gates.judge(evidence):
         weeks = gates.weekly(evidence, v.scope, weeks=WEEKS)
         incidents = _incidents(week_records, v.scope)
         if weeks[-1].decided or incidents or v.verdict != "hold":
-            rows.append(_row(gates, v, weeks, incidents, week_records, len(activations) > 1))
+            rows.append(_row(gates, v, weeks, incidents, week_records, activations > 1))
     active = store.active_pack()
     notes = (
         ()

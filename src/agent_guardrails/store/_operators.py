@@ -36,6 +36,7 @@ from agent_guardrails.store.base import (
     AuditEvent,
     AuditRecord,
     CallRecord,
+    ChainCheck,
     KillSwitch,
     LevelChange,
     Outcome,
@@ -50,6 +51,9 @@ from agent_guardrails.store.base import (
 __all__ = ["AsyncSQLOperations", "SQLOperations"]
 
 T = TypeVar("T")
+
+VERIFY_PAGE = 5000
+"""Records read at a time when the audit chain is verified."""
 Row = Sequence[Any]
 
 
@@ -268,8 +272,32 @@ class SQLOperations(GateEvidenceOperations):
 
     def _verify_audit_step(self) -> Step[VerifyResult]:
         yield from self._chain_step(strict=False)
-        rows = yield self._all("verify_audit")
-        return _rows.verify_head_rows(rows)
+        return (yield from self._in_one_snapshot(self._verify_pages_step()))
+
+    def _verify_pages_step(self) -> Step[VerifyResult]:
+        """The chain head, then every record a page at a time (a log of millions of
+        records is never held whole), checked against the chain and the head."""
+        head = yield self._one("verify_head")
+        head_seq, head_hash, through = head if head is not None else (None, None, None)
+        check = ChainCheck(*_rows.archived_through(through))
+        after = 0
+        while True:
+            rows = yield self._all("audit_records", (after, VERIFY_PAGE))
+            failed = check.feed(_rows.audit_record(r) for r in rows)
+            if failed is not None:
+                return failed
+            if len(rows) < VERIFY_PAGE:
+                return _rows.head_verdict(
+                    check,
+                    int(head_seq) if head_seq is not None else None,
+                    str(head_hash) if head_hash is not None else None,
+                )
+            after = int(rows[-1][0])
+
+    def _in_one_snapshot(self, step: Step[T]) -> Step[T]:
+        """``step``, whose statements must read one snapshot of the database. A read
+        (``_read``) is one on SQLite; PostgreSQL's driver makes it a transaction."""
+        return (yield from step)
 
     def audit_records(self, *, after: int = 0, limit: int | None = None) -> list[AuditRecord]:
         return self._read(lambda: self._audit_records_step(after, limit))

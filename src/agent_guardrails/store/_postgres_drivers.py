@@ -155,6 +155,17 @@ class PostgresDrivers:
     def _read(self, step: Callable[[], Step[T]]) -> T:
         return self._run_step(step)
 
+    def _in_one_snapshot(self, step: Step[T]) -> Step[T]:
+        """``step`` in a read-only ``REPEATABLE READ`` transaction: its statements see one
+        snapshot (outside one, each sees what was committed when it began)."""
+
+        def inside() -> Step[T]:
+            yield Statement("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return (yield from step)
+
+        result: T = yield Transaction(inside())
+        return result
+
     async def _aread(self, step: Callable[[], Step[T]]) -> T:
         return await self._arun_step(step)
 

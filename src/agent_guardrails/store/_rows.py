@@ -51,7 +51,7 @@ starts with ``ag_``; PostgreSQL puts them in one schema, see :mod:`.postgres`):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from agent_guardrails.engine.decision import Charge
@@ -61,6 +61,7 @@ from agent_guardrails.store.base import (
     AuditEvent,
     AuditRecord,
     CallRecord,
+    ChainCheck,
     KillSwitch,
     LazyData,
     LevelChange,
@@ -68,7 +69,6 @@ from agent_guardrails.store.base import (
     PackVersion,
     VerifyResult,
     canonical_json,
-    verify_chain,
 )
 
 __all__ = [
@@ -90,7 +90,7 @@ __all__ = [
     "pg_text_array",
     "pg_text_params",
     "archived_through",
-    "verify_head_rows",
+    "head_verdict",
     "verify_with_head",
 ]
 
@@ -250,30 +250,34 @@ def archived_through(value: str | None) -> tuple[int, str]:
 
 
 def verify_with_head(
-    records: Sequence[AuditRecord],
+    records: Iterable[AuditRecord],
     head_seq: int | None,
     head_hash: str | None,
     start: tuple[int, str] = (0, GENESIS),
 ) -> VerifyResult:
-    """:func:`~agent_guardrails.store.base.verify_chain`, then check the chain head.
+    """:func:`~agent_guardrails.store.base.verify_chain`, then check the chain head
+    (:func:`head_verdict`)."""
+    check = ChainCheck(*start)
+    failed = check.feed(records)
+    return failed if failed is not None else head_verdict(check, head_seq, head_hash)
+
+
+def head_verdict(check: ChainCheck, head_seq: int | None, head_hash: str | None) -> VerifyResult:
+    """The verdict on a chain ``check`` found whole, given the chain head row.
 
     The chain alone cannot see its newest records deleted (what is left is a valid, shorter
     chain) nor a forged record appended with a correctly computed hash. The head row,
     written in the same transaction as every append, can: it must name the last record.
     """
-    result = verify_chain(records, start_seq=start[0], start_hash=start[1])
-    if not result.ok:
-        return result
-    last_seq = records[-1].seq if records else start[0]
-    last_hash = records[-1].hash if records else start[1]
+    last_seq, last_hash, checked = check.last_seq, check.last_hash, check.checked
     if head_seq is None or head_hash is None:
         return VerifyResult(
-            False, result.checked, last_seq + 1, "the chain head row is missing (deleted?)"
+            False, checked, last_seq + 1, "the chain head row is missing (deleted?)"
         )
     if head_seq > last_seq:
         return VerifyResult(
             False,
-            result.checked,
+            checked,
             last_seq + 1,
             f"record {last_seq + 1} is missing (deleted?): the chain head says the log ends "
             f"at record {head_seq}",
@@ -293,22 +297,7 @@ def verify_with_head(
             last_seq,
             f"record {last_seq} does not match the chain head (replaced or edited)",
         )
-    return result
-
-
-def verify_head_rows(rows: Sequence[Sequence[Any]]) -> VerifyResult:
-    """:func:`verify_with_head` on the rows of the ``verify_audit`` statement: the head's
-    seq and hash, where the kept chain starts (``audit_archived_through``), then an audit
-    record's columns (NULL when the log is empty)."""
-    records = [audit_record(r[3:]) for r in rows if r[3] is not None]
-    head_seq = rows[0][0] if rows else None
-    head_hash = rows[0][1] if rows else None
-    return verify_with_head(
-        records,
-        int(head_seq) if head_seq is not None else None,
-        str(head_hash) if head_hash is not None else None,
-        archived_through(rows[0][2] if rows else None),
-    )
+    return check.result()
 
 
 # ---------------------------------------------------------------------------- parameters

@@ -62,6 +62,8 @@ from agent_guardrails.policy.scope import Scope
 
 __all__ = [
     "ArchiveResult",
+    "ChainCheck",
+    "read_audit",
     "AuditEvent",
     "AuditLog",
     "AuditRecord",
@@ -534,41 +536,90 @@ def check_charges(charges: Iterable[Charge]) -> None:
             raise ValueError(f"charge for {c.kind} {c.label} has an unusable amount or limit")
 
 
+AUDIT_PAGE = 5000
+"""Records read at a time by :func:`read_audit`."""
+
+
+def read_audit(store: AuditLog) -> Iterator[AuditRecord]:
+    """``store``'s audit log, oldest first, read a page at a time: a log of millions of
+    records is never held whole (each page is dropped once passed)."""
+    after = 0
+    while True:
+        page = store.audit_records(after=after, limit=AUDIT_PAGE)
+        yield from page
+        if len(page) < AUDIT_PAGE:
+            return
+        after = page[-1].seq
+
+
 def verify_chain(
-    records: Sequence[AuditRecord], *, start_seq: int = 0, start_hash: str = GENESIS
+    records: Iterable[AuditRecord], *, start_seq: int = 0, start_hash: str = GENESIS
 ) -> VerifyResult:
     """Check seq continuity and every hash; name the first record that does not fit. The
     chain starts after record ``start_seq`` whose hash is ``start_hash`` (the genesis by
     default; where an archive ends for a log whose prefix was archived)."""
-    prev = start_hash
-    expected_seq = start_seq + 1
-    for rec in records:
-        if rec.seq != expected_seq:
-            what = "missing (deleted?)" if rec.seq > expected_seq else "out of order"
-            problem = f"record {expected_seq} is {what}"
-            return VerifyResult(False, expected_seq - 1 - start_seq, expected_seq, problem)
-        if rec.prev_hash != prev:
-            return VerifyResult(
-                False,
-                expected_seq - 1 - start_seq,
-                rec.seq,
-                f"record {rec.seq} does not link to record {rec.seq - 1} "
-                "(inserted, reordered or edited)",
-            )
-        data_json = canonical_json(rec.data)
-        if (
-            chain_hash(rec.prev_hash, rec.seq, rec.ts, rec.kind, rec.call_key, data_json)
-            != rec.hash
-        ):
-            return VerifyResult(
-                False,
-                expected_seq - 1 - start_seq,
-                rec.seq,
-                f"record {rec.seq} was edited (its hash does not match its content)",
-            )
-        prev = rec.hash
-        expected_seq += 1
-    return VerifyResult(True, len(records))
+    check = ChainCheck(start_seq, start_hash)
+    failed = check.feed(records)
+    return failed if failed is not None else check.result()
+
+
+class ChainCheck:
+    """:func:`verify_chain` fed a page of records at a time (a long log is never held
+    whole): :meth:`feed` each page in order, then :meth:`result`."""
+
+    __slots__ = ("expected_seq", "last_hash", "start_seq")
+
+    def __init__(self, start_seq: int = 0, start_hash: str = GENESIS) -> None:
+        self.start_seq = start_seq
+        self.expected_seq = start_seq + 1
+        self.last_hash = start_hash
+
+    @property
+    def last_seq(self) -> int:
+        """The last record checked (``start_seq`` before any)."""
+        return self.expected_seq - 1
+
+    @property
+    def checked(self) -> int:
+        return self.expected_seq - 1 - self.start_seq
+
+    def feed(self, records: Iterable[AuditRecord]) -> VerifyResult | None:
+        """Check the next records; the failure, or ``None`` while the chain holds."""
+        prev, expected_seq = self.last_hash, self.expected_seq
+        try:
+            for rec in records:
+                if rec.seq != expected_seq:
+                    what = "missing (deleted?)" if rec.seq > expected_seq else "out of order"
+                    problem = f"record {expected_seq} is {what}"
+                    return self._failed(expected_seq, expected_seq, problem)
+                if rec.prev_hash != prev:
+                    return self._failed(
+                        expected_seq,
+                        rec.seq,
+                        f"record {rec.seq} does not link to record {rec.seq - 1} "
+                        "(inserted, reordered or edited)",
+                    )
+                data_json = canonical_json(rec.data)
+                if (
+                    chain_hash(rec.prev_hash, rec.seq, rec.ts, rec.kind, rec.call_key, data_json)
+                    != rec.hash
+                ):
+                    return self._failed(
+                        expected_seq,
+                        rec.seq,
+                        f"record {rec.seq} was edited (its hash does not match its content)",
+                    )
+                prev = rec.hash
+                expected_seq += 1
+        finally:
+            self.expected_seq, self.last_hash = expected_seq, prev
+        return None
+
+    def _failed(self, expected_seq: int, seq: int, problem: str) -> VerifyResult:
+        return VerifyResult(False, expected_seq - 1 - self.start_seq, seq, problem)
+
+    def result(self) -> VerifyResult:
+        return VerifyResult(True, self.checked)
 
 
 def level_data(change: LevelChange) -> dict[str, Any]:
