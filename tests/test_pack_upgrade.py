@@ -125,3 +125,21 @@ def test_a_stored_copy_this_release_cannot_read_is_said_so(every_store_url: str)
     with pytest.raises(ConfigurationError, match="the stored copy cannot be read here"):
         apply_pack(store, V1, by="ops")
     store.close()
+
+
+def test_a_guard_nodes_decision_carried_to_its_tools_node_is_not_stale(tmp_path: Any) -> None:
+    """The guard node carries the version it decided under to the tools node, which refuses
+    the call as ``approval_stale`` if the active version changed meanwhile: with the store's
+    version digested by an earlier release, that is the store's digest on both sides."""
+    from tests.test_guard_node import PACK as NODE_PACK
+    from tests.test_guard_node import Harness, tool_results, turn
+
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    earlier = open_store(url)
+    earlier.save_pack("node", "3", OLD, PolicyPack.from_yaml(NODE_PACK).to_yaml(), by="old")
+    earlier.activate_pack("node", "3", by="old")
+    earlier.close()
+    h = Harness(turn(("tag_contact", {"contact": "a"})), store=url)
+    out = h.start()
+    assert h.runs == [("tag_contact", {"contact": "a"})], tool_results(out)
+    h.guard.close()

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -15,12 +16,14 @@ from agent_guardrails import (
     AutonomyLevel,
     CallRequest,
     DecisionKind,
+    Guardrails,
     PolicyError,
     PolicyPack,
     Scope,
     ValidatorRegistry,
     decide,
 )
+from agent_guardrails.engine.decision import ValidatorOutcome
 from agent_guardrails.engine.rules import CheckError
 from agent_guardrails.pipeline.flow import user_checks
 from tests.conftest import NOON_WEDNESDAY, pack_text
@@ -470,9 +473,122 @@ def test_without_a_check_timeout_sync_checks_run_on_the_callers_thread() -> None
     assert seen == [threading.current_thread().name]
 
 
-@pytest.mark.parametrize("value", [0, -1, "soon", float("nan"), float("inf")])
+@pytest.mark.parametrize("value", [0, -1, "soon", float("nan"), float("inf"), "2d", 1e10])
 def test_a_bad_check_timeout_is_refused_at_load(value: object) -> None:
     with pytest.raises(PolicyError, match="check_timeout"):
         PolicyPack.from_dict(
             {"name": "t", "version": "1", "defaults": {"check_timeout": value}, "actions": {}}
         )
+
+
+def test_checks_not_begun_when_the_call_timed_out_are_not_run() -> None:
+    """The first check hangs past the timeout; once the call was decided without it, the
+    worker does not go on to call the second one (the application's API, for nothing)."""
+    gate, called = threading.Event(), threading.Event()
+
+    def hangs(call: CallRequest, _params: object) -> str | None:
+        gate.wait(10)
+        return None
+
+    def second(call: CallRequest, _params: object) -> str | None:
+        called.set()
+        return None
+
+    registry = ValidatorRegistry()
+    registry.register("hangs", hangs)
+    registry.register("second", second)
+    pack = PolicyPack.from_yaml(
+        pack_text(
+            """
+            defaults: {level: execute, check_timeout: 0.1s}
+            actions:
+              crm.tag: {risk: low, validators: [hangs, second]}
+            """
+        ),
+        registry=registry,
+    )
+    checks = user_checks(pack, CallRequest("tag", "crm.tag", {"id": "c1"}))
+    assert checks is not None
+    said = checks.run(None)
+    assert all(isinstance(m, CheckError) for m in said.values())
+    gate.set()
+    assert not called.wait(0.5), "the second check ran after the call was decided"
+
+
+def _slow_pack(name: str, seconds: float, timeout: str) -> Guardrails:
+    def slow(call: CallRequest, _params: object) -> str | None:
+        time.sleep(seconds)
+        return None
+
+    registry = ValidatorRegistry()
+    registry.register(name, slow)
+    return Guardrails(
+        PolicyPack.from_yaml(
+            pack_text(
+                f"""
+                defaults: {{level: execute, check_timeout: {timeout}}}
+                actions:
+                  crm.tag: {{risk: low, validators: [{name}]}}
+                """
+            ),
+            registry=registry,
+        ),
+        store="memory://",
+    )
+
+
+def test_many_calls_checked_at_once_do_not_time_out_waiting_for_each_other() -> None:
+    """100 sync calls at once, each check taking 0.6 s, a timeout of 2 s: every check starts
+    at once on its own worker thread, so none is denied for waiting behind the others."""
+    guard = _slow_pack("slowish", 0.6, "2s")
+    request = CallRequest("tag", "crm.tag", {"id": "c"})
+    with ThreadPoolExecutor(100) as pool:
+        results = list(pool.map(lambda i: guard.run(request, lambda a: "ran"), range(100)))
+    assert results == ["ran"] * 100
+    guard.close()
+
+
+def test_hung_checks_do_not_starve_the_others() -> None:
+    """40 calls whose check never answers (until the test ends) fail closed in time; a call
+    of another pack's check, made meanwhile, is checked and runs."""
+    gate = threading.Event()
+
+    def never(call: CallRequest, _params: object) -> str | None:
+        gate.wait(30)
+        return None
+
+    registry = ValidatorRegistry()
+    registry.register("never", never)
+    hung = Guardrails(
+        PolicyPack.from_yaml(
+            pack_text(
+                """
+                defaults: {level: execute, check_timeout: 0.2s}
+                actions:
+                  crm.tag: {risk: low, validators: [never]}
+                """
+            ),
+            registry=registry,
+        ),
+        store="memory://",
+    )
+    quick = _slow_pack("instant", 0.0, "1s")
+    request = CallRequest("tag", "crm.tag", {"id": "c"})
+    try:
+        with ThreadPoolExecutor(40) as pool:
+            denied: list[Any] = list(
+                pool.map(lambda i: hung.run(request, lambda a: "ran"), range(40))
+            )
+        assert {r["reasons"][0] for r in denied} == {"validator_error:never"}
+        assert quick.run(request, lambda a: "ran") == "ran"
+    finally:
+        gate.set()
+        hung.close()
+        quick.close()
+
+
+def test_a_validator_outcome_still_unpacks_as_three_fields() -> None:
+    name, passed, message = ValidatorOutcome("crm", False, CheckError("it raised"))
+    assert (name, passed, message) == ("crm", False, "it raised")
+    assert ValidatorOutcome("crm", False, "no").error is False
+    assert ValidatorOutcome("crm", False, CheckError("it raised")).error is True

@@ -3,14 +3,21 @@ that does not fit is named (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from agent_guardrails.store import Store, _operators, open_store
-from agent_guardrails.store.base import AuditEvent, ChainCheck, canonical_json, chain_hash
+from agent_guardrails.store import MemoryStore, Store, _operators, open_store
+from agent_guardrails.store.base import (
+    GENESIS,
+    AuditEvent,
+    ChainCheck,
+    canonical_json,
+    chain_hash,
+)
 from tests.store.store_helpers import StoreFactory, raw_sql
 
 Run = Callable[..., list[tuple[Any, ...]]]
@@ -118,6 +125,16 @@ def delete_head(run: Run) -> None:
     run("DELETE FROM {t}audit_head")
 
 
+def forge_before_the_first(run: Run) -> None:
+    """A record forged below the chain (seq 0, linked to the genesis with a correct hash):
+    ``find_audit`` would find it by its dedupe key, so verification must see it."""
+    _forge(run, 0, GENESIS, good_hash=True)
+
+
+def forge_negative(run: Run) -> None:
+    _forge(run, -5, GENESIS, good_hash=True)
+
+
 CASES: list[tuple[Callable[[Run], None], int, str]] = [
     (edit_data, 3, "edited"),
     (break_data_json, 3, "edited"),
@@ -133,6 +150,8 @@ CASES: list[tuple[Callable[[Run], None], int, str]] = [
     (forge_inserted_good_hash, 4, "does not link"),
     (rewrite_last, 6, "chain head"),
     (delete_head, 7, "head row is missing"),
+    (forge_before_the_first, 1, "out of order"),
+    (forge_negative, 1, "out of order"),
 ]
 
 
@@ -308,3 +327,19 @@ def test_records_appended_while_the_log_is_verified_are_not_taken_for_forgeries(
     assert store.verify_audit().checked == 9  # the next verification sees them
     other.close()
     store.close()
+
+
+def test_a_chain_check_keeps_its_first_failure() -> None:
+    """Fed page by page, a failure stands: later pages, and the verdict, say it again."""
+    store = MemoryStore()
+    for i in range(1, 7):
+        store.append_audit(AuditEvent("decision", {"n": i}, f"k{i}"))
+    records = store.audit_records()
+    edited = [*records[:4], dataclasses.replace(records[4], data={"n": "edited"}), records[5]]
+    check = ChainCheck()
+    assert check.feed(edited[:3]) is None
+    failed = check.feed(edited[3:5])
+    assert failed is not None
+    assert failed.first_bad_seq == 5
+    assert check.feed(edited[5:]) == failed
+    assert check.result() == failed

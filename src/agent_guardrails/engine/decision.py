@@ -93,16 +93,27 @@ class Charge(NamedTuple):
     label: str  # what to call it in messages: the budget's name or the entity
 
 
+class CheckError(str):
+    """What a validator "said" when it could not answer: it raised, or did not answer within
+    the pack's ``defaults.check_timeout``. The call fails closed on it as on a failure, but
+    it is no policy violation."""
+
+    __slots__ = ()
+
+
 class ValidatorOutcome(NamedTuple):
-    """The result of one validator for one call. ``error``: it did not pass because it could
-    not answer (the application's check raised, or did not answer within the pack's
-    ``defaults.check_timeout``): the call is denied all the same, but that is not a policy
-    violation (no trip-wire, not counted against the policy pass rate)."""
+    """The result of one validator for one call."""
 
     name: str
     passed: bool
     message: str = ""
-    error: bool = False
+
+    @property
+    def error(self) -> bool:
+        """It did not pass because it could not answer (its ``message`` is a
+        :class:`CheckError`): the call is denied all the same, but that is not a policy
+        violation (no trip-wire, not counted against the policy pass rate)."""
+        return isinstance(self.message, CheckError)
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ from agent_guardrails.engine.charges import CostError, call_cost, charges_for
 from agent_guardrails.engine.decision import (
     CallRequest,
     Charge,
+    CheckError,
     Decision,
     DecisionKind,
     ValidatorOutcome,
@@ -359,13 +360,6 @@ def _plan(pack: PolicyPack, name: str) -> _Plan | None:
     return plan
 
 
-class CheckError(str):
-    """What a validator "said" when it could not answer: it raised, or did not answer in
-    time. The call fails closed on it like on a failure, but it is no policy violation."""
-
-    __slots__ = ()
-
-
 def check(validator: CompiledValidator, call: CallRequest) -> str | None:
     """Run one validator: ``None`` if ``call`` passes, else why not. One that raises fails
     closed (a :class:`CheckError` says so, and the call is denied, never run)."""
@@ -390,7 +384,7 @@ def _said(
 def _outcome(validator: CompiledValidator, msg: str | None) -> ValidatorOutcome:
     if msg is None:
         return ValidatorOutcome(validator.name, True, "")
-    return ValidatorOutcome(validator.name, False, msg, isinstance(msg, CheckError))
+    return ValidatorOutcome(validator.name, False, msg)
 
 
 def user_validators(pack: PolicyPack, name: str) -> tuple[tuple[int, CompiledValidator], ...]:

@@ -120,8 +120,12 @@ class Invoke(Effect):
         return result
 
 
-USER_THREADS = 32
-"""Most worker threads that run the application's own sync code for async callers at once."""
+USER_THREADS = 256
+"""Most worker threads that run the application's own code at once (made as needed, an idle
+one reused first). Generous, because a check that hangs holds its thread until it returns
+(``defaults.check_timeout`` stops the call waiting for it, not the check) and an
+``approver=`` holds one for the human's whole time: with a few of those, other calls' checks
+still start at once. Beyond it, work queues."""
 
 
 class _UserThreads:

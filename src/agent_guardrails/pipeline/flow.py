@@ -29,6 +29,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -226,24 +227,28 @@ class UserChecks(Effect):
     def run(self, store: Any) -> dict[int, str | None]:
         said: dict[int, str | None] = {}
         if self.timeout is None:
-            return _run_checks(self.todo, self.request, said)
+            return _run_checks(self.todo, self.request, said, None)
+        late = threading.Event()
         context = contextvars.copy_context()
-        work = user_threads().submit(context.run, _run_checks, self.todo, self.request, said)
+        work = user_threads().submit(context.run, _run_checks, self.todo, self.request, said, late)
         try:
             return work.result(self.timeout)
         except concurrent.futures.TimeoutError:
-            work.cancel()  # not begun yet: it never will
+            late.set()  # the checks not begun yet are not run
+            work.cancel()  # not begun at all: it never will
             return self._late(said)
 
     async def arun(self, store: Any) -> dict[int, str | None]:
         said: dict[int, str | None] = {}
+        late = threading.Event()
         context = contextvars.copy_context()
         work = asyncio.get_running_loop().run_in_executor(
-            user_threads(), context.run, _run_checks, self.todo, self.request, said
+            user_threads(), context.run, _run_checks, self.todo, self.request, said, late
         )
         try:
             return await asyncio.wait_for(work, self.timeout)
         except TimeoutError:
+            late.set()
             return self._late(said)
 
     def _late(self, said: dict[int, str | None]) -> dict[int, str | None]:
@@ -259,8 +264,13 @@ def _run_checks(
     todo: tuple[tuple[int, CompiledValidator], ...],
     request: CallRequest,
     said: dict[int, str | None],
+    late: threading.Event | None,
 ) -> dict[int, str | None]:
+    """Each check's answer into ``said``, in order; none begun once ``late`` is set (the
+    call was decided without them: the application's code is not run for nothing)."""
     for i, validator in todo:
+        if late is not None and late.is_set():
+            break
         said[i] = rules.check(validator, request)
     return said
 

@@ -46,6 +46,8 @@ __all__ = [
 
 MAX_APPROVAL_SECONDS = 30 * 86_400
 """The longest an approval request may wait (``timeout``) or be expected to take (``sla``)."""
+MAX_CHECK_SECONDS = 86_400.0
+"""The longest ``defaults.check_timeout``: a day."""
 
 MODEL_ACTION = "model.call"
 """The action name budgets use for model spend (``budgets[].actions: [model.call]``)."""
@@ -354,6 +356,16 @@ class Defaults(_Model):
     ceiling: Level = AutonomyLevel.ORCHESTRATE
     currency: str = Field("USD", min_length=3, max_length=3)
     check_timeout: Duration | None = 30.0
+
+    @field_validator("check_timeout")
+    @classmethod
+    def _bounded_check_timeout(cls, v: float | None) -> float | None:
+        if v is not None and v > MAX_CHECK_SECONDS:
+            raise ValueError(
+                f"check_timeout {v:g} s is longer than a day; a check that slow is not "
+                "answering: write at most 1d, or null for no limit"
+            )
+        return v
 
 
 class KillSwitchPolicy(_Model):

@@ -19,7 +19,7 @@ Built-ins (names as used in a pack's ``validators:`` list):
 
 Register your own before loading the pack that uses it. Your validators and consent checks
 are *your code*, which may do I/O (a moderation API, a CRM lookup): on the async paths they
-run on one of the library's worker threads (at most 32 at once:
+run on one of the library's worker threads (at most 256 at once:
 ``pipeline.effects.USER_THREADS``; not the event loop's default executor, which LangGraph's
 sync tools use), never on the event loop nor on a store's own thread, so a slow or blocking
 check delays only its own call; the sync paths run them on those threads too, so that the

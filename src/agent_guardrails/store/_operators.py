@@ -54,6 +54,8 @@ T = TypeVar("T")
 
 VERIFY_PAGE = 5000
 """Records read at a time when the audit chain is verified."""
+LOWEST_SEQ = -(2**63)
+"""Below every record number a row can hold (a 64-bit integer)."""
 Row = Sequence[Any]
 
 
@@ -280,7 +282,7 @@ class SQLOperations(GateEvidenceOperations):
         head = yield self._one("verify_head")
         head_seq, head_hash, through = head if head is not None else (None, None, None)
         check = ChainCheck(*_rows.archived_through(through))
-        after = 0
+        after = LOWEST_SEQ  # every row, as the chain's own (a forged seq 0 or -5 included)
         while True:
             rows = yield self._all("audit_records", (after, VERIFY_PAGE))
             failed = check.feed(_rows.audit_record(r) for r in rows)

@@ -567,12 +567,13 @@ class ChainCheck:
     """:func:`verify_chain` fed a page of records at a time (a long log is never held
     whole): :meth:`feed` each page in order, then :meth:`result`."""
 
-    __slots__ = ("expected_seq", "last_hash", "start_seq")
+    __slots__ = ("expected_seq", "failed", "last_hash", "start_seq")
 
     def __init__(self, start_seq: int = 0, start_hash: str = GENESIS) -> None:
         self.start_seq = start_seq
         self.expected_seq = start_seq + 1
         self.last_hash = start_hash
+        self.failed: VerifyResult | None = None  # the first failure: it stands
 
     @property
     def last_seq(self) -> int:
@@ -584,7 +585,10 @@ class ChainCheck:
         return self.expected_seq - 1 - self.start_seq
 
     def feed(self, records: Iterable[AuditRecord]) -> VerifyResult | None:
-        """Check the next records; the failure, or ``None`` while the chain holds."""
+        """Check the next records; the failure (the first one found, whatever is fed
+        after it), or ``None`` while the chain holds."""
+        if self.failed is not None:
+            return self.failed
         prev, expected_seq = self.last_hash, self.expected_seq
         try:
             for rec in records:
@@ -616,10 +620,12 @@ class ChainCheck:
         return None
 
     def _failed(self, expected_seq: int, seq: int, problem: str) -> VerifyResult:
-        return VerifyResult(False, expected_seq - 1 - self.start_seq, seq, problem)
+        self.failed = VerifyResult(False, expected_seq - 1 - self.start_seq, seq, problem)
+        return self.failed
 
     def result(self) -> VerifyResult:
-        return VerifyResult(True, self.checked)
+        """The verdict on everything fed."""
+        return self.failed if self.failed is not None else VerifyResult(True, self.checked)
 
 
 def level_data(change: LevelChange) -> dict[str, Any]:
