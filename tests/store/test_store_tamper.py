@@ -3,6 +3,7 @@ that does not fit is named (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Callable
@@ -343,3 +344,30 @@ def test_a_chain_check_keeps_its_first_failure() -> None:
     assert failed.first_bad_seq == 5
     assert check.feed(edited[5:]) == failed
     assert check.result() == failed
+
+
+def test_async_verification_hashes_off_the_event_loop(durable_url: str) -> None:
+    """Checking the chain is CPU work that grows with the log: ``averify_audit`` does it off
+    the event loop (on a worker thread, or SQLite's store thread), never on it."""
+    store = open_store(durable_url)
+    _log(store)
+    on_loop: list[bool] = []
+    feed = ChainCheck.feed
+
+    def watched(check: ChainCheck, records: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return feed(check, records)
+
+    ChainCheck.feed = watched  # type: ignore[method-assign,assignment]
+    try:
+        result = asyncio.run(store.averify_audit())  # type: ignore[attr-defined]
+    finally:
+        ChainCheck.feed = feed  # type: ignore[method-assign]
+        store.close()
+    assert result.ok
+    assert on_loop
+    assert not any(on_loop), "the chain was hashed on the event loop"
