@@ -196,3 +196,32 @@ def test_each_gate_rate_and_the_kpi_is_checked_for_anomalies() -> None:
         assert "99% interval" in a.sentence
     assert "above" in found[2].sentence  # escalations rose
     assert "below" in found[0].sentence  # success fell
+
+
+def test_a_pack_changed_this_week_with_a_failing_metric_is_a_rollback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The version before it was activated weeks earlier (outside the week): a rollback is
+    still possible, and recommended when a metric fails since the change."""
+    store = open_store("memory://")
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: _weeks_ago(3))
+        apply_pack(store, PACK, by="ana")
+    apply_pack(store, PACK.replace('version: "1"', 'version: "2"'), by="ana")
+    guard = Guardrails(active_policy(store), store=store)
+
+    def fails(args: Any) -> Any:
+        raise RuntimeError("the CRM refused")
+
+    for i in range(30):
+        request = CallRequest("tag", "crm.tag", {"n": i}, Scope(workflow="news"))
+        with pytest.raises(RuntimeError):
+            guard.run(request, fails)
+    card = weekly_scorecard(store, week=datetime.now(UTC).date())
+    (news,) = [r for r in card.rows if r.scope == "workflow=news"]
+    assert news.recommendation == "rollback", (news.verdict, news.recommendation_reason)
+    assert "Pack v2 was activated this week" in news.recommendation_reason
+
+
+def _weeks_ago(n: int) -> float:
+    return (datetime.now(UTC) - timedelta(weeks=n)).timestamp()
