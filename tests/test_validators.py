@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Mapping
@@ -25,6 +28,7 @@ from agent_guardrails import (
 )
 from agent_guardrails.engine.decision import ValidatorOutcome
 from agent_guardrails.engine.rules import CheckError
+from agent_guardrails.pipeline.effects import DaemonThreads
 from agent_guardrails.pipeline.flow import user_checks
 from tests.conftest import NOON_WEDNESDAY, pack_text
 
@@ -473,6 +477,15 @@ def test_without_a_check_timeout_sync_checks_run_on_the_callers_thread() -> None
     assert seen == [threading.current_thread().name]
 
 
+@pytest.mark.parametrize("value", ["1d", 86_400, "90s", 0.05])
+def test_a_check_timeout_up_to_a_day_loads(value: object) -> None:
+    pack = PolicyPack.from_dict(
+        {"name": "t", "version": "1", "defaults": {"check_timeout": value}, "actions": {}}
+    )
+    assert pack.defaults.check_timeout is not None
+    assert 0 < pack.defaults.check_timeout <= 86_400
+
+
 @pytest.mark.parametrize("value", [0, -1, "soon", float("nan"), float("inf"), "2d", 1e10])
 def test_a_bad_check_timeout_is_refused_at_load(value: object) -> None:
     with pytest.raises(PolicyError, match="check_timeout"):
@@ -592,3 +605,105 @@ def test_a_validator_outcome_still_unpacks_as_three_fields() -> None:
     assert (name, passed, message) == ("crm", False, "it raised")
     assert ValidatorOutcome("crm", False, "no").error is False
     assert ValidatorOutcome("crm", False, CheckError("it raised")).error is True
+
+
+def test_a_cancelled_async_call_runs_no_more_of_its_checks() -> None:
+    """The caller gave up on the call (its task was cancelled) while its first check ran:
+    the second check, not begun, is not run."""
+    gate, first, called = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(call: CallRequest, _params: object) -> str | None:
+        first.set()
+        gate.wait(10)
+        return None
+
+    def second(call: CallRequest, _params: object) -> str | None:
+        called.set()
+        return None
+
+    registry = ValidatorRegistry()
+    registry.register("slow", slow)
+    registry.register("second", second)
+    pack = PolicyPack.from_yaml(
+        pack_text(
+            """
+            defaults: {level: execute, check_timeout: 5s}
+            actions:
+              crm.tag: {risk: low, validators: [slow, second]}
+            """
+        ),
+        registry=registry,
+    )
+    checks = user_checks(pack, CallRequest("tag", "crm.tag", {"id": "c1"}))
+    assert checks is not None
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(checks.arun(None))
+        await asyncio.to_thread(first.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled())
+    gate.set()
+    assert not called.wait(0.5), "the second check ran after its caller was cancelled"
+
+
+def test_a_hung_check_does_not_keep_the_process_from_exiting(tmp_path: Any) -> None:
+    """The worker threads are daemons: a check that never returns does not hold the
+    process at exit (the interpreter joins a ThreadPoolExecutor's threads)."""
+    script = tmp_path / "hung.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import threading
+            from agent_guardrails import CallRequest, Guardrails, PolicyPack, ValidatorRegistry
+
+            def never(call, params):
+                threading.Event().wait()  # never answers
+                return None
+
+            registry = ValidatorRegistry()
+            registry.register("never", never)
+            pack = PolicyPack.from_yaml(
+                "name: t\\nversion: 1\\ndefaults: {level: execute, check_timeout: 0.1s}\\n"
+                "actions:\\n  crm.tag: {risk: low, validators: [never]}\\n",
+                registry=registry,
+            )
+            guard = Guardrails(pack, store="memory://")
+            print(guard.run(CallRequest("tag", "crm.tag", {}), lambda a: "ran")["reasons"])
+            """
+        )
+    )
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "validator_error:never" in done.stdout
+    assert time.monotonic() - began < 30
+
+
+def test_the_worker_threads_are_reused_and_bounded() -> None:
+    """An idle worker takes the next work (one thread for work done one after another);
+    no more than ``most`` run at once, the rest queue and run as workers free up."""
+    pool = DaemonThreads(3, "test-threads")
+    names = {pool.submit(lambda: threading.current_thread().name).result(5) for _ in range(20)}
+    assert len(names) == 1
+    gate = threading.Event()
+    running: list[str] = []
+    lock = threading.Lock()
+
+    def hold() -> str:
+        with lock:
+            running.append(threading.current_thread().name)
+        gate.wait(5)
+        return "done"
+
+    futures = [pool.submit(hold) for _ in range(5)]
+    time.sleep(0.3)
+    assert len(running) == 3  # the other two wait for a worker
+    gate.set()
+    assert [f.result(5) for f in futures] == ["done"] * 5
+    assert len(set(running)) == 3
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(lambda: None)

@@ -136,6 +136,11 @@ def forge_negative(run: Run) -> None:
     _forge(run, -5, GENESIS, good_hash=True)
 
 
+def forge_lowest(run: Run) -> None:
+    """At the lowest seq a 64-bit column holds."""
+    _forge(run, -(2**63), GENESIS, good_hash=True)
+
+
 CASES: list[tuple[Callable[[Run], None], int, str]] = [
     (edit_data, 3, "edited"),
     (break_data_json, 3, "edited"),
@@ -153,6 +158,7 @@ CASES: list[tuple[Callable[[Run], None], int, str]] = [
     (delete_head, 7, "head row is missing"),
     (forge_before_the_first, 1, "out of order"),
     (forge_negative, 1, "out of order"),
+    (forge_lowest, 1, "out of order"),
 ]
 
 

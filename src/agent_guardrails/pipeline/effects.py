@@ -31,14 +31,15 @@ reservation are then one round trip to the thread instead of two.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
 import inspect
 import os
+import queue
 import threading
 from collections.abc import Awaitable, Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
@@ -128,6 +129,65 @@ one reused first). Generous, because a check that hangs holds its thread until i
 still start at once. Beyond it, work queues."""
 
 
+class DaemonThreads(concurrent.futures.Executor):
+    """An executor of up to ``most`` *daemon* threads, made as needed (an idle one is taken
+    first), each running one submitted function at a time; beyond ``most`` busy, work
+    queues. Daemon, unlike ``ThreadPoolExecutor``'s (which the interpreter joins at exit):
+    the application's code that never returns (a hung check, an approver nobody answers)
+    does not keep the process from exiting."""
+
+    def __init__(self, most: int, name: str) -> None:
+        self._most = most
+        self._name = name
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # one per worker waiting for work
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._closed = False
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._work.put((future, fn, args, kwargs))
+        if not self._idle.acquire(blocking=False):  # no idle worker: make one, if allowed
+            with self._lock:
+                start = self._threads < self._most
+                if start:
+                    self._threads += 1
+                    number = self._threads
+            if start:
+                threading.Thread(
+                    target=self._serve, name=f"{self._name}_{number}", daemon=True
+                ).start()
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:  # the caller's to see
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del item, future, fn, args, kwargs
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more work; each worker ends once the work queued before is done."""
+        self._closed = True
+        with self._lock:
+            for _ in range(self._threads):
+                self._work.put(None)
+
+
 class _UserThreads:
     """The worker threads of :class:`OffLoop`: a pool of the library's own, not the event
     loop's default executor, which LangGraph also runs sync tools and nodes on (6 threads on
@@ -135,17 +195,17 @@ class _UserThreads:
     they behind a slow check. Made on first use; a forked child makes its own."""
 
     def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonThreads | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
-    def pool(self) -> ThreadPoolExecutor:
+    def pool(self) -> DaemonThreads:
         pool = self._pool
         if pool is not None and self._pid == os.getpid():
             return pool
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
-                self._pool = ThreadPoolExecutor(USER_THREADS, "agent-guardrails-user")
+                self._pool = DaemonThreads(USER_THREADS, "agent-guardrails-user")
                 self._pid = os.getpid()
             return self._pool
 
@@ -153,7 +213,7 @@ class _UserThreads:
 _user_threads = _UserThreads()
 
 
-def user_threads() -> ThreadPoolExecutor:
+def user_threads() -> DaemonThreads:
     """The library's worker threads for the application's own code (see :class:`OffLoop`)."""
     return _user_threads.pool()
 

@@ -230,13 +230,16 @@ class UserChecks(Effect):
             return _run_checks(self.todo, self.request, said, None)
         late = threading.Event()
         context = contextvars.copy_context()
-        work = user_threads().submit(context.run, _run_checks, self.todo, self.request, said, late)
+        work: concurrent.futures.Future[dict[int, str | None]] = user_threads().submit(
+            context.run, _run_checks, self.todo, self.request, said, late
+        )
         try:
             return work.result(self.timeout)
         except concurrent.futures.TimeoutError:
-            late.set()  # the checks not begun yet are not run
             work.cancel()  # not begun at all: it never will
             return self._late(said)
+        finally:
+            late.set()  # decided (or given up on): the checks not begun yet are not run
 
     async def arun(self, store: Any) -> dict[int, str | None]:
         said: dict[int, str | None] = {}
@@ -248,8 +251,9 @@ class UserChecks(Effect):
         try:
             return await asyncio.wait_for(work, self.timeout)
         except TimeoutError:
-            late.set()
             return self._late(said)
+        finally:
+            late.set()  # also when the caller was cancelled: nobody waits for the rest
 
     def _late(self, said: dict[int, str | None]) -> dict[int, str | None]:
         answered = said.copy()  # one step under the GIL: the worker may still be writing

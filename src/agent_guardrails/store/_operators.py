@@ -19,7 +19,6 @@ own threads instead; see :mod:`.sqlite`.)
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +30,7 @@ from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import _rows
 from agent_guardrails.store._archive import BATCH, archive_prefix, check_cutoff
 from agent_guardrails.store._gate_evidence_ops import GateEvidenceOperations
-from agent_guardrails.store._steps import COUNT, Statement, Step
+from agent_guardrails.store._steps import COUNT, Compute, Statement, Step
 from agent_guardrails.store.base import (
     ArchiveResult,
     AuditEvent,
@@ -55,8 +54,7 @@ T = TypeVar("T")
 
 VERIFY_PAGE = 5000
 """Records read at a time when the audit chain is verified."""
-LOWEST_SEQ = -(2**63)
-"""Below every record number a row can hold (a 64-bit integer)."""
+
 Row = Sequence[Any]
 
 
@@ -279,14 +277,14 @@ class SQLOperations(GateEvidenceOperations):
 
     def _verify_pages_step(self) -> Step[VerifyResult]:
         """The chain head, then every record a page at a time (a log of millions of
-        records is never held whole), checked against the chain and the head."""
+        records is never held whole), checked against the chain and the head. The first
+        page has no lower bound: a row forged below the chain (any seq) is read too."""
         head = yield self._one("verify_head")
         head_seq, head_hash, through = head if head is not None else (None, None, None)
         check = ChainCheck(*_rows.archived_through(through))
-        after = LOWEST_SEQ  # every row, as the chain's own (a forged seq 0 or -5 included)
+        rows = yield self._all("audit_first_page", (VERIFY_PAGE,))
         while True:
-            rows = yield self._all("audit_records", (after, VERIFY_PAGE))
-            failed = check.feed(_rows.audit_record(r) for r in rows)
+            failed: VerifyResult | None = yield Compute(_check_page, check, rows)  # CPU work
             if failed is not None:
                 return failed
             if len(rows) < VERIFY_PAGE:
@@ -295,7 +293,7 @@ class SQLOperations(GateEvidenceOperations):
                     int(head_seq) if head_seq is not None else None,
                     str(head_hash) if head_hash is not None else None,
                 )
-            after = int(rows[-1][0])
+            rows = yield self._all("audit_records", (int(rows[-1][0]), VERIFY_PAGE))
 
     def _in_one_snapshot(self, step: Step[T]) -> Step[T]:
         """``step``, whose statements must read one snapshot of the database. A read
@@ -440,6 +438,9 @@ class AsyncSQLOperations(SQLOperations):
         return await self._aread(lambda: self._find_audit_step(dedupe))
 
     async def averify_audit(self) -> VerifyResult:
-        # Hashing every record is CPU work (seconds for a long log): on a worker thread,
-        # through the sync connections, never on the event loop.
-        return await asyncio.to_thread(self.verify_audit)
+        return await self._aread(self._verify_audit_step)  # (hashing: Compute, off the loop)
+
+
+def _check_page(check: ChainCheck, rows: Sequence[Sequence[Any]]) -> VerifyResult | None:
+    """Read ``rows`` (the ``audit_records`` columns) as records and feed them to ``check``."""
+    return check.feed(_rows.audit_record(r) for r in rows)

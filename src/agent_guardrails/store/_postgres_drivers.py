@@ -9,6 +9,7 @@ gives the rows back; the store (:mod:`.postgres`) holds the pools and the statem
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from agent_guardrails.store._steps import (
     ALL,
     COUNT,
     ONE,
+    Compute,
     Hot,
     Statement,
     Step,
@@ -65,6 +67,8 @@ class PostgresDrivers:
     def _perform(self, conn: Any, effect: Any) -> Any:
         """Do one effect of a step (:mod:`._steps`) on sync connection ``conn``."""
         kind = type(effect)
+        if kind is Compute:
+            return effect.fn(*effect.args)
         if kind is Hot:
             res = self._conns.exec_prepared(
                 conn, effect.name, self._hot[effect.name], effect.params, effect.expect
@@ -89,6 +93,8 @@ class PostgresDrivers:
     async def _aperform(self, conn: Any, effect: Any) -> Any:
         """Do one effect of a step on async connection ``conn``: as :meth:`_perform`."""
         kind = type(effect)
+        if kind is Compute:  # CPU work: not on the event loop
+            return await asyncio.to_thread(effect.fn, *effect.args)
         if kind is Hot:
             params = [None if p is None else p.decode() for p in effect.params]
             try:

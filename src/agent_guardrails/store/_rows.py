@@ -263,14 +263,12 @@ def verify_with_head(
 
 
 def head_verdict(check: ChainCheck, head_seq: int | None, head_hash: str | None) -> VerifyResult:
-    """The verdict on a chain ``check`` found whole, given the chain head row.
+    """The verdict on a chain ``check`` found whole (no failure fed), given the chain head.
 
     The chain alone cannot see its newest records deleted (what is left is a valid, shorter
     chain) nor a forged record appended with a correctly computed hash. The head row,
     written in the same transaction as every append, can: it must name the last record.
     """
-    if check.failed is not None:
-        return check.failed
     last_seq, last_hash, checked = check.last_seq, check.last_hash, check.checked
     if head_seq is None or head_hash is None:
         return VerifyResult(

@@ -4,8 +4,9 @@ drivers that run them: :func:`drive` (sync) and :func:`adrive` (async).
 A SQL store's operation (a *step*) is a generator: it yields what it needs done on the
 database, a :class:`Statement` (run it; send back its first row, every row or nothing), a
 :class:`Hot` statement (PostgreSQL's prepared hot-path functions) or a :class:`Transaction`
-(run another step inside one), and gets the result back at its ``yield``; it returns the
-operation's result. An error the database raises is thrown back into the step at the
+(run another step inside one), or :class:`Compute` (CPU work on rows it read, which an
+async driver does off the event loop), and gets the result back at its ``yield``; it
+returns the operation's result. An error the database raises is thrown back into the step at the
 ``yield`` that asked, so the step handles it where it happened, exactly as a direct call
 would (the pipeline, :mod:`agent_guardrails.pipeline.effects`, works the same way).
 
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 __all__ = [
     "ALL",
     "COUNT",
+    "Compute",
     "ONE",
     "RUN",
     "Hot",
@@ -93,6 +95,18 @@ class Transaction:
     def __init__(self, body: Step[Any], *, keyed: bool = False) -> None:
         self.body = body
         self.keyed = keyed
+
+
+class Compute:
+    """``fn(*args)``: CPU work a step does on what it read (hashing a page of the audit
+    chain). A sync driver calls it in place; PostgreSQL's async driver on a worker thread,
+    so that it does not hold the event loop (SQLite's async work is on its store thread)."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.fn = fn
+        self.args = args
 
 
 def just(value: T) -> Step[T]:

@@ -161,7 +161,7 @@ from agent_guardrails.store._sqlite_connections import (
     parse_sqlite_url,
 )
 from agent_guardrails.store._statements import SQLITE, statements
-from agent_guardrails.store._steps import ALL, COUNT, ONE, Step, drive, just
+from agent_guardrails.store._steps import ALL, COUNT, ONE, Compute, Step, drive, just
 from agent_guardrails.store.base import (
     AuditEvent,
     AuditRecord,
@@ -285,6 +285,8 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         """Do one effect of a shared step (:mod:`._steps`) on ``db``."""
         if type(effect) is _Append:
             return self._append_all(db, (effect.event,), effect.ts)[0]
+        if type(effect) is Compute:  # (already off the event loop: this is a store thread)
+            return effect.fn(*effect.args)
         cur = db.execute(effect.sql, effect.args)
         if effect.fetch == ONE:
             return cur.fetchone()

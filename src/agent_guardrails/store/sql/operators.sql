@@ -91,6 +91,10 @@ WHERE at >= ? AND metric = ? ORDER BY id;
 SELECT seq, ts, kind, call_key, data, prev_hash, hash FROM {p}audit
 WHERE seq > ? ORDER BY seq LIMIT ?;
 
+-- name: audit_first_page
+-- The first page of a verification: the lowest records, whatever their seq.
+SELECT seq, ts, kind, call_key, data, prev_hash, hash FROM {p}audit ORDER BY seq LIMIT ?;
+
 -- name: find_audit
 SELECT seq, ts, kind, call_key, data, prev_hash, hash FROM {p}audit WHERE dedupe = ?;
 
