@@ -28,7 +28,6 @@ from agent_guardrails import (
 )
 from agent_guardrails.engine.decision import ValidatorOutcome
 from agent_guardrails.engine.rules import CheckError
-from agent_guardrails.pipeline.effects import DaemonThreads
 from agent_guardrails.pipeline.flow import user_checks
 from tests.conftest import NOON_WEDNESDAY, pack_text
 
@@ -680,30 +679,3 @@ def test_a_hung_check_does_not_keep_the_process_from_exiting(tmp_path: Any) -> N
     assert done.returncode == 0, done.stderr
     assert "validator_error:never" in done.stdout
     assert time.monotonic() - began < 30
-
-
-def test_the_worker_threads_are_reused_and_bounded() -> None:
-    """An idle worker takes the next work (one thread for work done one after another);
-    no more than ``most`` run at once, the rest queue and run as workers free up."""
-    pool = DaemonThreads(3, "test-threads")
-    names = {pool.submit(lambda: threading.current_thread().name).result(5) for _ in range(20)}
-    assert len(names) == 1
-    gate = threading.Event()
-    running: list[str] = []
-    lock = threading.Lock()
-
-    def hold() -> str:
-        with lock:
-            running.append(threading.current_thread().name)
-        gate.wait(5)
-        return "done"
-
-    futures = [pool.submit(hold) for _ in range(5)]
-    time.sleep(0.3)
-    assert len(running) == 3  # the other two wait for a worker
-    gate.set()
-    assert [f.result(5) for f in futures] == ["done"] * 5
-    assert len(set(running)) == 3
-    pool.shutdown()
-    with pytest.raises(RuntimeError, match="after shutdown"):
-        pool.submit(lambda: None)

@@ -142,50 +142,97 @@ class DaemonThreads(concurrent.futures.Executor):
         self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)  # one per worker waiting for work
         self._lock = threading.Lock()
-        self._threads = 0
+        self._live: set[threading.Thread] = set()
+        self._made = 0
         self._closed = False
 
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
-        if self._closed:
-            raise RuntimeError("cannot schedule new futures after shutdown")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._work.put((future, fn, args, kwargs))
-        if not self._idle.acquire(blocking=False):  # no idle worker: make one, if allowed
+        with self._lock:  # (so that shutdown() sees every submit before or after it)
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._work.put((future, fn, args, kwargs))
+            if self._idle.acquire(blocking=False) or len(self._live) >= self._most:
+                return future  # an idle worker takes it, or it waits for one
+            self._made += 1
+            worker = threading.Thread(
+                target=self._serve, name=f"{self._name}_{self._made}", daemon=True
+            )
+            self._live.add(worker)
+        try:
+            worker.start()
+        except BaseException:  # no thread to be had (the process's limit): give the slot back
             with self._lock:
-                start = self._threads < self._most
-                if start:
-                    self._threads += 1
-                    number = self._threads
-            if start:
-                threading.Thread(
-                    target=self._serve, name=f"{self._name}_{number}", daemon=True
-                ).start()
+                self._live.discard(worker)
+            future.cancel()  # queued: whichever worker takes it skips it
+            raise
         return future
 
     def _serve(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is None:
-                return
-            future, fn, args, kwargs = item
-            if future.set_running_or_notify_cancel():
+        stopped = False
+        try:
+            while True:
+                item = self._work.get()
+                if item is None:
+                    stopped = True
+                    return
+                future, fn, args, kwargs = item
+                del item
+                if not future.set_running_or_notify_cancel():
+                    self._idle.release()
+                    continue
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:  # the caller's to see
+                    self._idle.release()  # idle before the caller hears: it may submit again
                     future.set_exception(exc)
                 else:
+                    self._idle.release()
                     future.set_result(result)
-            del item, future, fn, args, kwargs
-            self._idle.release()
+                    del result  # (an idle worker keeps nothing of its last work alive)
+                del future, fn, args, kwargs
+        finally:
+            with self._lock:
+                self._live.discard(threading.current_thread())
+            if not stopped:  # a done-callback raised through: a new worker takes its place
+                self._replace()
+
+    def _replace(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._made += 1
+            worker = threading.Thread(
+                target=self._serve, name=f"{self._name}_{self._made}", daemon=True
+            )
+            self._live.add(worker)
+        try:
+            worker.start()
+        except BaseException:
+            with self._lock:
+                self._live.discard(worker)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Take no more work; each worker ends once the work queued before is done."""
-        self._closed = True
+        """Take no more work; each worker ends once the work queued before is done (or
+        cancelled, with ``cancel_futures``). ``wait``: until then (a hung one never)."""
         with self._lock:
-            for _ in range(self._threads):
+            self._closed = True
+            if cancel_futures:
+                while True:
+                    try:
+                        item = self._work.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None:
+                        item[0].cancel()
+            workers = list(self._live)
+            for _ in workers:
                 self._work.put(None)
+        if wait:
+            for worker in workers:
+                worker.join()
 
 
 class _UserThreads:
