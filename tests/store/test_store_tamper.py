@@ -328,10 +328,8 @@ def test_records_appended_while_the_log_is_verified_are_not_taken_for_forgeries(
         return feed(check, records)
 
     monkeypatch.setattr(ChainCheck, "feed", feed_then_append)
-    if api == "sync":
-        result = store.verify_audit()
-    else:
-        result = asyncio.run(store.averify_audit())  # type: ignore[attr-defined]
+    verify = store.verify_audit if api == "sync" else lambda: asyncio.run(store.averify_audit())  # type: ignore[attr-defined]
+    result = verify()
     monkeypatch.setattr(ChainCheck, "feed", feed)
     assert result.ok, result.problem
     assert result.checked == 6
