@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,6 +17,7 @@ import pytest
 
 from agent_guardrails.engine.decision import Charge
 from agent_guardrails.ops.cli import main
+from agent_guardrails.ops.operations import apply_pack
 from agent_guardrails.store import MemoryStore, Store, open_store, verify_audit_archive
 from agent_guardrails.store._archive import read_archive
 from agent_guardrails.store.base import GENESIS, AuditEvent, Retention
@@ -280,7 +282,7 @@ def test_the_cli_archives_prunes_and_verifies_on_sqlite(tmp_path: Path) -> None:
     out = io.StringIO()
     b = tmp_path / "b.jsonl"
     args = ["audit", "archive", "--before", "2999-01-01", "--out", str(b), "--store", url]
-    assert main([*args, "--json"], out) == 0
+    assert main([*args, "--json", "--prune-recent"], out) == 0
     report = json.loads(out.getvalue())
     assert report["archived"] == 3
     assert report["first_seq"] == 6
@@ -295,3 +297,40 @@ def test_the_cli_archives_prunes_and_verifies_on_sqlite(tmp_path: Path) -> None:
     assert main(["audit", "verify", "--store", url], io.StringIO()) == 0
     bad = ["audit", "archive", "--before", "October", "--out", str(tmp_path / "c.jsonl")]
     assert main([*bad, "--store", url], io.StringIO()) == 2
+
+
+def test_the_cli_keeps_ended_calls_a_waiting_question_may_replay(tmp_path: Path) -> None:
+    """Calls that ended within the pack's longest approval timeout (here 3 days) are not
+    pruned, whatever the cutoff: answering a question that waited that long runs its
+    graph's turn again, and its calls that already ended must replay, not run again."""
+    url = f"sqlite:///{tmp_path / 'guard.db'}"
+    store = open_store(url)
+    apply_pack(
+        store,
+        "name: r\nversion: 1\nactions:\n  email.send: {sensitive: true, approval: {timeout: 3d}}\n"
+        "  crm.tag: {risk: low}\n",
+        by="ops",
+    )
+    _calls(store, time.time)
+    store.close()
+    db = sqlite3.connect(tmp_path / "guard.db")
+    db.execute("UPDATE ag_calls SET updated_at = ? WHERE key = 'done'", (time.time() - 4 * 86400,))
+    db.commit()
+    db.close()
+    out = io.StringIO()
+    args = ["audit", "archive", "--before", "2999-01-01", "--store", url]
+    assert main([*args, "--out", str(tmp_path / "a.jsonl"), "--json"], out) == 0
+    report = json.loads(out.getvalue())
+    assert report["pruned_calls"] == 1  # "done", 4 days ago; "broke", "dropped" just ended
+    assert abs(report["pruned_before"] - (time.time() - 3 * 86400)) < 60
+    store = open_store(url)
+    assert store.call_record("done") is None
+    assert store.call_record("broke") is not None
+    store.close()
+    out = io.StringIO()
+    assert main([*args, "--out", str(tmp_path / "b.jsonl")], out) == 0
+    assert "pruned 0 call rows that ended before" in out.getvalue()
+    assert "--prune-recent" in out.getvalue()
+    out = io.StringIO()
+    assert main([*args, "--out", str(tmp_path / "c.jsonl"), "--prune-recent"], out) == 0
+    assert "pruned 2 call rows\n" in out.getvalue()
