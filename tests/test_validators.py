@@ -8,7 +8,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -415,6 +415,26 @@ def test_an_async_validator_or_consent_check_is_refused_at_registration() -> Non
     assert "acheck" not in registry.names()
 
 
+def _checked_pack(
+    timeout: str, **checks: Callable[[CallRequest, object], str | None]
+) -> PolicyPack:
+    """``crm.tag`` guarded by ``checks`` (registered under their names, run in that order),
+    with ``defaults.check_timeout: timeout``."""
+    registry = ValidatorRegistry()
+    for name, check in checks.items():
+        registry.register(name, check)
+    return PolicyPack.from_yaml(
+        pack_text(
+            f"""
+            defaults: {{level: execute, check_timeout: {timeout}}}
+            actions:
+              crm.tag: {{risk: low, validators: [{", ".join(checks)}]}}
+            """
+        ),
+        registry=registry,
+    )
+
+
 def _two_checks(gate: threading.Event, seen: list[str], timeout: str = "0.2s") -> PolicyPack:
     """``crm.tag`` with two checks: ``quick`` refuses at once; ``slow`` waits for ``gate``."""
 
@@ -426,19 +446,7 @@ def _two_checks(gate: threading.Event, seen: list[str], timeout: str = "0.2s") -
         gate.wait(10)
         return None
 
-    registry = ValidatorRegistry()
-    registry.register("quick", quick)
-    registry.register("slow", slow)
-    return PolicyPack.from_yaml(
-        pack_text(
-            """
-            defaults: {level: execute, check_timeout: TIMEOUT}
-            actions:
-              crm.tag: {risk: low, validators: [quick, slow]}
-            """.replace("TIMEOUT", timeout)
-        ),
-        registry=registry,
-    )
+    return _checked_pack(timeout, quick=quick, slow=slow)
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -506,19 +514,7 @@ def test_checks_not_begun_when_the_call_timed_out_are_not_run() -> None:
         called.set()
         return None
 
-    registry = ValidatorRegistry()
-    registry.register("hangs", hangs)
-    registry.register("second", second)
-    pack = PolicyPack.from_yaml(
-        pack_text(
-            """
-            defaults: {level: execute, check_timeout: 0.1s}
-            actions:
-              crm.tag: {risk: low, validators: [hangs, second]}
-            """
-        ),
-        registry=registry,
-    )
+    pack = _checked_pack("0.1s", hangs=hangs, second=second)
     checks = user_checks(pack, CallRequest("tag", "crm.tag", {"id": "c1"}))
     assert checks is not None
     said = checks.run(None)
@@ -532,21 +528,7 @@ def _slow_pack(name: str, seconds: float, timeout: str) -> Guardrails:
         time.sleep(seconds)
         return None
 
-    registry = ValidatorRegistry()
-    registry.register(name, slow)
-    return Guardrails(
-        PolicyPack.from_yaml(
-            pack_text(
-                f"""
-                defaults: {{level: execute, check_timeout: {timeout}}}
-                actions:
-                  crm.tag: {{risk: low, validators: [{name}]}}
-                """
-            ),
-            registry=registry,
-        ),
-        store="memory://",
-    )
+    return Guardrails(_checked_pack(timeout, **{name: slow}), store="memory://")
 
 
 def test_many_calls_checked_at_once_do_not_time_out_waiting_for_each_other() -> None:
@@ -569,21 +551,7 @@ def test_hung_checks_do_not_starve_the_others() -> None:
         gate.wait(30)
         return None
 
-    registry = ValidatorRegistry()
-    registry.register("never", never)
-    hung = Guardrails(
-        PolicyPack.from_yaml(
-            pack_text(
-                """
-                defaults: {level: execute, check_timeout: 0.2s}
-                actions:
-                  crm.tag: {risk: low, validators: [never]}
-                """
-            ),
-            registry=registry,
-        ),
-        store="memory://",
-    )
+    hung = Guardrails(_checked_pack("0.2s", never=never), store="memory://")
     quick = _slow_pack("instant", 0.0, "1s")
     request = CallRequest("tag", "crm.tag", {"id": "c"})
     try:
@@ -620,19 +588,7 @@ def test_a_cancelled_async_call_runs_no_more_of_its_checks() -> None:
         called.set()
         return None
 
-    registry = ValidatorRegistry()
-    registry.register("slow", slow)
-    registry.register("second", second)
-    pack = PolicyPack.from_yaml(
-        pack_text(
-            """
-            defaults: {level: execute, check_timeout: 5s}
-            actions:
-              crm.tag: {risk: low, validators: [slow, second]}
-            """
-        ),
-        registry=registry,
-    )
+    pack = _checked_pack("5s", slow=slow, second=second)
     checks = user_checks(pack, CallRequest("tag", "crm.tag", {"id": "c1"}))
     assert checks is not None
 

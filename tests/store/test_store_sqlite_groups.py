@@ -646,6 +646,31 @@ def test_no_tool_runs_on_reservations_of_a_group_that_did_not_commit(tmp_path: P
     assert chain_ok
 
 
+def asking(outbox: Outbox) -> Generator[Effect, Any, str]:
+    """A flow that reads, then steps off the store thread (as one asking a human does);
+    stopped there, it records the question through ``outbox`` on its way out."""
+    yield StoreOp("counters")  # a read: the run goes on past it
+    try:
+        yield Invoke(lambda: "asked")  # the flow's next step off the store thread
+    except BaseException:
+        yield from write(StoreOp("append_audit", AuditEvent("approval.requested", {}, "k")), outbox)
+        raise
+    return "ok"
+
+
+def held_read(
+    read: Callable[..., dict[str, float]], inside: threading.Event, gate: threading.Event
+) -> Callable[..., dict[str, float]]:
+    """``read`` that says it began (``inside``), then waits for ``gate``."""
+
+    def held(prefix: str = "") -> dict[str, float]:
+        inside.set()
+        gate.wait(10)
+        return read(prefix)
+
+    return held
+
+
 def test_a_flow_ended_for_a_cancelled_caller_writes_after_the_commit(store: SQLiteStore) -> None:
     """A caller is cancelled while the store thread is inside its run (a read); its flow's
     closing write (a record kept through the outbox, as a cancelled question's is) must
@@ -655,27 +680,11 @@ def test_a_flow_ended_for_a_cancelled_caller_writes_after_the_commit(store: SQLi
     inside, gate = threading.Event(), threading.Event()
     counters = store.counters
 
-    def slow_counters(prefix: str = "") -> dict[str, float]:
-        inside.set()
-        gate.wait(10)
-        return counters(prefix)
-
-    def flow() -> Generator[Effect, Any, str]:
-        yield StoreOp("counters")  # a read: the run goes on past it
-        try:
-            yield Invoke(lambda: "asked")  # the flow's next step off the store thread
-        except BaseException:
-            yield from write(
-                StoreOp("append_audit", AuditEvent("approval.requested", {}, "k")), outbox
-            )
-            raise
-        return "ok"
-
     async def scenario() -> list[Any]:
         await store.ahand_off(lambda: arm_failing_commit(store))
-        store.counters = slow_counters  # type: ignore[method-assign]
+        store.counters = held_read(counters, inside, gate)  # type: ignore[method-assign]
         let_go = await hold_store_thread(store)
-        task = asyncio.ensure_future(adrive(flow(), store))
+        task = asyncio.ensure_future(adrive(asking(outbox), store))
         await asyncio.sleep(0)
         poisoned = asyncio.ensure_future(store.ahand_off(poison(store)))
         await asyncio.sleep(0)
@@ -706,31 +715,15 @@ def test_a_cancelled_callers_closing_writes_do_not_hold_back_the_groups_answers(
     inside, gate, writing, late = (threading.Event() for _ in range(4))
     counters, append = store.counters, store.append_audit
 
-    def slow_counters(prefix: str = "") -> dict[str, float]:
-        inside.set()
-        gate.wait(10)
-        return counters(prefix)
-
     def slow_append(event: AuditEvent) -> Any:
         writing.set()
         late.wait(10)
         return append(event)
 
-    def flow() -> Generator[Effect, Any, str]:
-        yield StoreOp("counters")  # a read: the run goes on past it
-        try:
-            yield Invoke(lambda: "asked")  # the flow's next step off the store thread
-        except BaseException:
-            yield from write(
-                StoreOp("append_audit", AuditEvent("approval.requested", {}, "k")), outbox
-            )
-            raise
-        return "ok"
-
     async def scenario() -> tuple[Any, bool, list[Any]]:
-        store.counters = slow_counters  # type: ignore[method-assign]
+        store.counters = held_read(counters, inside, gate)  # type: ignore[method-assign]
         let_go = await hold_store_thread(store)
-        task = asyncio.ensure_future(adrive(flow(), store))
+        task = asyncio.ensure_future(adrive(asking(outbox), store))
         await asyncio.sleep(0)
         other = asyncio.ensure_future(store.areserve("other", [budget()]))
         await asyncio.sleep(0)

@@ -156,19 +156,30 @@ class DaemonThreads(concurrent.futures.Executor):
             self._work.put((future, fn, args, kwargs))
             if self._idle.acquire(blocking=False) or len(self._live) >= self._most:
                 return future  # an idle worker takes it, or it waits for one
-            self._made += 1
-            worker = threading.Thread(
-                target=self._serve, name=f"{self._name}_{self._made}", daemon=True
-            )
-            self._live.add(worker)
+            worker = self._new_worker()
+        try:
+            self._start(worker)
+        except BaseException:
+            future.cancel()  # queued: whichever worker takes it skips it
+            raise
+        return future
+
+    def _new_worker(self) -> threading.Thread:
+        """A worker, counted live (the lock held); :meth:`_start` starts it."""
+        self._made += 1
+        worker = threading.Thread(
+            target=self._serve, name=f"{self._name}_{self._made}", daemon=True
+        )
+        self._live.add(worker)
+        return worker
+
+    def _start(self, worker: threading.Thread) -> None:
         try:
             worker.start()
         except BaseException:  # no thread to be had (the process's limit): give the slot back
             with self._lock:
                 self._live.discard(worker)
-            future.cancel()  # queued: whichever worker takes it skips it
             raise
-        return future
 
     def _serve(self) -> None:
         stopped = False
@@ -203,16 +214,9 @@ class DaemonThreads(concurrent.futures.Executor):
         with self._lock:
             if self._closed:
                 return
-            self._made += 1
-            worker = threading.Thread(
-                target=self._serve, name=f"{self._name}_{self._made}", daemon=True
-            )
-            self._live.add(worker)
-        try:
-            worker.start()
-        except BaseException:
-            with self._lock:
-                self._live.discard(worker)
+            worker = self._new_worker()
+        with contextlib.suppress(BaseException):  # none to be had: the next submit makes one
+            self._start(worker)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more work; each worker ends once the work queued before is done (or

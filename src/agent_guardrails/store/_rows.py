@@ -38,7 +38,7 @@ starts with ``ag_``; PostgreSQL puts them in one schema, see :mod:`.postgres`):
     The chain head: the last record's seq and hash (and the hash before it), updated in the
     transaction that chains the record. On SQLite, appends lock this row, which serialises
     them into one gap-free chain across every thread and process; on PostgreSQL only the
-    batch chaining step writes it (see :mod:`.postgres`). :func:`verify_with_head` compares
+    batch chaining step writes it (see :mod:`.postgres`). :func:`head_verdict` compares
     it with the last record, so deleting the newest records (which leaves a perfectly valid
     shorter chain) or appending a forged record with a well-computed hash is detected too.
     Someone who can rewrite both the log and the head can still forge a consistent history:
@@ -51,7 +51,7 @@ starts with ``ag_``; PostgreSQL puts them in one schema, see :mod:`.postgres`):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from agent_guardrails.engine.decision import Charge
@@ -91,7 +91,6 @@ __all__ = [
     "pg_text_params",
     "archived_through",
     "head_verdict",
-    "verify_with_head",
 ]
 
 # SQLite's schema version. 2: ag_outcomes.level and .pack_version (a version 1 database is
@@ -247,19 +246,6 @@ def archived_through(value: str | None) -> tuple[int, str]:
         return 0, GENESIS
     seq, _, digest = str(value).partition(" ")
     return int(seq), digest
-
-
-def verify_with_head(
-    records: Iterable[AuditRecord],
-    head_seq: int | None,
-    head_hash: str | None,
-    start: tuple[int, str] = (0, GENESIS),
-) -> VerifyResult:
-    """:func:`~agent_guardrails.store.base.verify_chain`, then check the chain head
-    (:func:`head_verdict`)."""
-    check = ChainCheck(*start)
-    failed = check.feed(records)
-    return failed if failed is not None else head_verdict(check, head_seq, head_hash)
 
 
 def head_verdict(check: ChainCheck, head_seq: int | None, head_hash: str | None) -> VerifyResult:
