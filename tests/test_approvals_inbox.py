@@ -9,6 +9,7 @@ import hmac
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -281,5 +282,143 @@ def test_the_sweep_releases_what_an_expired_question_held(every_store_url: str) 
     assert [(r.call_key, r.data["reason"]) for r in released] == [(p.call_key, "approval_expired")]
     assert sweep(store, now=p.asked_at + 9000) == ([], [])
     assert len([r for r in store.audit_records() if r.kind == "reservation.released"]) == 1
+    guard.close()
+    store.close()
+
+
+# ---------------------------------------------------------------- the inbox reads open calls
+
+TWO_TIMEOUTS = """
+name: inbox
+version: "1"
+defaults: {level: execute}
+actions:
+  email.send: {sensitive: true, cost: 0.5, approval: {roles: [marketing_ops], timeout: 2h}}
+  page.publish: {sensitive: true, cost: 0.25, approval: {roles: [brand], timeout: 1h}}
+"""
+
+
+class _Paused(Exception):
+    """What a graph's interrupt does to the call: the question is put, the run stops."""
+
+
+def _pause(request: Any) -> Any:
+    raise _Paused
+
+
+def _answer(answer: ApprovalAnswer) -> Any:
+    return lambda request: answer
+
+
+class _NoLogReads:
+    """The store, minus reading the audit log page by page: the inbox must not need it."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.finds = 0
+
+    def audit_records(self, **kwargs: Any) -> Any:
+        raise AssertionError("the inbox read the whole audit log")
+
+    def find_audit(self, dedupe: str) -> Any:
+        self.finds += 1
+        return self._store.find_audit(dedupe)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def _inbox(store: Any, now: float) -> list[tuple[str, str, bool, str]]:
+    """The inbox read through the open calls, checked against a fold of the whole log."""
+    from agent_guardrails.ops.approvals import _pending
+    from agent_guardrails.store.base import read_audit
+
+    indexed = pending(_NoLogReads(store), now=now)
+    assert indexed == _pending(read_audit(store), now)
+    return [(p.call_key, p.action, p.warned, p.state) for p in indexed]
+
+
+def test_the_inbox_reads_the_open_calls_not_the_log(every_store_url: str) -> None:
+    # Every way a question ends, on every store: the inbox found through the calls that
+    # hold or run (an index) lists exactly what a fold of the whole log lists.
+    store = open_store(every_store_url)
+    guard = Guardrails(PolicyPack.from_yaml(TWO_TIMEOUTS), store=store)
+    email = CallRequest("send_email", "email.send", {"to": "c1"})
+    page = CallRequest("publish_page", "page.publish", {"title": "t"})
+    ran: list[str] = []
+
+    def body(args: Any) -> str:
+        ran.append(str(args))
+        return "done"
+
+    def put(request: CallRequest, key: str) -> None:
+        with pytest.raises(_Paused):
+            guard.run(request, body, call_key=key, ask=_pause)
+
+    for key in ("k-wait", "k-approve", "k-reject", "k-edit", "k-respond", "k-wrong-role"):
+        put(email, key)
+    put(page, "k-expire")
+    # A call that started and never ended (its worker died): its re-run asks a human.
+    store.reserve("k-doubt", ())
+    assert store.start("k-doubt")
+    put(email, "k-doubt")
+    guard.flush()
+    asked = {p.call_key: p for p in pending(store)}
+    assert set(asked) == {
+        "k-wait", "k-approve", "k-reject", "k-edit", "k-respond", "k-wrong-role", "k-expire",
+        "k-doubt",
+    }  # fmt: skip
+    t0 = asked["k-wait"].asked_at
+    assert [k for k, *_ in _inbox(store, t0)] == list(asked)
+
+    answers = {
+        "k-approve": ApprovalAnswer("approve", by="ana", roles=("marketing_ops",)),
+        "k-reject": ApprovalAnswer("reject", by="ana", roles=("marketing_ops",), message="no"),
+        "k-edit": ApprovalAnswer(
+            "edit", by="ana", roles=("marketing_ops",), edited_args={"to": "c2"}
+        ),
+        "k-respond": ApprovalAnswer("respond", by="ana", roles=("marketing_ops",), message="x"),
+        "k-wrong-role": ApprovalAnswer("approve", by="bob", roles=("sales",)),
+        "k-doubt": ApprovalAnswer("approve", by="ana", roles=("marketing_ops",)),
+    }
+    for key, answer in answers.items():
+        guard.run(email, body, call_key=key, ask=_answer(answer))
+    # Not asked at all: no approver and no asker (recorded as unavailable).
+    guard.run(email, body, call_key="k-unavailable")
+    guard.flush()
+    assert ran == ["{'to': 'c1'}", "{'to': 'c2'}", "{'to': 'c1'}"]  # approved, edited, re-run
+    assert _inbox(store, t0) == [
+        ("k-wait", "email.send", False, "waiting"),
+        ("k-expire", "page.publish", False, "waiting"),
+    ]
+    # An hour on: the page's question expires, the email's is warned about once.
+    expired, expiring = sweep(store, now=t0 + 3601, warn_before=7000)
+    assert ([p.call_key for p in expired], [p.call_key for p in expiring]) == (
+        ["k-expire"],
+        ["k-wait"],
+    )
+    assert _inbox(store, t0 + 3601) == [("k-wait", "email.send", True, "waiting")]
+    assert _inbox(store, t0 + 7201) == [("k-wait", "email.send", True, "expired")]
+    guard.close()
+    store.close()
+
+
+def test_an_approver_that_fails_denies_and_lets_go(tmp_path: Path) -> None:
+    # The application's approver (a chat service) raised: no human was asked and none will
+    # answer, so the call is denied, lets go of its budget and leaves nothing waiting.
+    store = open_store(f"sqlite:///{tmp_path / 'in.db'}")
+
+    def approver(request: Any) -> ApprovalAnswer:
+        raise ConnectionError("approval service down")
+
+    guard = Guardrails(PolicyPack.from_yaml(BUDGET_PACK), store=store, approver=approver)
+    result = send(guard)
+    assert (result["status"], result["reasons"]) == ("denied", ["approver_error"])
+    assert "ConnectionError: approval service down" in result["message"]
+    guard.flush()
+    assert sum(store.counters("budget:").values()) == 0.0
+    assert _inbox(store, time.time()) == []
+    kinds = [r.kind for r in store.audit_records()]
+    assert kinds[-2:] == ["approval.requested", "approval.unavailable"]
     guard.close()
     store.close()

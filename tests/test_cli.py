@@ -165,7 +165,7 @@ def test_status_shows_budgets_used_and_left(store_url: str, packs: tuple[Path, P
 
 
 def test_level_set_respects_the_ceiling_and_keeps_history(
-    store_url: str, packs: tuple[Path, Path]
+    store_url: str, packs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     v1, _ = packs
     run("policy", "apply", str(v1), "--by", "ana", "--store", store_url)
@@ -196,6 +196,14 @@ def test_level_set_respects_the_ceiling_and_keeps_history(
     ]
     guard = Guardrails(v1, store=store_url)
     assert int(guard.level_of(Scope(workflow="promo", region="eu"))) == 2
+    # A scope no level rule matches (a typo) is refused, not taken for the global dial.
+    typo = ("level", "set", "workflow=prmo", "optimize", "--by", "board", "--reason", "x")
+    capsys.readouterr()
+    code, _ = run(*typo, "--override", "--store", store_url)
+    assert (code, "no level rule" in capsys.readouterr().err) == (2, True)
+    code, _ = run("gates", "promote", "workflow=prmo", "--by", "board", "--store", store_url)
+    assert (code, "no level rule" in capsys.readouterr().err) == (2, True)
+    assert len(run_json("level", "history", "--store", store_url)) == 1
 
 
 def test_audit_verify_and_export_detect_tampering(
@@ -254,3 +262,44 @@ def test_validate_checks_every_file_and_reports_every_problem(tmp_path: Path) ->
     assert lines[3].startswith(f"{missing}: cannot read the file")
     assert lines[4].startswith(f"{pack_path()}: ok")
     assert len(lines) == 5
+
+
+def test_bad_files_numbers_and_plugins_get_a_message_not_a_traceback(
+    store_url: str, packs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    v1, _ = packs
+    run("policy", "apply", str(v1), "--by", "ana", "--store", store_url)
+    capsys.readouterr()
+    for argv in (
+        ("audit", "export", "-o", "/nonexistent-dir/audit.jsonl"),
+        ("audit", "tail", "-n", "99999999999999999999"),
+        ("policy", "validate", str(v1), "--plugin", "no_such_module_here"),
+    ):
+        store = () if argv[0] == "policy" else ("--store", store_url)
+        code, _ = run(*argv, *store)
+        err = capsys.readouterr().err
+        assert (code, err.startswith("agent-guardrails: ")) == (2, True), (argv, err)
+
+    class Gone(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    assert main(["audit", "export", "--store", store_url], Gone()) == 0  # | head
+
+
+def test_who_and_why_must_say_something(
+    store_url: str, tmp_path: Path, packs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run("policy", "apply", str(packs[0]), "--by", "ana", "--store", store_url)
+    for argv in (
+        ("kill", "workflow=x", "--by", " ", "--reason", "spam"),
+        ("kill", "workflow=x", "--by", "ops", "--reason", ""),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--store", store_url], io.StringIO())
+        assert exit_.value.code == 2
+    empty = tmp_path / "none.csv"
+    empty.write_text("metric,value,entity\n")
+    capsys.readouterr()
+    code, _ = run("outcomes", "import", str(empty), "--store", store_url)
+    assert (code, "no outcome rows" in capsys.readouterr().err) == (2, True)

@@ -7,11 +7,12 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from langchain.tools import ToolRuntime
 from langchain_core.messages import ToolMessage
-from langchain_core.tools import BaseTool, tool
+from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 from pydantic import BaseModel
 
 from agent_guardrails import (
@@ -25,6 +26,8 @@ from agent_guardrails import (
     set_default_guardrails,
     use_guardrails,
 )
+from agent_guardrails.adapters.decorator import _schema
+from agent_guardrails.pipeline import edits
 from agent_guardrails.store import MemoryStore
 from tests.conftest import NOON_WEDNESDAY, pack_text
 
@@ -406,3 +409,34 @@ def test_calls_on_the_memory_store_keep_their_audit_but_no_call_records() -> Non
         *["decision", "execution.started", "execution.failed"],
     ]
     assert store.verify_audit().ok
+
+
+def test_an_edit_is_read_by_the_arguments_a_model_gives() -> None:
+    # Parameters LangGraph fills in (a ToolRuntime, an injected tool call id) are not the
+    # approver's to give: an edit without them is whole; one without `subject` is not.
+    @tool
+    def send(to: str, subject: str, runtime: ToolRuntime) -> str:
+        """Send."""
+        return to
+
+    @tool
+    def note(text: str, call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """Note."""
+        return text
+
+    def plain(to: str, subject: str, call_id: Annotated[str, InjectedToolCallId]) -> str:
+        return to
+
+    for schema in (edits.schema_of(send), edits.schema_of(note)):
+        assert schema is not None
+        assert not set(schema.model_fields) & {"runtime", "call_id"}
+    whole = {"to": "a", "subject": "b"}
+    assert edits.parse_edit(_schema("plain", plain), whole) == (whole, None)  # call_id: injected
+    assert edits.parse_edit(edits.schema_of(send), {"to": "a", "subject": "b"}) == (
+        {"to": "a", "subject": "b"},
+        None,
+    )
+    assert edits.parse_edit(edits.schema_of(send), {"to": "a"})[1] == (
+        "subject: a required argument is missing (an edit gives them all)"
+    )
+    assert edits.parse_edit(edits.schema_of(note), {"text": "x"}) == ({"text": "x"}, None)

@@ -293,3 +293,29 @@ def test_closing_while_another_thread_flushes_waits_for_it(
     assert guard.outbox.pending == 0
     written = [r.data.get("n") for r in store.audit_records() if r.kind == "decision"]
     assert written == [0, 1, 2]
+
+
+def test_a_store_that_reads_but_cannot_write_lets_fail_open_actions_run(tmp_path: Any) -> None:
+    # Another process holds SQLite's write lock: the call's read works, its reservation
+    # does not. A fail_open action runs (its records written when the lock is gone), as
+    # when the store cannot be read at all; the others are denied.
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'locked.db'}?timeout=0.2"
+    guard = Guardrails(PolicyPack.from_yaml(PACK), store=url)
+    assert guard.run(CallRequest("lookup", "crm.lookup", {"id": "0"}), lambda a: "ok") == "ok"
+    blocker = sqlite3.connect(str(tmp_path / "locked.db"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        looked = guard.run(CallRequest("lookup", "crm.lookup", {"id": "1"}), lambda a: "found")
+        tagged = guard.run(CallRequest("tag", "crm.tag", {"id": "1"}), lambda a: "tagged")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert looked == "found"
+    assert isinstance(tagged, dict)
+    assert tagged["reasons"] == ["store_unavailable"]
+    guard.flush()
+    kinds = [r.kind for r in guard.store.audit_records() if r.data.get("action") == "crm.lookup"]
+    assert kinds.count("execution.finished") == 2  # the one run while locked is recorded
+    guard.close()

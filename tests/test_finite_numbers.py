@@ -21,7 +21,8 @@ actions:
 budgets:
   - {name: daily, limit: 100, window: day}
 """)
-BAD = [math.nan, math.inf, -math.inf, -5.0]
+BAD: list[Any] = [math.nan, math.inf, -math.inf, -5.0, 10**400]
+IDS = ["nan", "inf", "-inf", "negative", "int-past-float"]
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def spent(guard: Guardrails) -> float:
     return sum(guard.store.counters("budget:").values())
 
 
-@pytest.mark.parametrize("amount", BAD, ids=["nan", "inf", "-inf", "negative"])
+@pytest.mark.parametrize("amount", BAD, ids=IDS)
 def test_an_argument_that_prices_a_call_must_be_finite(guard: Guardrails, amount: float) -> None:
     runs: list[Mapping[str, Any]] = []
     result = guard.run(CallRequest("boost", "ads.boost", {"amount": amount}), runs.append)
@@ -52,7 +53,21 @@ def test_an_argument_that_prices_a_call_must_be_finite(guard: Guardrails, amount
     assert spent(guard) == 99.0
 
 
-@pytest.mark.parametrize("amount", BAD, ids=["nan", "inf", "-inf", "negative"])
+def test_a_price_that_overflows_is_not_charged(every_store_url: str) -> None:
+    # Each factor finite, the product not: the call is refused, nothing is charged.
+    pack = PACK.replace("per_unit: 1.0", "per_unit: 1.0e300")
+    guard = Guardrails(PolicyPack.from_yaml(pack), store=every_store_url)
+    runs: list[Mapping[str, Any]] = []
+    result = guard.run(CallRequest("boost", "ads.boost", {"amount": 1e10}), runs.append)
+    assert runs == []
+    assert isinstance(result, dict)
+    assert result["reasons"] == ["cost_unknown"]
+    assert "overflows" in result["message"]
+    assert spent(guard) == 0.0
+    guard.close()
+
+
+@pytest.mark.parametrize("amount", BAD, ids=IDS)
 def test_report_cost_with_a_bad_amount_fails_the_call_and_charges_nothing(
     guard: Guardrails, amount: float
 ) -> None:

@@ -243,7 +243,8 @@ def test_evidence_read_before_an_archive_outlives_its_records(
     assert sql_store.audit_records() == []
     after = Gates(sql_store).evaluate(now=at, record=False)
     assert [v.as_dict() for v in after] == [v.as_dict() for v in before]
-    assert all(v.verdict != "invalid" for v in after)
+    assert all("audit_chain_broken" not in v.reasons for v in after)
+    assert sum(w.decided for v in after for w in v.windows) > 0  # still counted
 
 
 def test_records_archived_before_they_were_read_leave_a_valid_chain(
@@ -367,4 +368,26 @@ def test_a_check_that_could_not_answer_is_no_policy_failure() -> None:
         "failed": True,
         "error": False,
     }
+    store.close()
+
+
+def test_the_cli_lets_the_gates_read_what_it_archives(tmp_path: Path) -> None:
+    # Records the gates had not read yet were archived away with their evidence.
+    import io
+
+    from agent_guardrails.ops.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = open_store(url)
+    apply_pack(store, PACK, by="ana")
+    write_calls(store, random.Random(12), 30, versions=("1",))
+    store.close()
+    cutoff = repr(time.time())
+    out = io.StringIO()
+    argv = ["audit", "archive", "--before", cutoff, "--out", str(tmp_path / "a.jsonl")]
+    assert main([*argv, "--store", url], out) == 0, out.getvalue()
+    store = open_store(url)
+    assert store.audit_records() == []
+    counted = Gates(store).evaluate(now=time.time() + 1, record=False)
+    assert sum(w.decided for v in counted for w in v.windows) == 30
     store.close()

@@ -124,7 +124,8 @@ def test_samples_below_min_hold_with_the_shortfall() -> None:
 @pytest.mark.parametrize("level", [1, 2, 3])
 def test_a_policy_violation_at_level_1_or_more_demotes_at_once(level: int) -> None:
     w = replace(CLEAN, policy_failed=1, violations=(4242,))
-    v = evaluate(SCOPE, level, [w], up=rule(**{"from": min(level, 2)}) if level < 3 else None)
+    up = rule(**{"from": level}) if level < 3 else None
+    v = evaluate(SCOPE, level, [w], up=up, down=rule(**{"from": level - 1}))
     assert v.verdict == "demote"
     assert v.to_level == level - 1
     assert v.reasons == ("policy_violation",)
@@ -156,8 +157,18 @@ def test_policy_pass_at_100_percent_reports_the_bound_it_proves() -> None:
 
 
 def test_a_kill_switch_trip_demotes() -> None:
-    v = evaluate(SCOPE, 2, [replace(CLEAN, kill_trips=(7,))], up=rule(**{"from": 2}))
+    w = replace(CLEAN, kill_trips=(7,))
+    v = evaluate(SCOPE, 2, [w], up=rule(**{"from": 2}), down=rule(**{"from": 1}))
     assert (v.verdict, v.to_level, v.reasons) == ("demote", 1, ("kill_switch_trip",))
+
+
+def test_trip_wires_keep_a_level_no_gate_led_to() -> None:
+    # As at call time: people move a dial no gate leads into; a violation there is counted
+    # against its gate out, not demoted.
+    w = replace(CLEAN, policy_failed=1, violations=(4242,), kill_trips=(7,))
+    v = evaluate(SCOPE, 1, [w], up=rule(**{"from": 1}))
+    assert v.verdict != "demote"
+    assert evaluate(SCOPE, 1, [w]).verdict == "hold"
 
 
 def test_harm_demotes_only_when_the_whole_interval_is_below_the_floor() -> None:

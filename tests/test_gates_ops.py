@@ -342,3 +342,27 @@ def test_engaging_a_kill_switch_lowers_the_dials_it_covers(tmp_path: Path) -> No
     assert store.get_level("workflow=news") == 0  # at Assist: nothing lower
     assert store.get_level("workflow=ads") is None  # assist already
     store.close()
+
+
+def test_a_switch_engaged_again_trips_nothing_again(tmp_path: Path) -> None:
+    # A second operator engaging the switch already engaged (the same incident) records
+    # who did; the dials it covers were lowered once, by the first.
+    url = f"sqlite:///{tmp_path / 'twice.db'}"
+    store = open_store(url)
+    apply_pack(store, PACK, by="ana")
+    store.set_level("workflow=news", 2, by="board", reason="promoted")  # optimize
+    argv = ["kill", "workflow=news", "--by", "ops", "--reason", "spam", "--store", url]
+    out = io.StringIO()
+    assert main(argv, out) == 0
+    assert "lowered to L1" in out.getvalue()
+    out = io.StringIO()
+    assert main([*argv[:2], "--by", "bo", *argv[4:]], out) == 0
+    assert "lowered" not in out.getvalue()
+    guard = Guardrails(active_policy(store), store=store)
+    guard.kill(NEWS, by="cy", reason="same incident")
+    assert store.get_level("workflow=news") == 1
+    assert [s.by for s in store.kill_switches() if s.engaged] == ["cy"]
+    guard.unkill(NEWS, by="ops", reason="fixed")
+    guard.kill(NEWS, by="ops", reason="again")  # a new engagement trips again
+    assert store.get_level("workflow=news") == 0
+    store.close()

@@ -66,8 +66,8 @@ class Harness:
         runs = self.runs
 
         @tool
-        def tag_contact(contact: str) -> str:
-            """Tag a contact."""
+        def tag_contact(contact: str, region: str = "") -> str:
+            """Tag a contact (in a region: the call's scope)."""
             runs.append(("tag_contact", {"contact": contact}))
             return f"tagged {contact}"
 

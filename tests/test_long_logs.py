@@ -48,8 +48,12 @@ def store_url(tmp_path: Path) -> str:
     now = time.time()
     decision = {"decision": "require_approval", "action": "email.send", "level": 1, "cost": 0}
     asked = {"tool": "send", "roles": ["ops"], "asked_at": now, "expires_at": now + 3600}
-    guard.store.append_audit(AuditEvent("decision", decision, "open-question"))
-    guard.store.append_audit(AuditEvent("approval.requested", asked, "open-question"))
+    # A question as the pipeline leaves it: the call held, its records tagged.
+    key = "open-question"
+    guard.store.reserve(key, [], audit=AuditEvent("decision", decision, key, f"{key}:decision"))
+    guard.store.append_audit(
+        AuditEvent("approval.requested", asked, key, f"{key}:approval.requested")
+    )
     guard.close()
     return url
 

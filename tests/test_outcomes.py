@@ -91,6 +91,17 @@ def test_a_bad_value_is_refused(url: str, value: object, text: str) -> None:
     assert store.outcomes() == []
 
 
+@pytest.mark.parametrize("at", [float("nan"), float("inf"), "next tuesday"])
+def test_a_bad_time_is_refused(url: str, at: object) -> None:
+    # A NaN time was recorded and never counted; a text one broke every later read.
+    store = open_store(url)
+    with pytest.raises(ValueError, match="at: "):
+        record_outcome(store, "revenue", 1.0, entity="c", scope="workflow=news", at=at)  # type: ignore[arg-type]
+    assert store.outcomes() == []
+    when = record_outcome(store, "revenue", 1.0, entity="c", at="2026-11-30T10:00:00Z")
+    assert when.at == datetime(2026, 11, 30, 10, tzinfo=UTC).timestamp()
+
+
 def test_import_csv_and_jsonl(url: str, tmp_path: Path) -> None:
     csv_file = tmp_path / "revenue.csv"
     csv_file.write_text(

@@ -831,3 +831,21 @@ def test_approval_timeouts_are_at_most_30_days(field: str, value: str) -> None:
         pack_text("actions:\n  a.b:\n    risk: low\n    approval: {timeout: 30d, sla: 7d}\n")
     )
     assert ok.actions["a.b"].approval.timeout == 30 * 86_400
+
+
+def test_a_version_read_as_a_number_is_refused() -> None:
+    # YAML reads 1.10 as 1.1: two releases would collide. Whole numbers are fine.
+    with pytest.raises(PolicyError, match="quote it"):
+        PolicyPack.from_yaml("name: a\nversion: 1.10\nactions: {x.y: {risk: low}}\n")
+    assert PolicyPack.from_yaml("name: a\nversion: 3\nactions: {x.y: {risk: low}}\n").version == "3"
+    quoted = PolicyPack.from_yaml('name: a\nversion: "1.10"\nactions: {x.y: {risk: low}}\n')
+    assert quoted.version == "1.10"
+
+
+@pytest.mark.parametrize("window", ["99999999999999999999d", "36501d"])
+def test_a_window_past_what_a_store_can_count_is_refused(window: str) -> None:
+    # It loaded, then every call on SQLite raised OverflowError (PostgreSQL: out of range).
+    text = "name: a\nversion: 1\nactions: {x.y: {risk: low}}\nbudgets:\n"
+    with pytest.raises(PolicyError, match="at most 100 years"):
+        PolicyPack.from_yaml(text + f"  - {{name: b, limit: 5, window: {window}}}\n")
+    PolicyPack.from_yaml(text + "  - {name: b, limit: 5, window: 36500d}\n")

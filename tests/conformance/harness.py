@@ -762,6 +762,10 @@ class DownStore:
         self._gate()
         return self._real.in_doubt(*args, **kwargs)
 
+    def open_calls(self, *args: Any, **kwargs: Any) -> Any:
+        self._gate()
+        return self._real.open_calls(*args, **kwargs)
+
     def counters(self, *args: Any, **kwargs: Any) -> Any:
         self._gate()
         return self._real.counters(*args, **kwargs)

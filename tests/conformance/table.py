@@ -25,6 +25,13 @@ NOT_APPLICABLE: dict[tuple[str, str | None, str | None], str] = {
         )
         for adapter in ("guarded", "tool_node", "guard_node")
     },
+    **{
+        ("p02_batched_answers_bind_to_the_calls_shown", adapter, None): (
+            "each call is asked in a question of its own (per call): an answer names its "
+            "call's interrupt, and a call that needs no human runs in the first run"
+        )
+        for adapter in ("guarded", "tool_node", "middleware_per_call")
+    },
 }
 
 

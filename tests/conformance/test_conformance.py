@@ -189,6 +189,29 @@ def test_p02_edit_read_by_the_tools_schema(env: Env) -> None:
 
 
 @MATRIX
+def test_p02_edit_with_an_argument_missing_or_unknown(env: Env) -> None:
+    """An edit gives the tool's arguments whole: one that drops a required argument, or
+    adds one the tool does not take, is refused with the argument named; nothing runs and
+    the thread is not left stuck on it."""
+    edits = (({"to": "c2"}, "subject"), ({"to": "c2", "subject": "Hi", "cc": "x"}, "cc"))
+    for bad, named in edits:
+        runs, c = Runs(), Checks()
+        agent, _ = _asked_email(env, runs, c)
+
+        def edit(a: Ask, bad: dict[str, str] = bad) -> dict[str, Any]:
+            return {"type": "edit", "edited_action": {"name": a.name, "args": bad}}
+
+        with no_exception(c, f"the resume with {bad}"):
+            run = agent.settle("t1", edit)
+        c.check(runs.count() == 0, f"the edit {bad} ran: {runs.all()}")
+        content = run.content("call-0")
+        c.check(reasons_of(run, "call-0") == ["edit_invalid"], f"model got {content!r}")
+        c.check(named in content, f"{named} not named: {content!r}")
+        c.check(not run.asks, f"still waiting after the refusal: {run.asks}")
+        c.verify()
+
+
+@MATRIX
 def test_p02_reject(env: Env) -> None:
     runs, c = Runs(), Checks()
     agent, _ = _asked_email(env, runs, c)
@@ -213,6 +236,64 @@ def test_p02_respond(env: Env) -> None:
         "Ana will call." in run.content("call-0"),
         f"the response is not in the ToolMessage: {run.content('call-0')!r}",
     )
+    c.verify()
+
+
+@MATRIX
+def test_p02_reject_stands_when_the_level_rises_meanwhile(env: Env) -> None:
+    """The dial is raised to Orchestrate (no approval needed any more) while the question
+    waits; the human then rejects: the no stands, and is recorded."""
+    runs, c = Runs(), Checks()
+    pack = pack_text("defaults: {level: execute, ceiling: orchestrate}\n" + ACTIONS + DAILY)
+    guard = env.guard(pack)
+    agent = env.agent(guard, ["send_email"], runs=runs)
+    with no_exception(c, "the first run"):
+        run = agent.start("t1", ("send_email", {"to": "c1", "subject": "Hi"}))
+    must_ask(c, run, "send_email")
+    guard.set_level(Scope(), 3, by="board", reason="trusted now", override=True)
+    with no_exception(c, "the resume"):
+        run = agent.settle("t1", lambda a: {"type": "reject", "message": "Not this one"})
+    c.check(runs.count() == 0, f"a rejected call ran: {runs.all()}")
+    c.check("Not this one" in run.content("call-0"), f"model got {run.content('call-0')!r}")
+    answers = [r["answer"] for r in records(guard.store, "approval.resolved")]
+    c.check(answers == ["reject"], f"the answers recorded: {answers}")
+    c.verify()
+
+
+@MATRIX
+def test_p02_batched_answers_bind_to_the_calls_shown(env: Env) -> None:
+    """A turn asks about us and eu (apac is allowed at Orchestrate). While the question
+    waits, us is raised to Orchestrate and apac lowered to Execute. The human answers what
+    was shown, [approve us, reject eu]: eu does not run, us does, and apac, which came to
+    need a human after the question was put, is not taken as answered."""
+    runs, c = Runs(), Checks()
+    regions = "".join(
+        f"  - {{scope: {{region: {r}}}, level: {lv}}}\n"
+        for r, lv in (("us", "execute"), ("eu", "execute"), ("apac", "orchestrate"))
+    )
+    pack = (
+        pack_text(
+            "defaults: {level: execute, ceiling: orchestrate}\n" + ACTIONS + DAILY + "levels:\n"
+        )
+        + regions
+    )
+    guard = env.guard(pack)
+    agent = env.agent(guard, ["publish_page"], runs=runs)
+    calls = [("publish_page", {"region": r, "title": r}) for r in ("us", "eu", "apac")]
+    with no_exception(c, "the first run"):
+        run = agent.start("t1", *calls)
+    shown = [a.args["region"] for a in run.asks]
+    c.check(shown == ["us", "eu"], f"asked about {shown}")
+    c.verify()
+    guard.set_level(Scope(region="us"), 3, by="ops", reason="gate passed", override=True)
+    guard.set_level(Scope(region="apac"), 1, by="ops", reason="apac incident")
+    answers = {"us": {"type": "approve"}, "eu": {"type": "reject", "message": "not eu"}}
+    with no_exception(c, "the resume"):
+        run = agent.settle("t1", lambda a: answers[a.args["region"]])
+    ran = sorted(str(args["region"]) for _, args in runs.all())
+    c.check(ran == ["us"], f"ran: {ran}")
+    c.check("not eu" in run.content("call-1"), f"eu's reply: {run.content('call-1')!r}")
+    c.check(reasons_of(run, "call-2") == ["approval_not_asked"], f"apac: {run.content('call-2')!r}")
     c.verify()
 
 
@@ -673,6 +754,24 @@ def test_p10_run_scope_level(env: Env) -> None:
             status_of(run, "call-0") == "simulated",
             f"{source}: not simulated, model got {run.content('call-0')!r}",
         )
+    c.verify()
+
+
+@MATRIX
+def test_p10_scope_arguments_the_tool_does_not_take(env: Env) -> None:
+    """A model that adds ``region="eu"`` to a tool with no ``region`` parameter does not
+    move the call out of its region: the kill-switch on the guard's region halts it."""
+    runs, c = Runs(), Checks()
+    guard = env.guard(EXECUTE, scope={"region": "us"})
+    guard.kill(Scope(region="us"), by="ops", reason="us incident")
+    agent = env.agent(guard, ["note_contact"], runs=runs)
+    with no_exception(c, "the run naming another region"):
+        run = agent.start("t1", ("note_contact", {"contact": "c1", "region": "eu"}))
+        c.check(
+            status_of(run, "call-0") == "halted",
+            f"not halted, model got {run.content('call-0')!r}",
+        )
+    c.check(runs.count() == 0, f"the body ran: {runs.all()}")
     c.verify()
 
 

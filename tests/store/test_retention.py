@@ -281,7 +281,9 @@ def test_the_cli_archives_prunes_and_verifies_on_sqlite(tmp_path: Path) -> None:
     assert "pruned 0 call rows" in out.getvalue()
     out = io.StringIO()
     b = tmp_path / "b.jsonl"
-    args = ["audit", "archive", "--before", "2999-01-01", "--out", str(b), "--store", url]
+    future = ["audit", "archive", "--before", "2999-01-01", "--out", str(b), "--store", url]
+    assert main(future, out) == 2  # a mistyped year would archive today's records too
+    args = ["audit", "archive", "--before", repr(time.time()), "--out", str(b), "--store", url]
     assert main([*args, "--json", "--prune-recent"], out) == 0
     report = json.loads(out.getvalue())
     assert report["archived"] == 3
@@ -318,7 +320,7 @@ def test_the_cli_keeps_ended_calls_a_waiting_question_may_replay(tmp_path: Path)
     db.commit()
     db.close()
     out = io.StringIO()
-    args = ["audit", "archive", "--before", "2999-01-01", "--store", url]
+    args = ["audit", "archive", "--before", repr(time.time()), "--store", url]
     assert main([*args, "--out", str(tmp_path / "a.jsonl"), "--json"], out) == 0
     report = json.loads(out.getvalue())
     assert report["pruned_calls"] == 1  # "done", 4 days ago; "broke", "dropped" just ended

@@ -308,6 +308,21 @@ def test_in_doubt_lists_calls_that_started_and_never_ended(store: Store) -> None
     assert doubt[0].charges == (budget(1.0),)
 
 
+def test_open_calls_lists_what_holds_or_runs_oldest_first(store: Store) -> None:
+    for key in ("a", "b", "c", "d", "e"):
+        assert store.reserve(key, [budget(1.0)]).ok
+    assert store.start("b")
+    assert store.start("c")
+    store.finish("c", ok=True)
+    store.release("d")
+    assert store.start("e")
+    store.finish("e", ok=False)
+    opened = store.open_calls()
+    assert [(r.key, r.state) for r in opened] == [("a", "reserved"), ("b", "started")]
+    assert opened[0].updated_at <= opened[1].updated_at
+    assert opened[0].charges == (budget(1.0),)
+
+
 # ------------------------------------------------------------------ snapshot
 
 
@@ -436,6 +451,10 @@ def test_packs_save_activate_rollback(store: Store) -> None:
 
     store.activate_pack("marketing", "1", by="bo", reason="rollback")
     assert active() == [("marketing", "1")]
+    activations = [r for r in store.audit_records() if r.kind == "pack.activated"]
+    again = store.activate_pack("marketing", "1", by="cy", reason="deployed again")
+    assert (again.version, again.active) == ("1", True)
+    assert [r for r in store.audit_records() if r.kind == "pack.activated"] == activations
     with pytest.raises(ConfigurationError, match="no stored version 3"):
         store.activate_pack("marketing", "3", by="bo")
     assert active() == [("marketing", "1")]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_guardrails.engine.decision import Charge
 from agent_guardrails.errors import ConfigurationError, StoreUnavailable
 from agent_guardrails.store import open_store
 from agent_guardrails.store.postgres import PostgresStore, parse_postgres_url
@@ -133,6 +134,7 @@ def test_postgres_url_parsing() -> None:
     assert "connect_timeout=3" in parsed.conninfo
     assert "application_name=me" in parsed.conninfo
     assert "pool_" not in parsed.conninfo
+    assert "options" not in parsed.conninfo  # PgBouncer refuses startup options
     assert (parsed.pool_min, parsed.pool_max, parsed.connect_timeout) == (0, 4, 3.0)
     assert parse_postgres_url("postgresql:///app").schema is None  # local socket, database app
     assert parse_postgres_url("postgresql://db.example").schema is None  # host only
@@ -302,7 +304,7 @@ def test_a_version_1_sqlite_database_is_upgraded_in_place(tmp_path: Path) -> Non
     assert [(o.level, o.pack_version) for o in store.outcomes()] == [(None, None), (1, "4")]
     store.close()
     db = sqlite3.connect(tmp_path / "s.db")
-    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("5",)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     assert {"ag_gate_calls", "ag_gate_events", "ag_outcomes_kpi", "ag_gate_calls_versions"} <= (
         tables
@@ -322,9 +324,80 @@ def test_a_version_3_sqlite_store_gains_the_index_of_pack_versions(tmp_path: Pat
     db.close()
     open_store(url).close()
     db = sqlite3.connect(tmp_path / "s.db")
-    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("5",)
     plan = db.execute(
         "EXPLAIN QUERY PLAN SELECT MIN(pack_version) FROM ag_gate_calls WHERE scope = 'x'"
     ).fetchall()
     assert "ag_gate_calls_versions" in str(plan)
     db.close()
+
+
+def test_a_version_4_sqlite_store_gains_the_index_of_reserved_calls(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    open_store(url).close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute("DROP INDEX ag_calls_reserved")
+    db.execute("UPDATE ag_meta SET value = '4' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    store = open_store(url)
+    assert store.reserve("k", []).ok
+    assert [(c.key, c.state) for c in store.open_calls()] == [("k", "reserved")]
+    store.close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("5",)
+    plan = db.execute("EXPLAIN QUERY PLAN SELECT key FROM ag_calls WHERE state = 'reserved'")
+    assert "ag_calls_reserved" in str(plan.fetchall())
+    db.close()
+
+
+def test_a_row_lock_held_elsewhere_fails_closed_in_time(pg_url: str) -> None:
+    """Another session (a psql left in a transaction) holds a budget counter's row: a call
+    waits at most the URL's timeout, then the store is unavailable (a fail-closed
+    decision), never a hung run."""
+    import time
+
+    import psycopg
+
+    from tests.store.store_helpers import pg_base
+
+    url = pg_url + "&connect_timeout=2"
+    store = open_store(url)
+    charge = Charge("budget:b|USD@0", "budget", 1.0, 10.0, 2**40, "b")
+    assert store.reserve("k1", [charge]).ok
+    holder = psycopg.connect(pg_base())
+    try:
+        schema = pg_url.rsplit("schema=", 1)[1]
+        holder.execute(f'SELECT * FROM "{schema}".ag_counters FOR UPDATE').fetchall()
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="lock timeout"):
+            store.reserve("k2", [charge])
+        assert time.monotonic() - began < 6
+    finally:
+        holder.rollback()
+        holder.close()
+    assert store.reserve("k2", [charge]).ok
+    store.close()
+
+
+def test_an_existing_sqlite_store_opens_while_another_process_writes(tmp_path: Path) -> None:
+    # "A store opened from a URL never fails at Guardrails(...)": opening an existing
+    # database reads its schema version without the write lock another writer holds.
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 's.db'}?timeout=0.2"
+    open_store(url).close()
+    blocker = sqlite3.connect(str(tmp_path / "s.db"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        store = open_store(url)
+        assert store.get_level("x") is None  # reads go on
+        with pytest.raises(StoreUnavailable, match="locked"):
+            store.set_level("x", 1, by="a", reason="r")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.set_level("x", 1, by="a", reason="r")
+    store.close()

@@ -304,7 +304,7 @@ def test_a_version_1_database_is_upgraded_in_place(
     assert dict(pg_execute(f"SELECT key, value FROM {prefix}meta"))["schema_version"] == "1"
     store.get_level("w")  # the first operation upgrades the schema
     meta = dict(pg_execute(f"SELECT key, value FROM {prefix}meta"))
-    assert meta["schema_version"] == str(SCHEMA_VERSION) == "5"
+    assert meta["schema_version"] == str(SCHEMA_VERSION) == "6"
     assert store.gate_scopes() == []  # type: ignore[attr-defined]  # the tables exist
     assert meta["functions"] != "v1"
     assert store.reserve("k", [], audit=AuditEvent("decision", {}, "k", "old1")).ok  # a dup

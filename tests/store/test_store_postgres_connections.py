@@ -286,3 +286,32 @@ def test_a_server_restart_costs_no_call(app_store: tuple[Store, str]) -> None:
             _wait_ready()
     assert store.counters() == {BUDGET.key: 80.0}
     assert store.verify_audit().ok
+
+
+def test_a_connection_lost_mid_statement_is_a_failure_not_an_expected_error(
+    pg_url: str,
+) -> None:
+    # A connection cut under a statement (a proxy's reset, a failover) ends it with an error
+    # that has no SQLSTATE. That is not the "expected" error a hot statement may name (""
+    # by default): taken for it, a finish was dropped silently and a snapshot crashed with
+    # a TypeError. It fails, so the store retries the operation on a fresh connection.
+    import socket
+
+    import psycopg
+
+    from agent_guardrails.store._postgres_connections import (
+        PostgresConnections,
+        StatementFailed,
+    )
+
+    conns = PostgresConnections(pg_url, pg_base(), pool_min=0, pool_max=1, timeout=3, setup=print)
+    conn = psycopg.connect(pg_base(), autocommit=True)
+    try:
+        assert conns.exec_prepared(conn, b"ag_test_one", b"SELECT 1", []) is not None
+        cut = socket.socket(fileno=conn.pgconn.socket)
+        cut.shutdown(socket.SHUT_RDWR)
+        cut.detach()
+        with pytest.raises(StatementFailed):
+            conns.exec_prepared(conn, b"ag_test_one", b"SELECT 1", [])
+    finally:
+        conn.close()

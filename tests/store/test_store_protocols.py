@@ -33,6 +33,7 @@ CONCERNS: dict[type[object], set[str]] = {
         "release",
         "call_record",
         "in_doubt",
+        "open_calls",
         "counters",
     },
     Dials: {"get_level", "set_level", "level_history", "set_kill_switch", "kill_switches"},

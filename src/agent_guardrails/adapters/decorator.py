@@ -432,7 +432,7 @@ def _schema(tool_name: str, fn: Callable[..., Any]) -> ArgsSchema | None:
     """The function's arguments as a pydantic model, to read an approver's edit by (None
     where its signature cannot be turned into one: the edit is then taken as given)."""
     try:
-        model: object = create_schema_from_function(tool_name, fn)
+        model: object = create_schema_from_function(tool_name, fn, include_injected=False)
     except Exception:
         return None
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None

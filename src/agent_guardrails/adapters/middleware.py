@@ -524,7 +524,7 @@ class _TurnMiddleware(GuardrailsMiddleware):
     def after_model(self, state: GuardrailsState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         turn = self._turn(state, runtime)
         if turn is None:
-            return None
+            return _forget(state)
         resolved = _compat.unanswered_rerun(current_config())
         if resolved:
             turn = self._turn(state, runtime, resolved=True)
@@ -544,7 +544,7 @@ class _TurnMiddleware(GuardrailsMiddleware):
     ) -> dict[str, Any] | None:
         turn = self._turn(state, runtime)
         if turn is None:
-            return None
+            return _forget(state)
         resolved = await _compat.aunanswered_rerun(current_config())
         if resolved:
             turn = self._turn(state, runtime, resolved=True)
@@ -557,3 +557,9 @@ class _TurnMiddleware(GuardrailsMiddleware):
             if d.kind is not DecisionKind.ALLOW
         ]
         return self._turn_update(outcomes, refused)
+
+
+def _forget(state: GuardrailsState) -> dict[str, Any] | None:
+    """A turn that decides nothing here clears what an earlier turn carried: a model may
+    reuse a tool call id, and its call must not be taken for the earlier one."""
+    return {"guardrails_turn": {}} if state.get("guardrails_turn") else None

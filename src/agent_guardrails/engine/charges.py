@@ -42,7 +42,10 @@ def call_cost(action: ActionPolicy, args: Mapping[str, Any]) -> float:
         if isinstance(value, list | tuple | set | frozenset):
             units = float(len(value))
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            units = float(value)
+            try:
+                units = float(value)
+            except OverflowError:  # an int past a float's range: no finite price
+                units = math.inf
         else:
             raise CostError(
                 f"argument {rule.arg!r} must be a number or a list to price this call, "
@@ -54,6 +57,11 @@ def call_cost(action: ActionPolicy, args: Mapping[str, Any]) -> float:
                 f"got {value!r}"
             )
         total += rule.per_unit * units
+        if not math.isfinite(total):
+            raise CostError(
+                f"the price of this call overflows: {rule.per_unit} per unit of "
+                f"{rule.arg!r} times {value!r} is not a finite amount"
+            )
     return total
 
 

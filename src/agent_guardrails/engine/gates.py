@@ -162,7 +162,9 @@ def evaluate(
             "The audit log's hash chain does not verify, so none of its counts can be trusted; "
             "run 'agent-guardrails audit verify' to find the first bad record.",
         )
-    if level >= AutonomyLevel.EXECUTE:
+    if level >= AutonomyLevel.EXECUTE and down is not None:
+        # Trip-wires lower only a level a gate led to: a scope with no gate into its level
+        # keeps its dial (people move it), as the call-time trip-wire does.
         trips = _trip_wires(current)
         if trips is not None:
             reasons, text, evidence = trips

@@ -113,10 +113,50 @@ class Pending:
         }
 
 
+# The dedupe tags of a call's records that open, mark or close its question (written by
+# pipeline/approvals.py, pipeline/events.py and sweep below). tests/test_approvals_inbox.py
+# checks the inbox read through them against a fold of the whole log, for every way a
+# question ends.
+_ASKED = "approval.requested"
+_TAGS = (
+    "decision",
+    "expiring",
+    "approval",  # approval.resolved
+    "approval.unavailable",
+    "approval.refused",
+    "expired",
+    "started",
+    "end",
+    "failed",
+)
+
+
 def pending(store: Store, *, now: float | None = None) -> list[Pending]:
     """Every question still waiting (or past its expiry and not yet recorded as expired),
-    oldest first."""
-    return _pending(read_audit(store), time.time() if now is None else now)
+    oldest first.
+
+    Read from the calls that hold or run (``store.open_calls()``, an index) and each one's
+    question records, found by their tags: the time and memory grow with the calls open,
+    not with the audit log. A store without ``open_calls`` is read whole."""
+    now = time.time() if now is None else now
+    if not hasattr(store, "open_calls"):
+        return _pending(read_audit(store), now)
+    return _pending(_question_records(store), now)
+
+
+def _question_records(store: Store) -> list[AuditRecord]:
+    """The audit records of the questions that may still wait, in log order."""
+    found: list[AuditRecord] = []
+    for call in store.open_calls():
+        key = call.key
+        if key.startswith("~") and call.state != "reserved":
+            continue  # an ephemeral call never runs again: if it runs, it was answered
+        asked = store.find_audit(f"{key}:{_ASKED}")
+        if asked is None:
+            continue  # not asked (or its question was archived)
+        found.append(asked)
+        found.extend(r for tag in _TAGS if (r := store.find_audit(f"{key}:{tag}")) is not None)
+    return sorted(found, key=lambda r: r.seq)
 
 
 def _pending(records: Iterable[AuditRecord], now: float) -> list[Pending]:
@@ -141,7 +181,7 @@ def _pending(records: Iterable[AuditRecord], now: float) -> list[Pending]:
     out = []
     for key, r in asked.items():
         data: Any = r.data
-        d: Any = decided[key].data if key in decided else {}
+        d: Any = decided[key].data if key in decided else data
         asked_at = float(data.get("asked_at", r.ts))
         out.append(
             Pending(

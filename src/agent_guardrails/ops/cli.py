@@ -43,7 +43,7 @@ from agent_guardrails.ops import cli_autonomy, cli_retention
 from agent_guardrails.ops import operations as ops
 from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store import DEFAULT_STORE_URL, Store, open_store
-from agent_guardrails.store.base import read_audit
+from agent_guardrails.store.base import LevelChange, read_audit
 
 __all__ = ["main"]
 
@@ -65,6 +65,24 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except (GuardrailError, ValueError) as exc:
         sys.stderr.write(f"agent-guardrails: {exc}\n")
         return 2
+    except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
+        if out is sys.stdout:  # and nothing for Python to fail on when it flushes at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (OSError, OverflowError, ImportError) as exc:  # a file, a number, a --plugin
+        sys.stderr.write(f"agent-guardrails: {exc}\n")
+        return 2
+
+
+def _said(flag: str) -> Callable[[str], str]:
+    """An audited ``--by``/``--reason``: not blank (the log would say nothing of who or why)."""
+
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{flag} must say something (it is audited)")
+        return text
+
+    return check
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,8 +109,10 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", action="store_true", help="print JSON")
 
     def who(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--by", required=True, help="who is doing this (recorded in the audit log)")
-        sp.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+        sp.add_argument(
+            "--by", required=True, type=_said("--by"), help="who is doing this (audited)"
+        )
+        sp.add_argument("--reason", required=True, type=_said("--reason"), help="why (audited)")
 
     demo = cmd(sub, "demo", _demo, "run the demo agent on a fresh SQLite store")
     demo.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -114,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd(psub, "schema", _policy_schema, "print the JSON Schema of pack files")
     a = cmd(psub, "apply", _policy_apply, "validate a pack file, store it and activate it")
     a.add_argument("file")
-    a.add_argument("--by", required=True)
+    a.add_argument("--by", required=True, type=_said("--by"))
     a.add_argument("--reason", default="")
     a.add_argument("--plugin", action="append", default=[])
     store_opts(a)
@@ -122,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     store_opts(h)
     r = cmd(psub, "rollback", _policy_rollback, "activate an older version (default: the previous)")
     r.add_argument("version", nargs="?")
-    r.add_argument("--by", required=True)
+    r.add_argument("--by", required=True, type=_said("--by"))
     r.add_argument("--reason", default="")
     store_opts(r)
     d = cmd(psub, "diff", _policy_diff, "diff two stored versions")
@@ -407,12 +427,14 @@ def _unkill(args: argparse.Namespace, out: TextIO) -> int:
 def _switch(args: argparse.Namespace, out: TextIO, *, engaged: bool) -> int:
     scope = Scope.parse(args.scope)
     store = _open(args)
-    sw = store.set_kill_switch(scope, engaged, by=args.by, reason=args.reason)
-    lowered = []
-    if engaged and store.active_pack() is not None:
-        from agent_guardrails.ops.gates import demote_on_kill
+    lowered: list[LevelChange] = []
+    if engaged:
+        from agent_guardrails.ops.gates import engage_kill_switch
 
-        lowered = demote_on_kill(store, ops.active_policy(store), scope)
+        pack = ops.active_policy(store) if store.active_pack() is not None else None
+        sw, lowered = engage_kill_switch(store, pack, scope, by=args.by, reason=args.reason)
+    else:
+        sw = store.set_kill_switch(scope, False, by=args.by, reason=args.reason)
     if args.json:
         _emit_json(
             out,

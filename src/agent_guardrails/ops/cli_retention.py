@@ -25,10 +25,12 @@ from typing import Any, TextIO
 
 import yaml
 
+from agent_guardrails.ops import gate_evidence
 from agent_guardrails.policy.pack import MAX_APPROVAL_SECONDS, ApprovalRule
 from agent_guardrails.policy.windows import parse_duration
 from agent_guardrails.store import Store, open_store, verify_audit_archive
 from agent_guardrails.store.base import VerifyResult
+from agent_guardrails.store.evidence import GateEvidence
 
 __all__ = ["parse_when", "register", "replay_horizon", "verify"]
 
@@ -122,8 +124,15 @@ def replay_horizon(store: Store) -> float:
 
 def _archive(args: argparse.Namespace, out: TextIO) -> int:
     before = parse_when(args.before)
+    if before > time.time():
+        raise ValueError(
+            f"--before {args.before} is in the future: that would archive the whole log, "
+            "records of today included; give a past date"
+        )
     store = open_store(args.store)
     try:
+        if isinstance(store, GateEvidence):  # the gates read what is archived first
+            gate_evidence.sync(store)
         prune_before = before
         if not args.prune_recent:
             prune_before = min(before, time.time() - replay_horizon(store))

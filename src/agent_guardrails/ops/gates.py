@@ -63,6 +63,7 @@ from agent_guardrails.policy.scope import Scope
 from agent_guardrails.store.base import (
     AuditEvent,
     AuditRecord,
+    KillSwitch,
     LevelChange,
     Outcome,
     Store,
@@ -357,6 +358,7 @@ class Gates:
         passing gate; ``reason`` is then required and recorded."""
         if not by.strip():
             raise ValueError("promote needs --by: the person applying the promotion")
+        self.pack.named_dial(Scope.parse(scope))
         (e,) = self.evaluations(scope) or (None,)
         if e is None:
             raise ConfigurationError(f"no scope {scope!r} to promote")
@@ -385,6 +387,19 @@ class Gates:
                 "override": override,
             },
         )
+
+
+def engage_kill_switch(
+    store: Store, pack: PolicyPack | None, scope: Scope, *, by: str, reason: str
+) -> tuple[KillSwitch, list[LevelChange]]:
+    """Engage the kill-switch on ``scope`` and trip what it covers
+    (:func:`demote_on_kill`, with ``pack``; ``None``: no pack, nothing to trip), once per
+    engagement: engaging a switch already engaged (a second operator, the same incident)
+    records who did, and lowers nothing again."""
+    was = any(s.engaged and s.scope == scope for s in store.kill_switches())
+    switch = store.set_kill_switch(scope, True, by=by, reason=reason)
+    lowered = demote_on_kill(store, pack, scope) if pack is not None and not was else []
+    return switch, lowered
 
 
 def demote_on_kill(store: Store, pack: PolicyPack, scope: Scope) -> list[LevelChange]:

@@ -137,7 +137,7 @@ def set_level(
     pack = pack if pack is not None else active_policy(store)
     new = AutonomyLevel.parse(level)
     ceiling = pack.ceiling_for(scope)
-    dial = pack.dial_scope(scope)
+    dial = pack.named_dial(scope)
     if new > ceiling:
         raise ConfigurationError(
             f"{new.label} is above the ceiling {ceiling.label} for {dial.key}; "

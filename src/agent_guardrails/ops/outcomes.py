@@ -60,12 +60,13 @@ def record_outcome(
     call_key: str | None = None,
     scope: str | Scope | None = None,
     cohort: str | None = None,
-    at: float | None = None,
+    at: float | str | None = None,
     pack: PolicyPack | None = None,
 ) -> Outcome:
     """Record one KPI outcome (see the module docstring); returns what was recorded."""
+    when = _when(at)  # a finite time: epoch seconds, or ISO 8601 text
     outcome = _resolve(
-        store, _policy(store, pack), metric, value, entity, call_key, scope, cohort, at
+        store, _policy(store, pack), metric, value, entity, call_key, scope, cohort, when
     )
     store.record_outcome(outcome)
     return outcome
@@ -108,6 +109,11 @@ def import_outcomes(store: Store, path: str | Path, *, pack: PolicyPack | None =
         raise ValueError(
             f"{path}: {len(problems)} bad row(s), nothing recorded:\n  "
             + "\n  ".join(problems[:20])
+        )
+    if not outcomes:
+        raise ValueError(
+            f"{path}: no outcome rows, nothing recorded: give a header (metric, value, and "
+            "entity or call_key) and one row per outcome"
         )
     for o in outcomes:
         store.record_outcome(o)

@@ -157,26 +157,43 @@ def approval(
     try:
         given = (yield from _answer_of(asking)) if asking is not None else None
     except StoreUnavailable as exc:  # asking needs the store (a graph's slot log): fail closed
-        yield from release(g, key, "approval.unavailable", {"reason": str(exc)})
+        yield from let_go(g, key, decision, "approval.unavailable", {"reason": str(exc)})
         return call, offline(decision, call.request, exc)
     except GeneratorExit:  # the flow is being closed: it may not ask for anything more
         raise
-    except BaseException as exc:
-        # A graph interrupt puts the question to a human: record it, unless the call only
-        # waits behind another call's question (it is put in a later run).
-        if first is None and not getattr(exc, "question_pending", False):
+    except Exception as exc:
+        if answer is not None or call.ask is not None or g.approver is None:
+            yield from _put(g, ask, call, asked, first, exc)
+            raise
+        # The application's approver failed (its chat service is down): no human was asked
+        # and none will answer, so the call is denied and lets go of what it held.
+        if first is None:
             yield from record_ask(g, ask, call, asked)
+        failure = f"the approver raised {type(exc).__name__}: {exc}"
+        yield from let_go(g, key, decision, "approval.unavailable", {"reason": failure})
+        failed = replace(
+            decision,
+            kind=DecisionKind.DENY,
+            reasons=("approver_error",),
+            message=f"denied: {failure}; nothing ran",
+            extra={},
+        )
+        return call, failed
+    except BaseException as exc:
+        yield from _put(g, ask, call, asked, first, exc)
         raise
     if first is None:
         yield from record_ask(g, ask, call, asked)
     if given is None:
-        yield from release(g, key, "approval.unavailable", {"reason": "no approver configured"})
+        yield from let_go(
+            g, key, decision, "approval.unavailable", {"reason": "no approver configured"}
+        )
         return call, decision
     problem = (unbound(first.data, ask) if first is not None else None) or check_answer(
         g, ask, given
     )
     span.approval_resolved(given, problem, g.clock() - (asked_at or asked))
-    resolved_event = events.event(
+    resolved_event = events.question_event(
         "approval.resolved",
         {
             "answer": given.type,
@@ -188,14 +205,24 @@ def approval(
             "pack_version": ask.pack_version,
         },
         key,
-        "approval",
+        answer_tag(given.type) if "in_doubt" in decision.reasons else "approval",
     )
-    yield from write(StoreOp("append_audit", resolved_event), g.outbox)
+    recorded = yield from write(StoreOp("append_audit", resolved_event), g.outbox)
+    if recorded is None and "in_doubt" not in decision.reasons:
+        # (A call in doubt is asked again under its first question's tags: the answer on
+        # record may be the one given before the crash, not a rival.)
+        first_answer = yield from _answered_first(key, given)
+        if first_answer is not None:
+            if first_answer.data.get("answer") not in ("approve", "edit"):
+                # The first answer runs nothing: what this run may have held again goes.
+                reason = {"reason": "answered_first"}
+                yield from let_go(g, key, decision, "reservation.released", reason)
+            return call, first_answer_wins(decision, first_answer)
     g.notifications.send(
         _event("answered", ask, asked_at or asked, given.type, given.by or None, problem)
     )
     if problem is not None:
-        yield from release(g, key, "approval.refused", {"reason": problem})
+        yield from let_go(g, key, decision, "approval.refused", {"reason": problem})
         code = problem.split(":", 1)[0]
         refused = replace(
             decision,
@@ -213,7 +240,7 @@ def approval(
         return call, resolved(decision, "approved", given)
     if given.type == "edit":
         return (yield from edited(g, call, decision, given))
-    yield from release(g, key, f"approval.{given.type}", {"message": given.message})
+    yield from let_go(g, key, decision, f"approval.{given.type}", {"message": given.message})
     how = "rejected" if given.type == "reject" else "responded"
     return call, resolved(decision, how, given)
 
@@ -271,6 +298,72 @@ def edited(
 
 
 # ---------------------------------------------------------------------------- pieces
+
+
+def answer_tag(answer: str) -> str:
+    """The tag of an answer to a call in doubt: its own (the first question's ``approval``
+    tag is taken by the answer given before the crash), one per kind of answer, so that an
+    approve after a reject is recorded too."""
+    return f"approval.rerun.{answer}"
+
+
+def _answered_first(key: str, given: ApprovalAnswer) -> Flow[AuditRecord | None]:
+    """Another answer to the question under ``key``, recorded before ``given`` was (two
+    approvers resuming at once): it is the one that counts. ``None`` when the answer on
+    record is ``given`` itself (this run after an earlier run of it) or none is readable."""
+    try:
+        found: AuditRecord | None = yield StoreOp("find_audit", f"{key}:approval")
+    except StoreUnavailable:
+        return None
+    if found is None:
+        return None
+    data = found.data
+    if (data.get("answer"), data.get("by") or "") == (given.type, given.by or ""):
+        return None
+    return found
+
+
+def first_answer_wins(decision: Decision, first: AuditRecord) -> Decision:
+    """The refusal of an answer that came second: nothing of it is done (what the call
+    holds is the first answer's to keep or release)."""
+    data = first.data
+    return replace(
+        decision,
+        kind=DecisionKind.DENY,
+        reasons=("approval_answered",),
+        message=(
+            f"not done: this question was answered first ({data.get('answer')} by "
+            f"{data.get('by') or 'an approver'}); that answer is the one acted on"
+        ),
+        extra={},
+    )
+
+
+def _put(
+    g: Guardrails,
+    ask: ApprovalRequest,
+    call: GuardedCall,
+    asked: float,
+    first: AuditRecord | None,
+    exc: BaseException,
+) -> Flow[None]:
+    """A graph interrupt puts the question to a human: record it, unless the call only
+    waits behind another call's question (it is put in a later run). The caller raises."""
+    if first is None and not getattr(exc, "question_pending", False):
+        yield from record_ask(g, ask, call, asked)
+
+
+def let_go(
+    g: Guardrails, key: str, decision: Decision, kind: str, data: Mapping[str, Any]
+) -> Flow[None]:
+    """A question that ends without the call running: release what the call holds, unless
+    it is in doubt (an earlier run started it and died): what that run spent is unknown,
+    so it keeps its hold and stays in doubt, and a later run asks again, never runs it
+    silently. Either way the ending is recorded."""
+    if "in_doubt" in decision.reasons:
+        yield from write(StoreOp("append_audit", events.event(kind, dict(data), key)), g.outbox)
+    else:
+        yield from release(g, key, kind, data)
 
 
 def _answer_of(asking: Invoke) -> Flow[Any]:
@@ -335,6 +428,10 @@ def record_ask(
     data: dict[str, Any] = {
         "asked_at": asked_at,
         "tool": ask.tool,
+        "action": ask.action,
+        "level": ask.level,
+        "cost": ask.cost,
+        "currency": ask.currency,
         "roles": list(ask.roles),
         "reasons": list(ask.reasons),
         "expires_at": ask.expires_at,
@@ -345,7 +442,7 @@ def record_ask(
     if ids is not None:
         data["trace_id"] = f"{ids.trace_id:032x}"
         data["span_id"] = f"{ids.span_id:016x}"
-    audit = events.event("approval.requested", data, ask.call_key)
+    audit = events.question_event("approval.requested", data, ask.call_key, "approval.requested")
     yield from write(StoreOp("append_audit", audit), g.outbox)
     call.span.approval_requested(ask)
     g.notifications.send(_event("raised", ask, asked_at))

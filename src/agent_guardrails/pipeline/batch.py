@@ -33,6 +33,7 @@ from agent_guardrails.pipeline import events
 from agent_guardrails.pipeline.approvals import (
     ApprovalAnswer,
     ApprovalRequest,
+    answer_tag,
     approval,
     first_ask,
     record_ask,
@@ -54,7 +55,7 @@ from agent_guardrails.pipeline.flow import (
 from agent_guardrails.pipeline.outbox import write
 from agent_guardrails.pipeline.trip_wires import trip
 from agent_guardrails.policy.levels import AutonomyLevel
-from agent_guardrails.store.base import ReserveResult
+from agent_guardrails.store.base import AuditRecord, PackVersion, ReserveResult, Snapshot
 
 if TYPE_CHECKING:
     from agent_guardrails.pipeline.guardrails import Guardrails
@@ -83,25 +84,58 @@ def turn(
     """A model turn's calls decided together (:func:`decide_batch`); the ones that wait for
     a human asked at once, and each answer applied (:func:`resolve`). When a kill-switch
     halted the turn nobody is asked: the outcomes carry the halt."""
+    # The calls a human was shown in an earlier run of this turn (their questions are
+    # recorded before the interrupt): the answers are theirs, in order, whatever the
+    # calls' decisions are now (a level moved, a switch engaged while the question waited).
+    shown = []
+    for i, call in enumerate(calls):
+        if (yield from first_ask(call.key)) is not None:
+            shown.append(i)
     decisions = yield from decide_batch(g, calls)
     outcomes = list(zip(calls, decisions, strict=True))
     if any(d.kind is DecisionKind.HALT for d in decisions):
         return outcomes
     waiting = [i for i, d in enumerate(decisions) if d.kind is DecisionKind.REQUIRE_APPROVAL]
-    if not waiting:
+    asked = shown or waiting
+    if not asked:
         return outcomes
     requests = []
-    for i in waiting:
+    for i in asked:
         requests.append((yield from approval_request(g, *outcomes[i])))
     answers = ask(requests)  # raises the interrupt until a human answered
-    if len(answers) != len(waiting):
+    if len(answers) != len(asked):
         raise ValueError(
-            f"{len(answers)} answers for {len(waiting)} calls waiting for approval: "
+            f"{len(answers)} answers for {len(asked)} calls waiting for approval: "
             "answer each call of the turn once, in order"
         )
-    for i, answer in zip(waiting, answers, strict=True):
-        outcomes[i] = yield from resolve(g, *outcomes[i], answer)
+    for i, answer in zip(asked, answers, strict=True):
+        call, decision = outcomes[i]
+        if decision.kind is DecisionKind.ALLOW:
+            # No longer needs a human, but one answered: a no (or an edit) stands, and a
+            # yes is recorded as the answer it is.
+            decision = replace(decision, kind=DecisionKind.REQUIRE_APPROVAL)
+        if decision.kind is DecisionKind.REQUIRE_APPROVAL:
+            outcomes[i] = yield from resolve(g, call, decision, answer)
+    for i in set(waiting) - set(asked):
+        # Needs a human since the question was put: not answered by it. The model may
+        # call it again, which asks.
+        call, decision = outcomes[i]
+        yield from withdraw(g, call.key, "approval_not_asked")
+        outcomes[i] = (call, _not_asked(decision))
     return outcomes
+
+
+def _not_asked(decision: Decision) -> Decision:
+    return replace(
+        decision,
+        kind=DecisionKind.DENY,
+        reasons=("approval_not_asked",),
+        message=(
+            f"not run: {decision.tool} came to need approval after this turn's question was "
+            "put, so its answers are not for it; call it again to ask"
+        ),
+        extra={},
+    )
 
 
 def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decision]]:
@@ -122,7 +156,9 @@ def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decis
         out[i] = yield from hold(g, calls[i], decided[i])
         single.add(i)
     if ahead:
-        audits = [events.decision_event(out[i], calls[i].key) for i in ahead]
+        audits = [
+            events.decision_event(out[i], calls[i].key, args=calls[i].request.args) for i in ahead
+        ]
         down: StoreUnavailable | None = None
         try:
             res: ReserveResult = yield StoreOp(
@@ -261,9 +297,10 @@ def carried(g: Guardrails, data: Mapping[str, Any], call: GuardedCall) -> Decisi
         cost=float(data.get("cost") or 0.0),
         currency=str(data.get("currency") or pack.defaults.currency),
         budget_left=data.get("budget_left"),
-        extra={"approved_by": approved_by, "pack_digest": data.get("pack_digest")}
+        # ``carried``: it came through the graph's state, so the store must vouch for it.
+        extra={"approved_by": approved_by, "pack_digest": data.get("pack_digest"), "carried": 1}
         if approved_by
-        else {"pack_digest": data.get("pack_digest")},
+        else {"pack_digest": data.get("pack_digest"), "carried": 1},
     )
 
 
@@ -283,6 +320,10 @@ def run_decided(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[An
             first.data if first is not None else None,
             g.clock() - first.ts if first is not None else None,
         )
+    if decision.extra.get("carried"):  # (not one this process made and handed over itself)
+        unvouched = yield from vouched(g, call, decision)
+        if unvouched is not None:
+            return (yield from refuse(g, call, unvouched))
     digest = decision.extra.get("pack_digest")
     halted = yield from halted_meanwhile(
         g, call, decision, held_only=True, pack_digest=str(digest) if digest else None
@@ -290,6 +331,80 @@ def run_decided(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[An
     if halted is not None:
         return (yield from refuse(g, call, halted))
     return (yield from run(g, call, decision))
+
+
+def vouched(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Decision | None]:
+    """``None`` when the store's records vouch for a decision carried to where the call
+    runs; else the refusal (``not_decided``). A turn's decisions travel in the graph's state
+    (a ``Send``, the agent's ``guardrails_turn``), which a client of a LangGraph server can
+    write: the node that runs tools believes the store, not the ticket. The call must have
+    the decision record its key was reserved with (same tool, action, scope, and arguments
+    where the record keeps their digest), and that decision let it go ahead, or a human's
+    recorded answer did (approve; edit, for the edited call ``<key>:edit``; a re-run of a
+    call in doubt needs an approval too). A call without a thread (``~`` key: no question
+    is possible) needs only its reservation. With the store down, only a ``fail_open``
+    action goes ahead, as it would anyway."""
+    key, request = call.key, call.request
+    action = g.policy.action(request.action)
+    fail_open = "fail_open" in decision.reasons and action is not None and action.fail_open
+    try:
+        if key.startswith("~"):  # (a fail_open call decided with the store down holds nothing)
+            snap: Snapshot = yield StoreOp("snapshot", dial_key="", counter_keys=(), call_key=key)
+            ok = (snap.call is not None or fail_open) and not call.rerun
+        else:
+            ok = yield from _recorded(call, decision, fail_open)
+    except StoreUnavailable:
+        ok = fail_open
+    if ok:
+        return None
+    return replace(
+        decision,
+        kind=DecisionKind.DENY,
+        reasons=("not_decided",),
+        message=(
+            f"denied: not_decided: no recorded decision of the guard lets {request.tool} run "
+            "as handed to this node (its carried decision does not match the store)"
+        ),
+        extra={},
+    )
+
+
+def _recorded(call: GuardedCall, decision: Decision, fail_open: bool) -> Flow[bool]:
+    """The store's records of ``call``'s key let it go ahead (see :func:`vouched`)."""
+    key, request = call.key, call.request
+    record: AuditRecord | None = yield StoreOp("find_audit", f"{key}:decision")
+    if record is None:  # a fail_open call decided with the store down: its record waits
+        return fail_open and not call.rerun
+    data = record.data
+    # The pack the call was decided under is the one the carried digest names: a ticket
+    # cannot name the active pack's digest for a decision made under another version.
+    digest = decision.extra.get("pack_digest")
+    versions: list[PackVersion] = yield StoreOp("pack_versions", data.get("pack"))
+    named = [v.version for v in versions if v.digest == digest]
+    if named != [str(data.get("pack_version"))]:
+        return False
+    digest = data.get("args_digest")
+    if (
+        data.get("tool") != request.tool
+        or data.get("action") != request.action
+        or data.get("scope") != request.scope.as_dict()
+        or (digest is not None and digest != events.args_digest(request.tool, request.args))
+    ):
+        return False
+    base = key.removesuffix(":edit")
+    wanted = "edit" if base != key else "approve"
+    if call.rerun:  # a call in doubt: a human said yes to running it again, after it started
+        yes: AuditRecord | None = yield StoreOp("find_audit", f"{key}:{answer_tag('approve')}")
+        began: AuditRecord | None = yield StoreOp("find_audit", f"{key}:started")
+        return yes is not None and (began is None or yes.seq > began.seq)
+    if wanted == "approve" and data.get("decision") == "allow":
+        return True
+    answer: AuditRecord | None = yield StoreOp("find_audit", f"{base}:approval")
+    return (
+        answer is not None
+        and answer.data.get("answer") == wanted
+        and answer.data.get("refused") is None
+    )
 
 
 def _stopped_by(decision: Decision, halted: Decision) -> Decision:

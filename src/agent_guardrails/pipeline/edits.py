@@ -4,9 +4,11 @@ A chat UI sends edited values as text: a list argument (``to``) comes back as th
 string ``'["c-1", "c-2"]'``. Each edited argument the tool's schema knows is validated by
 its field's type (pydantic, lax mode: ``"5"`` for an ``int`` is 5); a string that does not
 fit is then read as JSON (so the JSON text of a list becomes the list). A value that fits
-neither way refuses the edit with the field named, and nothing runs. Arguments the schema
-does not know pass as given (the tool decides); tools without a pydantic schema take the
-edit as given.
+neither way refuses the edit with the field named, and nothing runs. An edit gives the
+arguments whole, as the model does: one that leaves out a required argument, or names one
+the tool does not take, is refused too (parameters LangGraph fills in, such as a
+``ToolRuntime`` or an injected tool call id, are not the approver's to give). Tools without
+a pydantic schema take the edit as given.
 
 >>> from pydantic import BaseModel
 >>> class Send(BaseModel):
@@ -14,8 +16,10 @@ edit as given.
 ...     subject: str
 >>> parse_edit(Send, {"to": '["c-1", "c-2"]', "subject": "Hi"})
 ({'to': ['c-1', 'c-2'], 'subject': 'Hi'}, None)
->>> parse_edit(Send, {"to": 42})[1]
+>>> parse_edit(Send, {"to": 42, "subject": "Hi"})[1]
 'to: Input should be a valid list'
+>>> parse_edit(Send, {"to": ["c-1"]})[1]
+'subject: a required argument is missing (an edit gives them all)'
 """
 
 from __future__ import annotations
@@ -24,18 +28,41 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
-__all__ = ["ArgsSchema", "parse_edit", "schema_of"]
+__all__ = ["ArgsSchema", "params_of", "parse_edit", "schema_of"]
 
 ArgsSchema = type[BaseModel]
 
 
 def schema_of(tool: object | None) -> ArgsSchema | None:
-    """The tool's pydantic argument schema, if it has one (a LangChain tool's
-    ``args_schema``; ``None`` for a JSON-schema dict or no tool)."""
-    schema = getattr(tool, "args_schema", None)
-    return schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
+    """The tool's pydantic argument schema as the model sees it, if it has one (a LangChain
+    tool's ``tool_call_schema``: its ``args_schema`` without the parameters LangGraph
+    injects; ``None`` for a JSON-schema dict or no tool)."""
+    for name in ("tool_call_schema", "args_schema"):
+        try:
+            schema = getattr(tool, name, None)
+        except Exception:  # a tool whose schema cannot be built: try the next
+            continue
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            return schema
+    return None
+
+
+def params_of(schema: ArgsSchema | None) -> Mapping[str, Any] | None:
+    """The parameters ``schema`` declares (``None``: not known)."""
+    return schema.model_fields if schema is not None else None
+
+
+def _injected(field: FieldInfo) -> bool:
+    """A parameter LangGraph fills in (the tool call's id, the state, the store): never in
+    a model's or an approver's arguments."""
+    return any(
+        isinstance(m, InjectedToolArg) or (isinstance(m, type) and issubclass(m, InjectedToolArg))
+        for m in field.metadata
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -56,6 +83,15 @@ def parse_edit(
     fit."""
     if schema is None:
         return dict(args), None
+    fields = schema.model_fields
+    missing = [
+        n for n, f in fields.items() if f.is_required() and not _injected(f) and n not in args
+    ]
+    if missing:
+        return {}, f"{missing[0]}: a required argument is missing (an edit gives them all)"
+    unknown = [n for n in args if n not in fields]
+    if unknown and fields:
+        return {}, f"{unknown[0]}: the tool takes no such argument"
     out: dict[str, Any] = {}
     for name, value in args.items():
         adapter = _adapter(schema, name)

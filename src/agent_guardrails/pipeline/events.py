@@ -31,6 +31,7 @@ __all__ = [
     "ephemeral_key",
     "event",
     "finished_event",
+    "question_event",
     "started_event",
     "to_json",
 ]
@@ -56,11 +57,25 @@ def event(kind: str, data: Mapping[str, Any], key: str, tag: str | None = None) 
     return AuditEvent(kind, data, key, dedupe(key, tag or kind))
 
 
+def question_event(kind: str, data: Mapping[str, Any], key: str, tag: str) -> AuditEvent:
+    """An audit event of a call's question (asked, answered): tagged under an ephemeral key
+    too, so that the approvals inbox finds it by its tag (:mod:`agent_guardrails.ops.approvals`)
+    instead of reading the whole log."""
+    return AuditEvent(kind, data, key, f"{key}:{tag}")
+
+
 def decision_event(
-    decision: Decision, key: str, trace: SpanContext | None = None, tag: str = "decision"
+    decision: Decision,
+    key: str,
+    trace: SpanContext | None = None,
+    tag: str = "decision",
+    args: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
-    """The ``decision`` record; ``trace`` (the call span's ids) ties it to its trace."""
-    return AuditEvent("decision", _DecisionData(decision, key, trace), key, dedupe(key, tag))
+    """The ``decision`` record; ``trace`` (the call span's ids) ties it to its trace. With
+    ``args`` (a call decided here and run by another node), the record keeps their digest:
+    what the node that runs it checks the call it is handed against."""
+    data = _DecisionData(decision, key, trace, args)
+    return AuditEvent("decision", data, key, dedupe(key, tag))
 
 
 def started_event(request: CallRequest, key: str) -> AuditEvent:
@@ -98,13 +113,20 @@ class _DecisionData(LazyData):
     """A decision's audit data, serialised only when a store reads it (the memory store
     reads lazily, so the hot path does not pay for it)."""
 
-    __slots__ = ("_decision", "_key", "_trace")
+    __slots__ = ("_args", "_decision", "_key", "_trace")
 
-    def __init__(self, decision: Decision, key: str, trace: SpanContext | None) -> None:
+    def __init__(
+        self,
+        decision: Decision,
+        key: str,
+        trace: SpanContext | None,
+        args: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self._decision = decision
         self._key = key
         self._trace = trace
+        self._args = args
 
     def build(self) -> dict[str, Any]:
         data = self._decision.as_dict()
@@ -112,6 +134,8 @@ class _DecisionData(LazyData):
         if self._trace is not None:
             data["trace_id"] = f"{self._trace.trace_id:032x}"
             data["span_id"] = f"{self._trace.span_id:016x}"
+        if self._args is not None:
+            data["args_digest"] = args_digest(self._decision.tool, self._args)
         return data
 
 

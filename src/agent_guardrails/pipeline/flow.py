@@ -45,7 +45,7 @@ from agent_guardrails.engine.cohorts import split
 from agent_guardrails.engine.decision import CallRequest, Decision, DecisionKind
 from agent_guardrails.errors import KillSwitchEngaged, StoreUnavailable
 from agent_guardrails.pipeline import events
-from agent_guardrails.pipeline.edits import ArgsSchema
+from agent_guardrails.pipeline.edits import ArgsSchema, params_of
 from agent_guardrails.pipeline.effects import Effect, Flow, StoreOp, user_code, user_threads
 from agent_guardrails.pipeline.outbox import write
 from agent_guardrails.pipeline.results import error_for, result_for
@@ -115,10 +115,21 @@ def guarded_call(g: Guardrails, call: GuardedCall) -> Flow[Any]:
     prior = decided.prior
     if prior is not None and prior.state == "finished":
         return replay(call, prior)  # exactly once: this key already ran
+    from agent_guardrails.pipeline.approvals import approval, first_ask
+
+    if (
+        decided.decision.kind is DecisionKind.ALLOW
+        and prior is not None
+        and prior.state == "reserved"
+        and call.ask is not None
+        and (yield from first_ask(call.key)) is not None
+    ):
+        # Asked in an earlier run and still open: no longer needs a human (a level moved
+        # meanwhile), but the answer given stands: a no is a no, a yes is recorded.
+        asked = replace(decided.decision, kind=DecisionKind.REQUIRE_APPROVAL)
+        decided = decided._replace(decision=asked)
     decision = yield from hold(g, call, decided)
     if decision.kind is DecisionKind.REQUIRE_APPROVAL:
-        from agent_guardrails.pipeline.approvals import approval
-
         call, decision = yield from approval(g, call, decision)
     if decision.kind is not DecisionKind.ALLOW:
         return (yield from refuse(g, call, decision))
@@ -159,8 +170,9 @@ def decide(g: Guardrails, call: GuardedCall) -> Flow[Decided]:
             return Decided(decision, None, {}, checked)
     prior = snap.call
     used: Mapping[str, float] = snap.used
-    if prior is not None and prior.state == "reserved" and prior.charges:
-        # This call's own reservation (made before an interrupt) must not count against it.
+    if prior is not None and prior.state in ("reserved", "started") and prior.charges:
+        # This call's own reservation (made before an interrupt, or held by a run that
+        # died mid-call: in doubt) must not count against it.
         own = {c.key: c.amount for c in prior.charges}
         used = {k: v - own.get(k, 0.0) for k, v in used.items()}
     level = (
@@ -283,7 +295,7 @@ def rescoped(g: Guardrails, call: GuardedCall, args: Mapping[str, Any], key: str
     """``call`` with new arguments (an approver's edit) under ``key``: its scope resolved
     again from the same sources, so a changed ``region`` argument moves it to that region."""
     request = call.request
-    scope = g.scoping.resolve(call.sources, args)
+    scope = g.scoping.resolve(call.sources, args, params_of(call.schema))
     return replace(
         call,
         request=CallRequest(request.tool, request.action, args, scope, request.call_id),
@@ -325,18 +337,28 @@ def hold(g: Guardrails, call: GuardedCall, decided: Decided) -> Flow[Decision]:
         return decision
     starts = decision.kind is DecisionKind.ALLOW and not call.runs_later
     start = events.started_event(call.request, key) if starts else None
+    later = call.request.args if call.runs_later else None
     try:
         res = yield StoreOp(
             "reserve",
             key,
             decision.charges,
-            audit=events.decision_event(decision, key, trace),
+            audit=events.decision_event(decision, key, trace, args=later),
             force=bool(decision.extra.get("over_cap")),
             now=g.clock(),
             start=start,
         )
     except StoreUnavailable as exc:
-        decision = offline(decision, call.request, exc)
+        # Read but not written (another process holds SQLite's write lock): a fail_open
+        # action with nothing to hold runs, as when the store cannot be read at all.
+        if fails_open(decision) and exc.reason == "store_unavailable":
+            decision = replace(
+                decision,
+                reasons=(exc.reason, "fail_open"),
+                message=f"allowed without the store (fail_open): {exc}",
+            )
+        else:
+            decision = offline(decision, call.request, exc)
         g.outbox.keep(StoreOp("append_audit", events.decision_event(decision, key, trace)))
         return decision
     if res.ok:
@@ -542,7 +564,7 @@ def store_down(
         now=now,
         checked=checked,
     )
-    if decision.kind is DecisionKind.ALLOW and decision.fail_open and not decision.charges:
+    if fails_open(decision):
         return replace(
             decision,
             reasons=(exc.reason, "fail_open"),
@@ -551,6 +573,12 @@ def store_down(
     if decision.kind in (DecisionKind.SIMULATE, DecisionKind.DENY):
         return decision
     return offline(decision, request, exc)
+
+
+def fails_open(decision: Decision) -> bool:
+    """An allowed ``fail_open`` action with no caps and no approval: it runs without the
+    store, its records kept to be written when the store is back."""
+    return decision.kind is DecisionKind.ALLOW and decision.fail_open and not decision.charges
 
 
 def offline(decision: Decision, request: CallRequest, exc: StoreUnavailable) -> Decision:

@@ -33,7 +33,7 @@ from agent_guardrails.engine.decision import CallRequest, Decision
 from agent_guardrails.errors import ConfigurationError, StoreUnavailable
 from agent_guardrails.pipeline import batch, spending
 from agent_guardrails.pipeline.approvals import ApprovalAnswer, ApprovalRequest, Approver
-from agent_guardrails.pipeline.edits import ArgsSchema
+from agent_guardrails.pipeline.edits import ArgsSchema, params_of
 from agent_guardrails.pipeline.effects import Flow, adrive, drive, for_event_loop
 from agent_guardrails.pipeline.events import ephemeral_key
 from agent_guardrails.pipeline.flow import (
@@ -190,7 +190,7 @@ class Guardrails:
         ``sources``, the request's own scope counts as the run's context."""
         if sources is None:
             sources = ScopeSources(request.scope.as_dict(), {})
-        scope = self.scoping.resolve(sources, request.args)
+        scope = self.scoping.resolve(sources, request.args, params_of(args_schema))
         if scope is not request.scope:  # the shared object: the engine caches by identity
             request = CallRequest(
                 request.tool, request.action, request.args, scope, request.call_id
@@ -479,11 +479,11 @@ class Guardrails:
     def kill(self, scope: Scope = Scope(), *, by: str, reason: str) -> None:
         """Engage the kill-switch for ``scope`` (global by default). It is a trip-wire too:
         the level dials it covers whole, where the pack declares a gate into their level,
-        go one level down (:func:`agent_guardrails.ops.gates.demote_on_kill`)."""
-        from agent_guardrails.ops.gates import demote_on_kill
+        go one level down (:func:`agent_guardrails.ops.gates.demote_on_kill`), once per
+        engagement."""
+        from agent_guardrails.ops.gates import engage_kill_switch
 
-        self.store.set_kill_switch(scope, True, by=by, reason=reason)
-        demote_on_kill(self.store, self.policy, scope)
+        engage_kill_switch(self.store, self.policy, scope, by=by, reason=reason)
 
     def unkill(self, scope: Scope = Scope(), *, by: str, reason: str) -> None:
         """Release the kill-switch for ``scope``."""

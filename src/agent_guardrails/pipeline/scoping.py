@@ -4,7 +4,8 @@ A call's scope has five dimensions (``agent``, ``workflow``, ``segment``, ``chan
 ``region``). Their values come from four sources; a later one wins:
 
 1. the ``Guardrails(scope=...)`` defaults;
-2. the call's arguments (a tool taking a ``channel`` or ``region`` parameter);
+2. the call's arguments (a tool taking a ``channel`` or ``region`` parameter; where the
+   tool's argument schema is known, only the parameters it declares);
 3. the run's context: what the adapter read from the LangGraph run (``configurable`` and
    ``runtime.context``, see :func:`agent_guardrails.adapters.graph.run_scope`), then the
    values of an enclosing ``with guard.scope(...):``;
@@ -22,7 +23,7 @@ level, kill-switch and budgets).
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -91,11 +92,19 @@ class ScopeResolver:
         self._interned: dict[tuple[tuple[str, str], ...], Scope] = {}
         self._fixed: dict[int, tuple[ScopeSources, Scope]] = {}  # by the sources' identity
 
-    def resolve(self, sources: ScopeSources, args: Mapping[str, Any] | None) -> Scope:
+    def resolve(
+        self,
+        sources: ScopeSources,
+        args: Mapping[str, Any] | None,
+        params: Container[str] | None = None,
+    ) -> Scope:
         """The scope of a call with ``args`` (lowest precedence first: defaults, arguments,
-        run context, ``guard.scope()``, declaration)."""
+        run context, ``guard.scope()``, declaration). With ``params`` (the parameters the
+        tool's schema declares), only those arguments count: a model that adds
+        ``region="eu"`` to a tool without that parameter does not move the call (LangChain
+        drops the argument before the tool runs)."""
         overrides = _overrides.get()
-        found = _dims(args) if args else None
+        found = _dims(args, params) if args else None
         if found is None and not overrides:  # the usual call: its sources alone decide
             fixed = self._fixed.get(id(sources))
             if fixed is not None and fixed[0] is sources:
@@ -128,11 +137,12 @@ class ScopeResolver:
         return scope
 
 
-def _dims(args: Mapping[str, Any]) -> dict[str, str] | None:
-    """The scope dimensions a call's arguments name (``None``: none)."""
+def _dims(args: Mapping[str, Any], params: Container[str] | None) -> dict[str, str] | None:
+    """The scope dimensions a call's arguments name (``None``: none), among ``params`` when
+    the tool's parameters are known."""
     found: dict[str, str] | None = None
     for dim in DIMENSIONS:
-        if dim in args:
+        if dim in args and (params is None or dim in params):
             v = args[dim]
             if isinstance(v, str) and v:
                 if found is None:

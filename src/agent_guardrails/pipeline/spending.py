@@ -59,7 +59,10 @@ def finite(value: object, field: str) -> float:
     number >= 0."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{field} must be a number, got {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int past a float's range
+        number = math.inf
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
     return number

@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent_guardrails.errors import ConfigurationError
 from agent_guardrails.policy.levels import AutonomyLevel
 from agent_guardrails.policy.pack_rules import (
     MAX_APPROVAL_SECONDS,
@@ -128,7 +129,12 @@ class PolicyPack(_Model):
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, v: object) -> object:
-        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+        if isinstance(v, float):  # YAML reads 1.10 as the number 1.1: 1.10 and 1.1 collide
+            raise ValueError(
+                f'the version {v!r} was read as a number: quote it (version: "{v}") so '
+                "that 1.10 and 1.1 stay two versions"
+            )
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @field_validator("actions")
     @classmethod
@@ -224,6 +230,19 @@ class PolicyPack(_Model):
         """The scope whose level dial governs a call in ``scope``: the matching rule's."""
         rule = self.level_rule(scope)
         return rule.scope.to_scope() if rule is not None else Scope()
+
+    def named_dial(self, scope: Scope) -> Scope:
+        """:meth:`dial_scope` for an operator who names ``scope`` to move its level: a
+        scope no level rule matches is refused rather than taken for the global dial (a
+        typo such as ``workflow=paid_mdia`` would otherwise move every workflow's level)."""
+        dial = self.dial_scope(scope)
+        if scope.items() and not dial.items():
+            raise ConfigurationError(
+                f"no level rule of pack {self.name} v{self.version} matches {scope.key}: its "
+                "calls follow the global level. Name 'global' to move that, or add a level "
+                "rule for this scope in a new pack version"
+            )
+        return dial
 
 
 class PackIndex:

@@ -47,6 +47,9 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+MAX_WINDOW = 100 * 365 * 86_400  # seconds: the longest window a pack may name
+
+
 def validate_window(value: str) -> str:
     """Return ``value`` if it is a window name or a duration, else raise a helpful error."""
     if value in CALENDAR_WINDOWS:
@@ -62,6 +65,12 @@ def validate_window(value: str) -> str:
         # Buckets are whole seconds: "0.5s" would divide by zero, "1.5s" would silently be 1s.
         raise ValueError(
             f"bad window {value!r}: a window is a whole number of seconds, at least 1s"
+        )
+    if seconds > MAX_WINDOW:
+        # A counter's window ends where the stores can count (a 64-bit integer of seconds).
+        raise ValueError(
+            f"bad window {value!r}: at most 100 years (36500d); use 'total' for a window "
+            "that never ends"
         )
     return value
 

@@ -310,6 +310,9 @@ class OffloadedAsync(Store):
     async def ain_doubt(self) -> list[CallRecord]:
         return await self._offload(False, self.in_doubt)
 
+    async def aopen_calls(self) -> list[CallRecord]:
+        return await self._offload(False, self.open_calls)
+
     async def acounters(self, prefix: str = "") -> dict[str, float]:
         return await self._offload(False, self.counters, prefix)
 

@@ -82,6 +82,10 @@ class SQLOperations(GateEvidenceOperations):
         rows = yield self._all("in_doubt")
         return [_rows.call_record(r) for r in rows]
 
+    def _open_calls_step(self) -> Step[list[CallRecord]]:
+        rows = yield self._all("open_calls")
+        return sorted((_rows.call_record(r) for r in rows), key=_oldest_first)
+
     def _counters_step(self, prefix: str) -> Step[dict[str, float]]:
         rows = yield self._all("counters", (len(prefix), prefix))
         return {str(k): float(v) for k, v in rows}
@@ -91,6 +95,9 @@ class SQLOperations(GateEvidenceOperations):
 
     def in_doubt(self) -> list[CallRecord]:
         return self._read(self._in_doubt_step)
+
+    def open_calls(self) -> list[CallRecord]:
+        return self._read(self._open_calls_step)
 
     def counters(self, prefix: str = "") -> dict[str, float]:
         return self._read(lambda: self._counters_step(prefix))
@@ -191,6 +198,8 @@ class SQLOperations(GateEvidenceOperations):
                 f"no stored version {version} of pack {name}; apply it first "
                 "('agent-guardrails policy apply FILE')"
             )
+        if row[5]:  # already the active version: nothing changes, nothing is recorded
+            return replace(_rows.pack_version(row[1:]), active=True)
         yield self._run("deactivate_other_packs", (row[0],))
         yield self._run("activate_pack", (row[0],))
         data = {"name": name, "version": version, "by": by, "reason": reason}
@@ -376,6 +385,9 @@ class AsyncSQLOperations(SQLOperations):
     async def ain_doubt(self) -> list[CallRecord]:
         return await self._aread(self._in_doubt_step)
 
+    async def aopen_calls(self) -> list[CallRecord]:
+        return await self._aread(self._open_calls_step)
+
     async def acounters(self, prefix: str = "") -> dict[str, float]:
         return await self._aread(lambda: self._counters_step(prefix))
 
@@ -444,3 +456,7 @@ class AsyncSQLOperations(SQLOperations):
 def _check_page(check: ChainCheck, rows: Sequence[Sequence[Any]]) -> VerifyResult | None:
     """Read ``rows`` (the ``audit_records`` columns) as records and feed them to ``check``."""
     return check.feed(_rows.audit_record(r) for r in rows)
+
+
+def _oldest_first(record: CallRecord) -> tuple[float, str]:
+    return record.updated_at, record.key

@@ -197,10 +197,13 @@ class PostgresConnections:
         self._lock = threading.Lock()
         self._prepared = weakref.WeakKeyDictionary()
 
-    @staticmethod
-    def _configure(conn: Any) -> None:
+    def _configure(self, conn: Any) -> None:
         # Timestamps must come back exactly as written: they are hashed into the chain.
         conn.execute("SET extra_float_digits = 3")
+        # A row lock held elsewhere (a psql left in a transaction) fails the statement after
+        # the URL's timeout: a fail-closed decision, never a hung run. (A SET, not a startup
+        # option: PgBouncer refuses unknown startup parameters.)
+        conn.execute(f"SET lock_timeout = {lock_ms(self.timeout)}")
 
     def _connect(self) -> Any:
         """A connection of its own, outside the pool (for ``setup``)."""
@@ -357,7 +360,7 @@ class PostgresConnections:
             if res.status == self._rows:
                 return res
             state = (res.error_field(self._sqlstate) or b"").decode()
-            if state == expect:
+            if state and state == expect:  # (a lost connection's error has no SQLSTATE)
                 return None
             if state == "26000" and attempt == 1:  # the server forgot it (DISCARD ALL)
                 prepared.discard(name)
@@ -431,10 +434,10 @@ class AsyncPostgresConnections:
         """Whether some event loop's pool is open."""
         return bool(self._by_loop)
 
-    @staticmethod
-    async def _configure(conn: Any) -> None:
+    async def _configure(self, conn: Any) -> None:
         # Timestamps must come back exactly as written: they are hashed into the chain.
         await conn.execute("SET extra_float_digits = 3")
+        await conn.execute(f"SET lock_timeout = {lock_ms(self.timeout)}")  # see the sync one
 
     async def _connect(self) -> Any:
         """A connection of its own, outside the pool (for ``setup``)."""
@@ -674,3 +677,8 @@ class AsyncPostgresConnections:
             future.result(timeout=self.timeout + 10)
         else:
             loop.run_until_complete(self._close_pool(pool, last))
+
+
+def lock_ms(timeout: float) -> int:
+    """How long a statement waits for a row lock, in milliseconds: the URL's timeout."""
+    return max(int(timeout * 1000), 1)

@@ -26,7 +26,9 @@ __all__ = ["SCHEMA_VERSION", "chain_lock", "create_schema", "current_schema", "q
 #    metric): new tables and an index, made by schema.sql on upgrade.
 # 5: an index of the gates' calls by scope and pack version (ag_gate_calls_versions), made
 #    by schema.sql on upgrade.
-SCHEMA_VERSION = 5
+# 6: an index of reserved calls (ag_calls_reserved, the approvals inbox), made by
+#    schema.sql on upgrade.
+SCHEMA_VERSION = 6
 
 
 def quote_ident(ident: str) -> str:

@@ -97,7 +97,8 @@ __all__ = [
 # upgraded in place when a store opens it). 3: gate evidence (ag_gate_calls, ag_gate_events,
 # an index of outcomes by scope and metric), new tables made by schema.sql. 4: an index of
 # the gates' calls by scope and pack version (ag_gate_calls_versions), made by schema.sql.
-SCHEMA_VERSION = 4
+# 5: an index of reserved calls (ag_calls_reserved, the approvals inbox), made by schema.sql.
+SCHEMA_VERSION = 5
 EPS = 1e-9  # the same tolerance as MemoryStore: used + amount may exceed limit by this much
 
 # ---------------------------------------------------------------------------- rows -> records

@@ -9,7 +9,7 @@ uses (the engine's snapshot reader needs a :class:`Ledger`, the CLI's pack comma
     Budget and exposure counters with reservations keyed by the call's idempotency key,
     and the call records (reserved / started / finished / failed / released): ``snapshot``,
     ``reserve``, ``reserve_many``, ``start``, ``finish``, ``release``, ``call_record``,
-    ``in_doubt``, ``counters``.
+    ``in_doubt``, ``open_calls``, ``counters``.
 :class:`Dials`
     The level dial per scope key and its history, and the kill-switches.
 :class:`PackRegistry`
@@ -385,6 +385,11 @@ class Ledger(Protocol):
 
     def in_doubt(self) -> list[CallRecord]: ...
 
+    def open_calls(self) -> list[CallRecord]:
+        """The calls that hold (``reserved``) or run (``started``), oldest first: the only
+        ones a question can wait on (the approvals inbox reads these, not the whole log)."""
+        ...
+
     def counters(self, prefix: str = "") -> dict[str, float]: ...
 
 
@@ -421,9 +426,11 @@ class PackRegistry(Protocol):
         self, name: str, version: str, digest: str, source: str, *, by: str
     ) -> PackVersion: ...
 
-    def activate_pack(
-        self, name: str, version: str, *, by: str, reason: str = ""
-    ) -> PackVersion: ...
+    def activate_pack(self, name: str, version: str, *, by: str, reason: str = "") -> PackVersion:
+        """Make a stored version the active one and record ``pack.activated``; the version
+        already active stays so and records nothing (processes starting together, a
+        deploy that applies the same pack again: no new gate window, no incident)."""
+        ...
 
     def active_pack(self) -> PackVersion | None: ...
 

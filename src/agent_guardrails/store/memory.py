@@ -305,6 +305,11 @@ class MemoryStore(OffloadedAsync):
         with self._lock:
             return [r for r in self._calls.values() if r.state == "started"]
 
+    def open_calls(self) -> list[CallRecord]:
+        with self._lock:
+            held = [r for r in self._calls.values() if r.state in ("reserved", "started")]
+        return sorted(held, key=lambda r: (r.updated_at, r.key))
+
     def counters(self, prefix: str = "") -> dict[str, float]:
         with self._lock:
             return {k: v for k, v in self._counters.items() if k.startswith(prefix)}
@@ -384,6 +389,8 @@ class MemoryStore(OffloadedAsync):
                     f"no stored version {version} of pack {name}; apply it first "
                     "('agent-guardrails policy apply FILE')"
                 )
+            if target.active:  # already the active version: nothing changes or is recorded
+                return target
             self._packs = [replace(p, active=(p is target)) for p in self._packs]
             self._active_digest = target.digest
             self._append(

@@ -13,14 +13,16 @@ checked when the store is constructed (no connection is made then): a bad URL ra
     one). ``N`` may be 0; ``M`` is at least 1 and at least ``N``.
 
 libpq's ``connect_timeout`` defaults to 10 seconds and ``application_name`` to
-``agent-guardrails`` unless the URL sets them.
+``agent-guardrails`` unless the URL sets them. Each connection also waits for a row lock at
+most ``connect_timeout`` (``SET lock_timeout``): a lock held elsewhere gives a fail-closed
+decision, not a hung run.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from agent_guardrails.errors import ConfigurationError
 
@@ -109,7 +111,9 @@ def parse_postgres_url(url: str) -> PostgresURL:
         keep.append(("connect_timeout", str(CONNECT_TIMEOUT)))
     if "application_name" not in names:
         keep.append(("application_name", "agent-guardrails"))
-    conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(keep), parts.fragment))
+    # (libpq decodes %20, not "+", as a space)
+    query = urlencode(keep, quote_via=quote)
+    conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
     # libpq: a connect_timeout of 0 (or less) waits for ever; the pool still needs a bound.
     return PostgresURL(conninfo, schema, pool_min, pool_max, timeout if timeout > 0 else 30.0)
 

@@ -302,6 +302,8 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
         return just(False)  # every record is chained when it is written
 
     def _create_schema(self) -> None:
+        if self._schema_current():
+            return  # (the usual open: no write lock, so a writer elsewhere cannot stop it)
         with self._conns.write() as db:
             has_meta = db.execute(_SQL["schema_version"]).fetchone()[0]
             version = db.execute(_SQL["read_schema_version"]).fetchone() if has_meta else None
@@ -321,6 +323,18 @@ class SQLiteStore(SQLOperations, OffloadedAsync):
                 if column not in columns:
                     db.execute(f"ALTER TABLE ag_outcomes ADD COLUMN {column} {kind}")
             db.execute(_SQL["put_schema_version"], (str(SCHEMA_VERSION),))
+
+    def _schema_current(self) -> bool:
+        """The database has this release's schema (read without the write lock); an
+        unreadable or locked one says no, and the write below decides."""
+        try:
+            with self._conns.read() as db:
+                if not db.execute(_SQL["schema_version"]).fetchone()[0]:
+                    return False
+                version = db.execute(_SQL["read_schema_version"]).fetchone()
+        except (StoreUnavailable, sqlite3.Error):
+            return False
+        return version is not None and int(version[0]) == SCHEMA_VERSION
 
     def _append_all(
         self, db: sqlite3.Connection, events: Sequence[AuditEvent], ts: float

@@ -13,6 +13,12 @@ SELECT key, state, charges, result, updated_at FROM {p}calls WHERE key = ?;
 SELECT key, state, charges, result, updated_at FROM {p}calls
 WHERE state = 'started' ORDER BY updated_at, key;
 
+-- name: open_calls
+-- Calls that hold (reserved) or run (started): each SELECT is one partial index's.
+SELECT key, state, charges, result, updated_at FROM {p}calls WHERE state = 'reserved'
+UNION ALL
+SELECT key, state, charges, result, updated_at FROM {p}calls WHERE state = 'started';
+
 -- name: counters
 -- Args: the prefix's length, the prefix.
 SELECT key, used FROM {p}counters

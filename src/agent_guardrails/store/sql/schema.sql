@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS {p}calls (
     updated_at DOUBLE PRECISION NOT NULL
 ){without_rowid};
 CREATE INDEX IF NOT EXISTS ag_calls_started ON {p}calls (updated_at) WHERE state = 'started';
+-- The calls that hold without running (schema 5 on SQLite, 6 on PostgreSQL): the only ones,
+-- with started ones, a question can wait on (the approvals inbox, ops/approvals.py).
+CREATE INDEX IF NOT EXISTS ag_calls_reserved ON {p}calls (updated_at) WHERE state = 'reserved';
 CREATE TABLE IF NOT EXISTS {p}levels (
     dial_key TEXT PRIMARY KEY,
     level INTEGER NOT NULL,
