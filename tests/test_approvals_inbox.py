@@ -288,14 +288,10 @@ def test_the_sweep_releases_what_an_expired_question_held(every_store_url: str) 
 
 # ---------------------------------------------------------------- the inbox reads open calls
 
-TWO_TIMEOUTS = """
-name: inbox
-version: "1"
-defaults: {level: execute}
-actions:
-  email.send: {sensitive: true, cost: 0.5, approval: {roles: [marketing_ops], timeout: 2h}}
-  page.publish: {sensitive: true, cost: 0.25, approval: {roles: [brand], timeout: 1h}}
-"""
+TWO_TIMEOUTS = (
+    PACK
+    + "  page.publish: {sensitive: true, cost: 0.25, approval: {roles: [brand], timeout: 1h}}\n"
+)
 
 
 class _Paused(Exception):

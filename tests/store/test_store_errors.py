@@ -312,16 +312,24 @@ def test_a_version_1_sqlite_database_is_upgraded_in_place(tmp_path: Path) -> Non
     db.close()
 
 
-def test_a_version_3_sqlite_store_gains_the_index_of_pack_versions(tmp_path: Path) -> None:
+def _written_by_version(tmp_path: Path, version: int, lacking: str) -> str:
+    """A SQLite store as schema ``version`` left it: without index ``lacking``."""
     import sqlite3
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     open_store(url).close()
     db = sqlite3.connect(tmp_path / "s.db")
-    db.execute("DROP INDEX ag_gate_calls_versions")
-    db.execute("UPDATE ag_meta SET value = '3' WHERE key = 'schema_version'")
+    db.execute(f"DROP INDEX {lacking}")
+    db.execute(f"UPDATE ag_meta SET value = '{version}' WHERE key = 'schema_version'")
     db.commit()
     db.close()
+    return url
+
+
+def test_a_version_3_sqlite_store_gains_the_index_of_pack_versions(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = _written_by_version(tmp_path, 3, "ag_gate_calls_versions")
     open_store(url).close()
     db = sqlite3.connect(tmp_path / "s.db")
     assert db.execute("SELECT value FROM ag_meta WHERE key = 'schema_version'").fetchone() == ("5",)
@@ -335,13 +343,7 @@ def test_a_version_3_sqlite_store_gains_the_index_of_pack_versions(tmp_path: Pat
 def test_a_version_4_sqlite_store_gains_the_index_of_reserved_calls(tmp_path: Path) -> None:
     import sqlite3
 
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    open_store(url).close()
-    db = sqlite3.connect(tmp_path / "s.db")
-    db.execute("DROP INDEX ag_calls_reserved")
-    db.execute("UPDATE ag_meta SET value = '4' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    url = _written_by_version(tmp_path, 4, "ag_calls_reserved")
     store = open_store(url)
     assert store.reserve("k", []).ok
     assert [(c.key, c.state) for c in store.open_calls()] == [("k", "reserved")]

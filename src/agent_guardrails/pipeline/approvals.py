@@ -34,6 +34,7 @@ from agent_guardrails.pipeline.effects import Await, Flow, Invoke, StoreOp, user
 from agent_guardrails.pipeline.flow import (
     GOES_AHEAD,
     decide,
+    denied,
     halted_meanwhile,
     hold,
     offline,
@@ -171,14 +172,7 @@ def approval(
             yield from record_ask(g, ask, call, asked)
         failure = f"the approver raised {type(exc).__name__}: {exc}"
         yield from let_go(g, key, decision, "approval.unavailable", {"reason": failure})
-        failed = replace(
-            decision,
-            kind=DecisionKind.DENY,
-            reasons=("approver_error",),
-            message=f"denied: {failure}; nothing ran",
-            extra={},
-        )
-        return call, failed
+        return call, denied(decision, "approver_error", f"denied: {failure}; nothing ran")
     except BaseException as exc:
         yield from _put(g, ask, call, asked, first, exc)
         raise
@@ -224,14 +218,7 @@ def approval(
     if problem is not None:
         yield from let_go(g, key, decision, "approval.refused", {"reason": problem})
         code = problem.split(":", 1)[0]
-        refused = replace(
-            decision,
-            kind=DecisionKind.DENY,
-            reasons=(code,),
-            message=f"denied: {problem}",
-            extra={},
-        )
-        return call, refused
+        return call, denied(decision, code, f"denied: {problem}")
     halted = yield from halted_meanwhile(g, call, decision)
     if halted is not None:
         return call, halted
@@ -311,10 +298,7 @@ def _answered_first(key: str, given: ApprovalAnswer) -> Flow[AuditRecord | None]
     """Another answer to the question under ``key``, recorded before ``given`` was (two
     approvers resuming at once): it is the one that counts. ``None`` when the answer on
     record is ``given`` itself (this run after an earlier run of it) or none is readable."""
-    try:
-        found: AuditRecord | None = yield StoreOp("find_audit", f"{key}:approval")
-    except StoreUnavailable:
-        return None
+    found = yield from recorded(f"{key}:approval")
     if found is None:
         return None
     data = found.data
@@ -327,15 +311,11 @@ def first_answer_wins(decision: Decision, first: AuditRecord) -> Decision:
     """The refusal of an answer that came second: nothing of it is done (what the call
     holds is the first answer's to keep or release)."""
     data = first.data
-    return replace(
+    return denied(
         decision,
-        kind=DecisionKind.DENY,
-        reasons=("approval_answered",),
-        message=(
-            f"not done: this question was answered first ({data.get('answer')} by "
-            f"{data.get('by') or 'an approver'}); that answer is the one acted on"
-        ),
-        extra={},
+        "approval_answered",
+        f"not done: this question was answered first ({data.get('answer')} by "
+        f"{data.get('by') or 'an approver'}); that answer is the one acted on",
     )
 
 
@@ -414,10 +394,15 @@ def first_ask(key: str) -> Flow[AuditRecord | None]:
     tag = events.dedupe(key, "approval.requested")
     if tag is None:
         return None
+    return (yield from recorded(tag))  # (unreadable: asking again records nothing twice)
+
+
+def recorded(tag: str) -> Flow[AuditRecord | None]:
+    """The audit record tagged ``tag``; ``None`` when there is none or it cannot be read."""
     try:
         found: AuditRecord | None = yield StoreOp("find_audit", tag)
     except StoreUnavailable:
-        return None  # asking again records nothing twice: appends are de-duplicated
+        return None
     return found
 
 

@@ -45,6 +45,7 @@ from agent_guardrails.pipeline.flow import (
     Decided,
     GuardedCall,
     decide,
+    denied,
     halted_meanwhile,
     hold,
     offline,
@@ -84,14 +85,16 @@ def turn(
     """A model turn's calls decided together (:func:`decide_batch`); the ones that wait for
     a human asked at once, and each answer applied (:func:`resolve`). When a kill-switch
     halted the turn nobody is asked: the outcomes carry the halt."""
+    decided = yield from _decide_each(g, calls)
     # The calls a human was shown in an earlier run of this turn (their questions are
-    # recorded before the interrupt): the answers are theirs, in order, whatever the
-    # calls' decisions are now (a level moved, a switch engaged while the question waited).
+    # recorded before the interrupt, which a call holding from then survives): the answers
+    # are theirs, in order, whatever the calls' decisions are now (a level moved, a switch
+    # engaged while the question waited).
     shown = []
-    for i, call in enumerate(calls):
-        if (yield from first_ask(call.key)) is not None:
+    for i, (call, d) in enumerate(zip(calls, decided, strict=True)):
+        if d.prior is not None and (yield from first_ask(call.key)) is not None:
             shown.append(i)
-    decisions = yield from decide_batch(g, calls)
+    decisions = yield from _settle(g, calls, decided)
     outcomes = list(zip(calls, decisions, strict=True))
     if any(d.kind is DecisionKind.HALT for d in decisions):
         return outcomes
@@ -126,23 +129,31 @@ def turn(
 
 
 def _not_asked(decision: Decision) -> Decision:
-    return replace(
+    return denied(
         decision,
-        kind=DecisionKind.DENY,
-        reasons=("approval_not_asked",),
-        message=(
-            f"not run: {decision.tool} came to need approval after this turn's question was "
-            "put, so its answers are not for it; call it again to ask"
-        ),
-        extra={},
+        "approval_not_asked",
+        f"not run: {decision.tool} came to need approval after this turn's question was "
+        "put, so its answers are not for it; call it again to ask",
     )
 
 
 def decide_batch(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decision]]:
     """Decide ``calls`` together; see the module docstring."""
+    decided = yield from _decide_each(g, calls)
+    return (yield from _settle(g, calls, decided))
+
+
+def _decide_each(g: Guardrails, calls: Sequence[GuardedCall]) -> Flow[list[Decided]]:
     decided: list[Decided] = []
     for call in calls:
         decided.append((yield from decide(g, call)))
+    return decided
+
+
+def _settle(
+    g: Guardrails, calls: Sequence[GuardedCall], decided: Sequence[Decided]
+) -> Flow[list[Decision]]:
+    """Hold what the decided calls going ahead need, at once, and record the rest."""
     single: set[int] = set()
     ahead = [
         i
@@ -357,15 +368,11 @@ def vouched(g: Guardrails, call: GuardedCall, decision: Decision) -> Flow[Decisi
         ok = fail_open
     if ok:
         return None
-    return replace(
+    return denied(
         decision,
-        kind=DecisionKind.DENY,
-        reasons=("not_decided",),
-        message=(
-            f"denied: not_decided: no recorded decision of the guard lets {request.tool} run "
-            "as handed to this node (its carried decision does not match the store)"
-        ),
-        extra={},
+        "not_decided",
+        f"denied: not_decided: no recorded decision of the guard lets {request.tool} run "
+        "as handed to this node (its carried decision does not match the store)",
     )
 
 
@@ -409,12 +416,10 @@ def _recorded(call: GuardedCall, decision: Decision, fail_open: bool) -> Flow[bo
 
 def _stopped_by(decision: Decision, halted: Decision) -> Decision:
     """A call of a batch that another call's kill-switch halt stopped."""
-    return replace(
+    return denied(
         decision,
-        kind=DecisionKind.DENY,
-        reasons=("batch_halted",),
-        message=f"not run: the kill-switch halted {halted.tool} in the same turn, so the run ended",
-        extra={},
+        "batch_halted",
+        f"not run: the kill-switch halted {halted.tool} in the same turn, so the run ended",
     )
 
 
@@ -426,11 +431,9 @@ def _batch_denied(decision: Decision, res: ReserveResult) -> Decision:
     """A call of a batch that did not fit as a whole."""
     breach = res.breach
     what = f"{breach.kind} {breach.label}" if breach is not None else "a cap"
-    return replace(
+    return denied(
         decision,
-        kind=DecisionKind.DENY,
-        reasons=(f"{breach.kind}_exceeded" if breach is not None else "batch_exceeded",),
-        message=f"denied: the batch of parallel calls does not fit in {what}; "
+        f"{breach.kind}_exceeded" if breach is not None else "batch_exceeded",
+        f"denied: the batch of parallel calls does not fit in {what}; "
         "none of them ran (ask for fewer or smaller actions)",
-        extra={},
     )

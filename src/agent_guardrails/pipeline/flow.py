@@ -352,11 +352,7 @@ def hold(g: Guardrails, call: GuardedCall, decided: Decided) -> Flow[Decision]:
         # Read but not written (another process holds SQLite's write lock): a fail_open
         # action with nothing to hold runs, as when the store cannot be read at all.
         if fails_open(decision) and exc.reason == "store_unavailable":
-            decision = replace(
-                decision,
-                reasons=(exc.reason, "fail_open"),
-                message=f"allowed without the store (fail_open): {exc}",
-            )
+            decision = without_store(decision, exc)
         else:
             decision = offline(decision, call.request, exc)
         g.outbox.keep(StoreOp("append_audit", events.decision_event(decision, key, trace)))
@@ -565,11 +561,7 @@ def store_down(
         checked=checked,
     )
     if fails_open(decision):
-        return replace(
-            decision,
-            reasons=(exc.reason, "fail_open"),
-            message=f"allowed without the store (fail_open): {exc}",
-        )
+        return without_store(decision, exc)
     if decision.kind in (DecisionKind.SIMULATE, DecisionKind.DENY):
         return decision
     return offline(decision, request, exc)
@@ -581,25 +573,31 @@ def fails_open(decision: Decision) -> bool:
     return decision.kind is DecisionKind.ALLOW and decision.fail_open and not decision.charges
 
 
-def offline(decision: Decision, request: CallRequest, exc: StoreUnavailable) -> Decision:
-    what = "the store is unavailable" if exc.reason == "store_unavailable" else "no usable pack"
+def denied(decision: Decision, reason: str, message: str) -> Decision:
+    """``decision`` turned into a refusal for ``reason`` alone (what it carried dropped)."""
+    return replace(decision, kind=DecisionKind.DENY, reasons=(reason,), message=message, extra={})
+
+
+def without_store(decision: Decision, exc: StoreUnavailable) -> Decision:
+    """A ``fail_open`` call allowed although the store could not be used."""
     return replace(
         decision,
-        kind=DecisionKind.DENY,
-        reasons=(exc.reason,),
-        message=f"denied: {what} ({exc}); {request.action} fails closed",
-        extra={},
+        reasons=(exc.reason, "fail_open"),
+        message=f"allowed without the store (fail_open): {exc}",
     )
 
 
+def offline(decision: Decision, request: CallRequest, exc: StoreUnavailable) -> Decision:
+    what = "the store is unavailable" if exc.reason == "store_unavailable" else "no usable pack"
+    return denied(decision, exc.reason, f"denied: {what} ({exc}); {request.action} fails closed")
+
+
 def _taken(decision: Decision, key: str) -> Decision:
-    return replace(
+    return denied(
         decision,
-        kind=DecisionKind.DENY,
-        reasons=("in_doubt",),
-        message=f"denied: call {key} started elsewhere and has not finished; it was not run "
+        "in_doubt",
+        f"denied: call {key} started elsewhere and has not finished; it was not run "
         "again (see 'agent-guardrails status' for calls in doubt)",
-        extra={},
     )
 
 
